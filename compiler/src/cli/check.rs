@@ -1,0 +1,64 @@
+//! `moec check FILE`: parse and check; print a summary of what is defined
+//! with the derived figures a user checks first.
+
+use super::output::{emit, report_session};
+use moec::driver;
+use moec::source::FsReader;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Runs `moec check`.
+pub fn run(file: &Path) -> Result<(), u8> {
+    let session = driver::check(&FsReader, file).map_err(|e| {
+        eprintln!("error: {}", e.0);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if report_session(&session) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    let p = &session.program;
+    let mut out = String::new();
+    for m in p.models.iter().filter_map(|m| m.item.as_ref()) {
+        let _ = writeln!(
+            out,
+            "model {}: {} layers ({} MoE), {:.1}B parameters ({:.1}B active), expert {}, attention {} a layer",
+            m.name,
+            m.layers,
+            m.moe_layers(),
+            m.total_params() as f64 / 1e9,
+            m.active_params() as f64 / 1e9,
+            m.expert_bytes(),
+            m.attention_bytes()
+        );
+    }
+    for m in p.machines.iter().filter_map(|m| m.item.as_ref()) {
+        let s = m.spec();
+        let _ = writeln!(
+            out,
+            "machine {}: {} dies ({} alive), {} and {} each, {} links of {}",
+            s.name,
+            m.die_count(),
+            m.alive_dies().len(),
+            s.die.compute,
+            s.die.memory,
+            m.links().iter().filter(|l| l.alive).count(),
+            s.link.bandwidth
+        );
+    }
+    for w in p.workloads.iter().filter_map(|w| w.item.as_ref()) {
+        let _ = writeln!(out, "workload {}: {:?} batch {}, {} tokens a step, {} steps", w.name, w.phase, w.batch, w.tokens_per_step(), w.steps);
+    }
+    for plan in &p.plans {
+        let _ = writeln!(
+            out,
+            "plan {}: {} on {} under {}, placement {}",
+            plan.name,
+            p.models[plan.model].name,
+            p.machines[plan.machine].name,
+            p.workloads[plan.workload].name,
+            plan.placement.name()
+        );
+    }
+    let _ = writeln!(out, "ok: {}", file.display());
+    emit(None, &out)
+}

@@ -1,0 +1,88 @@
+//! `moec compile FILE`: a plan's IR through its passes, emitted as text,
+//! JSON or Graphviz.
+
+use super::output::{emit, report, report_session};
+use super::Emit;
+use moec::diag::Diagnostic;
+use moec::driver::{self, CompileOptions};
+use moec::ir::{self, text::TextOptions};
+use moec::passes::PrintAfter;
+use moec::source::FsReader;
+use std::path::PathBuf;
+
+/// The parsed command line of `compile`.
+pub struct Args {
+    pub file: PathBuf,
+    pub plan: Option<String>,
+    pub emit: Emit,
+    pub output: Option<PathBuf>,
+    pub passes: Option<String>,
+    pub print_after: Vec<String>,
+    pub print_after_all: bool,
+    pub layers: Option<String>,
+}
+
+/// Runs `moec compile`.
+pub fn run(args: Args) -> Result<(), u8> {
+    let layers = match args.layers.as_deref().map(parse_layers) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(e)) => {
+            eprintln!("error: --layers {e}");
+            return Err(super::EXIT_USAGE);
+        }
+        None => None,
+    };
+    let session = driver::check(&FsReader, &args.file).map_err(|e| {
+        eprintln!("error: {}", e.0);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if report_session(&session) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    let print_after = if args.print_after_all {
+        PrintAfter::All
+    } else if args.print_after.is_empty() {
+        PrintAfter::Nothing
+    } else {
+        PrintAfter::Passes(args.print_after.clone())
+    };
+    let options = CompileOptions { plan: args.plan.clone(), passes: args.passes.clone(), print_after };
+    let text_options = TextOptions { layers };
+    let plan = session.select_plan(args.plan.as_deref()).map_err(|d| fail(&session, d))?;
+    let machine = session.program.machine(plan.machine).ok_or(super::EXIT_DIAGNOSTICS)?;
+    let mut print = |pass: &str, ir: &ir::Ir| {
+        eprintln!("; *** IR after {pass} ***");
+        eprint!("{}", ir::text::print(ir, machine, &text_options));
+    };
+    let ir = session.compile(&options, &mut print).map_err(|d| fail(&session, d))?;
+    let text = match args.emit {
+        Emit::Ir => ir::text::print(&ir, machine, &text_options),
+        Emit::Json => ir::json::print(&ir),
+        Emit::Dot => ir::dot::print(&ir, machine),
+    };
+    emit(args.output.as_deref(), &text)
+}
+
+fn fail(session: &driver::Session, d: Diagnostic) -> u8 {
+    report(&session.loaded.sources, &[d]);
+    super::EXIT_DIAGNOSTICS
+}
+
+/// `3`, `0..3` (inclusive).
+fn parse_layers(s: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let bad = || format!("expects a layer or a range such as 0..3, found `{s}`");
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a: u32 = a.trim().parse().map_err(|_| bad())?;
+            let b: u32 = b.trim().trim_start_matches('=').parse().map_err(|_| bad())?;
+            if a > b {
+                return Err(bad());
+            }
+            Ok(a..=b)
+        }
+        None => {
+            let a: u32 = s.trim().parse().map_err(|_| bad())?;
+            Ok(a..=a)
+        }
+    }
+}

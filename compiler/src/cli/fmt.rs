@@ -1,0 +1,42 @@
+//! `moec fmt FILE`: canonical layout, printed, written back or checked.
+
+use super::output::{emit, report, write_atomic};
+use moec::source::SourceMap;
+use moec::syntax::{format::format, parse};
+use std::path::Path;
+
+/// Runs `moec fmt`.
+pub fn run(file: &Path, write: bool, check: bool) -> Result<(), u8> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        eprintln!("error: cannot read `{}`: {e}", file.display());
+        super::EXIT_DIAGNOSTICS
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        eprintln!("error[E0019]: `{}` is not UTF-8 text", file.display());
+        super::EXIT_DIAGNOSTICS
+    })?;
+    let mut sources = SourceMap::default();
+    let id = sources.add(file, text.clone());
+    let (ast, diags) = parse(id, &text);
+    if report(&sources, &diags) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    let formatted = format(&ast, &text);
+    if check {
+        if formatted != text {
+            eprintln!("{} is not formatted; run `moec fmt --write {}`", file.display(), file.display());
+            return Err(super::EXIT_DIAGNOSTICS);
+        }
+        return Ok(());
+    }
+    if write {
+        if formatted != text {
+            write_atomic(file, &formatted).map_err(|e| {
+                eprintln!("error: cannot write `{}`: {e}", file.display());
+                super::EXIT_DIAGNOSTICS
+            })?;
+        }
+        return Ok(());
+    }
+    emit(None, &formatted)
+}

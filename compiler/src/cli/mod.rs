@@ -1,0 +1,119 @@
+//! Command-line parsing (clap) and dispatch to the subcommands.
+//!
+//! Exit codes: 0 success, 1 the input has errors (diagnostics printed),
+//! 2 the command line is wrong (clap's usage errors, an unknown code for
+//! `explain`).
+
+mod check;
+mod compile;
+mod explain;
+mod fmt;
+mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Exit status for input with errors.
+pub const EXIT_DIAGNOSTICS: u8 = 1;
+/// Exit status for a wrong command line.
+pub const EXIT_USAGE: u8 = 2;
+
+/// moec compiles Mixture-of-Experts inference onto wafer-scale meshes, GPU
+/// racks and clusters: a .moe file describes the model, the machine and the
+/// workload; passes place the experts; the result is a placed graph IR.
+#[derive(Parser, Debug)]
+#[command(name = "moec", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  moec check examples/deepseek-v3-wafer.moe
+  moec compile examples/deepseek-v3-wafer.moe --layers 0..3
+  moec compile examples/mixtral-8x7b-h100.moe --emit dot -o mixtral.dot
+  moec compile examples/deepseek-v3-wafer.moe --passes 'place(round_robin)' --print-after place
+  moec explain E0003
+  moec fmt --write examples/deepseek-v3-wafer.moe";
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check a file (and its imports); print what it defines.
+    #[command(after_help = "Example:\n  moec check examples/deepseek-v3-wafer.moe")]
+    Check {
+        /// The .moe file.
+        file: PathBuf,
+    },
+    /// Compile a plan: build its IR, run its passes, print the placed IR.
+    #[command(after_help = "Examples:
+  moec compile examples/deepseek-v3-wafer.moe
+  moec compile examples/deepseek-v3-wafer.moe --plan default --emit json -o plan.json
+  moec compile examples/deepseek-v3-wafer.moe --passes baseline --print-after-all --layers 3..3
+
+Passes: place(round_robin). Named pipelines: baseline = place(round_robin).")]
+    Compile {
+        /// The .moe file.
+        file: PathBuf,
+        /// Which plan (default: the only plan, or the one named `default`).
+        #[arg(long)]
+        plan: Option<String>,
+        /// What to write.
+        #[arg(long, value_enum, default_value_t = Emit::Ir)]
+        emit: Emit,
+        /// Write here (atomically) instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Run this pipeline instead of the plan's: `place(round_robin),...` or a pipeline name.
+        #[arg(long)]
+        passes: Option<String>,
+        /// Print the IR to standard error after this pass (repeatable; `place` matches `place(...)`).
+        #[arg(long, value_name = "PASS")]
+        print_after: Vec<String>,
+        /// Print the IR to standard error after every pass.
+        #[arg(long)]
+        print_after_all: bool,
+        /// Only print these layers of the IR text, e.g. `0..3` (inclusive).
+        #[arg(long, value_name = "A..B")]
+        layers: Option<String>,
+    },
+    /// Explain a diagnostic code, with an example (no code: list them all).
+    Explain {
+        /// A code such as E0003.
+        code: Option<String>,
+    },
+    /// Print a .moe file in canonical layout.
+    Fmt {
+        /// The .moe file.
+        file: PathBuf,
+        /// Rewrite the file in place.
+        #[arg(short, long, conflicts_with = "check")]
+        write: bool,
+        /// Exit 1 if the file is not in canonical layout.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Output forms of `compile`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Emit {
+    /// The IR's text form.
+    Ir,
+    /// The IR as JSON.
+    Json,
+    /// The IR as a Graphviz graph.
+    Dot,
+}
+
+/// Runs a command; `Err` carries the exit status.
+pub fn run(cli: Cli) -> Result<(), u8> {
+    match cli.command {
+        Command::Check { file } => check::run(&file),
+        Command::Compile { file, plan, emit, output, passes, print_after, print_after_all, layers } => {
+            compile::run(compile::Args { file, plan, emit, output, passes, print_after, print_after_all, layers })
+        }
+        Command::Explain { code } => explain::run(code.as_deref()),
+        Command::Fmt { file, write, check } => fmt::run(&file, write, check),
+    }
+}

@@ -1,0 +1,370 @@
+//! The stable diagnostic codes and their long explanations (`moec explain`).
+//!
+//! A code never changes meaning once released; a retired code stays listed.
+//! Each explanation says what went wrong, why moec refuses it, and shows an
+//! input that produces it with the fix.
+
+/// A stable diagnostic code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    E0001,
+    E0002,
+    E0003,
+    E0004,
+    E0005,
+    E0006,
+    E0007,
+    E0008,
+    E0009,
+    E0010,
+    E0011,
+    E0012,
+    E0013,
+    E0014,
+    E0015,
+    E0016,
+    E0017,
+    E0018,
+    E0019,
+    E0020,
+    E0021,
+    E0022,
+    E0023,
+    W0001,
+    W0002,
+    W0003,
+}
+
+struct Entry {
+    code: Code,
+    name: &'static str,
+    title: &'static str,
+    explanation: &'static str,
+}
+
+const TABLE: &[Entry] = &[
+    Entry {
+        code: Code::E0001,
+        name: "E0001",
+        title: "syntax error",
+        explanation: "The file does not follow the moec grammar (grammar/moe.pest). The message says what the
+parser expected at the marked position. After an error moec skips to the next top-level
+item (`model`, `machine`, `workload`, `plan`, `import`) and goes on, so one run reports
+the syntax errors of every item.
+
+Example:
+
+    model m {
+      hidden = = 4096      // error: expected a value
+    }
+
+Fix: `hidden = 4096`.",
+    },
+    Entry {
+        code: Code::E0002,
+        name: "E0002",
+        title: "unknown unit",
+        explanation: "A number carries a unit moec does not know. Units are case-sensitive: `GB` is
+gigabytes, `Gb/s` gigabits per second. Known units:
+
+    compute    FLOPS KFLOPS MFLOPS GFLOPS TFLOPS PFLOPS
+    size       B KB MB GB TB PB KiB MiB GiB TiB PiB
+    bandwidth  B/s KB/s MB/s GB/s TB/s KiB/s MiB/s GiB/s TiB/s Gb/s Tb/s
+    time       ns us ms s
+
+Example:
+
+    link { bandwidth = 900 GBps }     // error: unknown unit `GBps`
+
+Fix: `bandwidth = 900 GB/s`.",
+    },
+    Entry {
+        code: Code::E0003,
+        name: "E0003",
+        title: "quantity of the wrong dimension",
+        explanation: "A setting expects one kind of quantity (a size, a bandwidth, a compute rate or a
+time) and got another, or got a bare number where a unit is needed. moec checks
+dimensions so that a bandwidth can never be read as a size.
+
+Example:
+
+    die { memory = 8 TB/s }            // error: expected a size such as 96 GiB, found a bandwidth
+
+Fix: `memory = 180 GB` (and `memory_bw = 8 TB/s`).",
+    },
+    Entry {
+        code: Code::E0004,
+        name: "E0004",
+        title: "unknown setting",
+        explanation: "A block holds a key that this kind of block does not have. The hint names the closest
+known key, and the known keys are listed in docs/LANGUAGE.md.
+
+Example:
+
+    model m { hiden = 4096 }           // error: unknown setting `hiden` in model; did you mean `hidden`?",
+    },
+    Entry {
+        code: Code::E0005,
+        name: "E0005",
+        title: "setting given twice",
+        explanation: "A key appears twice in one block. moec does not guess which one you meant.
+
+Example:
+
+    moe { top_k = 2; top_k = 8 }       // error: `top_k` is set twice",
+    },
+    Entry {
+        code: Code::E0006,
+        name: "E0006",
+        title: "missing setting",
+        explanation: "A required key is missing from a block. The hint shows a line to add.
+
+Example:
+
+    model m { layers = 32 }            // error: model `m` has no `hidden`",
+    },
+    Entry {
+        code: Code::E0007,
+        name: "E0007",
+        title: "value of the wrong type",
+        explanation: "A key got a value of the wrong form: a name where an integer is needed, a list where a
+name is needed, and so on.
+
+Example:
+
+    model m { layers = \"32\" }          // error: expected an integer, found a string
+
+Fix: `layers = 32`.",
+    },
+    Entry {
+        code: Code::E0008,
+        name: "E0008",
+        title: "value out of range",
+        explanation: "A number is outside the range its setting allows: a count of zero, a negative size, a
+fraction where a whole number is needed, or an integer too large to represent.
+
+Example:
+
+    moe { experts = 0 }                // error: `experts` must be at least 1",
+    },
+    Entry {
+        code: Code::E0009,
+        name: "E0009",
+        title: "unknown name",
+        explanation: "A plan refers to a model, machine or workload that no file defines (imports included).
+The hint names the closest defined one.
+
+Example:
+
+    plan p { model = deepseek_v4; ... }   // error: no model named `deepseek_v4`; did you mean `deepseek_v3`?",
+    },
+    Entry {
+        code: Code::E0010,
+        name: "E0010",
+        title: "name defined twice",
+        explanation: "Two items of the same kind have the same name (possibly in different files brought in
+by `import`). Each name must be unique within its kind.
+
+Example:
+
+    machine wafer { ... }
+    machine wafer { ... }              // error: machine `wafer` is defined twice",
+    },
+    Entry {
+        code: Code::E0011,
+        name: "E0011",
+        title: "import failed",
+        explanation: "An `import` names a file that cannot be read. Paths are relative to the file that holds
+the import. A file imported twice, or in a cycle, is read once.
+
+Example:
+
+    import \"machines/wafer.moe\"        // error: cannot read `machines/wafer.moe`: not found",
+    },
+    Entry {
+        code: Code::E0012,
+        name: "E0012",
+        title: "top_k larger than the number of experts",
+        explanation: "Each token is routed to `top_k` distinct experts, so `top_k` cannot exceed `experts`.
+
+Example:
+
+    moe { experts = 8; top_k = 16 }    // error: top_k = 16 but the layer has only 8 experts",
+    },
+    Entry {
+        code: Code::E0013,
+        name: "E0013",
+        title: "inconsistent expert groups",
+        explanation: "Group-limited routing (DeepSeek's node-limited routing) splits the experts into `groups`
+equal groups and keeps the best `topk_groups` of them. So `groups` must divide `experts`,
+`topk_groups` must be at most `groups`, and the kept groups must hold at least `top_k`
+experts.
+
+Example:
+
+    moe { experts = 256; groups = 7; topk_groups = 4; top_k = 8 }   // error: 7 does not divide 256",
+    },
+    Entry {
+        code: Code::E0014,
+        name: "E0014",
+        title: "an expert does not fit a die",
+        explanation: "One expert's weights are larger than one die's memory, so no expert-parallel placement
+can hold it. The message names both sizes. Shard the expert (a later `parallel` form) or
+use a machine with more memory per die.
+
+Example:
+
+    machine tiny { die { memory = 16 MiB; ... } }
+    plan p { model = deepseek_v3; machine = tiny; ... }  // error: an expert of deepseek_v3 needs 84 MiB, a die of tiny has 16 MiB",
+    },
+    Entry {
+        code: Code::E0015,
+        name: "E0015",
+        title: "invalid defect",
+        explanation: "A `defects` entry names a die outside the machine, a link between dies that are not
+neighbours, a die listed twice, or uses mesh coordinates on a switch or cluster.
+
+Example:
+
+    machine w { topology = mesh(8, 8); defects { die(9, 2) } }   // error: die (9, 2) is outside the 8x8 mesh",
+    },
+    Entry {
+        code: Code::E0016,
+        name: "E0016",
+        title: "machine unusable after defects",
+        explanation: "The defects leave no working die, or cut the mesh so that some working dies cannot
+reach others. The message names one pair that cannot talk.
+
+Example:
+
+    defects { link((3, 0), (4, 0)); link((3, 1), (4, 1)); ... }   // every link across x = 3.5: the wafer is cut in two",
+    },
+    Entry {
+        code: Code::E0017,
+        name: "E0017",
+        title: "unknown choice",
+        explanation: "A setting that takes one of a fixed set of names (dtype, activation, gate, phase,
+routing, placement, ...) got a name outside that set. The hint lists the choices.
+
+Example:
+
+    model m { dtype = bf17 }           // error: unknown dtype `bf17`; did you mean `bf16`?",
+    },
+    Entry {
+        code: Code::E0018,
+        name: "E0018",
+        title: "bad call arguments",
+        explanation: "A call such as `mesh(8, 8)`, `cluster(nodes = 2, per_node = 8)`, `zipf(s = 1.2)` or
+`die(7, 7)` got the wrong number or kind of arguments, or an argument name it does not take.
+
+Example:
+
+    topology = mesh(8)                 // error: mesh takes two sizes: mesh(x, y)",
+    },
+    Entry {
+        code: Code::E0019,
+        name: "E0019",
+        title: "input cannot be read",
+        explanation: "The file is not UTF-8 text, is larger than moec reads (16 MiB), or nests brackets more
+deeply than 64 levels. moec refuses such input before parsing it.",
+    },
+    Entry {
+        code: Code::E0020,
+        name: "E0020",
+        title: "placement does not fit",
+        explanation: "After a pass placed the model, some die holds more than its memory: weights of the
+experts and replicated layers placed on it plus its share of the KV cache. The message names
+the die and the sizes. Use more dies, a placement that spreads experts further, or a
+smaller batch or context.",
+    },
+    Entry {
+        code: Code::E0021,
+        name: "E0021",
+        title: "no such plan or pass",
+        explanation: "`--plan NAME` names a plan the file does not define, the file defines no plan, or
+`--passes` / `--print-after` names a pass that does not exist. The hint lists what exists.",
+    },
+    Entry {
+        code: Code::E0022,
+        name: "E0022",
+        title: "routing trace not found",
+        explanation: "A workload's `routing = trace(\"...\")` names a file that does not exist. Paths are relative
+to the .moe file.",
+    },
+    Entry {
+        code: Code::E0023,
+        name: "E0023",
+        title: "inconsistent setting",
+        explanation: "Two settings contradict each other: a model with `dense_layers` but no `dense_ffn`,
+more dense layers than layers, a workload in the prefill phase with a `context` instead of a
+`seq_len`, a machine whose io edges are given on a switch. The message names both.",
+    },
+    Entry {
+        code: Code::W0001,
+        name: "W0001",
+        title: "every expert is active",
+        explanation: "top_k equals the number of experts: every token visits every expert, so the layer is a
+dense layer with extra steps, and placement choices cannot change the traffic.",
+    },
+    Entry {
+        code: Code::W0002,
+        name: "W0002",
+        title: "setting has no effect here",
+        explanation: "A setting is legal but does nothing in this context, such as `routing = yx` on a switch
+topology (a switch has no dimension order), or `topk_groups = groups` (group limiting keeps
+every group).",
+    },
+    Entry {
+        code: Code::W0003,
+        name: "W0003",
+        title: "suspicious magnitude",
+        explanation: "A quantity is legal but far outside what real hardware has (a link latency above 1 ms, a
+die under 1 GFLOPS, memory bandwidth above 1 PB/s). Often a unit slip such as `us` for `ns`.",
+    },
+];
+
+impl Code {
+    fn entry(self) -> &'static Entry {
+        // The table lists every variant; the fallback keeps this total.
+        TABLE.iter().find(|e| e.code == self).unwrap_or(&TABLE[0])
+    }
+
+    /// `"E0001"` and so on.
+    pub fn as_str(self) -> &'static str {
+        self.entry().name
+    }
+
+    /// A few words on what the code means.
+    pub fn title(self) -> &'static str {
+        self.entry().title
+    }
+
+    /// The long explanation with an example.
+    pub fn explanation(self) -> &'static str {
+        self.entry().explanation
+    }
+
+    /// Looks a code up by name, case-insensitively (`e0003` works).
+    pub fn parse(name: &str) -> Option<Code> {
+        TABLE.iter().find(|e| e.name.eq_ignore_ascii_case(name.trim())).map(|e| e.code)
+    }
+
+    /// Every code, in order.
+    pub fn all() -> impl Iterator<Item = Code> {
+        TABLE.iter().map(|e| e.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_own_entry_named_after_it() {
+        for (i, e) in TABLE.iter().enumerate() {
+            assert_eq!(format!("{:?}", e.code), e.name);
+            assert_eq!(Code::parse(e.name), Some(e.code));
+            assert!(TABLE[..i].iter().all(|o| o.code != e.code), "{} listed twice", e.name);
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! What each die holds once the IR is placed: expert weights, other
+//! weights, and its share of the KV cache.
+
+use super::{Ir, Op};
+use moec_runtime::machine::{DieId, Machine};
+use moec_runtime::units::Bytes;
+
+/// The memory one die needs for what is placed on it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DieLoad {
+    pub die: DieId,
+    /// Routed experts held whole or as shards (a shard counts as one).
+    pub experts: u32,
+    pub expert_bytes: Bytes,
+    /// Attention, gates, shared experts, dense FFNs, embedding, LM head.
+    pub other_bytes: Bytes,
+    /// KV cache: the sequences this die serves.
+    pub state_bytes: Bytes,
+}
+
+impl DieLoad {
+    /// Everything together.
+    pub fn total(&self) -> Bytes {
+        self.expert_bytes + self.other_bytes + self.state_bytes
+    }
+}
+
+/// The load of every die of `machine` (dead dies included, with nothing).
+/// A node's weights are split over its shard ways; its state over its
+/// replicas, since each replica serves its own sequences.
+pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
+    let mut loads: Vec<DieLoad> = (0..machine.die_count())
+        .map(|d| DieLoad { die: DieId(d), experts: 0, expert_bytes: Bytes(0), other_bytes: Bytes(0), state_bytes: Bytes(0) })
+        .collect();
+    for (_, n) in ir.nodes() {
+        if !n.ann.is_placed() {
+            continue;
+        }
+        let ways = u64::from(n.ann.sharding.ways().max(1));
+        let replicas = u64::from(n.ann.replicas().max(1));
+        let weights = Bytes(n.weights.0.div_ceil(ways));
+        let state = Bytes(n.state.0.div_ceil(replicas));
+        for d in &n.ann.dies {
+            let Some(load) = loads.get_mut(d.0 as usize) else { continue };
+            if matches!(n.op, Op::Expert { .. }) {
+                load.experts += 1;
+                load.expert_bytes += weights;
+            } else {
+                load.other_bytes += weights;
+            }
+            load.state_bytes += state;
+        }
+    }
+    loads
+}

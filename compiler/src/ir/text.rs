@@ -1,0 +1,137 @@
+//! The IR's text form: what `--emit ir`, `--print-after` and the snapshot
+//! tests show. Stable: the same IR always prints the same bytes.
+//!
+//! ```text
+//! layer 3:
+//!   %9 = expert e0 ffn=2048 swiglu (%8) -> [8, 7168] bf16 weights=88.08 MB @(0, 0)
+//! ```
+//!
+//! Each node is one line: its number, operation and attributes, inputs,
+//! output tensor, weights (and KV cache), and placement after `@` (`@all`:
+//! every alive die holds a copy; `@?`: not placed yet). A per-die memory table
+//! closes the listing once anything is placed.
+
+use super::memory::die_loads;
+use super::{Ir, Node, Op, Sharding};
+use moec_runtime::machine::Machine;
+use std::fmt::Write;
+use std::ops::RangeInclusive;
+
+/// What to print.
+#[derive(Clone, Debug, Default)]
+pub struct TextOptions {
+    /// Only these layers (embed and LM head always print).
+    pub layers: Option<RangeInclusive<u32>>,
+}
+
+/// The text form of `ir` on `machine`.
+pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
+    let h = &ir.header;
+    let mut out = String::new();
+    let _ = writeln!(out, "; moec IR of plan `{}`", h.plan);
+    let _ = writeln!(
+        out,
+        "; model {}, machine {} ({} dies, {} alive), workload {} ({} tokens a step)",
+        h.model, h.machine, h.dies, h.alive_dies, h.workload, h.tokens_per_step
+    );
+    let passes = if h.passes.is_empty() { "none".to_string() } else { h.passes.join(", ") };
+    let _ = writeln!(out, "; passes run: {passes}");
+    let all_alive = machine.alive_dies();
+    let mut current_layer = None;
+    for (i, n) in ir.nodes() {
+        if let (Some(l), Some(range)) = (n.layer, &options.layers) {
+            if !range.contains(&l.0) {
+                continue;
+            }
+        }
+        if n.layer != current_layer {
+            current_layer = n.layer;
+            match n.layer {
+                Some(l) => {
+                    let _ = writeln!(out, "layer {}:", l.0);
+                }
+                None => out.push('\n'),
+            }
+        }
+        let indent = if n.layer.is_some() { "  " } else { "" };
+        let inputs: Vec<String> = ir.inputs(i).iter().map(|p| format!("%{}", p.index())).collect();
+        let _ = write!(out, "{indent}%{} = {}", i.index(), op_text(&n.op));
+        if !inputs.is_empty() {
+            let _ = write!(out, " ({})", inputs.join(", "));
+        }
+        let shape: Vec<String> = n.out.shape.iter().map(u64::to_string).collect();
+        let _ = write!(out, " -> [{}] {}", shape.join(", "), n.out.dtype.name());
+        if n.weights.0 > 0 {
+            let _ = write!(out, " weights={}", n.weights);
+        }
+        if n.state.0 > 0 {
+            let _ = write!(out, " kv={}", n.state);
+        }
+        let _ = writeln!(out, " @{}", placement(n, machine, &all_alive));
+    }
+    if ir.nodes().any(|(_, n)| n.ann.is_placed()) {
+        memory_table(ir, machine, &mut out);
+    }
+    out
+}
+
+fn op_text(op: &Op) -> String {
+    let m = op.mnemonic();
+    match op {
+        Op::Embed { vocab } | Op::LmHead { vocab } => format!("{m} vocab={vocab}"),
+        Op::Attention { heads, .. } => format!("{m} heads={heads}"),
+        Op::Gate { experts, top_k, groups, topk_groups, .. } if *groups > 1 => {
+            format!("{m} experts={experts} top_k={top_k} groups={topk_groups}/{groups}")
+        }
+        Op::Gate { experts, top_k, .. } => format!("{m} experts={experts} top_k={top_k}"),
+        Op::Dispatch { .. } | Op::Combine { .. } => m,
+        Op::Expert { expert, ffn, activation } => format!("{m} e{} ffn={ffn} {}", expert.0, activation.name()),
+        Op::SharedExpert { count, ffn, activation } => format!("{m} x{count} ffn={ffn} {}", activation.name()),
+        Op::DenseFfn { ffn, activation } => format!("{m} ffn={ffn} {}", activation.name()),
+    }
+}
+
+fn placement(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::DieId]) -> String {
+    let ann = &n.ann;
+    if !ann.is_placed() {
+        return "?".into();
+    }
+    let form = match ann.sharding {
+        Sharding::Whole => String::new(),
+        Sharding::Rows(k) => format!("rows{k}"),
+        Sharding::Cols(k) => format!("cols{k}"),
+        Sharding::Tp(k) => format!("tp{k}"),
+    };
+    if ann.dies == all_alive {
+        return format!("{form}all");
+    }
+    if ann.dies.len() == 1 && form.is_empty() {
+        return machine.die_label(ann.dies[0]);
+    }
+    let dies: Vec<String> = ann.dies.iter().map(|&d| machine.die_label(d)).collect();
+    format!("{form}[{}]", dies.join(", "))
+}
+
+fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
+    let have = machine.spec().die.memory;
+    let _ = writeln!(out, "\n; memory per die (capacity {have})");
+    let _ = writeln!(out, "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>6}", "die", "experts", "expert w", "other w", "kv cache", "total", "used");
+    for load in die_loads(ir, machine) {
+        if !machine.is_alive(load.die) {
+            let _ = writeln!(out, "; {:<12} dead", machine.die_label(load.die));
+            continue;
+        }
+        let used = 100.0 * load.total().as_f64() / have.as_f64();
+        let _ = writeln!(
+            out,
+            "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>5.1}%",
+            machine.die_label(load.die),
+            load.experts,
+            load.expert_bytes.to_string(),
+            load.other_bytes.to_string(),
+            load.state_bytes.to_string(),
+            load.total().to_string(),
+            used
+        );
+    }
+}

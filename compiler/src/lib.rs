@@ -1,0 +1,19 @@
+//! moec: a compiler for Mixture-of-Experts inference.
+//!
+//! The pipeline, one module per stage (see docs/ARCHITECTURE.md):
+//! [`source`] reads files and imports; [`syntax`] parses them (pest grammar in
+//! `grammar/moe.pest`) and formats them back; [`sema`] checks them into a
+//! [`sema::Program`] of models, machines, workloads and plans; [`ir`] builds
+//! the graph IR of a plan; [`passes`] transform and annotate it; [`driver`]
+//! strings the stages together; [`diag`] is how every stage reports problems.
+//! The machine model, model and workload descriptions live in the
+//! `moec-runtime` crate, so the compiler's decisions and the runtime's
+//! measurements agree about the hardware.
+
+pub mod diag;
+pub mod driver;
+pub mod ir;
+pub mod passes;
+pub mod sema;
+pub mod source;
+pub mod syntax;

@@ -1,0 +1,38 @@
+//! Passes over the IR and the pass manager that runs them.
+//!
+//! A pass is one file implementing [`Pass`]. The [`registry`] knows every
+//! pass by name and builds it from a spec such as `place(round_robin)`; a
+//! pipeline is a comma-separated list of specs, or the name of a pipeline in
+//! [`PIPELINES`]. The [`PassManager`] runs a pipeline like LLVM's `opt`: the
+//! verifier after every pass, the IR printed after the passes asked for.
+
+mod manager;
+mod place;
+pub mod registry;
+mod round_robin;
+
+pub use manager::{PassManager, PipelineError, PrintAfter};
+pub use registry::{parse_pipeline, PassSpec, PIPELINES};
+
+use crate::ir::Ir;
+use moec_runtime::machine::Machine;
+use moec_runtime::model::ModelSpec;
+use moec_runtime::workload::WorkloadSpec;
+
+/// What a pass may consult: the machine model (for costs and topology), the
+/// model and the workload. Passes never hard-code a machine.
+pub struct PassContext<'a> {
+    pub machine: &'a Machine,
+    pub model: &'a ModelSpec,
+    pub workload: &'a WorkloadSpec,
+}
+
+/// A transformation of the IR.
+pub trait Pass {
+    /// The spec that names it, e.g. `place(round_robin)`.
+    fn name(&self) -> String;
+
+    /// Runs over `ir`. An error says why the pass cannot do its job on this
+    /// input (not a bug: those the verifier catches).
+    fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String>;
+}

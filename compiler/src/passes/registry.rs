@@ -1,0 +1,106 @@
+//! Every pass by name, and parsing pipeline specs.
+//!
+//! A spec is `name` or `name(arg)`; a pipeline is specs joined by commas:
+//! `place(round_robin)`. Named pipelines stand for a list of specs.
+
+use super::place::Place;
+use super::Pass;
+
+/// A pass as written in a pipeline: its name and optional argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassSpec {
+    pub name: String,
+    pub arg: Option<String>,
+}
+
+impl std::fmt::Display for PassSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.arg {
+            Some(a) => write!(f, "{}({a})", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// Every pass, with what it does (for `--help` and error hints).
+pub const PASSES: &[(&str, &str)] = &[("place", "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin")];
+
+/// Named pipelines.
+pub const PIPELINES: &[(&str, &str)] = &[("baseline", "place(round_robin)")];
+
+/// Parses `a(x),b` (or a pipeline name) into specs.
+pub fn parse_pipeline(text: &str) -> Result<Vec<PassSpec>, String> {
+    let text = text.trim();
+    if let Some((_, specs)) = PIPELINES.iter().find(|(n, _)| *n == text) {
+        return parse_pipeline(specs);
+    }
+    let mut out = Vec::new();
+    for part in split_top_level(text) {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(format!("empty pass in pipeline `{text}`"));
+        }
+        let spec = match part.split_once('(') {
+            Some((name, rest)) => {
+                let arg = rest.strip_suffix(')').ok_or_else(|| format!("`{part}` is missing its `)`"))?;
+                PassSpec { name: name.trim().to_string(), arg: Some(arg.trim().to_string()) }
+            }
+            None => PassSpec { name: part.to_string(), arg: None },
+        };
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// Splits at commas outside parentheses.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// Builds the pass a spec names.
+pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
+    match spec.name.as_str() {
+        "place" => Ok(Box::new(Place::new(spec.arg.as_deref())?)),
+        other => {
+            let names: Vec<&str> = PASSES.iter().map(|(n, _)| *n).collect();
+            let hint = crate::sema::suggest::did_you_mean(other, names.iter().copied()).unwrap_or_default();
+            Err(format!("no pass named `{other}` {hint}(passes: {})", names.join(", ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelines_parse_into_specs() {
+        let p = parse_pipeline("place(round_robin), verify").unwrap();
+        assert_eq!(p[0], PassSpec { name: "place".into(), arg: Some("round_robin".into()) });
+        assert_eq!(p[1].name, "verify");
+        assert_eq!(parse_pipeline("baseline").unwrap(), parse_pipeline("place(round_robin)").unwrap());
+        assert!(parse_pipeline("place(round_robin").is_err());
+        assert!(parse_pipeline("a,,b").is_err());
+    }
+
+    #[test]
+    fn unknown_passes_are_refused_with_a_suggestion() {
+        let e = create(&PassSpec { name: "plase".into(), arg: None }).err().unwrap();
+        assert!(e.contains("did you mean `place`"), "{e}");
+        assert!(create(&PassSpec { name: "place".into(), arg: Some("magic".into()) }).is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Checking a `machine` item and building the runtime's [`Machine`] from it.
+//!
+//! The runtime owns the machine model; this file only reads the language
+//! into a [`MachineSpec`] and turns the model's build errors (defects off the
+//! mesh, a mesh cut in two) into diagnostics at the defect's own span.
+
+use super::reader::{self, wrong_type, BlockReader};
+use super::units::Dim;
+use crate::diag::{Code, Diagnostic};
+use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
+use crate::syntax::Span;
+use moec_runtime::machine::{
+    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineSpec, RoutingPolicy, Topology,
+};
+use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
+
+/// Launch overhead of one kernel when the machine does not say.
+const DEFAULT_LAUNCH_OVERHEAD: Seconds = Seconds(1e-6);
+
+/// Reads a machine and builds it; `None` when it is unusable.
+pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
+    let what = format!("machine `{}`", decl.name.text);
+    let mut r = BlockReader::new(&what, decl.name.span, &decl.body);
+    let topology_value = r.required("topology", "topology = mesh(8, 8)");
+    let topology = topology_value.and_then(|v| r.check(topology(v)));
+    let die = match r.section("die") {
+        Some((_, body, span)) => die(&what, span, body, diags),
+        None => {
+            r.missing("die", "die { compute = 2250 TFLOPS; memory = 180 GB; memory_bw = 8 TB/s }");
+            None
+        }
+    };
+    let main_link = match r.section("link") {
+        Some((_, body, span)) => link(&format!("the link of {what}"), span, body, diags),
+        None => {
+            r.missing("link", "link { bandwidth = 900 GB/s; latency = 20 ns }");
+            None
+        }
+    };
+    let inter_wafer_link = r.section("inter_wafer").and_then(|(_, b, s)| link(&format!("the inter-wafer link of {what}"), s, b, diags));
+    let inter_node_link = r.section("inter_node").and_then(|(_, b, s)| link(&format!("the inter-node link of {what}"), s, b, diags));
+    let routing_choice = r.choice("routing", &["xy", "yx"]);
+    let routing = match routing_choice {
+        Some(("yx", _)) => RoutingPolicy::Yx,
+        _ => RoutingPolicy::Xy,
+    };
+    let io_section = r.section("io");
+    let io = io_section.and_then(|(_, body, span)| io(&what, span, body, diags));
+    let (defects, defect_spans) = match r.section("defects") {
+        Some((_, body, span)) => defects(&what, span, body, diags),
+        None => (Defects::default(), DefectSpans::default()),
+    };
+    diags.extend(r.finish());
+
+    let topology = topology?;
+    if let (Some((_, span)), false) = (routing_choice, matches!(topology, Topology::Mesh { .. })) {
+        diags.push(Diagnostic::warning(Code::W0002, span, "`routing` has no effect on a switch or cluster")
+            .with_label("only meshes have a dimension order"));
+    }
+    let spec = MachineSpec {
+        name: decl.name.text.clone(),
+        topology,
+        die: die?,
+        link: main_link?,
+        inter_wafer_link,
+        inter_node_link,
+        routing,
+        io,
+        defects,
+    };
+    match Machine::build(spec) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            let span = match e.defect_entry() {
+                Some(DefectEntry::DeadDie(i)) => defect_spans.dies.get(i).copied(),
+                Some(DefectEntry::DeadLink(i)) => defect_spans.links.get(i).copied(),
+                None => None,
+            };
+            let io_span = io_section.map(|(_, _, s)| s);
+            let (code, span, label) = match (span, &e) {
+                (Some(s), _) => (Code::E0015, s, "this defect"),
+                (None, moec_runtime::machine::MachineError::IoOffMesh { .. }) => (Code::E0023, io_span.unwrap_or(decl.name.span), "io edges"),
+                (None, moec_runtime::machine::MachineError::AllDiesDead | moec_runtime::machine::MachineError::MeshCut { .. }) => {
+                    (Code::E0016, defect_spans.block.unwrap_or(decl.name.span), "these defects")
+                }
+                (None, _) => (Code::E0018, topology_value.map(|v| v.span).unwrap_or(decl.name.span), "this topology"),
+            };
+            diags.push(Diagnostic::error(code, span, format!("{what}: {e}")).with_label(label));
+            None
+        }
+    }
+}
+
+/// `mesh(8, 8)`, `mesh(8, 8, wafers = (2, 2))`, `switch(72)`, `cluster(nodes = 2, per_node = 8)`.
+fn topology(v: &Value) -> Result<Topology, Diagnostic> {
+    let ValueKind::Call(call) = &v.kind else {
+        return Err(wrong_type(v, "topology", "a topology such as mesh(8, 8), switch(72) or cluster(nodes = 2, per_node = 8)", v.kind.describe()));
+    };
+    let mut args = CallArgs::new(call);
+    let t = match call.name.text.as_str() {
+        "mesh" => {
+            let width = args.positional(0, "x")?;
+            let height = args.positional(1, "y")?;
+            let (wafers_x, wafers_y) = match args.named("wafers") {
+                Some(w) => pair(w, "wafers")?,
+                None => (1, 1),
+            };
+            Topology::Mesh { width, height, wafers_x, wafers_y }
+        }
+        "switch" => Topology::Switch { ports: args.positional(0, "ports")? },
+        "cluster" => {
+            let nodes = args.named_or_positional("nodes", 0)?;
+            let per_node = args.named_or_positional("per_node", 1)?;
+            Topology::Cluster { nodes, per_node }
+        }
+        other => return Err(reader::unknown_choice(call.name.span, "topology", other, &["mesh", "switch", "cluster"])),
+    };
+    args.finish()?;
+    Ok(t)
+}
+
+/// Arguments of a call, each taken at most once; leftovers are errors.
+struct CallArgs<'a> {
+    call: &'a Call,
+    used: Vec<bool>,
+}
+
+impl<'a> CallArgs<'a> {
+    fn new(call: &'a Call) -> CallArgs<'a> {
+        CallArgs { call, used: vec![false; call.args.len()] }
+    }
+
+    fn usage(&self) -> &'static str {
+        match self.call.name.text.as_str() {
+            "mesh" => "mesh(x, y) or mesh(x, y, wafers = (wx, wy))",
+            "switch" => "switch(gpus)",
+            "cluster" => "cluster(nodes = N, per_node = G)",
+            "die" => "die(x, y) on a mesh, die(i) on a switch or cluster",
+            _ => "link((x1, y1), (x2, y2))",
+        }
+    }
+
+    fn positional(&mut self, i: usize, what: &str) -> Result<u32, Diagnostic> {
+        let found = self.call.args.iter().enumerate().filter(|(_, a)| a.name.is_none()).nth(i);
+        match found {
+            Some((j, a)) => {
+                self.used[j] = true;
+                small(&a.value, what)
+            }
+            None => Err(self.bad(format!("`{}` is missing its {what}", self.call.name.text))),
+        }
+    }
+
+    fn named(&mut self, name: &str) -> Option<&'a Value> {
+        let (j, a) = self.call.args.iter().enumerate().find(|(_, a)| a.name.as_ref().is_some_and(|n| n.text == name))?;
+        self.used[j] = true;
+        Some(&a.value)
+    }
+
+    fn named_or_positional(&mut self, name: &str, i: usize) -> Result<u32, Diagnostic> {
+        match self.named(name) {
+            Some(v) => small(v, name),
+            None => self.positional(i, name),
+        }
+    }
+
+    fn bad(&self, message: String) -> Diagnostic {
+        Diagnostic::error(Code::E0018, self.call.span, message).with_label("here").with_hint(format!("write {}", self.usage()))
+    }
+
+    fn finish(self) -> Result<(), Diagnostic> {
+        match self.used.iter().position(|u| !u) {
+            Some(j) => {
+                let a: &Arg = &self.call.args[j];
+                Err(Diagnostic::error(Code::E0018, a.value.span, format!("`{}` does not take this argument", self.call.name.text))
+                    .with_label("extra argument")
+                    .with_hint(format!("write {}", self.usage())))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn small(v: &Value, what: &str) -> Result<u32, Diagnostic> {
+    reader::int(v, what, 0, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+fn pair(v: &Value, what: &str) -> Result<(u32, u32), Diagnostic> {
+    match &v.kind {
+        ValueKind::Tuple(items) if items.len() == 2 => Ok((small(&items[0], what)?, small(&items[1], what)?)),
+        other => Err(wrong_type(v, what, "a pair such as (3, 4)", other.describe())),
+    }
+}
+
+fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<DieSpec> {
+    let mut r = BlockReader::new(format!("the die of {machine}"), span, body);
+    let compute = r.req_quantity("compute", Dim::Compute, "compute = 2250 TFLOPS");
+    let memory = r.req_quantity("memory", Dim::Size, "memory = 180 GB");
+    let memory_bw = r.req_quantity("memory_bw", Dim::Bandwidth, "memory_bw = 8 TB/s");
+    let sram = r.quantity("sram", Dim::Size).unwrap_or(0.0);
+    let launch = r.quantity("launch_overhead", Dim::Time).map(Seconds).unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
+    let suspicious = [
+        ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
+        ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
+        ("launch_overhead", launch.0 > 1e-3, "above 1 ms"),
+    ];
+    warn_suspicious(&r, &suspicious, diags);
+    diags.extend(r.finish());
+    Some(DieSpec {
+        compute: FlopsPerSec(compute?),
+        memory: Bytes(memory?.round() as u64),
+        memory_bw: BytesPerSec(memory_bw?),
+        sram: Bytes(sram.round() as u64),
+        launch_overhead: launch,
+    })
+}
+
+fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<LinkSpec> {
+    let mut r = BlockReader::new(what, span, body);
+    let bandwidth = r.req_quantity("bandwidth", Dim::Bandwidth, "bandwidth = 900 GB/s");
+    let latency = r.req_quantity("latency", Dim::Time, "latency = 20 ns");
+    warn_suspicious(&r, &[("latency", latency.is_some_and(|l| l > 1e-3), "above 1 ms")], diags);
+    diags.extend(r.finish());
+    Some(LinkSpec { bandwidth: BytesPerSec(bandwidth?), latency: Seconds(latency?) })
+}
+
+fn warn_suspicious(r: &BlockReader, checks: &[(&str, bool, &str)], diags: &mut Vec<Diagnostic>) {
+    for &(key, bad, why) in checks {
+        if let (true, Some(span)) = (bad, r.span_of(key)) {
+            diags.push(Diagnostic::warning(Code::W0003, span, format!("`{key}` is {why}, far from real hardware"))
+                .with_label("check the unit")
+                .with_hint("moec explain W0003"));
+        }
+    }
+}
+
+fn io(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<IoSpec> {
+    let mut r = BlockReader::new(format!("the io of {machine}"), span, body);
+    let edges_v = r.required("edges", "edges = [west]");
+    let bandwidth = r.req_quantity("bandwidth", Dim::Bandwidth, "bandwidth = 2 TB/s");
+    let host_memory = r.req_quantity("host_memory", Dim::Size, "host_memory = 4 TiB");
+    let edges = edges_v.and_then(|v| {
+        let items = match &v.kind {
+            ValueKind::List(items) => items.as_slice(),
+            _ => std::slice::from_ref(v),
+        };
+        let parsed: Result<Vec<Edge>, Diagnostic> = items
+            .iter()
+            .map(|e| {
+                reader::choice(e, "edge", &["north", "south", "east", "west"]).map(|c| match c {
+                    "north" => Edge::North,
+                    "south" => Edge::South,
+                    "east" => Edge::East,
+                    _ => Edge::West,
+                })
+            })
+            .collect();
+        r.check(parsed)
+    });
+    diags.extend(r.finish());
+    Some(IoSpec { edges: edges?, bandwidth: BytesPerSec(bandwidth?), host_memory: Bytes(host_memory?.round() as u64) })
+}
+
+/// Where each defect entry was written, to point errors at it.
+#[derive(Default)]
+struct DefectSpans {
+    block: Option<Span>,
+    dies: Vec<Span>,
+    links: Vec<Span>,
+}
+
+fn defects(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> (Defects, DefectSpans) {
+    let mut r = BlockReader::new(format!("the defects of {machine}"), span, body);
+    let mut d = Defects::default();
+    let mut spans = DefectSpans { block: Some(span), ..DefectSpans::default() };
+    for call in r.calls("die") {
+        match die_ref_args(call, &call.args) {
+            Ok(die) => {
+                d.dead_dies.push(die);
+                spans.dies.push(call.span);
+            }
+            Err(e) => diags.push(e),
+        }
+    }
+    for call in r.calls("link") {
+        let ends: Result<Vec<DieRef>, Diagnostic> = call
+            .args
+            .iter()
+            .map(|a| match &a.value.kind {
+                ValueKind::Tuple(items) => die_ref(&a.value, items),
+                _ => small(&a.value, "die").map(DieRef::Index),
+            })
+            .collect();
+        match ends {
+            Ok(e) if e.len() == 2 => {
+                d.dead_links.push((e[0], e[1]));
+                spans.links.push(call.span);
+            }
+            Ok(_) => diags.push(CallArgs::new(call).bad("a dead link joins two dies".into())),
+            Err(e) => diags.push(e),
+        }
+    }
+    diags.extend(r.finish());
+    (d, spans)
+}
+
+/// `die(x, y)` (mesh) or `die(i)` (switch, cluster).
+fn die_ref_args(call: &Call, args: &[Arg]) -> Result<DieRef, Diagnostic> {
+    match args {
+        [a] if a.name.is_none() => Ok(DieRef::Index(small(&a.value, "die")?)),
+        [a, b] if a.name.is_none() && b.name.is_none() => Ok(DieRef::At(Coord::new(small(&a.value, "x")?, small(&b.value, "y")?))),
+        _ => Err(CallArgs::new(call).bad("`die` takes a die's coordinates or index".into())),
+    }
+}
+
+fn die_ref(v: &Value, items: &[Value]) -> Result<DieRef, Diagnostic> {
+    match items {
+        [x, y] => Ok(DieRef::At(Coord::new(small(x, "x")?, small(y, "y")?))),
+        _ => Err(wrong_type(v, "link end", "a die's coordinates such as (3, 4)", v.kind.describe())),
+    }
+}

@@ -1,0 +1,328 @@
+//! The machine description: what the compiler's semantic analysis fills in
+//! from a `machine` block, before anything is built or checked.
+//!
+//! These are plain data; `Machine::build` turns one into a validated machine.
+
+use super::error::MachineError;
+use crate::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A whole machine as written: shape, parts and known defects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MachineSpec {
+    /// The name the source gives the machine.
+    pub name: String,
+    /// How the dies are connected.
+    pub topology: Topology,
+    /// Every die is the same part.
+    pub die: DieSpec,
+    /// Mesh links; on a switch each GPU's port; on a cluster the intra-node
+    /// (NVLink) port.
+    pub link: LinkSpec,
+    /// Multi-wafer meshes: links that cross a wafer boundary (`None`: same as
+    /// `link`).
+    #[serde(default)]
+    pub inter_wafer_link: Option<LinkSpec>,
+    /// Clusters: each GPU's NIC to the spine (`None`: same as `link`).
+    #[serde(default)]
+    pub inter_node_link: Option<LinkSpec>,
+    /// Dimension order on meshes; ignored elsewhere.
+    pub routing: RoutingPolicy,
+    /// Off-wafer host memory, if any.
+    #[serde(default)]
+    pub io: Option<IoSpec>,
+    /// Dies and links known to be dead.
+    #[serde(default)]
+    pub defects: Defects,
+}
+
+/// One die (or GPU): compute, memory and the cost of starting a kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DieSpec {
+    /// Peak compute rate.
+    pub compute: FlopsPerSec,
+    /// Off-chip (HBM) or on-wafer memory capacity.
+    pub memory: Bytes,
+    /// Bandwidth of that memory.
+    pub memory_bw: BytesPerSec,
+    /// Fast on-die scratch memory.
+    pub sram: Bytes,
+    /// Fixed cost of launching one kernel.
+    pub launch_overhead: Seconds,
+}
+
+/// One direction of a link: how fast and how far.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// Bytes per second in this direction.
+    pub bandwidth: BytesPerSec,
+    /// Time for the first byte to arrive.
+    pub latency: Seconds,
+}
+
+/// How the dies are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Topology {
+    /// A grid of wafers, each a `width` x `height` mesh of dies; the global
+    /// grid is (width*wafers_x) x (height*wafers_y).
+    Mesh {
+        /// Dies across one wafer.
+        width: u32,
+        /// Dies down one wafer.
+        height: u32,
+        /// Wafers across.
+        wafers_x: u32,
+        /// Wafers down.
+        wafers_y: u32,
+    },
+    /// `ports` GPUs, each one port into a non-blocking switch (an NVL72-like
+    /// rack).
+    Switch {
+        /// Number of GPUs.
+        ports: u32,
+    },
+    /// `nodes` nodes of `per_node` GPUs: a non-blocking switch inside each
+    /// node, and each GPU's NIC into one non-blocking spine.
+    Cluster {
+        /// Number of nodes.
+        nodes: u32,
+        /// GPUs in each node.
+        per_node: u32,
+    },
+}
+
+/// Which dimension a mesh route travels first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutingPolicy {
+    /// Along x to the destination column, then along y.
+    Xy,
+    /// Along y to the destination row, then along x.
+    Yx,
+}
+
+/// A side of the global mesh: y = 0 is the north edge, x = 0 the west edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Edge {
+    /// The row y = 0.
+    North,
+    /// The last row.
+    South,
+    /// The last column.
+    East,
+    /// The column x = 0.
+    West,
+}
+
+/// Off-wafer memory reached through the dies on some mesh edges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IoSpec {
+    /// Edges whose dies reach the host.
+    pub edges: Vec<Edge>,
+    /// Total bandwidth over all those dies.
+    pub bandwidth: BytesPerSec,
+    /// Capacity of the host memory.
+    pub host_memory: Bytes,
+}
+
+/// Dies and links known dead. Entries keep the order of the source so errors
+/// can point back at them by index.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Defects {
+    /// Dead dies.
+    #[serde(default)]
+    pub dead_dies: Vec<DieRef>,
+    /// Dead physical links, each between two neighbouring dies; both
+    /// directions die.
+    #[serde(default)]
+    pub dead_links: Vec<(DieRef, DieRef)>,
+}
+
+/// A die as the source names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DieRef {
+    /// Meshes: global coordinates.
+    At(Coord),
+    /// Switches and clusters: the GPU's global index.
+    Index(u32),
+}
+
+/// A position in the global mesh grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Coord {
+    /// Column, 0 at the west edge.
+    pub x: u32,
+    /// Row, 0 at the north edge.
+    pub y: u32,
+}
+
+impl Coord {
+    /// The coordinate (x, y).
+    pub fn new(x: u32, y: u32) -> Coord {
+        Coord { x, y }
+    }
+
+    /// Grid distance to `other`: the hop count of any dimension-order route.
+    pub fn manhattan(self, other: Coord) -> u32 {
+        self.x.abs_diff(other.x) + self.y.abs_diff(other.y)
+    }
+}
+
+impl fmt::Display for Coord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({}, {})", self.x, self.y)
+    }
+}
+
+impl fmt::Display for Edge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Edge::North => "north",
+            Edge::South => "south",
+            Edge::East => "east",
+            Edge::West => "west",
+        })
+    }
+}
+
+impl fmt::Display for DieRef {
+    /// As the source writes it: `(x, y)` or a bare index.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DieRef::At(c) => c.fmt(f),
+            DieRef::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl MachineSpec {
+    /// Rejects figures no machine can have: rates must be positive and
+    /// finite, times finite and not negative. Later stages divide by them.
+    pub(crate) fn check_quantities(&self) -> Result<(), MachineError> {
+        let mut rates = vec![
+            ("die compute", self.die.compute.0),
+            ("die memory_bw", self.die.memory_bw.0),
+            ("link bandwidth", self.link.bandwidth.0),
+        ];
+        let mut times = vec![
+            ("die launch_overhead", self.die.launch_overhead.0),
+            ("link latency", self.link.latency.0),
+        ];
+        let optional = [
+            (
+                &self.inter_wafer_link,
+                "inter_wafer_link bandwidth",
+                "inter_wafer_link latency",
+            ),
+            (
+                &self.inter_node_link,
+                "inter_node_link bandwidth",
+                "inter_node_link latency",
+            ),
+        ];
+        for (link, bandwidth, latency) in optional {
+            if let Some(link) = link {
+                rates.push((bandwidth, link.bandwidth.0));
+                times.push((latency, link.latency.0));
+            }
+        }
+        if let Some(io) = &self.io {
+            rates.push(("io bandwidth", io.bandwidth.0));
+        }
+        let bad_rate = rates
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && *v > 0.0));
+        if let Some((quantity, value)) = bad_rate {
+            return Err(MachineError::BadQuantity {
+                quantity,
+                value,
+                expected: "a positive finite rate",
+            });
+        }
+        let bad_time = times
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && *v >= 0.0));
+        if let Some((quantity, value)) = bad_time {
+            return Err(MachineError::BadQuantity {
+                quantity,
+                value,
+                expected: "a finite time of zero or more",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wafer_scale() -> MachineSpec {
+        MachineSpec {
+            name: "wse".into(),
+            topology: Topology::Mesh {
+                width: 4,
+                height: 4,
+                wafers_x: 2,
+                wafers_y: 1,
+            },
+            die: DieSpec {
+                compute: FlopsPerSec(1e15),
+                memory: Bytes(48 << 30),
+                memory_bw: BytesPerSec(2e12),
+                sram: Bytes(40 << 20),
+                launch_overhead: Seconds(2e-6),
+            },
+            link: LinkSpec {
+                bandwidth: BytesPerSec(1e12),
+                latency: Seconds(5e-9),
+            },
+            inter_wafer_link: Some(LinkSpec {
+                bandwidth: BytesPerSec(2e11),
+                latency: Seconds(50e-9),
+            }),
+            inter_node_link: None,
+            routing: RoutingPolicy::Yx,
+            io: Some(IoSpec {
+                edges: vec![Edge::West, Edge::North],
+                bandwidth: BytesPerSec(4e11),
+                host_memory: Bytes(1 << 40),
+            }),
+            defects: Defects {
+                dead_dies: vec![DieRef::At(Coord::new(1, 2))],
+                dead_links: vec![(DieRef::At(Coord::new(0, 0)), DieRef::At(Coord::new(1, 0)))],
+            },
+        }
+    }
+
+    #[test]
+    fn spec_survives_a_json_round_trip() {
+        let spec = wafer_scale();
+        let json = serde_json::to_string(&spec).expect("spec serialises");
+        let back: MachineSpec = serde_json::from_str(&json).expect("spec deserialises");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn defects_and_optional_parts_may_be_left_out_of_json() {
+        let mut spec = wafer_scale();
+        spec.defects = Defects::default();
+        spec.io = None;
+        spec.inter_wafer_link = None;
+        let mut value = serde_json::to_value(&spec).expect("spec serialises");
+        let object = value.as_object_mut().expect("spec is an object");
+        for key in ["defects", "io", "inter_wafer_link", "inter_node_link"] {
+            object.remove(key);
+        }
+        let back: MachineSpec = serde_json::from_value(value).expect("spec deserialises");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn coords_and_refs_print_as_written() {
+        assert_eq!(Coord::new(3, 4).to_string(), "(3, 4)");
+        assert_eq!(DieRef::Index(17).to_string(), "17");
+        assert_eq!(Edge::South.to_string(), "south");
+        assert_eq!(Coord::new(1, 7).manhattan(Coord::new(4, 2)), 8);
+    }
+}

@@ -1,0 +1,56 @@
+//! The workload description: what is being served and how tokens route.
+
+use serde::{Deserialize, Serialize};
+
+/// Inference phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Whole prompts at once: `batch` sequences of `seq_len` tokens.
+    Prefill,
+    /// One new token for each of `batch` sequences with `context` tokens behind it.
+    Decode,
+}
+
+/// Where each step's token-to-expert choices come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RoutingSource {
+    /// Every expert equally likely.
+    Uniform { seed: u64 },
+    /// Zipf-skewed expert popularity with exponent `s`; `layer_corr` is the
+    /// probability a token's choice in layer l+1 follows its choice in l;
+    /// `drift` is how far popularity moves per step.
+    Zipf { s: f64, layer_corr: f64, drift: f64, seed: u64 },
+    /// A recorded trace file (path as written, resolved against `base_dir`).
+    Trace { path: String },
+}
+
+/// A workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub phase: Phase,
+    /// Sequences per step.
+    pub batch: u64,
+    /// Prefill: prompt length. Decode: context length behind each new token.
+    pub seq_len: u64,
+    /// How many steps to run.
+    pub steps: u64,
+    pub routing: RoutingSource,
+}
+
+impl WorkloadSpec {
+    /// Tokens each step pushes through every layer.
+    pub fn tokens_per_step(&self) -> u64 {
+        match self.phase {
+            Phase::Prefill => self.batch.saturating_mul(self.seq_len),
+            Phase::Decode => self.batch,
+        }
+    }
+
+    /// Tokens each sequence attends over (its KV-cache length).
+    pub fn context(&self) -> u64 {
+        self.seq_len
+    }
+}
