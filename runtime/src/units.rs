@@ -116,21 +116,10 @@ fn scaled(
 }
 
 impl fmt::Display for Bytes {
-    /// Binary prefixes when the size is an exact multiple of one (memory is
-    /// usually sized in GiB), decimal prefixes otherwise.
+    /// Always decimal prefixes (GB, not GiB), so sizes in one table compare
+    /// at a glance.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        if n >= 1024 && n % 1024 == 0 && (n.trailing_zeros() >= 10) && n % 1000 != 0 {
-            scaled(
-                f,
-                n as f64,
-                1024.0,
-                &["", "Ki", "Mi", "Gi", "Ti", "Pi"],
-                "B",
-            )
-        } else {
-            scaled(f, n as f64, 1000.0, &["", "K", "M", "G", "T", "P"], "B")
-        }
+        scaled(f, self.0 as f64, 1000.0, &["", "K", "M", "G", "T", "P"], "B")
     }
 }
 
@@ -190,10 +179,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_print_with_the_prefix_they_were_written_in() {
+    fn sizes_print_with_decimal_prefixes() {
         assert_eq!(Bytes(180_000_000_000).to_string(), "180 GB");
-        assert_eq!(Bytes(96 << 30).to_string(), "96 GiB");
-        assert_eq!(Bytes(44_040_192).to_string(), "42 MiB");
+        assert_eq!(Bytes(96 << 30).to_string(), "103.079 GB");
+        assert_eq!(Bytes(44_040_192).to_string(), "44.04 MB");
         assert_eq!(Bytes(512).to_string(), "512 B");
     }
 

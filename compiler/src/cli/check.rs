@@ -46,7 +46,7 @@ pub fn run(file: &Path) -> Result<(), u8> {
         );
     }
     for w in p.workloads.iter().filter_map(|w| w.item.as_ref()) {
-        let _ = writeln!(out, "workload {}: {:?} batch {}, {} tokens a step, {} steps", w.name, w.phase, w.batch, w.tokens_per_step(), w.steps);
+        let _ = writeln!(out, "workload {}: {} batch {}, {} tokens a step, {} steps", w.name, format!("{:?}", w.phase).to_lowercase(), w.batch, w.tokens_per_step(), w.steps);
     }
     for plan in &p.plans {
         let _ = writeln!(

@@ -54,7 +54,7 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
             }
         }
         let indent = if n.layer.is_some() { "  " } else { "" };
-        let inputs: Vec<String> = ir.inputs(i).iter().map(|p| format!("%{}", p.index())).collect();
+        let inputs = ranges(&ir.inputs(i).iter().map(|p| p.index()).collect::<Vec<_>>());
         let _ = write!(out, "{indent}%{} = {}", i.index(), op_text(&n.op));
         if !inputs.is_empty() {
             let _ = write!(out, " ({})", inputs.join(", "));
@@ -71,6 +71,24 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
     }
     if ir.nodes().any(|(_, n)| n.ann.is_placed()) {
         memory_table(ir, machine, &mut out);
+    }
+    out
+}
+
+/// Node numbers with runs folded: `%3, %5..%260`.
+fn ranges(ids: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        out.push(if j >= i + 2 { format!("%{}..%{}", ids[i], ids[j]) } else { format!("%{}", ids[i]) });
+        if j < i + 2 {
+            j = i;
+        }
+        i = j + 1;
     }
     out
 }
@@ -133,5 +151,13 @@ fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
             load.total().to_string(),
             used
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runs_of_three_or_more_fold() {
+        assert_eq!(super::ranges(&[1, 3, 4, 5, 6, 9, 10]), ["%1", "%3..%6", "%9", "%10"]);
     }
 }

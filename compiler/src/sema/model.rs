@@ -83,7 +83,8 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
             None
         }
     };
-    let moe = r.section("moe").and_then(|(label, body, span)| {
+    let moe_section = r.section("moe");
+    let moe = moe_section.and_then(|(label, body, span)| {
         if let Some(l) = label {
             diags.push(Diagnostic::error(Code::E0001, l.span, "`moe` takes no kind").with_label("remove this"));
         }
@@ -92,6 +93,9 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
     diags.extend(r.finish());
 
     let (layers, hidden, vocab, attention) = (layers?, hidden?, vocab?, attention?);
+    if moe_section.is_some() && moe.is_none() {
+        return None; // its errors are reported; checking on would only cascade
+    }
     if dense_layers > layers {
         diags.push(Diagnostic::error(Code::E0023, decl.name.span, format!("{what} has {dense_layers} dense layers but only {layers} layers"))
             .with_label("in this model"));

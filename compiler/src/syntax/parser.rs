@@ -79,6 +79,11 @@ fn syntax_error(file: FileId, text: &str, offset: usize, e: &pest::error::Error<
     let expected = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut words: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
+            // At a value position pest lists every value form; say it once.
+            if words.contains(&"a list") && words.contains(&"a number") {
+                words.retain(|w| !matches!(*w, "a list" | "a number" | "a name" | "a string" | "a tuple" | "a setting"));
+                words.push("a value");
+            }
             words.sort();
             words.dedup();
             words

@@ -1,0 +1,67 @@
+//! Shared by the integration tests: where the examples are, and compiling a
+//! file with every IR print captured.
+
+#![allow(dead_code)]
+
+use moec::driver::{self, CompileOptions, Session};
+use moec::passes::PrintAfter;
+use moec::source::FsReader;
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The top-level example files (not the imported models and machines), sorted.
+pub fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .expect("examples/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "moe"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every .moe file under examples/, imported ones included, sorted.
+pub fn all_example_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("readable").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "moe") {
+                out.push(p);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&root().join("examples"), &mut v);
+    v.sort();
+    v
+}
+
+/// Checks a file from disk; panics with the rendered diagnostics on errors.
+pub fn checked(path: &Path) -> Session {
+    let s = driver::check(&FsReader, path).expect("readable");
+    if s.has_errors() {
+        panic!("{}: {}", path.display(), moec::diag::render(&s.loaded.sources, &s.diagnostics.sorted()));
+    }
+    s
+}
+
+/// Compiles `plan` of a checked session, returning the IR text after every
+/// pass (name, text) limited to `layers`.
+pub fn compile_printing(session: &Session, plan: &str, layers: Option<std::ops::RangeInclusive<u32>>) -> Vec<(String, String)> {
+    let p = session.program.plan(plan).expect("plan exists");
+    let machine = session.program.machine(p.machine).expect("machine checked");
+    let options = CompileOptions { plan: Some(plan.into()), passes: None, print_after: PrintAfter::All };
+    let text_options = moec::ir::text::TextOptions { layers };
+    let mut printed = Vec::new();
+    let mut print = |pass: &str, ir: &moec::ir::Ir| printed.push((pass.to_string(), moec::ir::text::print(ir, machine, &text_options)));
+    if let Err(d) = session.compile(&options, &mut print) {
+        panic!("{plan}: {}", moec::diag::render(&session.loaded.sources, &[d]));
+    }
+    printed
+}
