@@ -142,3 +142,80 @@ fn memory(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
 fn label(machine: &Machine, d: DieId) -> String {
     machine.die_label(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::{self, CompileOptions};
+    use crate::source::MemoryReader;
+    use std::path::Path;
+
+    fn compiled(memory: &str) -> (driver::Session, Ir) {
+        let src = format!(
+            "model m {{ layers = 2; hidden = 32; vocab = 50; attention mha {{ heads = 4; head_dim = 8 }}
+                      moe {{ experts = 4; top_k = 2; expert_ffn = 16 }} }}
+             machine w {{ topology = mesh(2, 1); die {{ compute = 1 TFLOPS; memory = {memory}; memory_bw = 1 TB/s }}
+                         link {{ bandwidth = 100 GB/s; latency = 10 ns }} }}
+             workload d {{ phase = decode; batch = 8; context = 32 }}
+             plan default {{ model = m; machine = w; workload = d }}"
+        );
+        let mut reader = MemoryReader::default();
+        reader.0.insert("t.moe".into(), src.into_bytes());
+        let session = driver::check(&reader, Path::new("t.moe")).unwrap();
+        let ir = session.compile(&CompileOptions::default(), &mut |_, _| {}).unwrap();
+        (session, ir)
+    }
+
+    fn machine(s: &driver::Session) -> &Machine {
+        s.program.machine(0).unwrap()
+    }
+
+    #[test]
+    fn a_placed_ir_verifies() {
+        let (s, ir) = compiled("1 GB");
+        assert_eq!(verify_placed(&ir, machine(&s)), vec![]);
+    }
+
+    #[test]
+    fn a_missing_expert_is_caught() {
+        let (s, mut ir) = compiled("1 GB");
+        let e = ir.nodes().find(|(_, n)| matches!(n.op, Op::Expert { .. })).map(|(i, _)| i).unwrap();
+        ir.graph.remove_node(e);
+        let errors = verify(&ir, machine(&s));
+        assert!(errors.iter().any(|e| matches!(e, VerifyError::Broken(m) if m.contains("3 of 4 expert ids"))), "{errors:?}");
+    }
+
+    #[test]
+    fn a_dead_or_absent_die_and_bad_sharding_are_caught() {
+        let (s, mut ir) = compiled("1 GB");
+        let first = ir.graph.node_indices().next().unwrap();
+        ir.graph[first].ann.dies.push(DieId(7));
+        ir.graph[first].ann.sharding = super::super::Sharding::Tp(2);
+        let errors = verify(&ir, machine(&s));
+        assert!(errors.iter().any(|e| e.to_string().contains("dead or absent")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.to_string().contains("3 dies for 2-way sharding")), "{errors:?}");
+    }
+
+    #[test]
+    fn an_unplaced_node_fails_the_end_of_pipeline_check() {
+        let (s, mut ir) = compiled("1 GB");
+        let last = ir.graph.node_indices().last().unwrap();
+        ir.graph[last].ann = Default::default();
+        assert!(verify(&ir, machine(&s)).is_empty());
+        assert!(matches!(verify_placed(&ir, machine(&s)).as_slice(), [VerifyError::Unplaced(m)] if m.contains("lm_head")));
+    }
+
+    #[test]
+    fn overfull_dies_say_what_does_not_fit_where() {
+        let (s, ir) = compiled("1 GB");
+        let tiny = {
+            let mut spec = machine(&s).spec().clone();
+            spec.die.memory = Bytes(10_000);
+            Machine::build(spec).unwrap()
+        };
+        let errors = verify(&ir, &tiny);
+        assert_eq!(errors.len(), 2, "both dies overflow: {errors:?}");
+        let msg = errors[0].to_string();
+        assert!(msg.starts_with("die (0, 0) needs") && msg.contains("4 experts"), "{msg}");
+    }
+}

@@ -18,8 +18,18 @@ pub fn format(file: &SourceFile, text: &str) -> String {
     let mut f = Formatter { text, comments: &file.comments, next_comment: 0, out: String::new(), indent: 0 };
     for (i, item) in file.items.iter().enumerate() {
         let span = item.span();
-        f.leading_comments(span.start, i > 0);
-        if i > 0 && !f.out.ends_with("\n\n") {
+        if i > 0 {
+            // One blank line between items; consecutive imports stay together
+            // unless the source separated them.
+            let both_imports = matches!((&file.items[i - 1], item), (Item::Import(_), Item::Import(_)));
+            let first = f.comments.get(f.next_comment).map_or(span.start, |c| c.span.start.min(span.start));
+            if (!both_imports || f.blank_before(first)) && !f.out.ends_with("\n\n") {
+                f.out.push('\n');
+            }
+        }
+        let before = f.next_comment;
+        f.leading_comments(span.start, true);
+        if f.next_comment > before && f.blank_before(span.start) && !f.out.ends_with("\n\n") {
             f.out.push('\n');
         }
         match item {
@@ -27,12 +37,13 @@ pub fn format(file: &SourceFile, text: &str) -> String {
                 f.line(&format!("import {}", quote(&imp.path)));
             }
             Item::Decl(d) => {
-                f.open_line(&format!("{} {} {{", d.kind.keyword(), d.name.text), d.body.span.start + 1);
+                f.open_line(&format!("{} {} {{", d.kind.keyword(), d.name.text), &d.body);
                 f.block_body(&d.body);
                 f.line("}");
             }
         }
-        f.trailing_comment(span.end);
+        let limit = file.items.get(i + 1).map_or(text.len(), |next| next.span().start);
+        f.trailing_comment(span.end, limit);
     }
     f.leading_comments(text.len(), !file.items.is_empty());
     let mut out = f.out;
@@ -62,11 +73,12 @@ impl Formatter<'_> {
         self.out.push('\n');
     }
 
-    /// A line that opens a block starting at `after`: comments on the same
-    /// source line as the `{` stay on it.
-    fn open_line(&mut self, s: &str, after: usize) {
+    /// A line that opens `block`: a comment on the same source line as the
+    /// `{`, before the first statement, stays on it.
+    fn open_line(&mut self, s: &str, block: &Block) {
         self.line(s);
-        self.trailing_comment(after);
+        let limit = block.stmts.first().map_or(block.span.end, |st| st.span().start);
+        self.trailing_comment(block.span.start + 1, limit);
     }
 
     /// Comments before `pos` that are not yet written, each on its own line.
@@ -85,12 +97,12 @@ impl Formatter<'_> {
         }
     }
 
-    /// A comment that starts after `end` on the same source line goes on the
-    /// line just written.
-    fn trailing_comment(&mut self, end: usize) {
+    /// A comment that starts after `end`, on the same source line and before
+    /// `limit` (where the next statement starts), goes on the line just written.
+    fn trailing_comment(&mut self, end: usize, limit: usize) {
         let Some(c) = self.comments.get(self.next_comment) else { return };
         let between = self.text.get(end..c.span.start).unwrap_or("\n");
-        if c.span.start >= end && !between.contains('\n') && !c.text.contains('\n') {
+        if c.span.start >= end && c.span.start < limit && !between.contains('\n') && !c.text.contains('\n') {
             self.out.pop();
             self.out.push(' ');
             self.out.push_str(&c.text);
@@ -120,7 +132,8 @@ impl Formatter<'_> {
                 self.out.push('\n');
             }
             self.stmt(stmt);
-            self.trailing_comment(span.end);
+            let limit = block.stmts.get(i + 1).map_or(block.span.end, |next| next.span().start);
+            self.trailing_comment(span.end, limit);
         }
         // Comments after the last statement, before the closing brace.
         self.leading_comments(block.span.end.saturating_sub(1), !block.stmts.is_empty());
@@ -131,7 +144,7 @@ impl Formatter<'_> {
         match stmt {
             Stmt::Assign { key, value, .. } => match &value.kind {
                 ValueKind::Configured { name, body } if !self.fits_inline(body, key.text.len() + name.text.len() + 3) => {
-                    self.open_line(&format!("{} = {} {{", key.text, name.text), body.span.start + 1);
+                    self.open_line(&format!("{} = {} {{", key.text, name.text), body);
                     self.block_body(body);
                     self.line("}");
                 }
@@ -149,7 +162,7 @@ impl Formatter<'_> {
                     let inline = self.inline_block(body);
                     self.line(&format!("{head} {inline}"));
                 } else {
-                    self.open_line(&format!("{head} {{"), body.span.start + 1);
+                    self.open_line(&format!("{head} {{"), body);
                     self.block_body(body);
                     self.line("}");
                 }

@@ -1,0 +1,114 @@
+//! The `moec` binary as a user runs it: exit codes, outputs, flags.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn moec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moec")).args(args).current_dir(common::root()).output().expect("moec runs")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+const MAIN: &str = "examples/deepseek-v3-wafer.moe";
+
+#[test]
+fn check_succeeds_on_the_main_example_and_prints_derived_figures() {
+    let o = moec(&["check", MAIN]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("model deepseek_v3: 61 layers (58 MoE), 671.0B parameters"), "{out}");
+    assert!(out.contains("machine wafer_8x8: 64 dies (64 alive)"), "{out}");
+}
+
+#[test]
+fn bad_input_exits_1_with_a_rendered_diagnostic() {
+    let o = moec(&["check", "tests/diagnostics/E0004-unknown-setting.moe"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("error[E0004]") && err.contains("did you mean `hidden`?"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(moec(&["compile"]).status.code(), Some(2));
+    assert_eq!(moec(&["check", MAIN, "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(moec(&["explain", "E9999"]).status.code(), Some(2));
+    assert_eq!(moec(&["compile", MAIN, "--layers", "5..2"]).status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_panic() {
+    let o = moec(&["check", "examples/no-such-file.moe"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("cannot read"));
+}
+
+#[test]
+fn explain_prints_the_long_explanation() {
+    let o = moec(&["explain", "e0003"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("`memory` expects a size such as 180 GB, found a bandwidth"));
+    let all = text(&moec(&["explain"]).stdout);
+    assert!(all.lines().count() >= 26 && all.contains("W0003"), "{all}");
+}
+
+#[test]
+fn compile_writes_identical_bytes_atomically() {
+    let dir = std::env::temp_dir().join(format!("moec-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("ir.json");
+    let path = out.to_str().unwrap();
+    for _ in 0..2 {
+        let o = moec(&["compile", MAIN, "--emit", "json", "-o", path]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    let first = std::fs::read(&out).unwrap();
+    let o = moec(&["compile", MAIN, "--emit", "json"]);
+    assert_eq!(o.stdout, first, "file and stdout differ");
+    let doc: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(doc["header"]["passes"][0], "place(round_robin)");
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 1 + 61 + 3 + 58 * (1 + 1 + 256 + 1 + 1) + 1);
+    // No temporary file is left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn dot_output_is_a_graph() {
+    let o = moec(&["compile", "examples/mixtral-8x7b-h100.moe", "--emit", "dot"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let dot = text(&o.stdout);
+    assert!(dot.starts_with("digraph") && dot.contains("subgraph cluster_layer31") && dot.trim_end().ends_with('}'));
+}
+
+#[test]
+fn print_after_shows_the_ir_after_the_named_pass() {
+    let o = moec(&["compile", MAIN, "--passes", "baseline", "--print-after", "place", "--layers", "3", "-o", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("; *** IR after place(round_robin) ***"), "{err}");
+    assert!(err.contains("%10 = expert e0 ffn=2048 swiglu (%9) -> [8, 7168] bf16 weights=88.08 MB @(0, 0)"), "{err}");
+}
+
+#[test]
+fn unknown_passes_and_plans_are_diagnostics() {
+    let o = moec(&["compile", MAIN, "--passes", "place(magic)"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("error[E0021]"), "{}", text(&o.stderr));
+    let o = moec(&["compile", MAIN, "--plan", "defualt"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("did you mean `default`?"), "{}", text(&o.stderr));
+    let o = moec(&["compile", MAIN, "--print-after", "shard"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn fmt_check_accepts_the_examples() {
+    for f in common::all_example_files() {
+        let o = moec(&["fmt", "--check", f.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}: {}", f.display(), text(&o.stderr));
+    }
+}

@@ -1,0 +1,64 @@
+//! `moec fmt`: every example is in canonical layout, formatting is
+//! idempotent, and formatting never changes what a file means.
+
+mod common;
+
+use moec::driver::{self, CompileOptions};
+use moec::source::MemoryReader;
+use moec::syntax::{format::format, parse, FileId};
+use std::path::PathBuf;
+
+fn fmt(text: &str) -> String {
+    let (ast, diags) = parse(FileId(0), text);
+    assert!(diags.is_empty(), "{diags:?}");
+    format(&ast, text)
+}
+
+#[test]
+fn every_example_is_already_formatted() {
+    for path in common::all_example_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(fmt(&text), text, "{} is not in canonical layout: run `moec fmt --write` on it", path.display());
+    }
+}
+
+#[test]
+fn formatting_is_idempotent_on_a_messy_file() {
+    let messy = "# lead\nmodel   m{layers=2;hidden=64 // h\n vocab=100\n\n\n attention  mha{heads=2\nhead_dim=32}\n moe { experts = 4 ; top_k = 2 ; expert_ffn = 128 } }\n\n\n\nworkload w{phase=decode;batch=1_024;context=8;routing=zipf(s=1.2,seed=3)}/* tail */";
+    let once = fmt(messy);
+    assert_eq!(fmt(&once), once);
+    assert!(once.contains("batch = 1_024"), "numbers keep their spelling:\n{once}");
+    for c in ["# lead", "// h", "/* tail */"] {
+        assert!(once.contains(c), "comment {c} lost:\n{once}");
+    }
+}
+
+/// Formats every example file in memory, then checks that each plan
+/// compiles to byte-identical IR from the formatted and the original files.
+#[test]
+fn formatting_preserves_meaning() {
+    let root = common::root().join("examples");
+    let mut original = MemoryReader::default();
+    let mut formatted = MemoryReader::default();
+    for path in common::all_example_files() {
+        let rel = PathBuf::from(path.strip_prefix(&root).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Mess the layout up first, so the formatter has work to do.
+        let messy = text.replace("\n  ", "\n").replace(" = ", "=");
+        formatted.0.insert(rel.clone(), fmt(&messy).into_bytes());
+        original.0.insert(rel, text.into_bytes());
+    }
+    for path in common::examples() {
+        let rel = PathBuf::from(path.file_name().unwrap());
+        let a = driver::check(&original, &rel).unwrap();
+        let b = driver::check(&formatted, &rel).unwrap();
+        assert_eq!(a.has_errors(), b.has_errors(), "{}", rel.display());
+        for plan in &a.program.plans {
+            let opts = CompileOptions { plan: Some(plan.name.clone()), ..Default::default() };
+            let ia = a.compile(&opts, &mut |_, _| {}).ok().map(|ir| moec::ir::json::print(&ir));
+            let ib = b.compile(&opts, &mut |_, _| {}).ok().map(|ir| moec::ir::json::print(&ir));
+            assert!(ia.is_some(), "{}: plan {} fails to compile", rel.display(), plan.name);
+            assert_eq!(ia, ib, "{}: plan {} changed meaning under fmt", rel.display(), plan.name);
+        }
+    }
+}
