@@ -31,3 +31,12 @@ fn ir_after_every_pass_for_every_example_plan() {
         }
     });
 }
+
+#[test]
+fn every_file_in_examples_checks_without_errors_or_warnings() {
+    for path in common::all_example_files() {
+        let session = common::checked(&path);
+        let warnings = session.diagnostics.sorted();
+        assert!(warnings.is_empty(), "{}: {}", path.display(), moec::diag::render(&session.loaded.sources, &warnings));
+    }
+}

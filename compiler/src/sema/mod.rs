@@ -139,3 +139,73 @@ fn report_duplicates(decls: &[(FileId, &Decl)], diags: &mut Vec<Diagnostic>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::driver;
+    use crate::source::MemoryReader;
+    use moec_runtime::machine::DieId;
+    use moec_runtime::workload::{Phase, RoutingSource};
+    use std::path::Path;
+
+    fn session(files: &[(&str, &str)]) -> driver::Session {
+        let mut reader = MemoryReader::default();
+        for (name, text) in files {
+            reader.0.insert((*name).into(), text.as_bytes().to_vec());
+        }
+        driver::check(&reader, Path::new(files[0].0)).unwrap()
+    }
+
+    const MACHINE: &str = "machine w {
+        topology = mesh(4, 4, wafers = (2, 1))
+        die { compute = 2250 TFLOPS; memory = 96 GiB; memory_bw = 8 TB/s }
+        link { bandwidth = 900 GB/s; latency = 20 ns }
+        inter_wafer { bandwidth = 400 Gb/s; latency = 1 us }
+        defects { die(7, 3); link((0, 0), (1, 0)) }
+    }";
+
+    #[test]
+    fn quantities_arrive_in_base_units_and_defects_apply() {
+        let s = session(&[("m.moe", MACHINE)]);
+        assert!(!s.has_errors(), "{:?}", s.diagnostics.sorted());
+        let m = s.program.machine(0).unwrap();
+        assert_eq!(m.spec().die.memory.0, 96 << 30);
+        assert_eq!(m.spec().die.compute.0, 2.25e15);
+        assert_eq!(m.spec().inter_wafer_link.as_ref().unwrap().bandwidth.0, 50e9);
+        assert_eq!(m.die_count(), 32);
+        assert_eq!(m.alive_dies().len(), 31);
+        assert!(!m.is_alive(m.die_at(moec_runtime::machine::Coord::new(7, 3)).unwrap()));
+        assert!(m.is_alive(DieId(0)));
+    }
+
+    #[test]
+    fn workloads_know_their_tokens_and_routing() {
+        let s = session(&[(
+            "w.moe",
+            "workload p { phase = prefill; batch = 4; seq_len = 1024; routing = zipf(s = 1.1, drift = 0.1) }",
+        )]);
+        let w = s.program.workload(0).unwrap();
+        assert_eq!((w.phase, w.tokens_per_step(), w.steps), (Phase::Prefill, 4096, 1));
+        assert_eq!(w.routing, RoutingSource::Zipf { s: 1.1, layer_corr: 0.0, drift: 0.1, seed: 0 });
+    }
+
+    #[test]
+    fn names_are_unique_across_imports_and_imports_are_read_once() {
+        let s = session(&[
+            ("a.moe", "import \"b.moe\"\nimport \"./b.moe\"\nmachine w { topology = switch(2) }"),
+            ("b.moe", MACHINE),
+        ]);
+        let codes: Vec<&str> = s.diagnostics.sorted().iter().map(|d| d.code.as_str()).collect();
+        // One duplicate (b.moe read once), plus a's own missing die and link.
+        assert_eq!(codes.iter().filter(|c| **c == "E0010").count(), 1, "{codes:?}");
+        assert_eq!(s.loaded.files.len(), 2);
+    }
+
+    #[test]
+    fn a_plan_naming_an_item_with_errors_gets_no_second_error() {
+        let s = session(&[("p.moe", "model m { layers = 0 }\nplan x { model = m; machine = q; workload = r }")]);
+        let codes: Vec<&str> = s.diagnostics.sorted().iter().map(|d| d.code.as_str()).collect();
+        assert!(codes.contains(&"E0008"));
+        assert_eq!(codes.iter().filter(|c| **c == "E0009").count(), 2, "machine q and workload r, not model m: {codes:?}");
+    }
+}
