@@ -4,6 +4,7 @@
 use super::output::{emit, report_session};
 use moec::driver;
 use moec::source::FsReader;
+use moec_runtime::units::BytesPerSec;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -33,20 +34,35 @@ pub fn run(file: &Path) -> Result<(), u8> {
     }
     for m in p.machines.iter().filter_map(|m| m.item.as_ref()) {
         let s = m.spec();
+        // Alive directional links, grouped by bandwidth (mesh and inter-wafer, NVLink and NIC ...).
+        let mut by_bandwidth: Vec<(f64, usize)> = Vec::new();
+        for l in m.links().iter().filter(|l| l.alive) {
+            match by_bandwidth.iter_mut().find(|(b, _)| *b == l.spec.bandwidth.0) {
+                Some((_, n)) => *n += 1,
+                None => by_bandwidth.push((l.spec.bandwidth.0, 1)),
+            }
+        }
+        let links: Vec<String> = by_bandwidth.iter().map(|(b, n)| format!("{n} of {}", BytesPerSec(*b))).collect();
         let _ = writeln!(
             out,
-            "machine {}: {} dies ({} alive), {} and {} each, {} links of {}",
+            "machine {}: {} dies ({} alive), {} and {} each; directional links: {}",
             s.name,
             m.die_count(),
             m.alive_dies().len(),
             s.die.compute,
             s.die.memory,
-            m.links().iter().filter(|l| l.alive).count(),
-            s.link.bandwidth
+            links.join(", ")
         );
     }
     for w in p.workloads.iter().filter_map(|w| w.item.as_ref()) {
-        let _ = writeln!(out, "workload {}: {} batch {}, {} tokens a step, {} steps", w.name, format!("{:?}", w.phase).to_lowercase(), w.batch, w.tokens_per_step(), w.steps);
+        let _ = writeln!(out, "workload {}: {} batch {}, {} tokens a step, {} step{}",
+            w.name,
+            format!("{:?}", w.phase).to_lowercase(),
+            w.batch,
+            w.tokens_per_step(),
+            w.steps,
+            if w.steps == 1 { "" } else { "s" }
+        );
     }
     for plan in &p.plans {
         let _ = writeln!(

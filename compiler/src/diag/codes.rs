@@ -69,7 +69,7 @@ gigabytes, `Gb/s` gigabits per second. Known units:
 
     compute    FLOPS KFLOPS MFLOPS GFLOPS TFLOPS PFLOPS
     size       B KB MB GB TB PB KiB MiB GiB TiB PiB
-    bandwidth  B/s KB/s MB/s GB/s TB/s KiB/s MiB/s GiB/s TiB/s Gb/s Tb/s
+    bandwidth  B/s KB/s MB/s GB/s TB/s PB/s KiB/s MiB/s GiB/s TiB/s Gb/s Tb/s
     time       ns us ms s
 
 Example:

@@ -10,7 +10,8 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
-    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineSpec, RoutingPolicy, Topology,
+    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError, MachineSpec, RoutingPolicy,
+    Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 
@@ -23,30 +24,32 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
     let mut r = BlockReader::new(&what, decl.name.span, &decl.body);
     let topology_value = r.required("topology", "topology = mesh(8, 8)");
     let topology = topology_value.and_then(|v| r.check(topology(v)));
-    let die = match r.section("die") {
+    let die = match r.plain_section("die") {
         Some((_, body, span)) => die(&what, span, body, diags),
         None => {
             r.missing("die", "die { compute = 2250 TFLOPS; memory = 180 GB; memory_bw = 8 TB/s }");
             None
         }
     };
-    let main_link = match r.section("link") {
+    let main_link = match r.plain_section("link") {
         Some((_, body, span)) => link(&format!("the link of {what}"), span, body, diags),
         None => {
             r.missing("link", "link { bandwidth = 900 GB/s; latency = 20 ns }");
             None
         }
     };
-    let inter_wafer_link = r.section("inter_wafer").and_then(|(_, b, s)| link(&format!("the inter-wafer link of {what}"), s, b, diags));
-    let inter_node_link = r.section("inter_node").and_then(|(_, b, s)| link(&format!("the inter-node link of {what}"), s, b, diags));
+    let inter_wafer_section = r.plain_section("inter_wafer");
+    let inter_wafer_link = inter_wafer_section.and_then(|(_, b, s)| link(&format!("the inter-wafer link of {what}"), s, b, diags));
+    let inter_node_section = r.plain_section("inter_node");
+    let inter_node_link = inter_node_section.and_then(|(_, b, s)| link(&format!("the inter-node link of {what}"), s, b, diags));
     let routing_choice = r.choice("routing", &["xy", "yx"]);
     let routing = match routing_choice {
         Some(("yx", _)) => RoutingPolicy::Yx,
         _ => RoutingPolicy::Xy,
     };
-    let io_section = r.section("io");
+    let io_section = r.plain_section("io");
     let io = io_section.and_then(|(_, body, span)| io(&what, span, body, diags));
-    let (defects, defect_spans) = match r.section("defects") {
+    let (defects, defect_spans) = match r.plain_section("defects") {
         Some((_, body, span)) => defects(&what, span, body, diags),
         None => (Defects::default(), DefectSpans::default()),
     };
@@ -56,6 +59,17 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
     if let (Some((_, span)), false) = (routing_choice, matches!(topology, Topology::Mesh { .. })) {
         diags.push(Diagnostic::warning(Code::W0002, span, "`routing` has no effect on a switch or cluster")
             .with_label("only meshes have a dimension order"));
+    }
+    let multi_wafer = matches!(topology, Topology::Mesh { wafers_x, wafers_y, .. } if wafers_x * wafers_y > 1);
+    if let (Some((_, _, span)), false) = (inter_wafer_section, multi_wafer) {
+        diags.push(Diagnostic::warning(Code::W0002, span, "`inter_wafer` has no effect on a single wafer")
+            .with_label("no link crosses a wafer boundary")
+            .with_hint("several wafers: topology = mesh(8, 8, wafers = (2, 2))"));
+    }
+    if let (Some((_, _, span)), false) = (inter_node_section, matches!(topology, Topology::Cluster { .. })) {
+        diags.push(Diagnostic::warning(Code::W0002, span, "`inter_node` has no effect outside a cluster")
+            .with_label("no link leaves a node")
+            .with_hint("a cluster: topology = cluster(nodes = 2, per_node = 8)"));
     }
     let spec = MachineSpec {
         name: decl.name.text.clone(),
@@ -79,8 +93,11 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
             let io_span = io_section.map(|(_, _, s)| s);
             let (code, span, label) = match (span, &e) {
                 (Some(s), _) => (Code::E0015, s, "this defect"),
-                (None, moec_runtime::machine::MachineError::IoOffMesh { .. }) => (Code::E0023, io_span.unwrap_or(decl.name.span), "io edges"),
-                (None, moec_runtime::machine::MachineError::AllDiesDead | moec_runtime::machine::MachineError::MeshCut { .. }) => {
+                (None, MachineError::IoOffMesh { .. } | MachineError::IoWithoutEdges) => {
+                    (Code::E0023, io_span.unwrap_or(decl.name.span), "this io block")
+                }
+                (None, MachineError::IoCutOff { .. }) => (Code::E0016, io_span.unwrap_or(decl.name.span), "host memory behind dead dies"),
+                (None, MachineError::AllDiesDead | MachineError::MeshCut { .. }) => {
                     (Code::E0016, defect_spans.block.unwrap_or(decl.name.span), "these defects")
                 }
                 (None, _) => (Code::E0018, topology_value.map(|v| v.span).unwrap_or(decl.name.span), "this topology"),
@@ -109,8 +126,8 @@ fn topology(v: &Value) -> Result<Topology, Diagnostic> {
         }
         "switch" => Topology::Switch { ports: args.positional(0, "ports")? },
         "cluster" => {
-            let nodes = args.named_or_positional("nodes", 0)?;
-            let per_node = args.named_or_positional("per_node", 1)?;
+            let nodes = args.named_or_positional("nodes")?;
+            let per_node = args.named_or_positional("per_node")?;
             Topology::Cluster { nodes, per_node }
         }
         other => return Err(reader::unknown_choice(call.name.span, "topology", other, &["mesh", "switch", "cluster"])),
@@ -157,10 +174,18 @@ impl<'a> CallArgs<'a> {
         Some(&a.value)
     }
 
-    fn named_or_positional(&mut self, name: &str, i: usize) -> Result<u32, Diagnostic> {
-        match self.named(name) {
-            Some(v) => small(v, name),
-            None => self.positional(i, name),
+    /// A parameter given by name, or else by the next unused positional argument.
+    fn named_or_positional(&mut self, name: &str) -> Result<u32, Diagnostic> {
+        if let Some(v) = self.named(name) {
+            return small(v, name);
+        }
+        let next = self.call.args.iter().enumerate().find(|(j, a)| a.name.is_none() && !self.used[*j]).map(|(j, _)| j);
+        match next {
+            Some(j) => {
+                self.used[j] = true;
+                small(&self.call.args[j].value, name)
+            }
+            None => Err(self.bad(format!("`{}` is missing its {name}", self.call.name.text))),
         }
     }
 

@@ -75,7 +75,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
                     None
                 }
             };
-            diags.extend(a.finish());
+            // With no known kind there is no schema to hold the keys against.
+            if kind.is_some_and(|(k, _)| ["mha", "gqa", "mla"].contains(&k)) {
+                diags.extend(a.finish());
+            }
             attention
         }
         None => {

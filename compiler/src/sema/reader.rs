@@ -99,6 +99,19 @@ impl<'a> BlockReader<'a> {
         }
     }
 
+    /// `key { ... }` with no label: a label is reported (it would be ignored).
+    pub fn plain_section(&mut self, key: &'static str) -> Option<(Option<&'a Ident>, &'a Block, Span)> {
+        let found = self.section(key)?;
+        if let Some(label) = found.0 {
+            self.diags.push(
+                Diagnostic::error(Code::E0007, label.span, format!("`{key}` in {} takes no label", self.what))
+                    .with_label("remove this")
+                    .with_hint(format!("write `{key} {{ ... }}`")),
+            );
+        }
+        Some(found)
+    }
+
     /// Every bare call named `key` (repeatable, as in `defects`).
     pub fn calls(&mut self, key: &'static str) -> Vec<&'a Call> {
         self.known.push(key);
@@ -230,8 +243,11 @@ pub fn quantity(v: &Value, key: &str, dim: Dim) -> Result<f64, Diagnostic> {
         .with_label(format!("this is {}", found.noun())));
     }
     let value = number.value * factor;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(Diagnostic::error(Code::E0008, v.span, format!("`{key}` must be positive and finite"))
+    // A zero time is an ideal (a latency-free link); a zero rate or size is nonsense.
+    let in_range = if dim == Dim::Time { value >= 0.0 } else { value > 0.0 };
+    if !(value.is_finite() && in_range) {
+        let must = if dim == Dim::Time { "zero or more" } else { "positive" };
+        return Err(Diagnostic::error(Code::E0008, v.span, format!("`{key}` must be {must} and finite"))
             .with_label("out of range"));
     }
     Ok(value)

@@ -63,7 +63,58 @@ pub fn parse(file: FileId, text: &str) -> (SourceFile, Vec<Diagnostic>) {
             Err(e) => diagnostics.push(syntax_error(file, text, start, &e)),
         }
     }
+    for item in &items {
+        if let Item::Decl(d) = item {
+            check_separators(file, text, &d.body, &mut diagnostics);
+        }
+    }
     (SourceFile { items, comments: scan.comments }, diagnostics)
+}
+
+/// Statements end at `;` or a line end. The grammar lets whitespace run
+/// over lines, so `phase = decode context = 128` would parse as two
+/// statements; this is where that is refused.
+fn check_separators(file: FileId, text: &str, block: &Block, diagnostics: &mut Vec<Diagnostic>) {
+    for pair in block.stmts.windows(2) {
+        let (a, b) = (pair[0].span(), pair[1].span());
+        let between = text.get(a.end..b.start).unwrap_or(";");
+        if !separated(between) {
+            diagnostics.push(
+                Diagnostic::error(Code::E0001, Span::new(file, b.start, b.start + pair[1].key().text.len()), "two statements on one line need a `;` between them")
+                    .with_label("a new statement starts here")
+                    .with_hint(format!("write `; {}` or start a new line", pair[1].key().text)),
+            );
+        }
+    }
+    for stmt in &block.stmts {
+        match stmt {
+            Stmt::Section { body, .. } => check_separators(file, text, body, diagnostics),
+            Stmt::Assign { value: Value { kind: ValueKind::Configured { body, .. }, .. }, .. } => {
+                check_separators(file, text, body, diagnostics)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether the text between two statements holds a `;` or a line end
+/// outside block comments (a line comment always ends in a line end).
+fn separated(between: &str) -> bool {
+    let mut rest = between;
+    loop {
+        match rest.find("/*") {
+            Some(start) => {
+                if rest[..start].contains([';', '\n']) {
+                    return true;
+                }
+                match rest[start + 2..].find("*/") {
+                    Some(end) => rest = &rest[start + 2 + end + 2..],
+                    None => return false,
+                }
+            }
+            None => return rest.contains([';', '\n']),
+        }
+    }
 }
 
 /// Converts a pest error into an E0001 naming what was expected and found.
@@ -124,9 +175,9 @@ fn found_at(text: &str, pos: usize) -> Found {
 
 fn describe(rule: Rule) -> &'static str {
     match rule {
-        Rule::EOI => "a `model`, `machine`, `workload`, `plan` or `import`",
-        Rule::decl | Rule::item_kind => "a `model`, `machine`, `workload` or `plan`",
-        Rule::import | Rule::import_kw => "`import`",
+        Rule::EOI | Rule::decl | Rule::item_kind | Rule::import | Rule::import_kw => {
+            "an item (`model`, `machine`, `workload`, `plan` or `import`)"
+        }
         Rule::name => "a name",
         Rule::key => "a setting name",
         Rule::block => "`{`",
@@ -137,7 +188,7 @@ fn describe(rule: Rule) -> &'static str {
         Rule::string | Rule::string_body => "a string",
         Rule::list => "a list",
         Rule::tuple => "a tuple",
-        _ => "something else",
+        _ => "more input",
     }
 }
 
@@ -153,7 +204,7 @@ fn expected_hint(expected: &[&str], found: &str) -> Option<String> {
     if found == "`=`" && expected.contains(&"a value") {
         return Some("one `=` is enough: `key = value`".into());
     }
-    if expected.iter().any(|e| e.starts_with("a `model`")) {
+    if expected.iter().any(|e| e.starts_with("an item")) {
         return Some("a file holds `model`, `machine`, `workload` and `plan` items and `import \"file.moe\"` lines".into());
     }
     if expected.contains(&"a value") {
@@ -380,6 +431,15 @@ mod tests {
         assert!(d.iter().all(|d| d.code == Code::E0001));
         assert_eq!(&src[d[0].span.range()], "=");
         assert_eq!(f.items.len(), 1);
+    }
+
+    #[test]
+    fn statements_on_one_line_need_a_semicolon() {
+        let (_, d) = parse(FileId(0), "workload w { batch = 8; phase = decode context = 128 }");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].message.contains("need a `;`"));
+        let (_, d) = parse(FileId(0), "workload w { batch = 8 /* ; */ phase = decode\n context = 1 /* x */; steps = 2 }");
+        assert_eq!(d.len(), 1, "{d:?}");
     }
 
     #[test]
