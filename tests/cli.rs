@@ -5,7 +5,11 @@ mod common;
 use std::process::{Command, Output};
 
 fn moec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moec")).args(args).current_dir(common::root()).output().expect("moec runs")
+    Command::new(env!("CARGO_BIN_EXE_moec"))
+        .args(args)
+        .current_dir(common::root())
+        .output()
+        .expect("moec runs")
 }
 
 fn text(o: &[u8]) -> String {
@@ -19,7 +23,10 @@ fn check_succeeds_on_the_main_example_and_prints_derived_figures() {
     let o = moec(&["check", MAIN]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("model deepseek_v3: 61 layers (58 MoE), 671.0B parameters"), "{out}");
+    assert!(
+        out.contains("model deepseek_v3: 61 layers (58 MoE), 671.0B parameters"),
+        "{out}"
+    );
     assert!(out.contains("machine wafer_8x8: 64 dies (64 alive)"), "{out}");
 }
 
@@ -28,7 +35,10 @@ fn bad_input_exits_1_with_a_rendered_diagnostic() {
     let o = moec(&["check", "tests/diagnostics/E0004-unknown-setting.moe"]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
-    assert!(err.contains("error[E0004]") && err.contains("did you mean `hidden`?"), "{err}");
+    assert!(
+        err.contains("error[E0004]") && err.contains("did you mean `hidden`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,7 +80,10 @@ fn compile_writes_identical_bytes_atomically() {
     assert_eq!(o.stdout, first, "file and stdout differ");
     let doc: serde_json::Value = serde_json::from_slice(&first).unwrap();
     assert_eq!(doc["header"]["passes"][0], "place(round_robin)");
-    assert_eq!(doc["nodes"].as_array().unwrap().len(), 1 + 61 + 3 + 58 * (1 + 1 + 256 + 1 + 1) + 1);
+    assert_eq!(
+        doc["nodes"].as_array().unwrap().len(),
+        1 + 61 + 3 + 58 * (1 + 1 + 256 + 1 + 1) + 1
+    );
     // No temporary file is left behind.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -86,11 +99,25 @@ fn dot_output_is_a_graph() {
 
 #[test]
 fn print_after_shows_the_ir_after_the_named_pass() {
-    let o = moec(&["compile", MAIN, "--passes", "baseline", "--print-after", "place", "--layers", "3", "-o", "/dev/null"]);
+    let o = moec(&[
+        "compile",
+        MAIN,
+        "--passes",
+        "baseline",
+        "--print-after",
+        "place",
+        "--layers",
+        "3",
+        "-o",
+        "/dev/null",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(err.contains("; *** IR after place(round_robin) ***"), "{err}");
-    assert!(err.contains("%10 = expert e0 ffn=2048 swiglu (%9) -> [8, 7168] bf16 weights=88.08 MB @(0, 0)"), "{err}");
+    assert!(
+        err.contains("%10 = expert e0 ffn=2048 swiglu (%9) -> [8, 7168] bf16 weights=88.08 MB @(0, 0)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,7 +127,11 @@ fn unknown_passes_and_plans_are_diagnostics() {
     assert!(text(&o.stderr).contains("error[E0021]"), "{}", text(&o.stderr));
     let o = moec(&["compile", MAIN, "--plan", "defualt"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("did you mean `default`?"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("did you mean `default`?"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = moec(&["compile", MAIN, "--print-after", "shard"]);
     assert_eq!(o.status.code(), Some(1));
 }

@@ -29,11 +29,16 @@ fn cases() -> Vec<PathBuf> {
 /// `// expect: CODE "text"`.
 fn directive(text: &str) -> (Code, String) {
     let line = text.lines().next().unwrap_or("");
-    let rest = line.strip_prefix("// expect: ").unwrap_or_else(|| panic!("first line must be `// expect: CODE \"span\"`: {line}"));
+    let rest = line
+        .strip_prefix("// expect: ")
+        .unwrap_or_else(|| panic!("first line must be `// expect: CODE \"span\"`: {line}"));
     let (code, quoted) = rest.split_once(' ').unwrap();
     let quoted = quoted.trim();
     let inner = &quoted[1..quoted.len() - 1];
-    (Code::parse(code).unwrap_or_else(|| panic!("unknown code {code}")), inner.replace("\\\"", "\""))
+    (
+        Code::parse(code).unwrap_or_else(|| panic!("unknown code {code}")),
+        inner.replace("\\\"", "\""),
+    )
 }
 
 /// Checks (and compiles, when checking passes) a file held in memory under
@@ -69,19 +74,31 @@ fn each_bad_input_produces_exactly_its_code_at_its_span() {
             let codes: BTreeSet<&str> = diags.iter().map(|d| d.code.as_str()).collect();
             assert_eq!(codes, BTreeSet::from([code.as_str()]), "{name}:\n{rendered}");
             let first = &diags[0];
-            let got = if first.has_span { &source[first.span.range()] } else { "" };
+            let got = if first.has_span {
+                &source[first.span.range()]
+            } else {
+                ""
+            };
             assert_eq!(got, span_text, "{name}: wrong span\n{rendered}");
             covered.insert(code);
             insta::assert_snapshot!(format!("diagnostics.{}", name.trim_end_matches(".moe")), rendered);
         }
     });
-    let missing: Vec<&str> = Code::all().filter(|c| !covered.contains(c)).map(|c| c.as_str()).collect();
-    assert!(missing.is_empty(), "codes without a test file in tests/diagnostics: {missing:?}");
+    let missing: Vec<&str> = Code::all()
+        .filter(|c| !covered.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes without a test file in tests/diagnostics: {missing:?}"
+    );
 }
 
 #[test]
 fn two_broken_items_give_two_errors_in_one_run() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/diagnostics/E0001-two-items.moe")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/diagnostics/E0001-two-items.moe"))
+            .unwrap();
     let (_, diags, _) = diagnose("two.moe", &text);
     assert_eq!(diags.len(), 2, "{diags:?}");
 }

@@ -18,7 +18,12 @@ fn fmt(text: &str) -> String {
 fn every_example_is_already_formatted() {
     for path in common::all_example_files() {
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(fmt(&text), text, "{} is not in canonical layout: run `moec fmt --write` on it", path.display());
+        assert_eq!(
+            fmt(&text),
+            text,
+            "{} is not in canonical layout: run `moec fmt --write` on it",
+            path.display()
+        );
     }
 }
 
@@ -54,11 +59,26 @@ fn formatting_preserves_meaning() {
         let b = driver::check(&formatted, &rel).unwrap();
         assert_eq!(a.has_errors(), b.has_errors(), "{}", rel.display());
         for plan in &a.program.plans {
-            let opts = CompileOptions { plan: Some(plan.name.clone()), ..Default::default() };
-            let ia = a.compile(&opts, &mut |_, _| {}).ok().map(|ir| moec::ir::json::print(&ir));
-            let ib = b.compile(&opts, &mut |_, _| {}).ok().map(|ir| moec::ir::json::print(&ir));
+            let opts = CompileOptions {
+                plan: Some(plan.name.clone()),
+                ..Default::default()
+            };
+            let ia = a
+                .compile(&opts, &mut |_, _| {})
+                .ok()
+                .map(|ir| moec::ir::json::print(&ir));
+            let ib = b
+                .compile(&opts, &mut |_, _| {})
+                .ok()
+                .map(|ir| moec::ir::json::print(&ir));
             assert!(ia.is_some(), "{}: plan {} fails to compile", rel.display(), plan.name);
-            assert_eq!(ia, ib, "{}: plan {} changed meaning under fmt", rel.display(), plan.name);
+            assert_eq!(
+                ia,
+                ib,
+                "{}: plan {} changed meaning under fmt",
+                rel.display(),
+                plan.name
+            );
         }
     }
 }

@@ -20,7 +20,10 @@ fn ir_after_every_pass_for_every_example_plan() {
             let session = common::checked(&path);
             for plan in &session.program.plans {
                 let model = session.program.model(plan.model).unwrap();
-                let second_moe = (0..model.layers).filter(|&l| model.layer_kind(l) == LayerKind::Moe).nth(1).unwrap_or(0);
+                let second_moe = (0..model.layers)
+                    .filter(|&l| model.layer_kind(l) == LayerKind::Moe)
+                    .nth(1)
+                    .unwrap_or(0);
                 let printed = common::compile_printing(&session, &plan.name, Some(0..=second_moe as u32));
                 assert!(!printed.is_empty(), "{stem}/{}: no pass ran", plan.name);
                 for (pass, text) in printed {
@@ -37,6 +40,11 @@ fn every_file_in_examples_checks_without_errors_or_warnings() {
     for path in common::all_example_files() {
         let session = common::checked(&path);
         let warnings = session.diagnostics.sorted();
-        assert!(warnings.is_empty(), "{}: {}", path.display(), moec::diag::render(&session.loaded.sources, &warnings));
+        assert!(
+            warnings.is_empty(),
+            "{}: {}",
+            path.display(),
+            moec::diag::render(&session.loaded.sources, &warnings)
+        );
     }
 }

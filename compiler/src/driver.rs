@@ -21,7 +21,11 @@ pub fn check(reader: &dyn SourceReader, path: &Path) -> Result<Session, RootErro
     let (program, diags) = sema::analyze(&loaded.sources, &loaded.files);
     let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
     diagnostics.extend(diags);
-    Ok(Session { loaded, program, diagnostics })
+    Ok(Session {
+        loaded,
+        program,
+        diagnostics,
+    })
 }
 
 /// How to compile a plan.
@@ -43,17 +47,26 @@ impl Session {
     /// The plan to compile: the one named, else `default`, else the only one.
     pub fn select_plan(&self, name: Option<&str>) -> Result<&Plan, Diagnostic> {
         let names: Vec<&str> = self.program.plans.iter().map(|p| p.name.as_str()).collect();
-        let listed = if names.is_empty() { "the file defines no plan that checks".to_string() } else { format!("plans: {}", names.join(", ")) };
+        let listed = if names.is_empty() {
+            "the file defines no plan that checks".to_string()
+        } else {
+            format!("plans: {}", names.join(", "))
+        };
         match name {
             Some(n) => self.program.plan(n).ok_or_else(|| {
-                let hint = sema::suggest::did_you_mean(n, names.iter().copied()).map(|d| format!("{d} ")).unwrap_or_default();
+                let hint = sema::suggest::did_you_mean(n, names.iter().copied())
+                    .map(|d| format!("{d} "))
+                    .unwrap_or_default();
                 Diagnostic::global(Code::E0021, format!("no plan named `{n}`")).with_hint(format!("{hint}({listed})"))
             }),
             None => match self.program.plans.as_slice() {
                 [only] => Ok(only),
                 _ => self.program.plan("default").ok_or_else(|| {
-                    Diagnostic::global(Code::E0021, "which plan? the file has no single plan and none named `default`")
-                        .with_hint(format!("pass --plan NAME ({listed})"))
+                    Diagnostic::global(
+                        Code::E0021,
+                        "which plan? the file has no single plan and none named `default`",
+                    )
+                    .with_hint(format!("pass --plan NAME ({listed})"))
                 }),
             },
         }
@@ -63,10 +76,16 @@ impl Session {
     /// IR after each pass that `print_after` asks for.
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
-        let (Some(model), Some(machine), Some(workload)) =
-            (self.program.model(plan.model), self.program.machine(plan.machine), self.program.workload(plan.workload))
-        else {
-            return Err(Diagnostic::error(Code::E0021, plan.span, "this plan refers to items with errors"));
+        let (Some(model), Some(machine), Some(workload)) = (
+            self.program.model(plan.model),
+            self.program.machine(plan.machine),
+            self.program.workload(plan.workload),
+        ) else {
+            return Err(Diagnostic::error(
+                Code::E0021,
+                plan.span,
+                "this plan refers to items with errors",
+            ));
         };
         let pipeline = match &options.passes {
             Some(p) => p.clone(),
@@ -75,7 +94,11 @@ impl Session {
         let specs = parse_pipeline(&pipeline).map_err(|e| Diagnostic::global(Code::E0021, e))?;
         let manager = PassManager::new(&specs, options.print_after.clone()).map_err(|e| pipeline_error(plan, e))?;
         let mut ir = ir::build(&plan.name, model, machine, workload);
-        let cx = PassContext { machine, model, workload };
+        let cx = PassContext {
+            machine,
+            model,
+            workload,
+        };
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }
@@ -88,19 +111,33 @@ fn pipeline_error(plan: &Plan, e: PipelineError) -> Diagnostic {
         PipelineError::Spec(m) => Diagnostic::global(Code::E0021, m)
             .with_hint("passes: place(round_robin); pipelines: baseline; see `moec compile --help`"),
         PipelineError::Pass { pass, message } => {
-            Diagnostic::error(Code::E0020, plan.span, format!("pass {pass} failed: {message}")).with_label("in this plan")
+            Diagnostic::error(Code::E0020, plan.span, format!("pass {pass} failed: {message}"))
+                .with_label("in this plan")
         }
         PipelineError::Verify { pass, errors } => {
-            let fits: Vec<&VerifyError> = errors.iter().filter(|e| matches!(e, VerifyError::DoesNotFit { .. })).collect();
+            let fits: Vec<&VerifyError> = errors
+                .iter()
+                .filter(|e| matches!(e, VerifyError::DoesNotFit { .. }))
+                .collect();
             if let (Some(first), true) = (fits.first(), fits.len() == errors.len()) {
-                let more = if fits.len() > 1 { format!(" (and {} more dies)", fits.len() - 1) } else { String::new() };
+                let more = if fits.len() > 1 {
+                    format!(" (and {} more dies)", fits.len() - 1)
+                } else {
+                    String::new()
+                };
                 Diagnostic::error(Code::E0020, plan.span, format!("after {pass}: {first}{more}"))
                     .with_label("this plan does not fit the machine")
                     .with_hint("use more dies or more memory per die, or a smaller batch or context")
             } else {
                 let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-                Diagnostic::global(Code::E0020, format!("internal error: the IR verifier failed after {pass}: {}", list.join("; ")))
-                    .with_hint("this is a bug in moec; please report it with the input file")
+                Diagnostic::global(
+                    Code::E0020,
+                    format!(
+                        "internal error: the IR verifier failed after {pass}: {}",
+                        list.join("; ")
+                    ),
+                )
+                .with_hint("this is a bug in moec; please report it with the input file")
             }
         }
     }

@@ -61,7 +61,10 @@ pub struct MemoryReader(pub BTreeMap<PathBuf, Vec<u8>>);
 
 impl SourceReader for MemoryReader {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        self.0.get(path).cloned().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "not found"))
     }
 }
 
@@ -80,12 +83,20 @@ pub struct RootError(pub String);
 /// Reads and parses `root` and, transitively, its imports. A file imported
 /// twice (or in a cycle) is read once.
 pub fn load(reader: &dyn SourceReader, root: &Path) -> Result<Loaded, RootError> {
-    let bytes = reader.read(root).map_err(|e| RootError(format!("cannot read `{}`: {e}", root.display())))?;
-    let mut loaded = Loaded { sources: SourceMap::default(), files: Vec::new(), diagnostics: Diagnostics::default() };
+    let bytes = reader
+        .read(root)
+        .map_err(|e| RootError(format!("cannot read `{}`: {e}", root.display())))?;
+    let mut loaded = Loaded {
+        sources: SourceMap::default(),
+        files: Vec::new(),
+        diagnostics: Diagnostics::default(),
+    };
     let mut seen = vec![normalise(root)];
     let mut queue = vec![(root.to_path_buf(), bytes)];
     while let Some((path, bytes)) = queue.pop() {
-        let Some((id, file)) = parse_bytes(&mut loaded, &path, bytes) else { continue };
+        let Some((id, file)) = parse_bytes(&mut loaded, &path, bytes) else {
+            continue;
+        };
         for item in &file.items {
             let Item::Import(imp) = item else { continue };
             let target = path.parent().unwrap_or(Path::new("")).join(&imp.path);
@@ -99,7 +110,10 @@ pub fn load(reader: &dyn SourceReader, root: &Path) -> Result<Loaded, RootError>
                 Err(e) => loaded.diagnostics.push(
                     Diagnostic::error(Code::E0011, imp.path_span, format!("cannot read `{}`: {e}", imp.path))
                         .with_label("imported here")
-                        .with_hint(format!("import paths are relative to the importing file's folder ({})", display_dir(&path))),
+                        .with_hint(format!(
+                            "import paths are relative to the importing file's folder ({})",
+                            display_dir(&path)
+                        )),
                 ),
             }
         }
@@ -115,7 +129,11 @@ fn parse_bytes(loaded: &mut Loaded, path: &Path, bytes: Vec<u8>) -> Option<(File
         loaded.diagnostics.push(Diagnostic::error(
             Code::E0019,
             Span::new(id, 0, 0),
-            format!("`{}` is {} bytes; moec reads files up to {MAX_FILE_BYTES} bytes", path.display(), bytes.len()),
+            format!(
+                "`{}` is {} bytes; moec reads files up to {MAX_FILE_BYTES} bytes",
+                path.display(),
+                bytes.len()
+            ),
         ));
         return None;
     }
@@ -131,8 +149,12 @@ fn parse_bytes(loaded: &mut Loaded, path: &Path, bytes: Vec<u8>) -> Option<(File
             let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
             let id = loaded.sources.add(path, text);
             loaded.diagnostics.push(
-                Diagnostic::error(Code::E0019, Span::new(id, at, at + 1), format!("`{}` is not UTF-8 text", path.display()))
-                    .with_label(format!("invalid byte at offset {at}")),
+                Diagnostic::error(
+                    Code::E0019,
+                    Span::new(id, at, at + 1),
+                    format!("`{}` is not UTF-8 text", path.display()),
+                )
+                .with_label(format!("invalid byte at offset {at}")),
             );
             None
         }

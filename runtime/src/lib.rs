@@ -5,7 +5,6 @@
 //! over its links; later it will also own the schedule format, the kernels
 //! and the simulator that runs schedules on a machine.
 
-
 pub mod machine;
 pub mod model;
 pub mod units;

@@ -49,7 +49,14 @@ pub enum AttentionSpec {
     Gqa { heads: u64, kv_heads: u64, head_dim: u64 },
     /// DeepSeek's multi-head latent attention: keys and values compressed to a
     /// `kv_lora_rank` latent plus a shared `rope_dim` rotary key.
-    Mla { heads: u64, q_lora_rank: u64, kv_lora_rank: u64, head_dim: u64, rope_dim: u64, v_head_dim: u64 },
+    Mla {
+        heads: u64,
+        q_lora_rank: u64,
+        kv_lora_rank: u64,
+        head_dim: u64,
+        rope_dim: u64,
+        v_head_dim: u64,
+    },
 }
 
 impl AttentionSpec {
@@ -65,7 +72,9 @@ impl AttentionSpec {
     /// Query heads.
     pub fn heads(&self) -> u64 {
         match *self {
-            AttentionSpec::Mha { heads, .. } | AttentionSpec::Gqa { heads, .. } | AttentionSpec::Mla { heads, .. } => heads,
+            AttentionSpec::Mha { heads, .. } | AttentionSpec::Gqa { heads, .. } | AttentionSpec::Mla { heads, .. } => {
+                heads
+            }
         }
     }
 }
@@ -164,14 +173,18 @@ impl ModelSpec {
     /// Whether layer `i` (0-based) is dense or MoE.
     pub fn layer_kind(&self, i: u64) -> LayerKind {
         match &self.moe {
-            Some(_) if i >= self.dense_layers && (i - self.dense_layers) % self.moe_every == self.moe_every - 1 => LayerKind::Moe,
+            Some(_) if i >= self.dense_layers && (i - self.dense_layers) % self.moe_every == self.moe_every - 1 => {
+                LayerKind::Moe
+            }
             _ => LayerKind::Dense,
         }
     }
 
     /// Number of MoE layers.
     pub fn moe_layers(&self) -> u64 {
-        (0..self.layers).filter(|&i| self.layer_kind(i) == LayerKind::Moe).count() as u64
+        (0..self.layers)
+            .filter(|&i| self.layer_kind(i) == LayerKind::Moe)
+            .count() as u64
     }
 
     fn bytes(&self, params: u64) -> Bytes {
@@ -180,7 +193,9 @@ impl ModelSpec {
 
     /// Parameters of one routed expert.
     pub fn expert_params(&self) -> u64 {
-        self.moe.as_ref().map_or(0, |m| m.activation.matrices() * self.hidden * m.expert_ffn)
+        self.moe
+            .as_ref()
+            .map_or(0, |m| m.activation.matrices() * self.hidden * m.expert_ffn)
     }
 
     /// Weight bytes of one routed expert.
@@ -190,7 +205,9 @@ impl ModelSpec {
 
     /// Parameters of all shared experts of one layer.
     pub fn shared_params(&self) -> u64 {
-        self.moe.as_ref().map_or(0, |m| m.shared_experts * m.activation.matrices() * self.hidden * m.shared_ffn)
+        self.moe.as_ref().map_or(0, |m| {
+            m.shared_experts * m.activation.matrices() * self.hidden * m.shared_ffn
+        })
     }
 
     /// Weight bytes of all shared experts of one layer.
@@ -219,8 +236,19 @@ impl ModelSpec {
         let h = self.hidden;
         match self.attention {
             AttentionSpec::Mha { heads, head_dim } => 4 * h * heads * head_dim,
-            AttentionSpec::Gqa { heads, kv_heads, head_dim } => 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim,
-            AttentionSpec::Mla { heads, q_lora_rank, kv_lora_rank, head_dim, rope_dim, v_head_dim } => {
+            AttentionSpec::Gqa {
+                heads,
+                kv_heads,
+                head_dim,
+            } => 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim,
+            AttentionSpec::Mla {
+                heads,
+                q_lora_rank,
+                kv_lora_rank,
+                head_dim,
+                rope_dim,
+                v_head_dim,
+            } => {
                 let q = if q_lora_rank > 0 {
                     h * q_lora_rank + q_lora_rank * heads * (head_dim + rope_dim)
                 } else {
@@ -250,7 +278,9 @@ impl ModelSpec {
         let elems = match self.attention {
             AttentionSpec::Mha { heads, head_dim } => 2 * heads * head_dim,
             AttentionSpec::Gqa { kv_heads, head_dim, .. } => 2 * kv_heads * head_dim,
-            AttentionSpec::Mla { kv_lora_rank, rope_dim, .. } => kv_lora_rank + rope_dim,
+            AttentionSpec::Mla {
+                kv_lora_rank, rope_dim, ..
+            } => kv_lora_rank + rope_dim,
         };
         self.bytes(elems)
     }
@@ -261,7 +291,9 @@ impl ModelSpec {
     pub fn attention_flops(&self, context: u64) -> Flops {
         let per_head = match self.attention {
             AttentionSpec::Mha { head_dim, .. } | AttentionSpec::Gqa { head_dim, .. } => 2 * head_dim,
-            AttentionSpec::Mla { kv_lora_rank, rope_dim, .. } => 2 * kv_lora_rank + rope_dim,
+            AttentionSpec::Mla {
+                kv_lora_rank, rope_dim, ..
+            } => 2 * kv_lora_rank + rope_dim,
         };
         Flops(2.0 * self.attention_params() as f64 + 2.0 * (self.attention.heads() * context * per_head) as f64)
     }
@@ -318,7 +350,14 @@ mod tests {
             hidden: 7168,
             vocab: 129280,
             dtype: DType::Bf16,
-            attention: AttentionSpec::Mla { heads: 128, q_lora_rank: 1536, kv_lora_rank: 512, head_dim: 128, rope_dim: 64, v_head_dim: 128 },
+            attention: AttentionSpec::Mla {
+                heads: 128,
+                q_lora_rank: 1536,
+                kv_lora_rank: 512,
+                head_dim: 128,
+                rope_dim: 64,
+                v_head_dim: 128,
+            },
             dense_ffn: 18432,
             moe: Some(MoeSpec {
                 experts: 256,

@@ -9,9 +9,7 @@ use std::fmt;
 use std::ops::{Add, AddAssign, Mul};
 
 /// A size in bytes (weights, activations, memory capacity).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -97,13 +95,7 @@ impl Flops {
 
 /// Writes `value` scaled by the largest prefix that keeps it at or above 1,
 /// with up to three significant decimals and no trailing zeros.
-fn scaled(
-    f: &mut fmt::Formatter<'_>,
-    value: f64,
-    base: f64,
-    prefixes: &[&str],
-    suffix: &str,
-) -> fmt::Result {
+fn scaled(f: &mut fmt::Formatter<'_>, value: f64, base: f64, prefixes: &[&str], suffix: &str) -> fmt::Result {
     let mut v = value;
     let mut i = 0;
     while v.abs() >= base && i + 1 < prefixes.len() {
@@ -131,25 +123,13 @@ impl fmt::Display for BytesPerSec {
 
 impl fmt::Display for FlopsPerSec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        scaled(
-            f,
-            self.0,
-            1000.0,
-            &["", "K", "M", "G", "T", "P", "E"],
-            "FLOPS",
-        )
+        scaled(f, self.0, 1000.0, &["", "K", "M", "G", "T", "P", "E"], "FLOPS")
     }
 }
 
 impl fmt::Display for Flops {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        scaled(
-            f,
-            self.0,
-            1000.0,
-            &["", "K", "M", "G", "T", "P", "E"],
-            "FLOP",
-        )
+        scaled(f, self.0, 1000.0, &["", "K", "M", "G", "T", "P", "E"], "FLOP")
     }
 }
 
@@ -166,11 +146,7 @@ impl fmt::Display for Seconds {
             (s * 1e9, "ns")
         };
         let text = format!("{v:.3}");
-        write!(
-            f,
-            "{} {unit}",
-            text.trim_end_matches('0').trim_end_matches('.')
-        )
+        write!(f, "{} {unit}", text.trim_end_matches('0').trim_end_matches('.'))
     }
 }
 

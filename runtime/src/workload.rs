@@ -21,7 +21,12 @@ pub enum RoutingSource {
     /// Zipf-skewed expert popularity with exponent `s`; `layer_corr` is the
     /// probability a token's choice in layer l+1 follows its choice in l;
     /// `drift` is how far popularity moves per step.
-    Zipf { s: f64, layer_corr: f64, drift: f64, seed: u64 },
+    Zipf {
+        s: f64,
+        layer_corr: f64,
+        drift: f64,
+        seed: u64,
+    },
     /// A recorded trace file (path as written, resolved against `base_dir`).
     Trace { path: String },
 }

@@ -46,20 +46,34 @@ pub fn all_example_files() -> Vec<PathBuf> {
 pub fn checked(path: &Path) -> Session {
     let s = driver::check(&FsReader, path).expect("readable");
     if s.has_errors() {
-        panic!("{}: {}", path.display(), moec::diag::render(&s.loaded.sources, &s.diagnostics.sorted()));
+        panic!(
+            "{}: {}",
+            path.display(),
+            moec::diag::render(&s.loaded.sources, &s.diagnostics.sorted())
+        );
     }
     s
 }
 
 /// Compiles `plan` of a checked session, returning the IR text after every
 /// pass (name, text) limited to `layers`.
-pub fn compile_printing(session: &Session, plan: &str, layers: Option<std::ops::RangeInclusive<u32>>) -> Vec<(String, String)> {
+pub fn compile_printing(
+    session: &Session,
+    plan: &str,
+    layers: Option<std::ops::RangeInclusive<u32>>,
+) -> Vec<(String, String)> {
     let p = session.program.plan(plan).expect("plan exists");
     let machine = session.program.machine(p.machine).expect("machine checked");
-    let options = CompileOptions { plan: Some(plan.into()), passes: None, print_after: PrintAfter::All };
+    let options = CompileOptions {
+        plan: Some(plan.into()),
+        passes: None,
+        print_after: PrintAfter::All,
+    };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();
-    let mut print = |pass: &str, ir: &moec::ir::Ir| printed.push((pass.to_string(), moec::ir::text::print(ir, machine, &text_options)));
+    let mut print = |pass: &str, ir: &moec::ir::Ir| {
+        printed.push((pass.to_string(), moec::ir::text::print(ir, machine, &text_options)))
+    };
     if let Err(d) = session.compile(&options, &mut print) {
         panic!("{plan}: {}", moec::diag::render(&session.loaded.sources, &[d]));
     }

@@ -42,7 +42,10 @@ pub fn run(file: &Path) -> Result<(), u8> {
                 None => by_bandwidth.push((l.spec.bandwidth.0, 1)),
             }
         }
-        let links: Vec<String> = by_bandwidth.iter().map(|(b, n)| format!("{n} of {}", BytesPerSec(*b))).collect();
+        let links: Vec<String> = by_bandwidth
+            .iter()
+            .map(|(b, n)| format!("{n} of {}", BytesPerSec(*b)))
+            .collect();
         let _ = writeln!(
             out,
             "machine {}: {} dies ({} alive), {} and {} each; directional links: {}",
@@ -55,7 +58,9 @@ pub fn run(file: &Path) -> Result<(), u8> {
         );
     }
     for w in p.workloads.iter().filter_map(|w| w.item.as_ref()) {
-        let _ = writeln!(out, "workload {}: {} batch {}, {} tokens a step, {} step{}",
+        let _ = writeln!(
+            out,
+            "workload {}: {} batch {}, {} tokens a step, {} step{}",
             w.name,
             format!("{:?}", w.phase).to_lowercase(),
             w.batch,

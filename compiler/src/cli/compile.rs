@@ -46,9 +46,15 @@ pub fn run(args: Args) -> Result<(), u8> {
     } else {
         PrintAfter::Passes(args.print_after.clone())
     };
-    let options = CompileOptions { plan: args.plan.clone(), passes: args.passes.clone(), print_after };
+    let options = CompileOptions {
+        plan: args.plan.clone(),
+        passes: args.passes.clone(),
+        print_after,
+    };
     let text_options = TextOptions { layers };
-    let plan = session.select_plan(args.plan.as_deref()).map_err(|d| fail(&session, d))?;
+    let plan = session
+        .select_plan(args.plan.as_deref())
+        .map_err(|d| fail(&session, d))?;
     let machine = session.program.machine(plan.machine).ok_or(super::EXIT_DIAGNOSTICS)?;
     let mut print = |pass: &str, ir: &ir::Ir| {
         eprintln!("; *** IR after {pass} ***");

@@ -24,7 +24,11 @@ pub fn run(file: &Path, write: bool, check: bool) -> Result<(), u8> {
     let formatted = format(&ast, &text);
     if check {
         if formatted != text {
-            eprintln!("{} is not formatted; run `moec fmt --write {}`", file.display(), file.display());
+            eprintln!(
+                "{} is not formatted; run `moec fmt --write {}`",
+                file.display(),
+                file.display()
+            );
             return Err(super::EXIT_DIAGNOSTICS);
         }
         return Ok(());

@@ -110,9 +110,25 @@ pub enum Emit {
 pub fn run(cli: Cli) -> Result<(), u8> {
     match cli.command {
         Command::Check { file } => check::run(&file),
-        Command::Compile { file, plan, emit, output, passes, print_after, print_after_all, layers } => {
-            compile::run(compile::Args { file, plan, emit, output, passes, print_after, print_after_all, layers })
-        }
+        Command::Compile {
+            file,
+            plan,
+            emit,
+            output,
+            passes,
+            print_after,
+            print_after_all,
+            layers,
+        } => compile::run(compile::Args {
+            file,
+            plan,
+            emit,
+            output,
+            passes,
+            print_after,
+            print_after_all,
+            layers,
+        }),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),
     }

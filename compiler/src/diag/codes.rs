@@ -88,7 +88,7 @@ dimensions so that a bandwidth can never be read as a size.
 
 Example:
 
-    die { memory = 8 TB/s }            // error: expected a size such as 96 GiB, found a bandwidth
+    die { memory = 8 TB/s }            // error: `memory` expects a size such as 180 GB, found a bandwidth
 
 Fix: `memory = 180 GB` (and `memory_bw = 8 TB/s`).",
     },
@@ -346,7 +346,10 @@ impl Code {
 
     /// Looks a code up by name, case-insensitively (`e0003` works).
     pub fn parse(name: &str) -> Option<Code> {
-        TABLE.iter().find(|e| e.name.eq_ignore_ascii_case(name.trim())).map(|e| e.code)
+        TABLE
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(name.trim()))
+            .map(|e| e.code)
     }
 
     /// Every code, in order.

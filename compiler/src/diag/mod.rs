@@ -55,12 +55,18 @@ impl Diagnostic {
 
     /// An error about the command line, with no source position.
     pub fn global(code: Code, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { has_span: false, ..Diagnostic::error(code, Span::default(), message) }
+        Diagnostic {
+            has_span: false,
+            ..Diagnostic::error(code, Span::default(), message)
+        }
     }
 
     /// A warning with `code` at `span`.
     pub fn warning(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, span, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, span, message)
+        }
     }
 
     /// Sets the text under the primary span.

@@ -14,7 +14,12 @@ pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
         let cs = to_codespan(d);
         if term::emit_to_string(&mut out, &config, sources.files(), &cs).is_err() {
             // A span outside its file would be our bug; still say the message.
-            out.push_str(&format!("{}[{}]: {}\n", severity_word(d.severity), d.code.as_str(), d.message));
+            out.push_str(&format!(
+                "{}[{}]: {}\n",
+                severity_word(d.severity),
+                d.code.as_str(),
+                d.message
+            ));
         }
     }
     out
@@ -43,5 +48,8 @@ fn to_codespan(d: &Diagnostic) -> CsDiagnostic<usize> {
     if let Some(h) = &d.hint {
         notes.push(format!("hint: {h}"));
     }
-    base.with_code(d.code.as_str()).with_message(d.message.clone()).with_labels(labels).with_notes(notes)
+    base.with_code(d.code.as_str())
+        .with_message(d.message.clone())
+        .with_labels(labels)
+        .with_notes(notes)
 }

@@ -25,10 +25,18 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
     let bytes = |params: u64| Bytes(params.saturating_mul(model.dtype.bytes()));
     let ffn_activation = model.moe.as_ref().map_or(Activation::Swiglu, |m| m.activation);
 
-    let mut prev = g.add_node(node(Op::Embed { vocab: model.vocab }, None, bytes(model.vocab * model.hidden), &hidden_states));
+    let mut prev = g.add_node(node(
+        Op::Embed { vocab: model.vocab },
+        None,
+        bytes(model.vocab * model.hidden),
+        &hidden_states,
+    ));
     for l in 0..model.layers {
         let mut attention = node(
-            Op::Attention { kind: model.attention.kind(), heads: model.attention.heads() },
+            Op::Attention {
+                kind: model.attention.kind(),
+                heads: model.attention.heads(),
+            },
             Some(l),
             model.attention_bytes(),
             &hidden_states,
@@ -51,30 +59,69 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
                 // sends what each step's routing really sends.
                 let per_expert = (tokens * moe.top_k).div_ceil(moe.experts);
                 let dispatched = Tensor::new(vec![per_expert, model.hidden], data);
-                let dispatch = Op::Dispatch { experts: moe.experts, top_k: moe.top_k };
+                let dispatch = Op::Dispatch {
+                    experts: moe.experts,
+                    top_k: moe.top_k,
+                };
                 let dispatch = add(&mut g, node(dispatch, Some(l), Bytes(0), &dispatched), &[attn, gate]);
                 let experts: Vec<NodeIndex> = (0..moe.experts)
                     .map(|e| {
-                        let op = Op::Expert { expert: ExpertId(e as u32), ffn: moe.expert_ffn, activation: moe.activation };
-                        add(&mut g, node(op, Some(l), model.expert_bytes(), &dispatched), &[dispatch])
+                        let op = Op::Expert {
+                            expert: ExpertId(e as u32),
+                            ffn: moe.expert_ffn,
+                            activation: moe.activation,
+                        };
+                        add(
+                            &mut g,
+                            node(op, Some(l), model.expert_bytes(), &dispatched),
+                            &[dispatch],
+                        )
                     })
                     .collect();
                 let mut combine_inputs = experts;
                 combine_inputs.push(gate);
                 if moe.shared_experts > 0 {
-                    let op = Op::SharedExpert { count: moe.shared_experts, ffn: moe.shared_ffn, activation: moe.activation };
-                    combine_inputs.push(add(&mut g, node(op, Some(l), model.shared_bytes(), &hidden_states), &[attn]));
+                    let op = Op::SharedExpert {
+                        count: moe.shared_experts,
+                        ffn: moe.shared_ffn,
+                        activation: moe.activation,
+                    };
+                    combine_inputs.push(add(
+                        &mut g,
+                        node(op, Some(l), model.shared_bytes(), &hidden_states),
+                        &[attn],
+                    ));
                 }
-                add(&mut g, node(Op::Combine { top_k: moe.top_k }, Some(l), Bytes(0), &hidden_states), &combine_inputs)
+                add(
+                    &mut g,
+                    node(Op::Combine { top_k: moe.top_k }, Some(l), Bytes(0), &hidden_states),
+                    &combine_inputs,
+                )
             }
             _ => {
-                let op = Op::DenseFfn { ffn: model.dense_ffn, activation: ffn_activation };
-                add(&mut g, node(op, Some(l), model.dense_ffn_bytes(), &hidden_states), &[attn])
+                let op = Op::DenseFfn {
+                    ffn: model.dense_ffn,
+                    activation: ffn_activation,
+                };
+                add(
+                    &mut g,
+                    node(op, Some(l), model.dense_ffn_bytes(), &hidden_states),
+                    &[attn],
+                )
             }
         };
     }
     let logits = Tensor::new(vec![tokens, model.vocab], TensorType::Data(model.dtype));
-    add(&mut g, node(Op::LmHead { vocab: model.vocab }, None, bytes(model.vocab * model.hidden), &logits), &[prev]);
+    add(
+        &mut g,
+        node(
+            Op::LmHead { vocab: model.vocab },
+            None,
+            bytes(model.vocab * model.hidden),
+            &logits,
+        ),
+        &[prev],
+    );
 
     let header = Header {
         plan: plan.to_string(),

@@ -9,7 +9,10 @@ use std::fmt::Write;
 pub fn print(ir: &Ir, machine: &Machine) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&ir.header.plan));
-    let _ = writeln!(out, "  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];");
+    let _ = writeln!(
+        out,
+        "  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];"
+    );
     let mut open_layer = None;
     for (i, n) in ir.nodes() {
         if n.layer != open_layer {
@@ -39,10 +42,19 @@ pub fn print(ir: &Ir, machine: &Machine) -> String {
         out.push_str("  }\n");
     }
     for e in ir.graph.edge_indices() {
-        let Some((a, b)) = ir.graph.edge_endpoints(e) else { continue };
+        let Some((a, b)) = ir.graph.edge_endpoints(e) else {
+            continue;
+        };
         let t = &ir.graph[e];
         let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-        let _ = writeln!(out, "  n{} -> n{} [label=\"[{}] {}\"];", a.index(), b.index(), shape.join(","), t.dtype.name());
+        let _ = writeln!(
+            out,
+            "  n{} -> n{} [label=\"[{}] {}\"];",
+            a.index(),
+            b.index(),
+            shape.join(","),
+            t.dtype.name()
+        );
     }
     out.push_str("}\n");
     out

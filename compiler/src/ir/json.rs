@@ -27,9 +27,17 @@ pub const JSON_VERSION: u32 = 1;
 pub fn print(ir: &Ir) -> String {
     let nodes = ir
         .nodes()
-        .map(|(i, node)| JsonNode { id: i.index(), inputs: ir.inputs(i).iter().map(|p| p.index()).collect(), node })
+        .map(|(i, node)| JsonNode {
+            id: i.index(),
+            inputs: ir.inputs(i).iter().map(|p| p.index()).collect(),
+            node,
+        })
         .collect();
-    let doc = JsonIr { version: JSON_VERSION, header: &ir.header, nodes };
+    let doc = JsonIr {
+        version: JSON_VERSION,
+        header: &ir.header,
+        nodes,
+    };
     // Serialising plain data with string keys cannot fail.
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }

@@ -30,7 +30,13 @@ impl DieLoad {
 /// replicas, since each replica serves its own sequences.
 pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
     let mut loads: Vec<DieLoad> = (0..machine.die_count())
-        .map(|d| DieLoad { die: DieId(d), experts: 0, expert_bytes: Bytes(0), other_bytes: Bytes(0), state_bytes: Bytes(0) })
+        .map(|d| DieLoad {
+            die: DieId(d),
+            experts: 0,
+            expert_bytes: Bytes(0),
+            other_bytes: Bytes(0),
+            state_bytes: Bytes(0),
+        })
         .collect();
     for (_, n) in ir.nodes() {
         if !n.ann.is_placed() {
@@ -41,7 +47,9 @@ pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
         let weights = Bytes(n.weights.0.div_ceil(ways));
         let state = Bytes(n.state.0.div_ceil(replicas));
         for d in &n.ann.dies {
-            let Some(load) = loads.get_mut(d.0 as usize) else { continue };
+            let Some(load) = loads.get_mut(d.0 as usize) else {
+                continue;
+            };
             if matches!(n.op, Op::Expert { .. }) {
                 load.experts += 1;
                 load.expert_bytes += weights;

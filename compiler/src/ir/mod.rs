@@ -15,9 +15,9 @@
 //! holds what is placed on it.
 
 mod build;
-pub mod memory;
 pub mod dot;
 pub mod json;
+pub mod memory;
 pub mod text;
 mod verify;
 
@@ -50,13 +50,27 @@ pub enum Op {
     Attention { kind: &'static str, heads: u64 },
     /// The router: scores every expert, keeps `top_k` (within `topk_groups`
     /// of `groups` when group-limited).
-    Gate { experts: u64, top_k: u64, scoring: GateKind, groups: u64, topk_groups: u64 },
+    Gate {
+        experts: u64,
+        top_k: u64,
+        scoring: GateKind,
+        groups: u64,
+        topk_groups: u64,
+    },
     /// Sends each token to the dies of its chosen experts (all-to-all).
     Dispatch { experts: u64, top_k: u64 },
     /// One routed expert's FFN.
-    Expert { expert: ExpertId, ffn: u64, activation: Activation },
+    Expert {
+        expert: ExpertId,
+        ffn: u64,
+        activation: Activation,
+    },
     /// The shared experts of a layer, which every token visits.
-    SharedExpert { count: u64, ffn: u64, activation: Activation },
+    SharedExpert {
+        count: u64,
+        ffn: u64,
+        activation: Activation,
+    },
     /// Brings expert outputs back and sums them with the gate weights.
     Combine { top_k: u64 },
     /// The FFN of a dense layer.
@@ -171,7 +185,11 @@ impl Tensor {
     /// A tensor of `shape` and element type `dtype`, its bytes computed.
     pub fn new(shape: Vec<u64>, dtype: TensorType) -> Tensor {
         let elems = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
-        Tensor { bytes: Bytes(elems.saturating_mul(dtype.bytes())), shape, dtype }
+        Tensor {
+            bytes: Bytes(elems.saturating_mul(dtype.bytes())),
+            shape,
+            dtype,
+        }
     }
 }
 
@@ -219,7 +237,10 @@ impl Ir {
 
     /// Inputs of a node, in edge order.
     pub fn inputs(&self, n: NodeIndex) -> Vec<NodeIndex> {
-        let mut v: Vec<NodeIndex> = self.graph.neighbors_directed(n, petgraph::Direction::Incoming).collect();
+        let mut v: Vec<NodeIndex> = self
+            .graph
+            .neighbors_directed(n, petgraph::Direction::Incoming)
+            .collect();
         v.sort();
         v
     }

@@ -34,7 +34,11 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
         "; model {}, machine {} ({} dies, {} alive), workload {} ({} tokens a step)",
         h.model, h.machine, h.dies, h.alive_dies, h.workload, h.tokens_per_step
     );
-    let passes = if h.passes.is_empty() { "none".to_string() } else { h.passes.join(", ") };
+    let passes = if h.passes.is_empty() {
+        "none".to_string()
+    } else {
+        h.passes.join(", ")
+    };
     let _ = writeln!(out, "; passes run: {passes}");
     let all_alive = machine.alive_dies();
     let mut current_layer = None;
@@ -84,7 +88,11 @@ fn ranges(ids: &[usize]) -> Vec<String> {
         while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
             j += 1;
         }
-        out.push(if j >= i + 2 { format!("%{}..%{}", ids[i], ids[j]) } else { format!("%{}", ids[i]) });
+        out.push(if j >= i + 2 {
+            format!("%{}..%{}", ids[i], ids[j])
+        } else {
+            format!("%{}", ids[i])
+        });
         if j < i + 2 {
             j = i;
         }
@@ -98,12 +106,22 @@ fn op_text(op: &Op) -> String {
     match op {
         Op::Embed { vocab } | Op::LmHead { vocab } => format!("{m} vocab={vocab}"),
         Op::Attention { heads, .. } => format!("{m} heads={heads}"),
-        Op::Gate { experts, top_k, groups, topk_groups, .. } if *groups > 1 => {
+        Op::Gate {
+            experts,
+            top_k,
+            groups,
+            topk_groups,
+            ..
+        } if *groups > 1 => {
             format!("{m} experts={experts} top_k={top_k} groups={topk_groups}/{groups}")
         }
         Op::Gate { experts, top_k, .. } => format!("{m} experts={experts} top_k={top_k}"),
         Op::Dispatch { .. } | Op::Combine { .. } => m,
-        Op::Expert { expert, ffn, activation } => format!("{m} e{} ffn={ffn} {}", expert.0, activation.name()),
+        Op::Expert {
+            expert,
+            ffn,
+            activation,
+        } => format!("{m} e{} ffn={ffn} {}", expert.0, activation.name()),
         Op::SharedExpert { count, ffn, activation } => format!("{m} x{count} ffn={ffn} {}", activation.name()),
         Op::DenseFfn { ffn, activation } => format!("{m} ffn={ffn} {}", activation.name()),
     }
@@ -133,7 +151,11 @@ fn placement(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::Di
 fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
     let have = machine.spec().die.memory;
     let _ = writeln!(out, "\n; memory per die (capacity {have})");
-    let _ = writeln!(out, "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>6}", "die", "experts", "expert w", "other w", "kv cache", "total", "used");
+    let _ = writeln!(
+        out,
+        "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>6}",
+        "die", "experts", "expert w", "other w", "kv cache", "total", "used"
+    );
     for load in die_loads(ir, machine) {
         if !machine.is_alive(load.die) {
             let _ = writeln!(out, "; {:<12} dead", machine.die_label(load.die));

@@ -20,7 +20,12 @@ pub enum VerifyError {
     /// A node is not placed where the pipeline's end requires it.
     Unplaced(String),
     /// A die holds more than its memory.
-    DoesNotFit { die: String, need: Bytes, have: Bytes, detail: String },
+    DoesNotFit {
+        die: String,
+        need: Bytes,
+        have: Bytes,
+        detail: String,
+    },
 }
 
 impl fmt::Display for VerifyError {
@@ -28,7 +33,12 @@ impl fmt::Display for VerifyError {
         match self {
             VerifyError::Broken(m) => write!(f, "broken IR: {m}"),
             VerifyError::Unplaced(m) => write!(f, "not placed: {m}"),
-            VerifyError::DoesNotFit { die, need, have, detail } => {
+            VerifyError::DoesNotFit {
+                die,
+                need,
+                have,
+                detail,
+            } => {
                 write!(f, "die {die} needs {need} but has {have} of memory: {detail}")
             }
         }
@@ -50,9 +60,16 @@ pub fn verify(ir: &Ir, machine: &Machine) -> Vec<VerifyError> {
 /// [`verify`], and every node placed: what the end of a pipeline requires.
 pub fn verify_placed(ir: &Ir, machine: &Machine) -> Vec<VerifyError> {
     let mut errors = verify(ir, machine);
-    let unplaced: Vec<String> = ir.nodes().filter(|(_, n)| !n.ann.is_placed()).map(|(i, n)| describe(i.index(), n)).collect();
+    let unplaced: Vec<String> = ir
+        .nodes()
+        .filter(|(_, n)| !n.ann.is_placed())
+        .map(|(i, n)| describe(i.index(), n))
+        .collect();
     if let Some(first) = unplaced.first() {
-        errors.push(VerifyError::Unplaced(format!("{} node(s), the first {first}", unplaced.len())));
+        errors.push(VerifyError::Unplaced(format!(
+            "{} node(s), the first {first}",
+            unplaced.len()
+        )));
     }
     errors
 }
@@ -75,7 +92,12 @@ fn structure(ir: &Ir, errors: &mut Vec<VerifyError>) {
         let t = &g[e];
         let elems = t.shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
         if t.bytes.0 != elems.saturating_mul(t.dtype.bytes()) {
-            errors.push(VerifyError::Broken(format!("edge {} carries {:?} but claims {}", e.index(), t.shape, t.bytes)));
+            errors.push(VerifyError::Broken(format!(
+                "edge {} carries {:?} but claims {}",
+                e.index(),
+                t.shape,
+                t.bytes
+            )));
         }
     }
     // Every MoE layer: dispatch -> one node per expert id -> combine.
@@ -86,19 +108,35 @@ fn structure(ir: &Ir, errors: &mut Vec<VerifyError>) {
         for s in g.neighbors_directed(i, Direction::Outgoing) {
             let succ = &g[s];
             let Op::Expert { expert, .. } = succ.op else {
-                errors.push(VerifyError::Broken(format!("dispatch %{} feeds {}, not an expert", i.index(), describe(s.index(), succ))));
+                errors.push(VerifyError::Broken(format!(
+                    "dispatch %{} feeds {}, not an expert",
+                    i.index(),
+                    describe(s.index(), succ)
+                )));
                 continue;
             };
             if succ.layer != layer || !seen.insert(expert) {
-                errors.push(VerifyError::Broken(format!("expert e{} appears twice or in the wrong layer", expert.0)));
+                errors.push(VerifyError::Broken(format!(
+                    "expert e{} appears twice or in the wrong layer",
+                    expert.0
+                )));
             }
-            let feeds_combine = g.neighbors_directed(s, Direction::Outgoing).any(|c| matches!(g[c].op, Op::Combine { .. }) && g[c].layer == layer);
+            let feeds_combine = g
+                .neighbors_directed(s, Direction::Outgoing)
+                .any(|c| matches!(g[c].op, Op::Combine { .. }) && g[c].layer == layer);
             if !feeds_combine {
-                errors.push(VerifyError::Broken(format!("{} does not feed its layer's combine", describe(s.index(), succ))));
+                errors.push(VerifyError::Broken(format!(
+                    "{} does not feed its layer's combine",
+                    describe(s.index(), succ)
+                )));
             }
         }
         if seen.len() as u64 != experts || seen.iter().enumerate().any(|(k, e)| e.0 as usize != k) {
-            errors.push(VerifyError::Broken(format!("dispatch %{} reaches {} of {experts} expert ids", i.index(), seen.len())));
+            errors.push(VerifyError::Broken(format!(
+                "dispatch %{} reaches {} of {experts} expert ids",
+                i.index(),
+                seen.len()
+            )));
         }
     }
 }
@@ -109,15 +147,27 @@ fn annotations(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
         let mut seen = BTreeSet::new();
         for &d in &ann.dies {
             if d.0 >= machine.die_count() || !machine.is_alive(d) {
-                errors.push(VerifyError::Broken(format!("{} is placed on {}, which is dead or absent", describe(i.index(), n), label(machine, d))));
+                errors.push(VerifyError::Broken(format!(
+                    "{} is placed on {}, which is dead or absent",
+                    describe(i.index(), n),
+                    label(machine, d)
+                )));
             }
             if !seen.insert(d) {
-                errors.push(VerifyError::Broken(format!("{} lists {} twice", describe(i.index(), n), label(machine, d))));
+                errors.push(VerifyError::Broken(format!(
+                    "{} lists {} twice",
+                    describe(i.index(), n),
+                    label(machine, d)
+                )));
             }
         }
         let ways = ann.sharding.ways() as usize;
         if ann.is_placed() && (ways == 0 || ann.dies.len() % ways != 0) {
-            errors.push(VerifyError::Broken(format!("{} has {} dies for {ways}-way sharding", describe(i.index(), n), ann.dies.len())));
+            errors.push(VerifyError::Broken(format!(
+                "{} has {} dies for {ways}-way sharding",
+                describe(i.index(), n),
+                ann.dies.len()
+            )));
         }
     }
 }
@@ -179,10 +229,19 @@ mod tests {
     #[test]
     fn a_missing_expert_is_caught() {
         let (s, mut ir) = compiled("1 GB");
-        let e = ir.nodes().find(|(_, n)| matches!(n.op, Op::Expert { .. })).map(|(i, _)| i).unwrap();
+        let e = ir
+            .nodes()
+            .find(|(_, n)| matches!(n.op, Op::Expert { .. }))
+            .map(|(i, _)| i)
+            .unwrap();
         ir.graph.remove_node(e);
         let errors = verify(&ir, machine(&s));
-        assert!(errors.iter().any(|e| matches!(e, VerifyError::Broken(m) if m.contains("3 of 4 expert ids"))), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| matches!(e, VerifyError::Broken(m) if m.contains("3 of 4 expert ids"))),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -192,8 +251,16 @@ mod tests {
         ir.graph[first].ann.dies.push(DieId(7));
         ir.graph[first].ann.sharding = super::super::Sharding::Tp(2);
         let errors = verify(&ir, machine(&s));
-        assert!(errors.iter().any(|e| e.to_string().contains("dead or absent")), "{errors:?}");
-        assert!(errors.iter().any(|e| e.to_string().contains("3 dies for 2-way sharding")), "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.to_string().contains("dead or absent")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("3 dies for 2-way sharding")),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -202,7 +269,9 @@ mod tests {
         let last = ir.graph.node_indices().last().unwrap();
         ir.graph[last].ann = Default::default();
         assert!(verify(&ir, machine(&s)).is_empty());
-        assert!(matches!(verify_placed(&ir, machine(&s)).as_slice(), [VerifyError::Unplaced(m)] if m.contains("lm_head")));
+        assert!(
+            matches!(verify_placed(&ir, machine(&s)).as_slice(), [VerifyError::Unplaced(m)] if m.contains("lm_head"))
+        );
     }
 
     #[test]
@@ -216,6 +285,9 @@ mod tests {
         let errors = verify(&ir, &tiny);
         assert_eq!(errors.len(), 2, "both dies overflow: {errors:?}");
         let msg = errors[0].to_string();
-        assert!(msg.starts_with("die (0, 0) needs") && msg.contains("4 experts"), "{msg}");
+        assert!(
+            msg.starts_with("die (0, 0) needs") && msg.contains("4 experts"),
+            "{msg}"
+        );
     }
 }

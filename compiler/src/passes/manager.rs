@@ -39,7 +39,11 @@ impl PassManager {
     /// Builds the passes of `specs`; every `--print-after` name must match
     /// one of them.
     pub fn new(specs: &[PassSpec], print_after: PrintAfter) -> Result<PassManager, PipelineError> {
-        let passes = specs.iter().map(create).collect::<Result<Vec<_>, _>>().map_err(PipelineError::Spec)?;
+        let passes = specs
+            .iter()
+            .map(create)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PipelineError::Spec)?;
         if let PrintAfter::Passes(names) = &print_after {
             for n in names {
                 if !passes.iter().any(|p| matches(n, &p.name())) {
@@ -64,7 +68,10 @@ impl PassManager {
     pub fn run(&self, ir: &mut Ir, cx: &PassContext, print: &mut dyn FnMut(&str, &Ir)) -> Result<(), PipelineError> {
         for pass in &self.passes {
             let name = pass.name();
-            pass.run(ir, cx).map_err(|message| PipelineError::Pass { pass: name.clone(), message })?;
+            pass.run(ir, cx).map_err(|message| PipelineError::Pass {
+                pass: name.clone(),
+                message,
+            })?;
             ir.header.passes.push(name.clone());
             let errors = ir::verify(ir, cx.machine);
             if !errors.is_empty() {
@@ -81,7 +88,10 @@ impl PassManager {
         }
         let errors = ir::verify_placed(ir, cx.machine);
         if !errors.is_empty() {
-            return Err(PipelineError::Verify { pass: "the end of the pipeline".into(), errors });
+            return Err(PipelineError::Verify {
+                pass: "the end of the pipeline".into(),
+                errors,
+            });
         }
         Ok(())
     }

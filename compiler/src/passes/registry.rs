@@ -23,7 +23,10 @@ impl std::fmt::Display for PassSpec {
 }
 
 /// Every pass, with what it does (for `--help` and error hints).
-pub const PASSES: &[(&str, &str)] = &[("place", "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin")];
+pub const PASSES: &[(&str, &str)] = &[(
+    "place",
+    "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin",
+)];
 
 /// Named pipelines.
 pub const PIPELINES: &[(&str, &str)] = &[("baseline", "place(round_robin)")];
@@ -42,10 +45,18 @@ pub fn parse_pipeline(text: &str) -> Result<Vec<PassSpec>, String> {
         }
         let spec = match part.split_once('(') {
             Some((name, rest)) => {
-                let arg = rest.strip_suffix(')').ok_or_else(|| format!("`{part}` is missing its `)`"))?;
-                PassSpec { name: name.trim().to_string(), arg: Some(arg.trim().to_string()) }
+                let arg = rest
+                    .strip_suffix(')')
+                    .ok_or_else(|| format!("`{part}` is missing its `)`"))?;
+                PassSpec {
+                    name: name.trim().to_string(),
+                    arg: Some(arg.trim().to_string()),
+                }
             }
-            None => PassSpec { name: part.to_string(), arg: None },
+            None => PassSpec {
+                name: part.to_string(),
+                arg: None,
+            },
         };
         out.push(spec);
     }
@@ -90,17 +101,35 @@ mod tests {
     #[test]
     fn pipelines_parse_into_specs() {
         let p = parse_pipeline("place(round_robin), verify").unwrap();
-        assert_eq!(p[0], PassSpec { name: "place".into(), arg: Some("round_robin".into()) });
+        assert_eq!(
+            p[0],
+            PassSpec {
+                name: "place".into(),
+                arg: Some("round_robin".into())
+            }
+        );
         assert_eq!(p[1].name, "verify");
-        assert_eq!(parse_pipeline("baseline").unwrap(), parse_pipeline("place(round_robin)").unwrap());
+        assert_eq!(
+            parse_pipeline("baseline").unwrap(),
+            parse_pipeline("place(round_robin)").unwrap()
+        );
         assert!(parse_pipeline("place(round_robin").is_err());
         assert!(parse_pipeline("a,,b").is_err());
     }
 
     #[test]
     fn unknown_passes_are_refused_with_a_suggestion() {
-        let e = create(&PassSpec { name: "plase".into(), arg: None }).err().unwrap();
+        let e = create(&PassSpec {
+            name: "plase".into(),
+            arg: None,
+        })
+        .err()
+        .unwrap();
         assert!(e.contains("did you mean `place`"), "{e}");
-        assert!(create(&PassSpec { name: "place".into(), arg: Some("magic".into()) }).is_err());
+        assert!(create(&PassSpec {
+            name: "place".into(),
+            arg: Some("magic".into())
+        })
+        .is_err());
     }
 }

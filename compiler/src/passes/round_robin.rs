@@ -23,7 +23,10 @@ pub fn place(ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
             Op::Expert { expert, .. } => vec![dies[expert.0 as usize % dies.len()]],
             _ => dies.clone(),
         };
-        node.ann = Annotation { dies: placed, sharding: Sharding::Whole };
+        node.ann = Annotation {
+            dies: placed,
+            sharding: Sharding::Whole,
+        };
     }
     Ok(())
 }
@@ -63,7 +66,12 @@ mod tests {
                     experts += 1;
                     assert_eq!(n.ann.dies, vec![alive[expert.0 as usize % 3]]);
                 }
-                _ => assert_eq!(n.ann.dies, alive.to_vec(), "{:?} is data-parallel on every alive die", n.op),
+                _ => assert_eq!(
+                    n.ann.dies,
+                    alive.to_vec(),
+                    "{:?} is data-parallel on every alive die",
+                    n.op
+                ),
             }
         }
         assert_eq!(experts, 2 * 10);

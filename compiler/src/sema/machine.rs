@@ -10,8 +10,8 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
-    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError, MachineSpec, RoutingPolicy,
-    Topology,
+    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError, MachineSpec,
+    RoutingPolicy, Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 
@@ -27,7 +27,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
     let die = match r.plain_section("die") {
         Some((_, body, span)) => die(&what, span, body, diags),
         None => {
-            r.missing("die", "die { compute = 2250 TFLOPS; memory = 180 GB; memory_bw = 8 TB/s }");
+            r.missing(
+                "die",
+                "die { compute = 2250 TFLOPS; memory = 180 GB; memory_bw = 8 TB/s }",
+            );
             None
         }
     };
@@ -39,9 +42,11 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
         }
     };
     let inter_wafer_section = r.plain_section("inter_wafer");
-    let inter_wafer_link = inter_wafer_section.and_then(|(_, b, s)| link(&format!("the inter-wafer link of {what}"), s, b, diags));
+    let inter_wafer_link =
+        inter_wafer_section.and_then(|(_, b, s)| link(&format!("the inter-wafer link of {what}"), s, b, diags));
     let inter_node_section = r.plain_section("inter_node");
-    let inter_node_link = inter_node_section.and_then(|(_, b, s)| link(&format!("the inter-node link of {what}"), s, b, diags));
+    let inter_node_link =
+        inter_node_section.and_then(|(_, b, s)| link(&format!("the inter-node link of {what}"), s, b, diags));
     let routing_choice = r.choice("routing", &["xy", "yx"]);
     let routing = match routing_choice {
         Some(("yx", _)) => RoutingPolicy::Yx,
@@ -57,19 +62,25 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
 
     let topology = topology?;
     if let (Some((_, span)), false) = (routing_choice, matches!(topology, Topology::Mesh { .. })) {
-        diags.push(Diagnostic::warning(Code::W0002, span, "`routing` has no effect on a switch or cluster")
-            .with_label("only meshes have a dimension order"));
+        diags.push(
+            Diagnostic::warning(Code::W0002, span, "`routing` has no effect on a switch or cluster")
+                .with_label("only meshes have a dimension order"),
+        );
     }
     let multi_wafer = matches!(topology, Topology::Mesh { wafers_x, wafers_y, .. } if wafers_x * wafers_y > 1);
     if let (Some((_, _, span)), false) = (inter_wafer_section, multi_wafer) {
-        diags.push(Diagnostic::warning(Code::W0002, span, "`inter_wafer` has no effect on a single wafer")
-            .with_label("no link crosses a wafer boundary")
-            .with_hint("several wafers: topology = mesh(8, 8, wafers = (2, 2))"));
+        diags.push(
+            Diagnostic::warning(Code::W0002, span, "`inter_wafer` has no effect on a single wafer")
+                .with_label("no link crosses a wafer boundary")
+                .with_hint("several wafers: topology = mesh(8, 8, wafers = (2, 2))"),
+        );
     }
     if let (Some((_, _, span)), false) = (inter_node_section, matches!(topology, Topology::Cluster { .. })) {
-        diags.push(Diagnostic::warning(Code::W0002, span, "`inter_node` has no effect outside a cluster")
-            .with_label("no link leaves a node")
-            .with_hint("a cluster: topology = cluster(nodes = 2, per_node = 8)"));
+        diags.push(
+            Diagnostic::warning(Code::W0002, span, "`inter_node` has no effect outside a cluster")
+                .with_label("no link leaves a node")
+                .with_hint("a cluster: topology = cluster(nodes = 2, per_node = 8)"),
+        );
     }
     let spec = MachineSpec {
         name: decl.name.text.clone(),
@@ -96,11 +107,21 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
                 (None, MachineError::IoOffMesh { .. } | MachineError::IoWithoutEdges) => {
                     (Code::E0023, io_span.unwrap_or(decl.name.span), "this io block")
                 }
-                (None, MachineError::IoCutOff { .. }) => (Code::E0016, io_span.unwrap_or(decl.name.span), "host memory behind dead dies"),
-                (None, MachineError::AllDiesDead | MachineError::MeshCut { .. }) => {
-                    (Code::E0016, defect_spans.block.unwrap_or(decl.name.span), "these defects")
-                }
-                (None, _) => (Code::E0018, topology_value.map(|v| v.span).unwrap_or(decl.name.span), "this topology"),
+                (None, MachineError::IoCutOff { .. }) => (
+                    Code::E0016,
+                    io_span.unwrap_or(decl.name.span),
+                    "host memory behind dead dies",
+                ),
+                (None, MachineError::AllDiesDead | MachineError::MeshCut { .. }) => (
+                    Code::E0016,
+                    defect_spans.block.unwrap_or(decl.name.span),
+                    "these defects",
+                ),
+                (None, _) => (
+                    Code::E0018,
+                    topology_value.map(|v| v.span).unwrap_or(decl.name.span),
+                    "this topology",
+                ),
             };
             diags.push(Diagnostic::error(code, span, format!("{what}: {e}")).with_label(label));
             None
@@ -111,7 +132,12 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
 /// `mesh(8, 8)`, `mesh(8, 8, wafers = (2, 2))`, `switch(72)`, `cluster(nodes = 2, per_node = 8)`.
 fn topology(v: &Value) -> Result<Topology, Diagnostic> {
     let ValueKind::Call(call) = &v.kind else {
-        return Err(wrong_type(v, "topology", "a topology such as mesh(8, 8), switch(72) or cluster(nodes = 2, per_node = 8)", v.kind.describe()));
+        return Err(wrong_type(
+            v,
+            "topology",
+            "a topology such as mesh(8, 8), switch(72) or cluster(nodes = 2, per_node = 8)",
+            v.kind.describe(),
+        ));
     };
     let mut args = CallArgs::new(call);
     let t = match call.name.text.as_str() {
@@ -122,15 +148,29 @@ fn topology(v: &Value) -> Result<Topology, Diagnostic> {
                 Some(w) => pair(w, "wafers")?,
                 None => (1, 1),
             };
-            Topology::Mesh { width, height, wafers_x, wafers_y }
+            Topology::Mesh {
+                width,
+                height,
+                wafers_x,
+                wafers_y,
+            }
         }
-        "switch" => Topology::Switch { ports: args.positional(0, "ports")? },
+        "switch" => Topology::Switch {
+            ports: args.positional(0, "ports")?,
+        },
         "cluster" => {
             let nodes = args.named_or_positional("nodes")?;
             let per_node = args.named_or_positional("per_node")?;
             Topology::Cluster { nodes, per_node }
         }
-        other => return Err(reader::unknown_choice(call.name.span, "topology", other, &["mesh", "switch", "cluster"])),
+        other => {
+            return Err(reader::unknown_choice(
+                call.name.span,
+                "topology",
+                other,
+                &["mesh", "switch", "cluster"],
+            ))
+        }
     };
     args.finish()?;
     Ok(t)
@@ -144,7 +184,10 @@ struct CallArgs<'a> {
 
 impl<'a> CallArgs<'a> {
     fn new(call: &'a Call) -> CallArgs<'a> {
-        CallArgs { call, used: vec![false; call.args.len()] }
+        CallArgs {
+            call,
+            used: vec![false; call.args.len()],
+        }
     }
 
     fn usage(&self) -> &'static str {
@@ -158,7 +201,13 @@ impl<'a> CallArgs<'a> {
     }
 
     fn positional(&mut self, i: usize, what: &str) -> Result<u32, Diagnostic> {
-        let found = self.call.args.iter().enumerate().filter(|(_, a)| a.name.is_none()).nth(i);
+        let found = self
+            .call
+            .args
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.name.is_none())
+            .nth(i);
         match found {
             Some((j, a)) => {
                 self.used[j] = true;
@@ -169,7 +218,12 @@ impl<'a> CallArgs<'a> {
     }
 
     fn named(&mut self, name: &str) -> Option<&'a Value> {
-        let (j, a) = self.call.args.iter().enumerate().find(|(_, a)| a.name.as_ref().is_some_and(|n| n.text == name))?;
+        let (j, a) = self
+            .call
+            .args
+            .iter()
+            .enumerate()
+            .find(|(_, a)| a.name.as_ref().is_some_and(|n| n.text == name))?;
         self.used[j] = true;
         Some(&a.value)
     }
@@ -179,7 +233,13 @@ impl<'a> CallArgs<'a> {
         if let Some(v) = self.named(name) {
             return small(v, name);
         }
-        let next = self.call.args.iter().enumerate().find(|(j, a)| a.name.is_none() && !self.used[*j]).map(|(j, _)| j);
+        let next = self
+            .call
+            .args
+            .iter()
+            .enumerate()
+            .find(|(j, a)| a.name.is_none() && !self.used[*j])
+            .map(|(j, _)| j);
         match next {
             Some(j) => {
                 self.used[j] = true;
@@ -190,16 +250,22 @@ impl<'a> CallArgs<'a> {
     }
 
     fn bad(&self, message: String) -> Diagnostic {
-        Diagnostic::error(Code::E0018, self.call.span, message).with_label("here").with_hint(format!("write {}", self.usage()))
+        Diagnostic::error(Code::E0018, self.call.span, message)
+            .with_label("here")
+            .with_hint(format!("write {}", self.usage()))
     }
 
     fn finish(self) -> Result<(), Diagnostic> {
         match self.used.iter().position(|u| !u) {
             Some(j) => {
                 let a: &Arg = &self.call.args[j];
-                Err(Diagnostic::error(Code::E0018, a.value.span, format!("`{}` does not take this argument", self.call.name.text))
-                    .with_label("extra argument")
-                    .with_hint(format!("write {}", self.usage())))
+                Err(Diagnostic::error(
+                    Code::E0018,
+                    a.value.span,
+                    format!("`{}` does not take this argument", self.call.name.text),
+                )
+                .with_label("extra argument")
+                .with_hint(format!("write {}", self.usage())))
             }
             None => Ok(()),
         }
@@ -223,7 +289,10 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
     let memory = r.req_quantity("memory", Dim::Size, "memory = 180 GB");
     let memory_bw = r.req_quantity("memory_bw", Dim::Bandwidth, "memory_bw = 8 TB/s");
     let sram = r.quantity("sram", Dim::Size).unwrap_or(0.0);
-    let launch = r.quantity("launch_overhead", Dim::Time).map(Seconds).unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
+    let launch = r
+        .quantity("launch_overhead", Dim::Time)
+        .map(Seconds)
+        .unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
     let suspicious = [
         ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
@@ -244,17 +313,26 @@ fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Op
     let mut r = BlockReader::new(what, span, body);
     let bandwidth = r.req_quantity("bandwidth", Dim::Bandwidth, "bandwidth = 900 GB/s");
     let latency = r.req_quantity("latency", Dim::Time, "latency = 20 ns");
-    warn_suspicious(&r, &[("latency", latency.is_some_and(|l| l > 1e-3), "above 1 ms")], diags);
+    warn_suspicious(
+        &r,
+        &[("latency", latency.is_some_and(|l| l > 1e-3), "above 1 ms")],
+        diags,
+    );
     diags.extend(r.finish());
-    Some(LinkSpec { bandwidth: BytesPerSec(bandwidth?), latency: Seconds(latency?) })
+    Some(LinkSpec {
+        bandwidth: BytesPerSec(bandwidth?),
+        latency: Seconds(latency?),
+    })
 }
 
 fn warn_suspicious(r: &BlockReader, checks: &[(&str, bool, &str)], diags: &mut Vec<Diagnostic>) {
     for &(key, bad, why) in checks {
         if let (true, Some(span)) = (bad, r.span_of(key)) {
-            diags.push(Diagnostic::warning(Code::W0003, span, format!("`{key}` is {why}, far from real hardware"))
-                .with_label("check the unit")
-                .with_hint("moec explain W0003"));
+            diags.push(
+                Diagnostic::warning(Code::W0003, span, format!("`{key}` is {why}, far from real hardware"))
+                    .with_label("check the unit")
+                    .with_hint("moec explain W0003"),
+            );
         }
     }
 }
@@ -283,7 +361,11 @@ fn io(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> O
         r.check(parsed)
     });
     diags.extend(r.finish());
-    Some(IoSpec { edges: edges?, bandwidth: BytesPerSec(bandwidth?), host_memory: Bytes(host_memory?.round() as u64) })
+    Some(IoSpec {
+        edges: edges?,
+        bandwidth: BytesPerSec(bandwidth?),
+        host_memory: Bytes(host_memory?.round() as u64),
+    })
 }
 
 /// Where each defect entry was written, to point errors at it.
@@ -297,7 +379,10 @@ struct DefectSpans {
 fn defects(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> (Defects, DefectSpans) {
     let mut r = BlockReader::new(format!("the defects of {machine}"), span, body);
     let mut d = Defects::default();
-    let mut spans = DefectSpans { block: Some(span), ..DefectSpans::default() };
+    let mut spans = DefectSpans {
+        block: Some(span),
+        ..DefectSpans::default()
+    };
     for call in r.calls("die") {
         match die_ref_args(call, &call.args) {
             Ok(die) => {
@@ -333,7 +418,9 @@ fn defects(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>)
 fn die_ref_args(call: &Call, args: &[Arg]) -> Result<DieRef, Diagnostic> {
     match args {
         [a] if a.name.is_none() => Ok(DieRef::Index(small(&a.value, "die")?)),
-        [a, b] if a.name.is_none() && b.name.is_none() => Ok(DieRef::At(Coord::new(small(&a.value, "x")?, small(&b.value, "y")?))),
+        [a, b] if a.name.is_none() && b.name.is_none() => {
+            Ok(DieRef::At(Coord::new(small(&a.value, "x")?, small(&b.value, "y")?)))
+        }
         _ => Err(CallArgs::new(call).bad("`die` takes a die's coordinates or index".into())),
     }
 }
@@ -341,6 +428,11 @@ fn die_ref_args(call: &Call, args: &[Arg]) -> Result<DieRef, Diagnostic> {
 fn die_ref(v: &Value, items: &[Value]) -> Result<DieRef, Diagnostic> {
     match items {
         [x, y] => Ok(DieRef::At(Coord::new(small(x, "x")?, small(y, "y")?))),
-        _ => Err(wrong_type(v, "link end", "a die's coordinates such as (3, 4)", v.kind.describe())),
+        _ => Err(wrong_type(
+            v,
+            "link end",
+            "a die's coordinates such as (3, 4)",
+            v.kind.describe(),
+        )),
     }
 }

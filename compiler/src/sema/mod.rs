@@ -14,7 +14,7 @@ pub mod suggest;
 pub mod units;
 pub mod workload;
 
-pub use plan::{AttentionParallel, Plan, PlacementChoice};
+pub use plan::{AttentionParallel, PlacementChoice, Plan};
 
 use crate::diag::{Code, Diagnostic};
 use crate::source::SourceMap;
@@ -100,13 +100,23 @@ pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program,
 
     // Models, machines and workloads first: plans refer to them.
     for &(file, d) in &decls {
-        let named = || Named { name: d.name.text.clone(), span: d.name.span, item: None::<()> };
+        let named = || Named {
+            name: d.name.text.clone(),
+            span: d.name.span,
+            item: None::<()>,
+        };
         match d.kind {
             DeclKind::Model => program.models.push(named().with(model::check(d, &mut diags))),
             DeclKind::Machine => program.machines.push(named().with(machine::check(d, &mut diags))),
             DeclKind::Workload => {
-                let base = sources.path(file).parent().unwrap_or(std::path::Path::new("")).to_path_buf();
-                program.workloads.push(named().with(workload::check(d, &base, &mut diags)))
+                let base = sources
+                    .path(file)
+                    .parent()
+                    .unwrap_or(std::path::Path::new(""))
+                    .to_path_buf();
+                program
+                    .workloads
+                    .push(named().with(workload::check(d, &base, &mut diags)))
             }
             DeclKind::Plan => {}
         }
@@ -122,19 +132,30 @@ pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program,
 impl Named<()> {
     /// The same name with the checked item (or `None`) attached.
     fn with<T>(self, item: Option<T>) -> Named<T> {
-        Named { name: self.name, span: self.span, item }
+        Named {
+            name: self.name,
+            span: self.span,
+            item,
+        }
     }
 }
 
 /// E0010 for a second item of the same kind and name.
 fn report_duplicates(decls: &[(FileId, &Decl)], diags: &mut Vec<Diagnostic>) {
     for (i, (_, d)) in decls.iter().enumerate() {
-        if let Some((_, first)) = decls[..i].iter().find(|(_, o)| o.kind == d.kind && o.name.text == d.name.text) {
+        if let Some((_, first)) = decls[..i]
+            .iter()
+            .find(|(_, o)| o.kind == d.kind && o.name.text == d.name.text)
+        {
             diags.push(
-                Diagnostic::error(Code::E0010, d.name.span, format!("{} `{}` is defined twice", d.kind.keyword(), d.name.text))
-                    .with_label("defined again here")
-                    .with_secondary(first.name.span, "first defined here")
-                    .with_hint("rename one of them"),
+                Diagnostic::error(
+                    Code::E0010,
+                    d.name.span,
+                    format!("{} `{}` is defined twice", d.kind.keyword(), d.name.text),
+                )
+                .with_label("defined again here")
+                .with_secondary(first.name.span, "first defined here")
+                .with_hint("rename one of them"),
             );
         }
     }
@@ -186,13 +207,24 @@ mod tests {
         )]);
         let w = s.program.workload(0).unwrap();
         assert_eq!((w.phase, w.tokens_per_step(), w.steps), (Phase::Prefill, 4096, 1));
-        assert_eq!(w.routing, RoutingSource::Zipf { s: 1.1, layer_corr: 0.0, drift: 0.1, seed: 0 });
+        assert_eq!(
+            w.routing,
+            RoutingSource::Zipf {
+                s: 1.1,
+                layer_corr: 0.0,
+                drift: 0.1,
+                seed: 0
+            }
+        );
     }
 
     #[test]
     fn names_are_unique_across_imports_and_imports_are_read_once() {
         let s = session(&[
-            ("a.moe", "import \"b.moe\"\nimport \"./b.moe\"\nmachine w { topology = switch(2) }"),
+            (
+                "a.moe",
+                "import \"b.moe\"\nimport \"./b.moe\"\nmachine w { topology = switch(2) }",
+            ),
             ("b.moe", MACHINE),
         ]);
         let codes: Vec<&str> = s.diagnostics.sorted().iter().map(|d| d.code.as_str()).collect();
@@ -203,9 +235,16 @@ mod tests {
 
     #[test]
     fn a_plan_naming_an_item_with_errors_gets_no_second_error() {
-        let s = session(&[("p.moe", "model m { layers = 0 }\nplan x { model = m; machine = q; workload = r }")]);
+        let s = session(&[(
+            "p.moe",
+            "model m { layers = 0 }\nplan x { model = m; machine = q; workload = r }",
+        )]);
         let codes: Vec<&str> = s.diagnostics.sorted().iter().map(|d| d.code.as_str()).collect();
         assert!(codes.contains(&"E0008"));
-        assert_eq!(codes.iter().filter(|c| **c == "E0009").count(), 2, "machine q and workload r, not model m: {codes:?}");
+        assert_eq!(
+            codes.iter().filter(|c| **c == "E0009").count(),
+            2,
+            "machine q and workload r, not model m: {codes:?}"
+        );
     }
 }

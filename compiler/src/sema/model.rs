@@ -33,7 +33,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
                 Some(("mha", _)) => {
                     let heads = a.req_int("heads", 1, MAX_DIM, "heads = 32");
                     let head_dim = a.req_int("head_dim", 1, MAX_DIM, "head_dim = 128");
-                    Some(AttentionSpec::Mha { heads: heads?, head_dim: head_dim? })
+                    Some(AttentionSpec::Mha {
+                        heads: heads?,
+                        head_dim: head_dim?,
+                    })
                 }
                 Some(("gqa", _)) => {
                     let heads = a.req_int("heads", 1, MAX_DIM, "heads = 32");
@@ -41,12 +44,22 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
                     let head_dim = a.req_int("head_dim", 1, MAX_DIM, "head_dim = 128");
                     if let (Some(h), Some(kv)) = (heads, kv_heads) {
                         if h % kv != 0 {
-                            diags.push(Diagnostic::error(Code::E0023, span, format!("{h} query heads cannot share {kv} key/value heads evenly"))
+                            diags.push(
+                                Diagnostic::error(
+                                    Code::E0023,
+                                    span,
+                                    format!("{h} query heads cannot share {kv} key/value heads evenly"),
+                                )
                                 .with_label("in this attention block")
-                                .with_hint("kv_heads must divide heads"));
+                                .with_hint("kv_heads must divide heads"),
+                            );
                         }
                     }
-                    Some(AttentionSpec::Gqa { heads: heads?, kv_heads: kv_heads?, head_dim: head_dim? })
+                    Some(AttentionSpec::Gqa {
+                        heads: heads?,
+                        kv_heads: kv_heads?,
+                        head_dim: head_dim?,
+                    })
                 }
                 Some(("mla", _)) => {
                     let heads = a.req_int("heads", 1, MAX_DIM, "heads = 128");
@@ -69,9 +82,13 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
                     None
                 }
                 None => {
-                    diags.push(Diagnostic::error(Code::E0006, span, "the attention block needs its kind")
-                        .with_label("kind missing")
-                        .with_hint("write `attention mha { ... }`, `attention gqa { ... }` or `attention mla { ... }`"));
+                    diags.push(
+                        Diagnostic::error(Code::E0006, span, "the attention block needs its kind")
+                            .with_label("kind missing")
+                            .with_hint(
+                                "write `attention mha { ... }`, `attention gqa { ... }` or `attention mla { ... }`",
+                            ),
+                    );
                     None
                 }
             };
@@ -82,7 +99,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
             attention
         }
         None => {
-            r.missing("attention", "attention gqa { heads = 32; kv_heads = 8; head_dim = 128 }");
+            r.missing(
+                "attention",
+                "attention gqa { heads = 32; kv_heads = 8; head_dim = 128 }",
+            );
             None
         }
     };
@@ -100,25 +120,53 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<ModelSpec> {
         return None; // its errors are reported; checking on would only cascade
     }
     if dense_layers > layers {
-        diags.push(Diagnostic::error(Code::E0023, decl.name.span, format!("{what} has {dense_layers} dense layers but only {layers} layers"))
-            .with_label("in this model"));
+        diags.push(
+            Diagnostic::error(
+                Code::E0023,
+                decl.name.span,
+                format!("{what} has {dense_layers} dense layers but only {layers} layers"),
+            )
+            .with_label("in this model"),
+        );
         return None;
     }
     let needs_dense = moe.is_none() || dense_layers > 0 || moe_every > 1;
     let dense_ffn = match dense_ffn {
         Some(f) => f,
         None if needs_dense => {
-            diags.push(Diagnostic::error(Code::E0023, decl.name.span, format!("{what} has dense FFN layers but no `dense_ffn`"))
+            diags.push(
+                Diagnostic::error(
+                    Code::E0023,
+                    decl.name.span,
+                    format!("{what} has dense FFN layers but no `dense_ffn`"),
+                )
                 .with_label("in this model")
-                .with_hint("add `dense_ffn = ...`, the intermediate size of the dense layers"));
+                .with_hint("add `dense_ffn = ...`, the intermediate size of the dense layers"),
+            );
             return None;
         }
         None => 0,
     };
-    Some(ModelSpec { name: decl.name.text.clone(), layers, dense_layers, moe_every, hidden, vocab, dtype, attention, dense_ffn, moe })
+    Some(ModelSpec {
+        name: decl.name.text.clone(),
+        layers,
+        dense_layers,
+        moe_every,
+        hidden,
+        vocab,
+        dtype,
+        attention,
+        dense_ffn,
+        moe,
+    })
 }
 
-fn check_moe(what: &str, span: crate::syntax::Span, body: &crate::syntax::ast::Block, diags: &mut Vec<Diagnostic>) -> Option<MoeSpec> {
+fn check_moe(
+    what: &str,
+    span: crate::syntax::Span,
+    body: &crate::syntax::ast::Block,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<MoeSpec> {
     let mut m = BlockReader::new(format!("the moe block of {what}"), span, body);
     let experts = m.req_int("experts", 1, 1 << 16, "experts = 8");
     let shared_experts = m.int("shared_experts", 0, 1 << 10).unwrap_or(0);
@@ -142,38 +190,83 @@ fn check_moe(what: &str, span: crate::syntax::Span, body: &crate::syntax::ast::B
     let (experts, top_k, expert_ffn) = (experts?, top_k?, expert_ffn?);
 
     if top_k > experts {
-        diags.push(Diagnostic::error(Code::E0012, top_k_span, format!("top_k = {top_k} but the layer has only {experts} experts"))
+        diags.push(
+            Diagnostic::error(
+                Code::E0012,
+                top_k_span,
+                format!("top_k = {top_k} but the layer has only {experts} experts"),
+            )
             .with_label("larger than `experts`")
-            .with_hint("each token picks top_k distinct experts, so top_k <= experts"));
+            .with_hint("each token picks top_k distinct experts, so top_k <= experts"),
+        );
         return None;
     }
     if top_k == experts && experts > 1 {
-        diags.push(Diagnostic::warning(Code::W0001, top_k_span, format!("top_k = experts = {experts}: every token visits every expert"))
-            .with_label("the layer is effectively dense"));
+        diags.push(
+            Diagnostic::warning(
+                Code::W0001,
+                top_k_span,
+                format!("top_k = experts = {experts}: every token visits every expert"),
+            )
+            .with_label("the layer is effectively dense"),
+        );
     }
     let group_span = groups_v.unwrap_or(span);
     if experts % groups != 0 {
-        diags.push(Diagnostic::error(Code::E0013, group_span, format!("{groups} groups do not divide {experts} experts evenly"))
-            .with_label("groups must divide experts"));
+        diags.push(
+            Diagnostic::error(
+                Code::E0013,
+                group_span,
+                format!("{groups} groups do not divide {experts} experts evenly"),
+            )
+            .with_label("groups must divide experts"),
+        );
         return None;
     }
     if topk_groups > groups {
-        diags.push(Diagnostic::error(Code::E0013, topk_groups_v.unwrap_or(span), format!("topk_groups = {topk_groups} but there are only {groups} groups"))
-            .with_label("more than `groups`"));
+        diags.push(
+            Diagnostic::error(
+                Code::E0013,
+                topk_groups_v.unwrap_or(span),
+                format!("topk_groups = {topk_groups} but there are only {groups} groups"),
+            )
+            .with_label("more than `groups`"),
+        );
         return None;
     }
     if topk_groups * (experts / groups) < top_k {
-        diags.push(Diagnostic::error(
-            Code::E0013,
-            topk_groups_v.unwrap_or(group_span),
-            format!("the {topk_groups} kept groups hold {} experts, fewer than top_k = {top_k}", topk_groups * (experts / groups)),
-        )
-        .with_label("too few experts kept"));
+        diags.push(
+            Diagnostic::error(
+                Code::E0013,
+                topk_groups_v.unwrap_or(group_span),
+                format!(
+                    "the {topk_groups} kept groups hold {} experts, fewer than top_k = {top_k}",
+                    topk_groups * (experts / groups)
+                ),
+            )
+            .with_label("too few experts kept"),
+        );
         return None;
     }
     if groups > 1 && topk_groups == groups {
-        diags.push(Diagnostic::warning(Code::W0002, topk_groups_v.unwrap_or(group_span), "topk_groups = groups: group limiting keeps every group")
-            .with_label("no effect"));
+        diags.push(
+            Diagnostic::warning(
+                Code::W0002,
+                topk_groups_v.unwrap_or(group_span),
+                "topk_groups = groups: group limiting keeps every group",
+            )
+            .with_label("no effect"),
+        );
     }
-    Some(MoeSpec { experts, shared_experts, shared_ffn: shared_ffn.unwrap_or(expert_ffn), top_k, expert_ffn, activation, gate, groups, topk_groups })
+    Some(MoeSpec {
+        experts,
+        shared_experts,
+        shared_ffn: shared_ffn.unwrap_or(expert_ffn),
+        top_k,
+        expert_ffn,
+        activation,
+        gate,
+        groups,
+        topk_groups,
+    })
 }

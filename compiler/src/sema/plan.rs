@@ -21,7 +21,11 @@ impl PlacementChoice {
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, c)| *c == self).map(|(n, _)| *n).unwrap_or("round_robin")
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("round_robin")
     }
 }
 
@@ -49,8 +53,20 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     let what = format!("plan `{}`", decl.name.text);
     let mut r = BlockReader::new(&what, decl.name.span, &decl.body);
     let model = reference(&mut r, "model", "model = deepseek_v3", &program.model_names(), diags);
-    let machine = reference(&mut r, "machine", "machine = wafer_8x8", &program.machine_names(), diags);
-    let workload = reference(&mut r, "workload", "workload = decode", &program.workload_names(), diags);
+    let machine = reference(
+        &mut r,
+        "machine",
+        "machine = wafer_8x8",
+        &program.machine_names(),
+        diags,
+    );
+    let workload = reference(
+        &mut r,
+        "workload",
+        "workload = decode",
+        &program.workload_names(),
+        diags,
+    );
     let placement_names: Vec<&str> = PlacementChoice::ALL.iter().map(|(n, _)| *n).collect();
     let placement = match r.choice("placement", &placement_names) {
         Some((name, _)) => PlacementChoice::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c),
@@ -84,10 +100,21 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
 
 /// Resolves `key = name` against the defined names of that kind. The outer
 /// `Option` is "written"; the inner is "defined and checked".
-fn reference(r: &mut BlockReader, key: &'static str, example: &str, defined: &[(&str, bool)], diags: &mut Vec<Diagnostic>) -> Option<Option<usize>> {
+fn reference(
+    r: &mut BlockReader,
+    key: &'static str,
+    example: &str,
+    defined: &[(&str, bool)],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Option<usize>> {
     let v = r.required(key, example)?;
     let ValueKind::Name(name) = &v.kind else {
-        diags.push(super::reader::wrong_type(v, key, &format!("the name of a {key}"), v.kind.describe()));
+        diags.push(super::reader::wrong_type(
+            v,
+            key,
+            &format!("the name of a {key}"),
+            v.kind.describe(),
+        ));
         return Some(None);
     };
     match defined.iter().position(|(n, _)| n == name) {
@@ -99,10 +126,17 @@ fn reference(r: &mut BlockReader, key: &'static str, example: &str, defined: &[(
                 if defined.is_empty() {
                     format!("no {key} is defined; add `{key} {name} {{ ... }}` or import a file that has one")
                 } else {
-                    format!("defined: {}", defined.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "defined: {}",
+                        defined.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    )
                 }
             });
-            diags.push(Diagnostic::error(Code::E0009, v.span, format!("no {key} named `{name}`")).with_label("not defined").with_hint(hint));
+            diags.push(
+                Diagnostic::error(Code::E0009, v.span, format!("no {key} named `{name}`"))
+                    .with_label("not defined")
+                    .with_hint(hint),
+            );
             Some(None)
         }
     }
@@ -110,7 +144,9 @@ fn reference(r: &mut BlockReader, key: &'static str, example: &str, defined: &[(
 
 /// E0014: an expert larger than a die can never be placed whole.
 fn expert_fits(program: &Program, plan: &Plan, decl: &Decl, diags: &mut Vec<Diagnostic>) -> bool {
-    let (Some(model), Some(machine)) = (program.model(plan.model), program.machine(plan.machine)) else { return false };
+    let (Some(model), Some(machine)) = (program.model(plan.model), program.machine(plan.machine)) else {
+        return false;
+    };
     let need = model.expert_bytes();
     let have = machine.spec().die.memory;
     if need > have {
@@ -118,7 +154,11 @@ fn expert_fits(program: &Program, plan: &Plan, decl: &Decl, diags: &mut Vec<Diag
             Diagnostic::error(
                 Code::E0014,
                 decl.name.span,
-                format!("an expert of `{}` needs {need} but a die of `{}` has {have} of memory", model.name, machine.spec().name),
+                format!(
+                    "an expert of `{}` needs {need} but a die of `{}` has {have} of memory",
+                    model.name,
+                    machine.spec().name
+                ),
             )
             .with_label("this plan cannot place a whole expert on a die")
             .with_hint("use a machine with more memory per die; sharded forms come with `parallel`"),

@@ -24,7 +24,13 @@ pub struct BlockReader<'a> {
 impl<'a> BlockReader<'a> {
     /// A reader for `block`; missing keys are reported at `head`.
     pub fn new(what: impl Into<String>, head: Span, block: &'a Block) -> BlockReader<'a> {
-        BlockReader { what: what.into(), block, head, known: Vec::new(), diags: Vec::new() }
+        BlockReader {
+            what: what.into(),
+            block,
+            head,
+            known: Vec::new(),
+            diags: Vec::new(),
+        }
     }
 
     /// The statement for `key`, reporting duplicates.
@@ -34,10 +40,14 @@ impl<'a> BlockReader<'a> {
         let first = found.next()?;
         if let Some(second) = found.next() {
             self.diags.push(
-                Diagnostic::error(Code::E0005, second.key().span, format!("`{key}` is set twice in {}", self.what))
-                    .with_label("set again here")
-                    .with_secondary(first.key().span, "first set here")
-                    .with_hint("remove one of them"),
+                Diagnostic::error(
+                    Code::E0005,
+                    second.key().span,
+                    format!("`{key}` is set twice in {}", self.what),
+                )
+                .with_label("set again here")
+                .with_secondary(first.key().span, "first set here")
+                .with_hint("remove one of them"),
             );
         }
         Some(first)
@@ -57,9 +67,13 @@ impl<'a> BlockReader<'a> {
             Stmt::Assign { value, .. } => Some(value),
             other => {
                 self.diags.push(
-                    Diagnostic::error(Code::E0007, other.span(), format!("`{key}` in {} takes a value", self.what))
-                        .with_label("not a `key = value` setting")
-                        .with_hint(format!("write `{key} = ...`")),
+                    Diagnostic::error(
+                        Code::E0007,
+                        other.span(),
+                        format!("`{key}` in {} takes a value", self.what),
+                    )
+                    .with_label("not a `key = value` setting")
+                    .with_hint(format!("write `{key} = ...`")),
                 );
                 None
             }
@@ -90,9 +104,13 @@ impl<'a> BlockReader<'a> {
             Stmt::Section { label, body, span, .. } => Some((label.as_ref(), body, *span)),
             other => {
                 self.diags.push(
-                    Diagnostic::error(Code::E0007, other.span(), format!("`{key}` in {} is a block", self.what))
-                        .with_label("expected `{ ... }`")
-                        .with_hint(format!("write `{key} {{ ... }}`")),
+                    Diagnostic::error(
+                        Code::E0007,
+                        other.span(),
+                        format!("`{key}` in {} is a block", self.what),
+                    )
+                    .with_label("expected `{ ... }`")
+                    .with_hint(format!("write `{key} {{ ... }}`")),
                 );
                 None
             }
@@ -104,9 +122,13 @@ impl<'a> BlockReader<'a> {
         let found = self.section(key)?;
         if let Some(label) = found.0 {
             self.diags.push(
-                Diagnostic::error(Code::E0007, label.span, format!("`{key}` in {} takes no label", self.what))
-                    .with_label("remove this")
-                    .with_hint(format!("write `{key} {{ ... }}`")),
+                Diagnostic::error(
+                    Code::E0007,
+                    label.span,
+                    format!("`{key}` in {} takes no label", self.what),
+                )
+                .with_label("remove this")
+                .with_hint(format!("write `{key} {{ ... }}`")),
             );
         }
         Some(found)
@@ -180,9 +202,13 @@ impl<'a> BlockReader<'a> {
                 let hint = did_you_mean(&key.text, self.known.iter().copied())
                     .unwrap_or_else(|| format!("{} takes: {}", self.what, self.known.join(", ")));
                 self.diags.push(
-                    Diagnostic::error(Code::E0004, key.span, format!("unknown setting `{}` in {}", key.text, self.what))
-                        .with_label("not known here")
-                        .with_hint(hint),
+                    Diagnostic::error(
+                        Code::E0004,
+                        key.span,
+                        format!("unknown setting `{}` in {}", key.text, self.what),
+                    )
+                    .with_label("not known here")
+                    .with_hint(hint),
                 );
             }
         }
@@ -197,15 +223,21 @@ pub fn int(v: &Value, key: &str, min: u64, max: u64) -> Result<u64, Diagnostic> 
         other => return Err(wrong_type(v, key, "an integer", other.describe())),
     };
     if n.is_float {
-        return Err(Diagnostic::error(Code::E0008, v.span, format!("`{key}` must be a whole number, found {}", n.text))
-            .with_label("not a whole number"));
+        return Err(Diagnostic::error(
+            Code::E0008,
+            v.span,
+            format!("`{key}` must be a whole number, found {}", n.text),
+        )
+        .with_label("not a whole number"));
     }
     match n.integer {
         Some(i) if (min..=max).contains(&i) => Ok(i),
         Some(i) => Err(out_of_range(v.span, key, &i.to_string(), min as f64, max as f64)),
         None if n.value < 0.0 => Err(out_of_range(v.span, key, &n.text, min as f64, max as f64)),
-        None => Err(Diagnostic::error(Code::E0008, v.span, format!("`{key}` = {} is too large", n.text))
-            .with_label(format!("at most {max}"))),
+        None => Err(
+            Diagnostic::error(Code::E0008, v.span, format!("`{key}` = {} is too large", n.text))
+                .with_label(format!("at most {max}")),
+        ),
     }
 }
 
@@ -223,16 +255,24 @@ pub fn quantity(v: &Value, key: &str, dim: Dim) -> Result<f64, Diagnostic> {
     let (number, unit) = match &v.kind {
         ValueKind::Quantity { number, unit } => (number, unit),
         ValueKind::Number(_) => {
-            return Err(Diagnostic::error(Code::E0003, v.span, format!("`{key}` needs a unit: expected {}", dim.expected()))
-                .with_label("a bare number")
-                .with_hint(format!("write it with its unit, e.g. `{key} = {}`", example_of(dim))));
+            return Err(Diagnostic::error(
+                Code::E0003,
+                v.span,
+                format!("`{key}` needs a unit: expected {}", dim.expected()),
+            )
+            .with_label("a bare number")
+            .with_hint(format!("write it with its unit, e.g. `{key} = {}`", example_of(dim))));
         }
         other => return Err(wrong_type(v, key, dim.expected(), other.describe())),
     };
     let Some((found, factor)) = units::lookup(&unit.text) else {
-        return Err(Diagnostic::error(Code::E0002, unit.span, format!("unknown unit `{}`", unit.text))
-            .with_label("not a unit moec knows")
-            .with_hint(units::suggest(&unit.text).unwrap_or_else(|| "see `moec explain E0002` for the units".into())));
+        return Err(
+            Diagnostic::error(Code::E0002, unit.span, format!("unknown unit `{}`", unit.text))
+                .with_label("not a unit moec knows")
+                .with_hint(
+                    units::suggest(&unit.text).unwrap_or_else(|| "see `moec explain E0002` for the units".into()),
+                ),
+        );
     };
     if found != dim {
         return Err(Diagnostic::error(
@@ -247,8 +287,10 @@ pub fn quantity(v: &Value, key: &str, dim: Dim) -> Result<f64, Diagnostic> {
     let in_range = if dim == Dim::Time { value >= 0.0 } else { value > 0.0 };
     if !(value.is_finite() && in_range) {
         let must = if dim == Dim::Time { "zero or more" } else { "positive" };
-        return Err(Diagnostic::error(Code::E0008, v.span, format!("`{key}` must be {must} and finite"))
-            .with_label("out of range"));
+        return Err(
+            Diagnostic::error(Code::E0008, v.span, format!("`{key}` must be {must} and finite"))
+                .with_label("out of range"),
+        );
     }
     Ok(value)
 }
@@ -256,9 +298,18 @@ pub fn quantity(v: &Value, key: &str, dim: Dim) -> Result<f64, Diagnostic> {
 /// A name from `choices`.
 pub fn choice(v: &Value, key: &str, choices: &[&'static str]) -> Result<&'static str, Diagnostic> {
     let ValueKind::Name(name) = &v.kind else {
-        return Err(wrong_type(v, key, &format!("one of {}", choices.join(", ")), v.kind.describe()));
+        return Err(wrong_type(
+            v,
+            key,
+            &format!("one of {}", choices.join(", ")),
+            v.kind.describe(),
+        ));
     };
-    choices.iter().copied().find(|c| c == name).ok_or_else(|| unknown_choice(v.span, key, name, choices))
+    choices
+        .iter()
+        .copied()
+        .find(|c| c == name)
+        .ok_or_else(|| unknown_choice(v.span, key, name, choices))
 }
 
 /// E0017 for a name outside `choices`.
@@ -267,17 +318,33 @@ pub fn unknown_choice(span: Span, key: &str, name: &str, choices: &[&str]) -> Di
         Some(d) => format!("{d} ({key} is one of {})", choices.join(", ")),
         None => format!("{key} is one of {}", choices.join(", ")),
     };
-    Diagnostic::error(Code::E0017, span, format!("unknown {key} `{name}`")).with_label("not a known choice").with_hint(hint)
+    Diagnostic::error(Code::E0017, span, format!("unknown {key} `{name}`"))
+        .with_label("not a known choice")
+        .with_hint(hint)
 }
 
 /// E0007 "expected X, found Y".
 pub fn wrong_type(v: &Value, key: &str, expected: &str, found: &str) -> Diagnostic {
-    Diagnostic::error(Code::E0007, v.span, format!("`{key}` expects {expected}, found {found}")).with_label(format!("this is {found}"))
+    Diagnostic::error(
+        Code::E0007,
+        v.span,
+        format!("`{key}` expects {expected}, found {found}"),
+    )
+    .with_label(format!("this is {found}"))
 }
 
 fn out_of_range(span: Span, key: &str, text: &str, min: f64, max: f64) -> Diagnostic {
-    let range = if max >= 1e15 { format!("at least {min}") } else { format!("between {min} and {max}") };
-    Diagnostic::error(Code::E0008, span, format!("`{key}` = {text} is out of range: it must be {range}")).with_label("out of range")
+    let range = if max >= 1e15 {
+        format!("at least {min}")
+    } else {
+        format!("between {min} and {max}")
+    };
+    Diagnostic::error(
+        Code::E0008,
+        span,
+        format!("`{key}` = {text} is out of range: it must be {range}"),
+    )
+    .with_label("out of range")
 }
 
 fn example_of(dim: Dim) -> &'static str {

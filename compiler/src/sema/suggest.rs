@@ -39,7 +39,10 @@ mod tests {
     fn finds_the_nearest_known_word() {
         assert_eq!(distance("hiden", "hidden"), 1);
         assert_eq!(distance("top_k", "tpo_k"), 1);
-        assert_eq!(did_you_mean("hiden", ["hidden", "layers"]).as_deref(), Some("did you mean `hidden`?"));
+        assert_eq!(
+            did_you_mean("hiden", ["hidden", "layers"]).as_deref(),
+            Some("did you mean `hidden`?")
+        );
         assert_eq!(did_you_mean("zzz", ["hidden", "layers"]), None);
     }
 }

@@ -37,31 +37,54 @@ pub fn check(decl: &Decl, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Optio
         (Phase::Decode, Some(c), None) => c,
         (Phase::Prefill, None, Some(s)) => s,
         (Phase::Decode, _, Some(_)) => {
-            diags.push(Diagnostic::error(Code::E0023, seq_span.unwrap_or(decl.name.span), "a decode workload has a `context`, not a `seq_len`")
+            diags.push(
+                Diagnostic::error(
+                    Code::E0023,
+                    seq_span.unwrap_or(decl.name.span),
+                    "a decode workload has a `context`, not a `seq_len`",
+                )
                 .with_label("prefill setting in a decode workload")
-                .with_hint("write `context = ...`: the tokens behind each new token"));
+                .with_hint("write `context = ...`: the tokens behind each new token"),
+            );
             return None;
         }
         (Phase::Prefill, Some(_), _) => {
-            diags.push(Diagnostic::error(Code::E0023, context_span.unwrap_or(decl.name.span), "a prefill workload has a `seq_len`, not a `context`")
+            diags.push(
+                Diagnostic::error(
+                    Code::E0023,
+                    context_span.unwrap_or(decl.name.span),
+                    "a prefill workload has a `seq_len`, not a `context`",
+                )
                 .with_label("decode setting in a prefill workload")
-                .with_hint("write `seq_len = ...`: the prompt length"));
+                .with_hint("write `seq_len = ...`: the prompt length"),
+            );
             return None;
         }
         (Phase::Decode, None, None) => {
-            diags.push(Diagnostic::error(Code::E0006, decl.name.span, format!("{what} has no `context`"))
-                .with_label("`context` is required here")
-                .with_hint("add `context = 4096`"));
+            diags.push(
+                Diagnostic::error(Code::E0006, decl.name.span, format!("{what} has no `context`"))
+                    .with_label("`context` is required here")
+                    .with_hint("add `context = 4096`"),
+            );
             return None;
         }
         (Phase::Prefill, None, None) => {
-            diags.push(Diagnostic::error(Code::E0006, decl.name.span, format!("{what} has no `seq_len`"))
-                .with_label("`seq_len` is required here")
-                .with_hint("add `seq_len = 4096`"));
+            diags.push(
+                Diagnostic::error(Code::E0006, decl.name.span, format!("{what} has no `seq_len`"))
+                    .with_label("`seq_len` is required here")
+                    .with_hint("add `seq_len = 4096`"),
+            );
             return None;
         }
     };
-    Some(WorkloadSpec { name: decl.name.text.clone(), phase, batch: batch?, seq_len: length, steps, routing: routing? })
+    Some(WorkloadSpec {
+        name: decl.name.text.clone(),
+        phase,
+        batch: batch?,
+        seq_len: length,
+        steps,
+        routing: routing?,
+    })
 }
 
 /// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`, `trace("file")`.
@@ -69,14 +92,32 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
     let (name, args) = match &v.kind {
         ValueKind::Name(n) => (n.as_str(), &[][..]),
         ValueKind::Call(c) => (c.name.text.as_str(), c.args.as_slice()),
-        other => return Err(wrong_type(v, "routing", "uniform, zipf(...) or trace(\"file\")", other.describe())),
+        other => {
+            return Err(wrong_type(
+                v,
+                "routing",
+                "uniform, zipf(...) or trace(\"file\")",
+                other.describe(),
+            ))
+        }
     };
-    let named = |key: &str| args.iter().find(|a| a.name.as_ref().is_some_and(|n| n.text == key)).map(|a| &a.value);
+    let named = |key: &str| {
+        args.iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.text == key))
+            .map(|a| &a.value)
+    };
     let allowed: &[&str] = match name {
         "uniform" => &["seed"],
         "zipf" => &["s", "layer_corr", "drift", "seed"],
         "trace" => &[],
-        other => return Err(reader::unknown_choice(v.span, "routing", other, &["uniform", "zipf", "trace"])),
+        other => {
+            return Err(reader::unknown_choice(
+                v.span,
+                "routing",
+                other,
+                &["uniform", "zipf", "trace"],
+            ))
+        }
     };
     for a in args {
         let ok = match &a.name {
@@ -84,13 +125,19 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
             None => name == "trace",
         };
         if !ok {
-            return Err(Diagnostic::error(Code::E0018, a.value.span, format!("`{name}` does not take this argument"))
-                .with_label("unexpected")
-                .with_hint(match name {
-                    "uniform" => "write uniform or uniform(seed = 7)",
-                    "zipf" => "write zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7); every argument is optional but s",
-                    _ => "write trace(\"path/to/trace.json\")",
-                }));
+            return Err(Diagnostic::error(
+                Code::E0018,
+                a.value.span,
+                format!("`{name}` does not take this argument"),
+            )
+            .with_label("unexpected")
+            .with_hint(match name {
+                "uniform" => "write uniform or uniform(seed = 7)",
+                "zipf" => {
+                    "write zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7); every argument is optional but s"
+                }
+                _ => "write trace(\"path/to/trace.json\")",
+            }));
         }
     }
     let seed = match named("seed") {
@@ -108,9 +155,20 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
                         .with_hint("write zipf(s = 1.2)"))
                 }
             };
-            let layer_corr = named("layer_corr").map(|x| reader::float(x, "layer_corr", 0.0, 1.0)).transpose()?.unwrap_or(0.0);
-            let drift = named("drift").map(|x| reader::float(x, "drift", 0.0, 1.0)).transpose()?.unwrap_or(0.0);
-            Ok(RoutingSource::Zipf { s, layer_corr, drift, seed })
+            let layer_corr = named("layer_corr")
+                .map(|x| reader::float(x, "layer_corr", 0.0, 1.0))
+                .transpose()?
+                .unwrap_or(0.0);
+            let drift = named("drift")
+                .map(|x| reader::float(x, "drift", 0.0, 1.0))
+                .transpose()?
+                .unwrap_or(0.0);
+            Ok(RoutingSource::Zipf {
+                s,
+                layer_corr,
+                drift,
+                seed,
+            })
         }
         _ => {
             let path = match args {
@@ -118,15 +176,23 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
                     ValueKind::Str(s) => (s, a.value.span),
                     other => return Err(wrong_type(&a.value, "trace", "a file name in quotes", other.describe())),
                 },
-                _ => return Err(Diagnostic::error(Code::E0018, v.span, "trace takes one file name").with_label("here").with_hint("write trace(\"path/to/trace.json\")")),
+                _ => {
+                    return Err(Diagnostic::error(Code::E0018, v.span, "trace takes one file name")
+                        .with_label("here")
+                        .with_hint("write trace(\"path/to/trace.json\")"))
+                }
             };
             let resolved = base_dir.join(path.0);
             if !resolved.is_file() {
-                return Err(Diagnostic::error(Code::E0022, path.1, format!("routing trace `{}` not found", path.0))
-                    .with_label(format!("looked for {}", resolved.display()))
-                    .with_hint("trace paths are relative to the .moe file"));
+                return Err(
+                    Diagnostic::error(Code::E0022, path.1, format!("routing trace `{}` not found", path.0))
+                        .with_label(format!("looked for {}", resolved.display()))
+                        .with_hint("trace paths are relative to the .moe file"),
+                );
             }
-            Ok(RoutingSource::Trace { path: resolved.display().to_string() })
+            Ok(RoutingSource::Trace {
+                path: resolved.display().to_string(),
+            })
         }
     }
 }

@@ -97,7 +97,12 @@ pub enum Stmt {
     /// `key = value`
     Assign { key: Ident, value: Value, span: Span },
     /// `key label? { ... }`, as in `attention mla { ... }`
-    Section { key: Ident, label: Option<Ident>, body: Block, span: Span },
+    Section {
+        key: Ident,
+        label: Option<Ident>,
+        body: Block,
+        span: Span,
+    },
     /// `die(7, 7)`, a bare call (used by `defects`)
     Call(Call),
 }
@@ -144,12 +149,18 @@ pub struct Value {
 pub enum ValueKind {
     Number(Number),
     /// `900 GB/s`
-    Quantity { number: Number, unit: Ident },
+    Quantity {
+        number: Number,
+        unit: Ident,
+    },
     Str(String),
     Name(String),
     Call(Call),
     /// `ni_balancer { every = 10 }`
-    Configured { name: Ident, body: Block },
+    Configured {
+        name: Ident,
+        body: Block,
+    },
     List(Vec<Value>),
     Tuple(Vec<Value>),
 }

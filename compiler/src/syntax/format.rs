@@ -15,14 +15,23 @@ pub const WIDTH: usize = 100;
 /// Formats a parsed file. `text` is the source it was parsed from (for
 /// comments and blank lines).
 pub fn format(file: &SourceFile, text: &str) -> String {
-    let mut f = Formatter { text, comments: &file.comments, next_comment: 0, out: String::new(), indent: 0 };
+    let mut f = Formatter {
+        text,
+        comments: &file.comments,
+        next_comment: 0,
+        out: String::new(),
+        indent: 0,
+    };
     for (i, item) in file.items.iter().enumerate() {
         let span = item.span();
         if i > 0 {
             // One blank line between items; consecutive imports stay together
             // unless the source separated them.
             let both_imports = matches!((&file.items[i - 1], item), (Item::Import(_), Item::Import(_)));
-            let first = f.comments.get(f.next_comment).map_or(span.start, |c| c.span.start.min(span.start));
+            let first = f
+                .comments
+                .get(f.next_comment)
+                .map_or(span.start, |c| c.span.start.min(span.start));
             if (!both_imports || f.blank_before(first)) && !f.out.ends_with("\n\n") {
                 f.out.push('\n');
             }
@@ -88,7 +97,11 @@ impl Formatter<'_> {
             if c.span.start >= pos {
                 break;
             }
-            if keep_blank && self.blank_before(c.span.start) && !self.out.ends_with("\n\n") && !self.out.ends_with("{\n") {
+            if keep_blank
+                && self.blank_before(c.span.start)
+                && !self.out.ends_with("\n\n")
+                && !self.out.ends_with("{\n")
+            {
                 self.out.push('\n');
             }
             let text = c.text.clone();
@@ -100,7 +113,9 @@ impl Formatter<'_> {
     /// A comment that starts after `end`, on the same source line and before
     /// `limit` (where the next statement starts), goes on the line just written.
     fn trailing_comment(&mut self, end: usize, limit: usize) {
-        let Some(c) = self.comments.get(self.next_comment) else { return };
+        let Some(c) = self.comments.get(self.next_comment) else {
+            return;
+        };
         let between = self.text.get(end..c.span.start).unwrap_or("\n");
         if c.span.start >= end && c.span.start < limit && !between.contains('\n') && !c.text.contains('\n') {
             self.out.pop();
@@ -115,12 +130,16 @@ impl Formatter<'_> {
     fn blank_before(&self, pos: usize) -> bool {
         let before = &self.text[..pos.min(self.text.len())];
         let trimmed = before.trim_end_matches([' ', '\t']);
-        let Some(rest) = trimmed.strip_suffix('\n') else { return false };
+        let Some(rest) = trimmed.strip_suffix('\n') else {
+            return false;
+        };
         rest.trim_end_matches([' ', '\t', '\r']).ends_with('\n')
     }
 
     fn has_comment_within(&self, span: crate::syntax::Span) -> bool {
-        self.comments[self.next_comment..].iter().any(|c| c.span.start >= span.start && c.span.start < span.end)
+        self.comments[self.next_comment..]
+            .iter()
+            .any(|c| c.span.start >= span.start && c.span.start < span.end)
     }
 
     fn block_body(&mut self, block: &Block) {
@@ -143,7 +162,9 @@ impl Formatter<'_> {
     fn stmt(&mut self, stmt: &Stmt) {
         match stmt {
             Stmt::Assign { key, value, .. } => match &value.kind {
-                ValueKind::Configured { name, body } if !self.fits_inline(body, key.text.len() + name.text.len() + 3) => {
+                ValueKind::Configured { name, body }
+                    if !self.fits_inline(body, key.text.len() + name.text.len() + 3) =>
+                {
                     self.open_line(&format!("{} = {} {{", key.text, name.text), body);
                     self.block_body(body);
                     self.line("}");
@@ -180,7 +201,18 @@ impl Formatter<'_> {
         if self.has_comment_within(body.span) || body.stmts.iter().any(|s| matches!(s, Stmt::Section { .. })) {
             return false;
         }
-        if body.stmts.iter().any(|s| matches!(s, Stmt::Assign { value: Value { kind: ValueKind::Configured { .. }, .. }, .. })) {
+        if body.stmts.iter().any(|s| {
+            matches!(
+                s,
+                Stmt::Assign {
+                    value: Value {
+                        kind: ValueKind::Configured { .. },
+                        ..
+                    },
+                    ..
+                }
+            )
+        }) {
             return false;
         }
         self.indent * 2 + head_len + 1 + self.inline_block(body).len() <= WIDTH

@@ -62,7 +62,10 @@ pub fn scan(file: FileId, text: &str) -> Scan {
             b'#' => i = line_comment(file, text, i, &mut comments),
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
                 let end = text[i + 2..].find("*/").map(|p| i + 2 + p + 2).unwrap_or(bytes.len());
-                comments.push(Comment { text: text[i..end].to_string(), span: Span::new(file, i, end) });
+                comments.push(Comment {
+                    text: text[i..end].to_string(),
+                    span: Span::new(file, i, end),
+                });
                 i = end;
             }
             b'{' | b'[' | b'(' => {
@@ -80,19 +83,31 @@ pub fn scan(file: FileId, text: &str) -> Scan {
             _ => i += 1,
         }
     }
-    Scan { comments, max_depth, deepest_at, item_starts }
+    Scan {
+        comments,
+        max_depth,
+        deepest_at,
+        item_starts,
+    }
 }
 
 fn starts_item(rest: &str) -> bool {
     ITEM_KEYWORDS.iter().any(|kw| {
-        rest.starts_with(kw) && rest[kw.len()..].chars().next().is_some_and(|c| c == ' ' || c == '\t' || c == '"')
+        rest.starts_with(kw)
+            && rest[kw.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c == ' ' || c == '\t' || c == '"')
     })
 }
 
 fn line_comment(file: FileId, text: &str, start: usize, comments: &mut Vec<Comment>) -> usize {
     let end = text[start..].find('\n').map(|p| start + p).unwrap_or(text.len());
     let body = text[start..end].trim_end();
-    comments.push(Comment { text: body.to_string(), span: Span::new(file, start, start + body.len()) });
+    comments.push(Comment {
+        text: body.to_string(),
+        span: Span::new(file, start, start + body.len()),
+    });
     end
 }
 
@@ -104,7 +119,10 @@ mod tests {
     fn finds_items_comments_and_depth() {
         let src = "// head\nmodel a { x = [1, [2]] } # tail\n  plan p { s = \"{\" }\n/* b */ machine m {}";
         let s = scan(FileId(0), src);
-        assert_eq!(s.comments.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), ["// head", "# tail", "/* b */"]);
+        assert_eq!(
+            s.comments.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+            ["// head", "# tail", "/* b */"]
+        );
         assert_eq!(s.max_depth, 3);
         // `machine` after a block comment on the same line is not at a line start.
         assert_eq!(s.item_starts, vec![8, 42]);

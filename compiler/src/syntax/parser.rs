@@ -32,11 +32,20 @@ pub fn parse(file: FileId, text: &str) -> (SourceFile, Vec<Diagnostic>) {
             Diagnostic::error(
                 Code::E0019,
                 Span::new(file, scan.deepest_at, scan.deepest_at + 1),
-                format!("brackets nest {} levels deep; moec reads at most {MAX_NESTING}", scan.max_depth),
+                format!(
+                    "brackets nest {} levels deep; moec reads at most {MAX_NESTING}",
+                    scan.max_depth
+                ),
             )
             .with_label("too deep"),
         );
-        return (SourceFile { items: Vec::new(), comments: scan.comments }, diagnostics);
+        return (
+            SourceFile {
+                items: Vec::new(),
+                comments: scan.comments,
+            },
+            diagnostics,
+        );
     }
     pest::set_call_limit(std::num::NonZeroUsize::new(CALL_LIMIT));
 
@@ -68,7 +77,13 @@ pub fn parse(file: FileId, text: &str) -> (SourceFile, Vec<Diagnostic>) {
             check_separators(file, text, &d.body, &mut diagnostics);
         }
     }
-    (SourceFile { items, comments: scan.comments }, diagnostics)
+    (
+        SourceFile {
+            items,
+            comments: scan.comments,
+        },
+        diagnostics,
+    )
 }
 
 /// Statements end at `;` or a line end. The grammar lets whitespace run
@@ -80,18 +95,27 @@ fn check_separators(file: FileId, text: &str, block: &Block, diagnostics: &mut V
         let between = text.get(a.end..b.start).unwrap_or(";");
         if !separated(between) {
             diagnostics.push(
-                Diagnostic::error(Code::E0001, Span::new(file, b.start, b.start + pair[1].key().text.len()), "two statements on one line need a `;` between them")
-                    .with_label("a new statement starts here")
-                    .with_hint(format!("write `; {}` or start a new line", pair[1].key().text)),
+                Diagnostic::error(
+                    Code::E0001,
+                    Span::new(file, b.start, b.start + pair[1].key().text.len()),
+                    "two statements on one line need a `;` between them",
+                )
+                .with_label("a new statement starts here")
+                .with_hint(format!("write `; {}` or start a new line", pair[1].key().text)),
             );
         }
     }
     for stmt in &block.stmts {
         match stmt {
             Stmt::Section { body, .. } => check_separators(file, text, body, diagnostics),
-            Stmt::Assign { value: Value { kind: ValueKind::Configured { body, .. }, .. }, .. } => {
-                check_separators(file, text, body, diagnostics)
-            }
+            Stmt::Assign {
+                value:
+                    Value {
+                        kind: ValueKind::Configured { body, .. },
+                        ..
+                    },
+                ..
+            } => check_separators(file, text, body, diagnostics),
             _ => {}
         }
     }
@@ -132,7 +156,12 @@ fn syntax_error(file: FileId, text: &str, offset: usize, e: &pest::error::Error<
             let mut words: Vec<&str> = positives.iter().map(|r| describe(*r)).collect();
             // At a value position pest lists every value form; say it once.
             if words.contains(&"a list") && words.contains(&"a number") {
-                words.retain(|w| !matches!(*w, "a list" | "a number" | "a name" | "a string" | "a tuple" | "a setting"));
+                words.retain(|w| {
+                    !matches!(
+                        *w,
+                        "a list" | "a number" | "a name" | "a string" | "a tuple" | "a setting"
+                    )
+                });
                 words.push("a value");
             }
             words.sort();
@@ -147,7 +176,9 @@ fn syntax_error(file: FileId, text: &str, offset: usize, e: &pest::error::Error<
         format!("expected {}, found {}", join_or(&expected), found.words)
     };
     let hint = expected_hint(&expected, &found.words);
-    Diagnostic::error(Code::E0001, span, message).with_label("unexpected here").with_hint_opt(hint)
+    Diagnostic::error(Code::E0001, span, message)
+        .with_label("unexpected here")
+        .with_hint_opt(hint)
 }
 
 struct Found {
@@ -159,18 +190,31 @@ struct Found {
 fn found_at(text: &str, pos: usize) -> Found {
     let rest = text.get(pos..).unwrap_or("");
     let Some(c) = rest.chars().next() else {
-        return Found { words: "the end of the file".into(), len_in_source: 0 };
+        return Found {
+            words: "the end of the file".into(),
+            len_in_source: 0,
+        };
     };
     if c.is_ascii_alphanumeric() || c == '_' {
-        let tok: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').take(40).collect();
-        return Found { words: format!("`{tok}`"), len_in_source: tok.len() };
+        let tok: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .take(40)
+            .collect();
+        return Found {
+            words: format!("`{tok}`"),
+            len_in_source: tok.len(),
+        };
     }
     let words = match c {
         '\n' | '\r' => "the end of the line".to_string(),
         c if c.is_control() => format!("the control character U+{:04X}", c as u32),
         c => format!("`{c}`"),
     };
-    Found { words, len_in_source: c.len_utf8() }
+    Found {
+        words,
+        len_in_source: c.len_utf8(),
+    }
 }
 
 fn describe(rule: Rule) -> &'static str {
@@ -205,7 +249,9 @@ fn expected_hint(expected: &[&str], found: &str) -> Option<String> {
         return Some("one `=` is enough: `key = value`".into());
     }
     if expected.iter().any(|e| e.starts_with("an item")) {
-        return Some("a file holds `model`, `machine`, `workload` and `plan` items and `import \"file.moe\"` lines".into());
+        return Some(
+            "a file holds `model`, `machine`, `workload` and `plan` items and `import \"file.moe\"` lines".into(),
+        );
     }
     if expected.contains(&"a value") {
         return Some("a value is a number (`61`), a quantity (`900 GB/s`), a name (`bf16`), a string, a call (`mesh(8, 8)`) or a list".into());
@@ -226,7 +272,10 @@ impl Lower {
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
-        Ident { span: self.span(&p), text: p.as_str().to_string() }
+        Ident {
+            span: self.span(&p),
+            text: p.as_str().to_string(),
+        }
     }
 
     fn import(&self, p: Pair<Rule>) -> Import {
@@ -242,8 +291,14 @@ impl Lower {
     fn decl(&self, p: Pair<Rule>) -> Decl {
         let span = self.span(&p);
         let mut kind = DeclKind::Model;
-        let mut name = Ident { text: String::new(), span };
-        let mut body = Block { stmts: Vec::new(), span };
+        let mut name = Ident {
+            text: String::new(),
+            span,
+        };
+        let mut body = Block {
+            stmts: Vec::new(),
+            span,
+        };
         for q in p.into_inner() {
             match q.as_rule() {
                 Rule::item_kind => {
@@ -289,7 +344,12 @@ impl Lower {
                         _ => {}
                     }
                 }
-                Some(Stmt::Section { key: key?, label, body: body?, span })
+                Some(Stmt::Section {
+                    key: key?,
+                    label,
+                    body: body?,
+                    span,
+                })
             }
             Rule::call_stmt => Some(Stmt::Call(self.call(p.into_inner().next()?))),
             _ => None,
@@ -299,7 +359,10 @@ impl Lower {
     fn call(&self, p: Pair<Rule>) -> Call {
         let span = self.span(&p);
         let mut inner = p.into_inner();
-        let name = inner.next().map(|n| self.ident(n)).unwrap_or(Ident { text: String::new(), span });
+        let name = inner.next().map(|n| self.ident(n)).unwrap_or(Ident {
+            text: String::new(),
+            span,
+        });
         let args = inner.map(|a| self.arg(a)).collect();
         Call { name, args, span }
     }
@@ -307,15 +370,27 @@ impl Lower {
     fn arg(&self, p: Pair<Rule>) -> Arg {
         let span = self.span(&p);
         let Some(inner) = p.into_inner().next() else {
-            return Arg { name: None, value: Value { kind: ValueKind::List(Vec::new()), span } };
+            return Arg {
+                name: None,
+                value: Value {
+                    kind: ValueKind::List(Vec::new()),
+                    span,
+                },
+            };
         };
         if inner.as_rule() == Rule::named_arg {
             let mut parts = inner.into_inner();
             let name = parts.next().map(|k| self.ident(k));
-            let value = parts.next().map(|v| self.value(v)).unwrap_or(Value { kind: ValueKind::List(Vec::new()), span });
+            let value = parts.next().map(|v| self.value(v)).unwrap_or(Value {
+                kind: ValueKind::List(Vec::new()),
+                span,
+            });
             Arg { name, value }
         } else {
-            Arg { name: None, value: self.value(inner) }
+            Arg {
+                name: None,
+                value: self.value(inner),
+            }
         }
     }
 
@@ -326,7 +401,10 @@ impl Lower {
             Rule::quantity => {
                 let mut inner = p.into_inner();
                 let n = inner.next().map(|n| number(n.as_str())).unwrap_or_else(|| number("0"));
-                let unit = inner.next().map(|u| self.ident(u)).unwrap_or(Ident { text: String::new(), span });
+                let unit = inner.next().map(|u| self.ident(u)).unwrap_or(Ident {
+                    text: String::new(),
+                    span,
+                });
                 ValueKind::Quantity { number: n, unit }
             }
             Rule::string => ValueKind::Str(unescape(p.as_str())),
@@ -334,8 +412,14 @@ impl Lower {
             Rule::call => ValueKind::Call(self.call(p)),
             Rule::configured => {
                 let mut inner = p.into_inner();
-                let name = inner.next().map(|n| self.ident(n)).unwrap_or(Ident { text: String::new(), span });
-                let body = inner.next().map(|b| self.block(b)).unwrap_or(Block { stmts: Vec::new(), span });
+                let name = inner.next().map(|n| self.ident(n)).unwrap_or(Ident {
+                    text: String::new(),
+                    span,
+                });
+                let body = inner.next().map(|b| self.block(b)).unwrap_or(Block {
+                    stmts: Vec::new(),
+                    span,
+                });
                 ValueKind::Configured { name, body }
             }
             Rule::list => ValueKind::List(p.into_inner().map(|v| self.value(v)).collect()),
@@ -353,12 +437,20 @@ pub fn number(text: &str) -> Number {
     let is_float = clean.contains(['.', 'e', 'E']);
     let value = clean.parse::<f64>().unwrap_or(f64::NAN);
     let integer = if is_float { None } else { clean.parse::<u64>().ok() };
-    Number { text: text.to_string(), value, integer, is_float }
+    Number {
+        text: text.to_string(),
+        value,
+        integer,
+        is_float,
+    }
 }
 
 /// The contents of a string literal (the quotes stripped, escapes read).
 fn unescape(quoted: &str) -> String {
-    let inner = quoted.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(quoted);
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(quoted);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -402,7 +494,9 @@ mod tests {
     fn a_number_at_the_end_of_a_line_does_not_take_the_next_key_as_unit() {
         let f = ok("workload w {\n  batch = 256\n  steps = 3\n}");
         let Item::Decl(d) = &f.items[0] else { panic!() };
-        let Stmt::Assign { value, .. } = &d.body.stmts[0] else { panic!() };
+        let Stmt::Assign { value, .. } = &d.body.stmts[0] else {
+            panic!()
+        };
         assert!(matches!(value.kind, ValueKind::Number(_)));
     }
 
@@ -410,16 +504,26 @@ mod tests {
     fn quantities_calls_and_configured_values() {
         let f = ok("machine m { link { bandwidth = 900 GB/s }\n topology = mesh(8, 8, wafers = (2, 2)) }\nplan p { migration = ni_balancer { every = 10 } }");
         let Item::Decl(m) = &f.items[0] else { panic!() };
-        let Stmt::Section { body, .. } = &m.body.stmts[0] else { panic!() };
-        let Stmt::Assign { value, .. } = &body.stmts[0] else { panic!() };
-        let ValueKind::Quantity { number, unit } = &value.kind else { panic!() };
+        let Stmt::Section { body, .. } = &m.body.stmts[0] else {
+            panic!()
+        };
+        let Stmt::Assign { value, .. } = &body.stmts[0] else {
+            panic!()
+        };
+        let ValueKind::Quantity { number, unit } = &value.kind else {
+            panic!()
+        };
         assert_eq!((number.integer, unit.text.as_str()), (Some(900), "GB/s"));
-        let Stmt::Assign { value, .. } = &m.body.stmts[1] else { panic!() };
+        let Stmt::Assign { value, .. } = &m.body.stmts[1] else {
+            panic!()
+        };
         let ValueKind::Call(c) = &value.kind else { panic!() };
         assert_eq!(c.args.len(), 3);
         assert_eq!(c.args[2].name.as_ref().map(|n| n.text.as_str()), Some("wafers"));
         let Item::Decl(p) = &f.items[1] else { panic!() };
-        let Stmt::Assign { value, .. } = &p.body.stmts[0] else { panic!() };
+        let Stmt::Assign { value, .. } = &p.body.stmts[0] else {
+            panic!()
+        };
         assert!(matches!(value.kind, ValueKind::Configured { .. }));
     }
 
@@ -438,7 +542,10 @@ mod tests {
         let (_, d) = parse(FileId(0), "workload w { batch = 8; phase = decode context = 128 }");
         assert_eq!(d.len(), 1, "{d:?}");
         assert!(d[0].message.contains("need a `;`"));
-        let (_, d) = parse(FileId(0), "workload w { batch = 8 /* ; */ phase = decode\n context = 1 /* x */; steps = 2 }");
+        let (_, d) = parse(
+            FileId(0),
+            "workload w { batch = 8 /* ; */ phase = decode\n context = 1 /* x */; steps = 2 }",
+        );
         assert_eq!(d.len(), 1, "{d:?}");
     }
 

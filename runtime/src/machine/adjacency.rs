@@ -36,10 +36,7 @@ impl Table {
             sorted[*slot] = link.id;
             *slot += 1;
         }
-        Table {
-            start,
-            links: sorted,
-        }
+        Table { start, links: sorted }
     }
 
     fn of(&self, node: NodeId) -> &[LinkId] {
@@ -67,11 +64,10 @@ impl Adjacency {
         let out = self.outgoing.of(from);
         let inc = self.incoming.of(to);
         let candidates = if out.len() <= inc.len() { out } else { inc };
-        candidates.iter().copied().find(|id| {
-            links
-                .get(id.index())
-                .is_some_and(|l| l.from == from && l.to == to)
-        })
+        candidates
+            .iter()
+            .copied()
+            .find(|id| links.get(id.index()).is_some_and(|l| l.from == from && l.to == to))
     }
 }
 
@@ -106,18 +102,9 @@ mod tests {
             link(4, 2, 3),
         ];
         let adjacency = Adjacency::new(4, &links);
-        assert_eq!(
-            adjacency.between(&links, NodeId(0), NodeId(3)),
-            Some(LinkId(0))
-        );
-        assert_eq!(
-            adjacency.between(&links, NodeId(3), NodeId(1)),
-            Some(LinkId(3))
-        );
-        assert_eq!(
-            adjacency.between(&links, NodeId(2), NodeId(3)),
-            Some(LinkId(4))
-        );
+        assert_eq!(adjacency.between(&links, NodeId(0), NodeId(3)), Some(LinkId(0)));
+        assert_eq!(adjacency.between(&links, NodeId(3), NodeId(1)), Some(LinkId(3)));
+        assert_eq!(adjacency.between(&links, NodeId(2), NodeId(3)), Some(LinkId(4)));
         assert_eq!(adjacency.between(&links, NodeId(3), NodeId(2)), None);
         assert_eq!(adjacency.between(&links, NodeId(0), NodeId(1)), None);
         assert_eq!(adjacency.between(&links, NodeId(9), NodeId(1)), None);

@@ -171,12 +171,7 @@ mod tests {
         let mut s = mesh(3, 3);
         s.defects.dead_links = vec![(at(1, 1), at(1, 0))];
         let m = Machine::build(s).expect("valid mesh");
-        let dead: Vec<(NodeId, NodeId)> = m
-            .links()
-            .iter()
-            .filter(|l| !l.alive)
-            .map(|l| (l.from, l.to))
-            .collect();
+        let dead: Vec<(NodeId, NodeId)> = m.links().iter().filter(|l| !l.alive).map(|l| (l.from, l.to)).collect();
         assert_eq!(dead, [(NodeId(1), NodeId(4)), (NodeId(4), NodeId(1))]);
         assert_eq!(m.alive_dies().len(), 9);
     }
@@ -232,11 +227,7 @@ mod tests {
             }
         ));
 
-        s.defects.dead_links = vec![
-            (at(0, 0), at(1, 0)),
-            (at(4, 4), at(4, 3)),
-            (at(1, 0), at(0, 0)),
-        ];
+        s.defects.dead_links = vec![(at(0, 0), at(1, 0)), (at(4, 4), at(4, 3)), (at(1, 0), at(0, 0))];
         let err = error(s.clone());
         assert_eq!(err.defect_entry(), Some(DefectEntry::DeadLink(2)));
         assert!(matches!(err, MachineError::DeadLinkTwice { first: 0, .. }));
@@ -257,10 +248,7 @@ mod tests {
 
     #[test]
     fn gpus_are_named_by_index_in_range_and_have_no_direct_links() {
-        let mut s = spec(Topology::Cluster {
-            nodes: 2,
-            per_node: 4,
-        });
+        let mut s = spec(Topology::Cluster { nodes: 2, per_node: 4 });
         s.defects.dead_dies = vec![DieRef::Index(1), DieRef::Index(8)];
         let err = error(s.clone());
         assert_eq!(
@@ -271,10 +259,7 @@ mod tests {
                 count: 8
             }
         );
-        assert_eq!(
-            err.to_string(),
-            "gpu index 8 is out of range: the machine has 8 gpus"
-        );
+        assert_eq!(err.to_string(), "gpu index 8 is out of range: the machine has 8 gpus");
 
         s.defects.dead_dies = vec![DieRef::Index(1), at(0, 1)];
         let err = error(s.clone());
@@ -307,9 +292,6 @@ mod tests {
         // One GPU left is still a machine: nothing to be cut from.
         let mut s = spec(Topology::Switch { ports: 2 });
         s.defects.dead_dies = vec![DieRef::Index(1)];
-        assert_eq!(
-            Machine::build(s).map(|m| m.alive_dies()),
-            Ok(vec![DieId(0)])
-        );
+        assert_eq!(Machine::build(s).map(|m| m.alive_dies()), Ok(vec![DieId(0)]));
     }
 }

@@ -151,27 +151,22 @@ impl fmt::Display for MachineError {
             } => {
                 write!(f, "{quantity} is {value}, but must be {expected}")
             }
-            MachineError::ZeroDimension {
-                topology,
-                dimension,
-            } => {
+            MachineError::ZeroDimension { topology, dimension } => {
                 write!(
                     f,
                     "the {topology}'s {dimension} is 0; every dimension must be at least 1"
                 )
             }
             MachineError::TooManyDies { count } => {
-                write!(f, "the machine has {count} dies, more than the {MAX_DIES} the machine model supports")
-            }
-            MachineError::IoOffMesh { topology } => {
                 write!(
                     f,
-                    "io edges exist only on meshes, but this machine is a {topology}"
+                    "the machine has {count} dies, more than the {MAX_DIES} the machine model supports"
                 )
             }
-            MachineError::IoWithoutEdges => {
-                f.write_str("io names no edges, so host memory is unreachable")
+            MachineError::IoOffMesh { topology } => {
+                write!(f, "io edges exist only on meshes, but this machine is a {topology}")
             }
+            MachineError::IoWithoutEdges => f.write_str("io names no edges, so host memory is unreachable"),
             MachineError::IoCutOff { edges } => {
                 let names: Vec<String> = edges.iter().map(Edge::to_string).collect();
                 write!(
@@ -180,16 +175,11 @@ impl fmt::Display for MachineError {
                     names.join(", ")
                 )
             }
-            MachineError::DieOutsideMesh {
-                at, width, height, ..
-            } => {
+            MachineError::DieOutsideMesh { at, width, height, .. } => {
                 write!(f, "die {at} is outside the {width}x{height} mesh")
             }
             MachineError::IndexOutOfRange { index, count, .. } => {
-                write!(
-                    f,
-                    "gpu index {index} is out of range: the machine has {count} gpus"
-                )
+                write!(f, "gpu index {index} is out of range: the machine has {count} gpus")
             }
             MachineError::WrongDieRef {
                 die: die @ DieRef::At(_),

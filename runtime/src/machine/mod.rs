@@ -20,9 +20,7 @@ pub use error::{DefectEntry, MachineError, RouteError};
 pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
-pub use spec::{
-    Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RoutingPolicy, Topology,
-};
+pub use spec::{Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RoutingPolicy, Topology};
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
 
 use crate::units::Bytes;
@@ -74,10 +72,7 @@ impl Machine {
         // Nodes past the dies are switches, which defects cannot name.
         let die_alive = |node: NodeId| alive.get(node.index()).copied().unwrap_or(true);
         for link in &mut links {
-            let pair = (
-                DieId(link.from.0.min(link.to.0)),
-                DieId(link.from.0.max(link.to.0)),
-            );
+            let pair = (DieId(link.from.0.min(link.to.0)), DieId(link.from.0.max(link.to.0)));
             let cut = dead.links.binary_search(&pair).is_ok();
             link.alive = !cut && die_alive(link.from) && die_alive(link.to);
         }
@@ -108,10 +103,7 @@ impl Machine {
 
     /// Alive dies, ascending id.
     pub fn alive_dies(&self) -> Vec<DieId> {
-        (0..self.die_count)
-            .map(DieId)
-            .filter(|&d| self.is_alive(d))
-            .collect()
+        (0..self.die_count).map(DieId).filter(|&d| self.is_alive(d)).collect()
     }
 
     /// Whether `die` exists and is alive.
@@ -257,11 +249,7 @@ pub(crate) mod tests {
         assert_eq!(a, b);
         // 8x8 grid: 2 * 8 * 7 connections, two links each.
         assert_eq!(a.links().len(), 2 * 2 * 8 * 7);
-        assert!(a
-            .links()
-            .iter()
-            .enumerate()
-            .all(|(i, l)| l.id == LinkId(i as u32)));
+        assert!(a.links().iter().enumerate().all(|(i, l)| l.id == LinkId(i as u32)));
     }
 
     #[test]
@@ -304,11 +292,7 @@ pub(crate) mod tests {
         assert_eq!(rack.die_label(DieId(17)), "gpu17");
         assert_eq!(rack.coord(DieId(17)), None);
         assert_eq!(rack.wafer_of(DieId(17)), None);
-        let cluster = Machine::build(spec(Topology::Cluster {
-            nodes: 4,
-            per_node: 8,
-        }))
-        .expect("valid cluster");
+        let cluster = Machine::build(spec(Topology::Cluster { nodes: 4, per_node: 8 })).expect("valid cluster");
         assert_eq!(cluster.die_label(DieId(11)), "n1.gpu3");
         assert_eq!(cluster.die_label(DieId(0)), "n0.gpu0");
         assert_eq!(cluster.die_label(DieId(40)), "die 40 (not on this machine)");
@@ -353,17 +337,9 @@ pub(crate) mod tests {
             bandwidth: BytesPerSec(1e11),
             host_memory: Bytes(1 << 40),
         };
-        let mut s = spec(Topology::Cluster {
-            nodes: 2,
-            per_node: 4,
-        });
+        let mut s = spec(Topology::Cluster { nodes: 2, per_node: 4 });
         s.io = Some(io.clone());
-        assert_eq!(
-            Machine::build(s),
-            Err(MachineError::IoOffMesh {
-                topology: "cluster"
-            })
-        );
+        assert_eq!(Machine::build(s), Err(MachineError::IoOffMesh { topology: "cluster" }));
 
         let mut s = mesh(2, 2);
         s.io = Some(IoSpec {
@@ -406,14 +382,8 @@ pub(crate) mod tests {
             wafers_x: 1,
             wafers_y: 1,
         });
-        assert_eq!(
-            Machine::build(s),
-            Err(MachineError::TooManyDies { count: 2048 * 1024 })
-        );
-        let s = spec(Topology::Cluster {
-            nodes: 4,
-            per_node: 0,
-        });
+        assert_eq!(Machine::build(s), Err(MachineError::TooManyDies { count: 2048 * 1024 }));
+        let s = spec(Topology::Cluster { nodes: 4, per_node: 0 });
         let err = Machine::build(s).expect_err("zero-sized");
         assert_eq!(
             err.to_string(),

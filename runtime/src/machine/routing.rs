@@ -92,8 +92,7 @@ impl Machine {
 
     /// The alive link from `from` to `to`, if any.
     fn alive_link(&self, from: NodeId, to: NodeId) -> Option<LinkId> {
-        self.link_between(from, to)
-            .filter(|&id| self.link(id).alive)
+        self.link_between(from, to).filter(|&id| self.link(id).alive)
     }
 
     /// Dimension order as asked, then the other order, then a detour.
@@ -111,13 +110,7 @@ impl Machine {
 
     /// Walks each axis in turn to the destination's value; `None` if any
     /// link on the way is dead.
-    fn dimension_order(
-        &self,
-        grid: Grid,
-        from: Coord,
-        to: Coord,
-        order: &[Axis; 2],
-    ) -> Option<Vec<LinkId>> {
+    fn dimension_order(&self, grid: Grid, from: Coord, to: Coord, order: &[Axis; 2]) -> Option<Vec<LinkId>> {
         let mut links = Vec::with_capacity(from.manhattan(to) as usize);
         let mut at = from;
         for axis in order {
@@ -230,34 +223,14 @@ mod tests {
         let route = m.route(src, dst).expect("route");
         assert_eq!(
             walk(&m, src, &route),
-            [
-                (1, 2),
-                (2, 2),
-                (3, 2),
-                (4, 2),
-                (5, 2),
-                (6, 2),
-                (6, 3),
-                (6, 4),
-                (6, 5)
-            ]
+            [(1, 2), (2, 2), (3, 2), (4, 2), (5, 2), (6, 2), (6, 3), (6, 4), (6, 5)]
         );
         assert_eq!(route.hops(), 8);
         // Backwards both coordinates fall.
         let back = m.route(dst, src).expect("route");
         assert_eq!(
             walk(&m, dst, &back),
-            [
-                (6, 5),
-                (5, 5),
-                (4, 5),
-                (3, 5),
-                (2, 5),
-                (1, 5),
-                (1, 4),
-                (1, 3),
-                (1, 2)
-            ]
+            [(6, 5), (5, 5), (4, 5), (3, 5), (2, 5), (1, 5), (1, 4), (1, 3), (1, 2)]
         );
 
         let mut s = mesh(8, 8);
@@ -266,17 +239,7 @@ mod tests {
         let route = m.route(src, dst).expect("route");
         assert_eq!(
             walk(&m, src, &route),
-            [
-                (1, 2),
-                (1, 3),
-                (1, 4),
-                (1, 5),
-                (2, 5),
-                (3, 5),
-                (4, 5),
-                (5, 5),
-                (6, 5)
-            ]
+            [(1, 2), (1, 3), (1, 4), (1, 5), (2, 5), (3, 5), (4, 5), (5, 5), (6, 5)]
         );
         assert_eq!(m.hops(src, dst), Some(8));
         assert_eq!(m.hops(src, src), Some(0));
@@ -303,24 +266,11 @@ mod tests {
         let route = m.route(src, dst).expect("route");
         assert_eq!(
             walk(&m, src, &route),
-            [
-                (1, 2),
-                (1, 3),
-                (1, 4),
-                (1, 5),
-                (2, 5),
-                (3, 5),
-                (4, 5),
-                (5, 5),
-                (6, 5)
-            ]
+            [(1, 2), (1, 3), (1, 4), (1, 5), (2, 5), (3, 5), (4, 5), (5, 5), (6, 5)]
         );
         // Routes that avoid the dead link keep XY.
         let route = m.route(die(&m, 1, 3), die(&m, 6, 5)).expect("route");
-        assert_eq!(
-            walk(&m, die(&m, 1, 3), &route)[..3],
-            [(1, 3), (2, 3), (3, 3)]
-        );
+        assert_eq!(walk(&m, die(&m, 1, 3), &route)[..3], [(1, 3), (2, 3), (3, 3)]);
     }
 
     #[test]
@@ -332,10 +282,7 @@ mod tests {
         let (src, dst) = (die(&m, 0, 0), die(&m, 2, 0));
         let route = m.route(src, dst).expect("route");
         // East is looked at before south, so the detour leaves eastward.
-        assert_eq!(
-            walk(&m, src, &route),
-            [(0, 0), (1, 0), (1, 1), (2, 1), (2, 0)]
-        );
+        assert_eq!(walk(&m, src, &route), [(0, 0), (1, 0), (1, 1), (2, 1), (2, 0)]);
 
         // Both L-shaped paths cut on an 8x8: the detour is as short as any alive path.
         let mut s = mesh(8, 8);
@@ -376,10 +323,7 @@ mod tests {
                 assert_eq!(m.route(dead, a), Err(RouteError::DeadDie(dead)));
             }
             assert_eq!(m.route(dead, dead), Err(RouteError::DeadDie(dead)));
-            assert_eq!(
-                m.route(DieId(0), DieId(16)),
-                Err(RouteError::NoSuchDie(DieId(16)))
-            );
+            assert_eq!(m.route(DieId(0), DieId(16)), Err(RouteError::NoSuchDie(DieId(16))));
         }
     }
 
@@ -398,10 +342,7 @@ mod tests {
             (NodeId(3), switch, switch, NodeId(40))
         );
         assert!(up.kind == LinkKind::SwitchPort && down.kind == LinkKind::SwitchPort);
-        assert_eq!(
-            m.route(DieId(3), DieId(9)),
-            Err(RouteError::DeadDie(DieId(9)))
-        );
+        assert_eq!(m.route(DieId(3), DieId(9)), Err(RouteError::DeadDie(DieId(9))));
         assert_eq!(m.hops(DieId(5), DieId(5)), Some(0));
     }
 
@@ -411,20 +352,14 @@ mod tests {
             bandwidth: BytesPerSec(50e9),
             latency: Seconds(2e-6),
         };
-        let mut s = spec(Topology::Cluster {
-            nodes: 4,
-            per_node: 8,
-        });
+        let mut s = spec(Topology::Cluster { nodes: 4, per_node: 8 });
         s.inter_node_link = Some(nic);
         let m = build(s);
 
         let inside = m.route(DieId(9), DieId(14)).expect("route");
         let (up, down) = (m.link(inside.links[0]), m.link(inside.links[1]));
         assert_eq!(m.nodes()[up.to.index()], Node::NodeSwitch(1));
-        assert_eq!(
-            (up.from, down.from, down.to),
-            (NodeId(9), up.to, NodeId(14))
-        );
+        assert_eq!((up.from, down.from, down.to), (NodeId(9), up.to, NodeId(14)));
         assert!([up, down]
             .iter()
             .all(|l| l.kind == LinkKind::IntraNode && l.spec == LINK));
@@ -433,10 +368,7 @@ mod tests {
         assert_eq!(across.hops(), 2);
         let (up, down) = (m.link(across.links[0]), m.link(across.links[1]));
         assert_eq!(m.nodes()[up.to.index()], Node::Spine);
-        assert_eq!(
-            (up.from, down.from, down.to),
-            (NodeId(9), up.to, NodeId(30))
-        );
+        assert_eq!((up.from, down.from, down.to), (NodeId(9), up.to, NodeId(30)));
         assert!([up, down]
             .iter()
             .all(|l| l.kind == LinkKind::InterNode && l.spec == nic));

@@ -229,9 +229,7 @@ impl MachineSpec {
         if let Some(io) = &self.io {
             rates.push(("io bandwidth", io.bandwidth.0));
         }
-        let bad_rate = rates
-            .into_iter()
-            .find(|(_, v)| !(v.is_finite() && *v > 0.0));
+        let bad_rate = rates.into_iter().find(|(_, v)| !(v.is_finite() && *v > 0.0));
         if let Some((quantity, value)) = bad_rate {
             return Err(MachineError::BadQuantity {
                 quantity,
@@ -239,9 +237,7 @@ impl MachineSpec {
                 expected: "a positive finite rate",
             });
         }
-        let bad_time = times
-            .into_iter()
-            .find(|(_, v)| !(v.is_finite() && *v >= 0.0));
+        let bad_time = times.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0));
         if let Some((quantity, value)) = bad_time {
             return Err(MachineError::BadQuantity {
                 quantity,

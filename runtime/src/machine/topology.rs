@@ -100,10 +100,7 @@ impl Grid {
 
     /// Where die `die` sits, if it is on the grid.
     pub fn coord(&self, die: DieId) -> Option<Coord> {
-        let c = Coord::new(
-            die.0.checked_rem(self.width)?,
-            die.0.checked_div(self.width)?,
-        );
+        let c = Coord::new(die.0.checked_rem(self.width)?, die.0.checked_div(self.width)?);
         self.contains(c).then_some(c)
     }
 
@@ -117,10 +114,7 @@ impl Grid {
 
     /// Which wafer `c` is on, as (column, row) of wafers.
     pub fn wafer_of(&self, c: Coord) -> (u32, u32) {
-        (
-            c.x / self.wafer_width.max(1),
-            c.y / self.wafer_height.max(1),
-        )
+        (c.x / self.wafer_width.max(1), c.y / self.wafer_height.max(1))
     }
 
     /// The neighbour one step toward `edge`, if there is one.
@@ -154,12 +148,10 @@ pub fn die_label(topology: &Topology, die: DieId) -> String {
             None => format!("{die} (not on this machine)"),
         },
         Topology::Switch { .. } => format!("gpu{}", die.0),
-        Topology::Cluster { per_node, .. } => {
-            match (die.0.checked_div(per_node), die.0.checked_rem(per_node)) {
-                (Some(node), Some(local)) => format!("n{node}.gpu{local}"),
-                _ => format!("gpu{}", die.0),
-            }
-        }
+        Topology::Cluster { per_node, .. } => match (die.0.checked_div(per_node), die.0.checked_rem(per_node)) {
+            (Some(node), Some(local)) => format!("n{node}.gpu{local}"),
+            _ => format!("gpu{}", die.0),
+        },
     }
 }
 
@@ -286,8 +278,7 @@ mod tests {
                 m.coord(DieId(link.to.0)).expect("die"),
             );
             assert_eq!(a.manhattan(b), 1);
-            let crosses = (a.x.min(b.x) == 3 && a.x.max(b.x) == 4)
-                || (a.y.min(b.y) == 3 && a.y.max(b.y) == 4);
+            let crosses = (a.x.min(b.x) == 3 && a.x.max(b.x) == 4) || (a.y.min(b.y) == 3 && a.y.max(b.y) == 4);
             if crosses {
                 inter_wafer += 1;
                 assert_eq!((link.kind, link.spec), (LinkKind::InterWafer, cross));
@@ -309,10 +300,7 @@ mod tests {
                 wafers_y: 1,
             },
             Topology::Switch { ports: 5 },
-            Topology::Cluster {
-                nodes: 3,
-                per_node: 2,
-            },
+            Topology::Cluster { nodes: 3, per_node: 2 },
         ] {
             let m = Machine::build(spec(topology)).expect("valid machine");
             let links = m.links();
@@ -324,11 +312,7 @@ mod tests {
         }
         let rack = Machine::build(spec(Topology::Switch { ports: 5 })).expect("valid switch");
         assert_eq!((rack.nodes().len(), rack.links().len()), (6, 10));
-        let cluster = Machine::build(spec(Topology::Cluster {
-            nodes: 3,
-            per_node: 2,
-        }))
-        .expect("valid cluster");
+        let cluster = Machine::build(spec(Topology::Cluster { nodes: 3, per_node: 2 })).expect("valid cluster");
         assert_eq!(
             cluster.nodes()[6..],
             [
@@ -362,14 +346,9 @@ mod tests {
             wafers_x: u32::MAX,
             wafers_y: u32::MAX,
         };
-        assert!(
-            matches!(huge.die_count(), Err(MachineError::TooManyDies { count }) if count > u128::from(u64::MAX))
-        );
+        assert!(matches!(huge.die_count(), Err(MachineError::TooManyDies { count }) if count > u128::from(u64::MAX)));
         assert_eq!(
-            Topology::Switch {
-                ports: MAX_DIES + 1
-            }
-            .die_count(),
+            Topology::Switch { ports: MAX_DIES + 1 }.die_count(),
             Err(MachineError::TooManyDies { count: 1_048_577 })
         );
         assert_eq!(
@@ -399,10 +378,7 @@ mod tests {
         assert_eq!(grid.wafer_of(Coord::new(5, 4)), (1, 1));
         assert_eq!(grid.step(Coord::new(0, 0), Edge::North), None);
         assert_eq!(grid.step(Coord::new(7, 0), Edge::East), None);
-        assert_eq!(
-            grid.step(Coord::new(7, 0), Edge::South),
-            Some(Coord::new(7, 1))
-        );
+        assert_eq!(grid.step(Coord::new(7, 0), Edge::South), Some(Coord::new(7, 1)));
     }
 
     #[test]
@@ -415,14 +391,8 @@ mod tests {
         };
         assert_eq!(die_label(&mesh, DieId(35)), "(3, 4)");
         assert_eq!(die_phrase(&mesh, DieId(35)), "die (3, 4)");
-        assert_eq!(
-            die_label(&Topology::Switch { ports: 72 }, DieId(17)),
-            "gpu17"
-        );
-        let cluster = Topology::Cluster {
-            nodes: 4,
-            per_node: 8,
-        };
+        assert_eq!(die_label(&Topology::Switch { ports: 72 }, DieId(17)), "gpu17");
+        let cluster = Topology::Cluster { nodes: 4, per_node: 8 };
         assert_eq!(die_label(&cluster, DieId(11)), "n1.gpu3");
         assert_eq!(die_phrase(&cluster, DieId(11)), "n1.gpu3");
     }
