@@ -10,16 +10,32 @@ use moec::passes::PrintAfter;
 use moec::source::FsReader;
 use std::path::PathBuf;
 
-/// The parsed command line of `compile`.
+/// The command line of `compile`.
+#[derive(clap::Args, Debug)]
 pub struct Args {
-    pub file: PathBuf,
-    pub plan: Option<String>,
-    pub emit: Emit,
-    pub output: Option<PathBuf>,
-    pub passes: Option<String>,
-    pub print_after: Vec<String>,
-    pub print_after_all: bool,
-    pub layers: Option<String>,
+    /// The .moe file.
+    file: PathBuf,
+    /// Which plan (default: the only plan, or the one named `default`).
+    #[arg(long)]
+    plan: Option<String>,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = Emit::Ir)]
+    emit: Emit,
+    /// Write here (atomically) instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Run this pipeline instead of the plan's: `place(round_robin),...` or a pipeline name.
+    #[arg(long)]
+    passes: Option<String>,
+    /// Print the IR to standard error after this pass (repeatable; `place` matches `place(...)`).
+    #[arg(long, value_name = "PASS")]
+    print_after: Vec<String>,
+    /// Print the IR to standard error after every pass.
+    #[arg(long)]
+    print_after_all: bool,
+    /// Only print these layers of the IR text, e.g. `0..3` (inclusive).
+    #[arg(long, value_name = "A..B")]
+    layers: Option<String>,
 }
 
 /// Runs `moec compile`.

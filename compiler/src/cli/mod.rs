@@ -52,31 +52,7 @@ pub enum Command {
   moec compile examples/deepseek-v3-wafer.moe --passes baseline --print-after-all --layers 3..3
 
 Passes: place(round_robin). Named pipelines: baseline = place(round_robin).")]
-    Compile {
-        /// The .moe file.
-        file: PathBuf,
-        /// Which plan (default: the only plan, or the one named `default`).
-        #[arg(long)]
-        plan: Option<String>,
-        /// What to write.
-        #[arg(long, value_enum, default_value_t = Emit::Ir)]
-        emit: Emit,
-        /// Write here (atomically) instead of standard output.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// Run this pipeline instead of the plan's: `place(round_robin),...` or a pipeline name.
-        #[arg(long)]
-        passes: Option<String>,
-        /// Print the IR to standard error after this pass (repeatable; `place` matches `place(...)`).
-        #[arg(long, value_name = "PASS")]
-        print_after: Vec<String>,
-        /// Print the IR to standard error after every pass.
-        #[arg(long)]
-        print_after_all: bool,
-        /// Only print these layers of the IR text, e.g. `0..3` (inclusive).
-        #[arg(long, value_name = "A..B")]
-        layers: Option<String>,
-    },
+    Compile(compile::Args),
     /// Explain a diagnostic code, with an example (no code: list them all).
     Explain {
         /// A code such as E0003.
@@ -110,25 +86,7 @@ pub enum Emit {
 pub fn run(cli: Cli) -> Result<(), u8> {
     match cli.command {
         Command::Check { file } => check::run(&file),
-        Command::Compile {
-            file,
-            plan,
-            emit,
-            output,
-            passes,
-            print_after,
-            print_after_all,
-            layers,
-        } => compile::run(compile::Args {
-            file,
-            plan,
-            emit,
-            output,
-            passes,
-            print_after,
-            print_after_all,
-            layers,
-        }),
+        Command::Compile(args) => compile::run(args),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),
     }

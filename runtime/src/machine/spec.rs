@@ -253,42 +253,30 @@ impl MachineSpec {
 mod tests {
     use super::*;
 
+    /// The shared test spec, with every optional part filled in.
     fn wafer_scale() -> MachineSpec {
-        MachineSpec {
-            name: "wse".into(),
-            topology: Topology::Mesh {
-                width: 4,
-                height: 4,
-                wafers_x: 2,
-                wafers_y: 1,
-            },
-            die: DieSpec {
-                compute: FlopsPerSec(1e15),
-                memory: Bytes(48 << 30),
-                memory_bw: BytesPerSec(2e12),
-                sram: Bytes(40 << 20),
-                launch_overhead: Seconds(2e-6),
-            },
-            link: LinkSpec {
-                bandwidth: BytesPerSec(1e12),
-                latency: Seconds(5e-9),
-            },
-            inter_wafer_link: Some(LinkSpec {
-                bandwidth: BytesPerSec(2e11),
-                latency: Seconds(50e-9),
-            }),
-            inter_node_link: None,
-            routing: RoutingPolicy::Yx,
-            io: Some(IoSpec {
-                edges: vec![Edge::West, Edge::North],
-                bandwidth: BytesPerSec(4e11),
-                host_memory: Bytes(1 << 40),
-            }),
-            defects: Defects {
-                dead_dies: vec![DieRef::At(Coord::new(1, 2))],
-                dead_links: vec![(DieRef::At(Coord::new(0, 0)), DieRef::At(Coord::new(1, 0)))],
-            },
-        }
+        let mut spec = crate::machine::tests::spec(Topology::Mesh {
+            width: 4,
+            height: 4,
+            wafers_x: 2,
+            wafers_y: 1,
+        });
+        spec.name = "wse".into();
+        spec.inter_wafer_link = Some(LinkSpec {
+            bandwidth: BytesPerSec(2e11),
+            latency: Seconds(50e-9),
+        });
+        spec.routing = RoutingPolicy::Yx;
+        spec.io = Some(IoSpec {
+            edges: vec![Edge::West, Edge::North],
+            bandwidth: BytesPerSec(4e11),
+            host_memory: Bytes(1 << 40),
+        });
+        spec.defects = Defects {
+            dead_dies: vec![DieRef::At(Coord::new(1, 2))],
+            dead_links: vec![(DieRef::At(Coord::new(0, 0)), DieRef::At(Coord::new(1, 0)))],
+        };
+        spec
     }
 
     #[test]
