@@ -7,5 +7,7 @@
 
 pub mod machine;
 pub mod model;
+pub mod routing;
+pub mod schedule;
 pub mod units;
 pub mod workload;

@@ -1,0 +1,74 @@
+//! Instructions of a die's program.
+
+use crate::machine::DieId;
+use serde::{Deserialize, Serialize};
+
+/// An instruction's index in its die's program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InstrId(pub u32);
+
+/// One instruction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instr {
+    pub id: InstrId,
+    pub op: Op,
+    /// Instructions of the same die that must complete before this issues.
+    pub deps: Vec<InstrId>,
+}
+
+/// What an instruction does. Compute ops run the named kernel on the
+/// tokens this die holds at that point of the step; their cost comes from
+/// the model's dimensions and the step's real token counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Look up the embeddings of this die's tokens.
+    Embed,
+    /// Attention of `layer` for this die's sequences (reads their KV cache).
+    Attention { layer: u32 },
+    /// Router of `layer` for this die's tokens: scores, top-k.
+    Gate { layer: u32 },
+    /// Send each of this die's tokens to a die holding each of its chosen
+    /// experts; complete when every token routed to this die's experts has
+    /// arrived.
+    Dispatch { layer: u32 },
+    /// Run this die's experts of `layer` on the tokens they received (one
+    /// grouped kernel over all of them).
+    Experts { layer: u32 },
+    /// The shared experts of `layer` on this die's tokens.
+    SharedExperts { layer: u32 },
+    /// Send expert outputs back to the tokens' home dies; complete when all
+    /// outputs for this die's tokens have arrived and are summed with the
+    /// gate weights.
+    Combine { layer: u32 },
+    /// The dense FFN of `layer` on this die's tokens.
+    DenseFfn { layer: u32 },
+    /// Logits of this die's tokens.
+    LmHead,
+    /// Send `bytes` to `to` (a point-to-point transfer, e.g. a ring step).
+    Send { to: DieId, bytes: u64, tag: u32 },
+    /// Wait for the transfer with `tag` from `from`.
+    Recv { from: DieId, tag: u32 },
+}
+
+impl Op {
+    /// True for ops that occupy the compute unit.
+    pub fn is_compute(&self) -> bool {
+        !matches!(self, Op::Dispatch { .. } | Op::Combine { .. } | Op::Send { .. } | Op::Recv { .. })
+    }
+
+    /// The layer it belongs to, if any.
+    pub fn layer(&self) -> Option<u32> {
+        match *self {
+            Op::Attention { layer }
+            | Op::Gate { layer }
+            | Op::Dispatch { layer }
+            | Op::Experts { layer }
+            | Op::SharedExperts { layer }
+            | Op::Combine { layer }
+            | Op::DenseFfn { layer } => Some(layer),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The schedule: what the compiler hands the runtime, as versioned JSON.
+//!
+//! A schedule is self-contained: the machine, model and workload
+//! descriptions, where every expert and every sequence lives
+//! ([`Placement`]), and for every die an ordered program of instructions
+//! with explicit dependencies ([`DieProgram`]). `moec run plan.json` needs
+//! nothing else.
+//!
+//! Execution model (what the simulator and the numeric executor both obey):
+//! a die issues its instructions in program order; an instruction issues
+//! once every instruction in its `deps` (on the same die) has completed.
+//! Compute instructions occupy the die's compute unit until done, so they
+//! run one at a time; communication instructions only start their transfers
+//! and let the next instruction issue, so compute and communication overlap
+//! where the dependencies allow. `Dispatch` and `Combine` are collective:
+//! their transfers follow the step's routing, so their volume is what the
+//! tokens really send.
+
+mod instr;
+
+pub use instr::{Instr, InstrId, Op};
+
+use crate::machine::{DieId, MachineSpec};
+use crate::model::ModelSpec;
+use crate::workload::WorkloadSpec;
+use serde::{Deserialize, Serialize};
+
+/// Version of the schedule format; bumped when a field changes meaning.
+pub const SCHEDULE_VERSION: u32 = 1;
+
+/// A compiled plan, ready to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub version: u32,
+    /// The plan it was compiled from.
+    pub plan: String,
+    /// The passes that produced it, in order.
+    pub passes: Vec<String>,
+    pub machine: MachineSpec,
+    pub model: ModelSpec,
+    pub workload: WorkloadSpec,
+    pub placement: Placement,
+    /// One program per die of the machine, in die order (dead dies: empty).
+    pub programs: Vec<DieProgram>,
+}
+
+/// Where things live.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `experts[layer][expert]`: the dies holding a replica of that expert
+    /// (empty for dense layers). A token is sent to one replica.
+    pub experts: Vec<Vec<Vec<DieId>>>,
+    /// `sequences[s]`: the die that holds sequence `s`'s KV cache and runs
+    /// its attention (data-parallel attention).
+    pub sequences: Vec<DieId>,
+}
+
+/// One die's program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DieProgram {
+    pub die: DieId,
+    pub instrs: Vec<Instr>,
+}
+
+impl Schedule {
+    /// Reads a schedule from JSON, refusing other versions.
+    pub fn from_json(text: &str) -> Result<Schedule, String> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly = serde_json::from_str(text).map_err(|e| format!("not a moec schedule: {e}"))?;
+        if v.version != SCHEDULE_VERSION {
+            return Err(format!("schedule version {} is not supported (this moec reads {SCHEDULE_VERSION})", v.version));
+        }
+        serde_json::from_str(text).map_err(|e| format!("malformed schedule: {e}"))
+    }
+
+    /// The schedule as pretty JSON (stable key order).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Checks what the executors rely on: one program per die in order,
+    /// dependencies pointing backwards within their die, placements naming
+    /// real dies, every sequence homed. Returns the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let dies = self.machine.topology.die_count().map_err(|e| e.to_string())?;
+        if self.programs.len() != dies as usize {
+            return Err(format!("{} programs for {dies} dies", self.programs.len()));
+        }
+        for (i, p) in self.programs.iter().enumerate() {
+            if p.die.0 as usize != i {
+                return Err(format!("program {i} is for die {}", p.die.0));
+            }
+            for (k, instr) in p.instrs.iter().enumerate() {
+                if instr.id.0 as usize != k {
+                    return Err(format!("die {i}: instruction {k} has id {}", instr.id.0));
+                }
+                if let Some(d) = instr.deps.iter().find(|d| d.0 as usize >= k) {
+                    return Err(format!("die {i}: instruction {k} depends on a later one ({})", d.0));
+                }
+            }
+        }
+        let bad = |d: &DieId| d.0 >= dies;
+        if self.placement.experts.iter().flatten().flatten().any(bad) || self.placement.sequences.iter().any(bad) {
+            return Err("placement names a die the machine does not have".into());
+        }
+        if self.placement.sequences.len() as u64 != self.workload.batch {
+            return Err(format!("{} sequences homed for a batch of {}", self.placement.sequences.len(), self.workload.batch));
+        }
+        Ok(())
+    }
+}
