@@ -8,6 +8,7 @@
 pub mod machine;
 pub mod model;
 pub mod routing;
+pub mod rng;
 pub mod schedule;
 pub mod units;
 pub mod workload;

@@ -27,8 +27,11 @@ pub enum RoutingSource {
         drift: f64,
         seed: u64,
     },
-    /// A recorded trace file (path as written, resolved against `base_dir`).
+    /// A recorded trace file (the path resolved against the .moe file's folder).
     Trace { path: String },
+    /// The model's own gate over real activations (the numeric executor's
+    /// router decides; at reduced width, see docs/RUNTIME.md).
+    Gate { seed: u64 },
 }
 
 /// A workload.

@@ -87,7 +87,8 @@ pub fn check(decl: &Decl, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Optio
     })
 }
 
-/// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`, `trace("file")`.
+/// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`, `trace("file")`,
+/// `gate` / `gate(seed = 1)`.
 fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
     let (name, args) = match &v.kind {
         ValueKind::Name(n) => (n.as_str(), &[][..]),
@@ -107,7 +108,7 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
             .map(|a| &a.value)
     };
     let allowed: &[&str] = match name {
-        "uniform" => &["seed"],
+        "uniform" | "gate" => &["seed"],
         "zipf" => &["s", "layer_corr", "drift", "seed"],
         "trace" => &[],
         other => {
@@ -146,6 +147,7 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
     };
     match name {
         "uniform" => Ok(RoutingSource::Uniform { seed }),
+        "gate" => Ok(RoutingSource::Gate { seed }),
         "zipf" => {
             let s = match named("s") {
                 Some(s) => reader::float(s, "s", 0.0, 10.0)?,
