@@ -3,6 +3,8 @@
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::{self, Ir, VerifyError};
+use crate::lower;
+use moec_runtime::schedule::Schedule;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::sema::{self, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
@@ -101,6 +103,21 @@ impl Session {
         };
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
+    }
+}
+
+impl Session {
+    /// Compiles a plan and lowers it to the schedule the runtime executes.
+    pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
+        let ir = self.compile(options, print)?;
+        let plan = self.select_plan(options.plan.as_deref())?;
+        let (Some(model), Some(machine), Some(workload)) =
+            (self.program.model(plan.model), self.program.machine(plan.machine), self.program.workload(plan.workload))
+        else {
+            return Err(Diagnostic::error(Code::E0021, plan.span, "this plan refers to items with errors"));
+        };
+        lower::lower(&ir, model, machine, workload)
+            .map_err(|e| Diagnostic::global(Code::E0020, format!("internal error: {e}")).with_hint("this is a bug in moec; please report it with the input file"))
     }
 }
 

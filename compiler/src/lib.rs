@@ -13,6 +13,7 @@
 pub mod diag;
 pub mod driver;
 pub mod ir;
+pub mod lower;
 pub mod passes;
 pub mod sema;
 pub mod source;

@@ -5,10 +5,15 @@
 //! over its links; later it will also own the schedule format, the kernels
 //! and the simulator that runs schedules on a machine.
 
+pub mod kernels;
 pub mod machine;
 pub mod model;
+pub mod numerics;
 pub mod routing;
 pub mod rng;
+pub mod report;
+pub mod run;
 pub mod schedule;
+pub mod sim;
 pub mod units;
 pub mod workload;

@@ -76,11 +76,16 @@ pub fn run(args: Args) -> Result<(), u8> {
         eprintln!("; *** IR after {pass} ***");
         eprint!("{}", ir::text::print(ir, machine, &text_options));
     };
+    if args.emit == Emit::Schedule {
+        let schedule = session.schedule(&options, &mut print).map_err(|d| fail(&session, d))?;
+        return emit(args.output.as_deref(), &schedule.to_json());
+    }
     let ir = session.compile(&options, &mut print).map_err(|d| fail(&session, d))?;
     let text = match args.emit {
         Emit::Ir => ir::text::print(&ir, machine, &text_options),
         Emit::Json => ir::json::print(&ir),
         Emit::Dot => ir::dot::print(&ir, machine),
+        Emit::Schedule => String::new(),
     };
     emit(args.output.as_deref(), &text)
 }

@@ -9,6 +9,7 @@ mod compile;
 mod explain;
 mod fmt;
 mod output;
+mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -53,6 +54,12 @@ pub enum Command {
 
 Passes: place(round_robin). Named pipelines: baseline = place(round_robin).")]
     Compile(compile::Args),
+    /// Run a plan on the simulated machine with real kernels; report latency, traffic, balance and the numeric check.
+    #[command(after_help = "Examples:
+  moec run examples/deepseek-v3-wafer.moe --steps 4
+  moec run examples/deepseek-v3-wafer.moe --report json -o report.json --trace trace.json --heatmap links.svg
+  moec compile examples/mixtral-8x7b-h100.moe --emit schedule -o plan.json && moec run plan.json")]
+    Run(run::Args),
     /// Explain a diagnostic code, with an example (no code: list them all).
     Explain {
         /// A code such as E0003.
@@ -80,6 +87,8 @@ pub enum Emit {
     Json,
     /// The IR as a Graphviz graph.
     Dot,
+    /// The lowered schedule (JSON) that `moec run` executes.
+    Schedule,
 }
 
 /// Runs a command; `Err` carries the exit status.
@@ -87,6 +96,7 @@ pub fn run(cli: Cli) -> Result<(), u8> {
     match cli.command {
         Command::Check { file } => check::run(&file),
         Command::Compile(args) => compile::run(args),
+        Command::Run(args) => run::execute(args),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),
     }

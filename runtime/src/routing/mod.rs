@@ -6,6 +6,14 @@
 //! with cross-layer correlation and drift), a recorded trace (`trace.rs`), or
 //! the real gate over real activations (the numeric executor fills one in).
 
+mod source;
+pub mod synthetic;
+pub mod trace;
+
+pub use source::RoutingGenerator;
+pub use synthetic::{RoutingShape, Synthetic, ZipfParams};
+pub use trace::{parse_trace, read_trace, write_trace, Trace, TraceReplay};
+
 use serde::{Deserialize, Serialize};
 
 /// One MoE layer's routing for one step.

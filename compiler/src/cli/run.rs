@@ -1,0 +1,150 @@
+//! `moec run FILE | plan.json`: compile (or read a schedule), execute it on
+//! the simulated machine with real kernels, and report.
+
+use super::output::{emit, report, report_session, write_atomic};
+use moec::driver::{self, CompileOptions};
+use moec::source::FsReader;
+use moec_runtime::machine::Machine;
+use moec_runtime::numerics::NumericConfig;
+use moec_runtime::report::{chrome, heatmap, text};
+use moec_runtime::run::{run, RunOptions};
+use moec_runtime::schedule::Schedule;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Report formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A table.
+    Text,
+    /// JSON with the keys docs/RUNTIME.md documents.
+    Json,
+}
+
+/// The command line of `run`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A .moe file (its plan is compiled first) or a schedule from `moec compile --emit schedule`.
+    file: PathBuf,
+    /// Which plan of a .moe file (default: the only plan, or `default`).
+    #[arg(long)]
+    plan: Option<String>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    report: ReportFormat,
+    /// Write the report here (atomically) instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Write a Chrome trace (chrome://tracing, Perfetto) of the first step: every die and link a track.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Steps to include in the trace.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    trace_steps: u64,
+    /// Write an SVG heat map of link utilisation.
+    #[arg(long, value_name = "FILE")]
+    heatmap: Option<PathBuf>,
+    /// Steps to run (default: the workload's `steps`).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Hidden width of the numeric check (default: the largest that fits the memory and time budget).
+    #[arg(long, value_name = "W")]
+    numeric_width: Option<u64>,
+    /// Skip the numeric check (timing only).
+    #[arg(long)]
+    no_numerics: bool,
+}
+
+/// Runs `moec run`.
+pub fn execute(args: Args) -> Result<(), u8> {
+    let schedule = load_schedule(&args.file, args.plan.as_deref())?;
+    let numerics = (!args.no_numerics).then(|| NumericConfig { width: args.numeric_width, ..NumericConfig::default() });
+    let options = RunOptions { steps: args.steps, numerics, trace_steps: if args.trace.is_some() { args.trace_steps } else { 0 } };
+    let mut bar = Progress::new();
+    let out = run(&schedule, &options, &mut |done, total| bar.tick(done, total)).map_err(|e| {
+        bar.clear();
+        eprintln!("error: {e}");
+        super::EXIT_DIAGNOSTICS
+    })?;
+    bar.clear();
+    let machine = Machine::build(schedule.machine.clone()).map_err(|e| {
+        eprintln!("error: {e}");
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if let Some(path) = &args.trace {
+        write(path, &chrome::render(&machine, &out.traced))?;
+    }
+    if let Some(path) = &args.heatmap {
+        let title = format!("link utilisation: plan {} on {}", schedule.plan, schedule.machine.name);
+        write(path, &heatmap::render(&machine, &out.report.link_util, &title))?;
+    }
+    let text = match args.report {
+        ReportFormat::Text => text::render(&out.report),
+        ReportFormat::Json => out.report.to_json(),
+    };
+    emit(args.output.as_deref(), &text)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), u8> {
+    write_atomic(path, text).map_err(|e| {
+        eprintln!("error: cannot write `{}`: {e}", path.display());
+        super::EXIT_DIAGNOSTICS
+    })
+}
+
+/// A .moe file compiled, or a schedule read back.
+fn load_schedule(file: &Path, plan: Option<&str>) -> Result<Schedule, u8> {
+    if file.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            eprintln!("error: cannot read `{}`: {e}", file.display());
+            super::EXIT_DIAGNOSTICS
+        })?;
+        return Schedule::from_json(&text).map_err(|e| {
+            eprintln!("error: `{}`: {e}", file.display());
+            super::EXIT_DIAGNOSTICS
+        });
+    }
+    let session = driver::check(&FsReader, file).map_err(|e| {
+        eprintln!("error: {}", e.0);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if report_session(&session) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    let options = CompileOptions { plan: plan.map(str::to_string), ..CompileOptions::default() };
+    session.schedule(&options, &mut |_, _| {}).map_err(|d| {
+        report(&session.loaded.sources, &[d]);
+        super::EXIT_DIAGNOSTICS
+    })
+}
+
+/// A progress bar that appears only once a run has taken a second.
+struct Progress {
+    start: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { start: Instant::now(), bar: None }
+    }
+
+    fn tick(&mut self, done: u64, total: u64) {
+        if self.bar.is_none() && self.start.elapsed() > Duration::from_secs(1) && done < total {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {elapsed} (eta {eta})") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            self.bar = Some(bar);
+        }
+        if let Some(b) = &self.bar {
+            b.set_position(done);
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Lowering: the placed IR to a [`Schedule`] the runtime executes.
+//!
+//! The IR says where each operation lives; lowering turns that into one
+//! program per die. Experts take their dies from their `Expert` nodes;
+//! sequences are spread over the dies of the attention nodes (data-parallel
+//! attention: contiguous blocks of sequences per die). Each alive die's
+//! program walks the layers: attention, then the gate, the dispatch
+//! all-to-all, the shared experts (which overlap the dispatch, since they
+//! depend only on attention), the die's experts, and the combine all-to-all;
+//! or the dense FFN. Dead dies get empty programs.
+
+use crate::ir::{Ir, Op};
+use moec_runtime::machine::{DieId, Machine};
+use moec_runtime::model::{LayerKind, ModelSpec};
+use moec_runtime::schedule::{DieProgram, Instr, InstrId, Op as SOp, Placement, Schedule, SCHEDULE_VERSION};
+use moec_runtime::workload::WorkloadSpec;
+
+/// Lowers a fully placed IR. Fails (with a message naming the node) if
+/// something the schedule needs is not placed.
+pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadSpec) -> Result<Schedule, String> {
+    let placement = placement(ir, model, workload)?;
+    let programs = (0..machine.die_count())
+        .map(|d| {
+            let die = DieId(d);
+            let instrs = if machine.is_alive(die) { program(model) } else { Vec::new() };
+            DieProgram { die, instrs }
+        })
+        .collect();
+    let schedule = Schedule {
+        version: SCHEDULE_VERSION,
+        plan: ir.header.plan.clone(),
+        passes: ir.header.passes.clone(),
+        machine: machine.spec().clone(),
+        model: model.clone(),
+        workload: workload.clone(),
+        placement,
+        programs,
+    };
+    schedule.validate().map_err(|e| format!("lowering produced an invalid schedule: {e}"))?;
+    Ok(schedule)
+}
+
+/// Expert replicas per layer from the `Expert` nodes; sequence homes from
+/// the attention nodes' dies.
+fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Placement, String> {
+    let experts_per_layer = model.moe.as_ref().map_or(0, |m| m.experts as usize);
+    let mut experts: Vec<Vec<Vec<DieId>>> = (0..model.layers)
+        .map(|l| if model.layer_kind(l) == LayerKind::Moe { vec![Vec::new(); experts_per_layer] } else { Vec::new() })
+        .collect();
+    let mut attention_dies: Option<Vec<DieId>> = None;
+    for (i, n) in ir.nodes() {
+        match (&n.op, n.layer) {
+            (Op::Expert { expert, .. }, Some(layer)) => {
+                let slot = experts
+                    .get_mut(layer.0 as usize)
+                    .and_then(|l| l.get_mut(expert.0 as usize))
+                    .ok_or_else(|| format!("%{} is expert e{} of layer {}, which the model does not have", i.index(), expert.0, layer.0))?;
+                if n.ann.dies.is_empty() {
+                    return Err(format!("%{} (expert e{} of layer {}) is not placed", i.index(), expert.0, layer.0));
+                }
+                *slot = n.ann.dies.clone();
+            }
+            (Op::Attention { .. }, _) if attention_dies.is_none() => attention_dies = Some(n.ann.dies.clone()),
+            _ => {}
+        }
+    }
+    let homes = attention_dies.filter(|d| !d.is_empty()).ok_or("attention is not placed")?;
+    // Contiguous blocks: sequence s on the (s * n / batch)-th attention die.
+    let n = homes.len() as u64;
+    let sequences = (0..workload.batch).map(|s| homes[(s * n / workload.batch.max(1)) as usize]).collect();
+    Ok(Placement { experts, sequences })
+}
+
+/// The program every alive die runs (the same shape on each; what differs
+/// is which tokens and experts each die holds, which the placement says).
+fn program(model: &ModelSpec) -> Vec<Instr> {
+    let mut instrs: Vec<Instr> = Vec::new();
+    let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
+        let id = InstrId(instrs.len() as u32);
+        instrs.push(Instr { id, op, deps: deps.to_vec() });
+        id
+    };
+    let mut prev = push(SOp::Embed, &[]);
+    let shared = model.moe.as_ref().is_some_and(|m| m.shared_experts > 0);
+    for l in 0..model.layers {
+        let layer = l as u32;
+        let attention = push(SOp::Attention { layer }, &[prev]);
+        prev = match model.layer_kind(l) {
+            LayerKind::Moe => {
+                let gate = push(SOp::Gate { layer }, &[attention]);
+                let dispatch = push(SOp::Dispatch { layer }, &[gate]);
+                let shared_experts = shared.then(|| push(SOp::SharedExperts { layer }, &[attention]));
+                let experts = push(SOp::Experts { layer }, &[dispatch]);
+                let mut combine_deps = vec![experts];
+                combine_deps.extend(shared_experts);
+                push(SOp::Combine { layer }, &combine_deps)
+            }
+            LayerKind::Dense => push(SOp::DenseFfn { layer }, &[attention]),
+        };
+    }
+    push(SOp::LmHead, &[prev]);
+    instrs
+}

@@ -1,0 +1,115 @@
+//! Link utilisation as a picture: an SVG of the mesh, each directional
+//! link an arrow coloured from cold (pale) to hot (dark red). Switches and
+//! clusters, which have no grid, get one bar per port.
+
+use crate::machine::{Machine, NodeId};
+use std::fmt::Write;
+
+const CELL: f64 = 72.0;
+const MARGIN: f64 = 48.0;
+
+/// The heat map of `util` (per link, LinkId order) on `machine`.
+pub fn render(machine: &Machine, util: &[f64], title: &str) -> String {
+    match machine.grid() {
+        Some(_) => mesh(machine, util, title),
+        None => ports(machine, util, title),
+    }
+}
+
+fn colour(u: f64) -> String {
+    // White -> orange -> dark red, linear in utilisation.
+    let u = u.clamp(0.0, 1.0);
+    let (r, g, b) = if u < 0.5 {
+        let t = u / 0.5;
+        (255.0, 255.0 - 90.0 * t, 255.0 - 200.0 * t)
+    } else {
+        let t = (u - 0.5) / 0.5;
+        (255.0 - 115.0 * t, 165.0 - 165.0 * t, 55.0 - 55.0 * t)
+    };
+    format!("#{:02x}{:02x}{:02x}", r as u8, g as u8, b as u8)
+}
+
+fn header(o: &mut String, w: f64, h: f64, title: &str) {
+    let _ = writeln!(o, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"#);
+    let _ = writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(o, r#"<text x="{:.0}" y="20" font-size="14">{}</text>"#, MARGIN, escape(title));
+}
+
+fn legend(o: &mut String, x: f64, y: f64, max: f64) {
+    for i in 0..=10 {
+        let u = f64::from(i) / 10.0;
+        let _ = writeln!(o, r#"<rect x="{:.1}" y="{y:.1}" width="16" height="10" fill="{}"/>"#, x + 16.0 * f64::from(i), colour(u));
+    }
+    let _ = writeln!(o, r#"<text x="{x:.1}" y="{:.1}">0%</text><text x="{:.1}" y="{:.1}">100% of link bandwidth (max {:.1}%)</text>"#, y + 24.0, x + 150.0, y + 24.0, 100.0 * max);
+}
+
+fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
+    let Some(grid) = machine.grid() else { return String::new() };
+    let (gw, gh) = (f64::from(grid.width), f64::from(grid.height));
+    let (w, h) = (2.0 * MARGIN + gw * CELL, 2.0 * MARGIN + gh * CELL + 40.0);
+    let mut o = String::new();
+    header(&mut o, w, h, title);
+    let centre = |n: NodeId| {
+        let c = machine.coord(crate::machine::DieId(n.0)).unwrap_or(crate::machine::Coord::new(0, 0));
+        (MARGIN + (f64::from(c.x) + 0.5) * CELL, MARGIN + (f64::from(c.y) + 0.5) * CELL)
+    };
+    for (l, u) in machine.links().iter().zip(util) {
+        let ((x1, y1), (x2, y2)) = (centre(l.from), centre(l.to));
+        // Offset each direction to its own side of the centre line.
+        let (dx, dy) = (x2 - x1, y2 - y1);
+        let len = (dx * dx + dy * dy).sqrt().max(1.0);
+        let (nx, ny) = (-dy / len * 6.0, dx / len * 6.0);
+        let shrink = 16.0 / len;
+        let (ax, ay) = (x1 + dx * shrink + nx, y1 + dy * shrink + ny);
+        let (bx, by) = (x2 - dx * shrink + nx, y2 - dy * shrink + ny);
+        let stroke = if l.alive { colour(*u) } else { "#999999".into() };
+        let dash = if l.alive { "" } else { r#" stroke-dasharray="3,3""# };
+        let _ = writeln!(
+            o,
+            r#"<line x1="{ax:.1}" y1="{ay:.1}" x2="{bx:.1}" y2="{by:.1}" stroke="{stroke}" stroke-width="5"{dash}><title>{:.1}%</title></line>"#,
+            100.0 * u
+        );
+    }
+    for d in 0..machine.die_count() {
+        let die = crate::machine::DieId(d);
+        let (x, y) = centre(NodeId(d));
+        let fill = if machine.is_alive(die) { "#e8eef7" } else { "#444444" };
+        let _ = writeln!(o, r#"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"#, x - 11.0, y - 11.0, machine.die_label(die));
+    }
+    let max = util.iter().copied().fold(0.0, f64::max);
+    legend(&mut o, MARGIN, h - 40.0, max);
+    o.push_str("</svg>\n");
+    o
+}
+
+fn ports(machine: &Machine, util: &[f64], title: &str) -> String {
+    let links: Vec<(String, f64)> = machine
+        .links()
+        .iter()
+        .zip(util)
+        .filter(|(l, _)| l.alive)
+        .map(|(l, u)| {
+            let name = |n: NodeId| if n.0 < machine.die_count() { machine.die_label(crate::machine::DieId(n.0)) } else { "sw".into() };
+            (format!("{}>{}", name(l.from), name(l.to)), *u)
+        })
+        .collect();
+    let bar = 10.0;
+    let (w, h) = (2.0 * MARGIN + 400.0, 2.0 * MARGIN + bar * links.len() as f64 + 40.0);
+    let mut o = String::new();
+    header(&mut o, w, h, title);
+    for (i, (name, u)) in links.iter().enumerate() {
+        let y = MARGIN + bar * i as f64;
+        let _ = writeln!(o, r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {:.1}%</title></rect>"#, MARGIN + 100.0, 300.0 * u.clamp(0.0, 1.0), bar - 2.0, colour(*u), escape(name), 100.0 * u);
+        if links.len() <= 80 {
+            let _ = writeln!(o, r#"<text x="{MARGIN:.1}" y="{:.1}" font-size="8">{}</text>"#, y + 7.0, escape(name));
+        }
+    }
+    let max = util.iter().copied().fold(0.0, f64::max);
+    legend(&mut o, MARGIN, h - 40.0, max);
+    o.push_str("</svg>\n");
+    o
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

@@ -1,0 +1,245 @@
+//! What a run measured, for people (`text`), programs (JSON, keys
+//! documented in docs/RUNTIME.md), timelines (`chrome`: a Chrome trace) and
+//! pictures (`heatmap`: link utilisation over the mesh, as SVG).
+
+pub mod chrome;
+pub mod heatmap;
+pub mod text;
+
+use crate::machine::Machine;
+use crate::schedule::Schedule;
+use crate::sim::engine::{Breakdown, StepResult};
+use serde::Serialize;
+
+/// Version of the JSON report layout.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Latency per step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50_s: f64,
+    pub p99_s: f64,
+    pub mean_s: f64,
+}
+
+/// Bytes moved between dies, per step (mean over steps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TrafficReport {
+    pub bytes: f64,
+    /// Bytes times links crossed.
+    pub byte_hops: f64,
+}
+
+/// Directional link utilisation over the whole run: bytes carried over
+/// bandwidth times run time, per alive link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LinkReport {
+    pub max_util: f64,
+    pub mean_util: f64,
+}
+
+/// Compute-unit busy time per die per step (alive dies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct DieReport {
+    pub busy_max_s: f64,
+    pub busy_mean_s: f64,
+    /// busy_max / busy_mean: 1 is perfect balance.
+    pub imbalance: f64,
+}
+
+/// The numeric check: distributed execution against the dense reference.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct NumericReport {
+    pub max_abs_error: f64,
+    pub max_rel_error: f64,
+    /// The hidden width the numerics ran at.
+    pub width: u64,
+    /// True when numerics ran smaller than the model (timing is always full size).
+    pub reduced: bool,
+    /// What was reduced, in words.
+    pub note: String,
+}
+
+/// One step's figures, for time series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepSummary {
+    pub step: u64,
+    pub latency_s: f64,
+    pub imbalance: f64,
+}
+
+/// The report of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunReport {
+    pub version: u32,
+    pub plan: String,
+    pub model: String,
+    pub machine: String,
+    pub workload: String,
+    pub steps: u64,
+    pub tokens_per_step: u64,
+    pub latency: Latency,
+    /// Mean over steps of where the critical die's time went.
+    pub breakdown: Breakdown,
+    pub traffic: TrafficReport,
+    pub links: LinkReport,
+    pub dies: DieReport,
+    /// Tokens per second per alive die.
+    pub tokens_per_s_per_die: f64,
+    /// `None` when the run skipped numerics (`--no-numerics`).
+    pub numeric_check: Option<NumericReport>,
+    pub per_step: Vec<StepSummary>,
+    /// Per directional link (LinkId order): utilisation over the run.
+    #[serde(skip)]
+    pub link_util: Vec<f64>,
+}
+
+/// Collects step results into a report.
+pub struct ReportBuilder<'a> {
+    schedule: &'a Schedule,
+    machine: &'a Machine,
+    latencies: Vec<f64>,
+    breakdown: Breakdown,
+    bytes: f64,
+    byte_hops: f64,
+    link_bytes: Vec<f64>,
+    die_busy: Vec<f64>,
+    per_step: Vec<StepSummary>,
+}
+
+impl<'a> ReportBuilder<'a> {
+    /// An empty report for `schedule` on `machine`.
+    pub fn new(schedule: &'a Schedule, machine: &'a Machine) -> ReportBuilder<'a> {
+        ReportBuilder {
+            schedule,
+            machine,
+            latencies: Vec::new(),
+            breakdown: Breakdown::default(),
+            bytes: 0.0,
+            byte_hops: 0.0,
+            link_bytes: vec![0.0; machine.links().len()],
+            die_busy: vec![0.0; machine.die_count() as usize],
+            per_step: Vec::new(),
+        }
+    }
+
+    /// Adds one step.
+    pub fn add(&mut self, step: u64, r: &StepResult) {
+        self.latencies.push(r.latency_s);
+        let b = &mut self.breakdown;
+        b.attention_s += r.breakdown.attention_s;
+        b.allreduce_s += r.breakdown.allreduce_s;
+        b.dispatch_s += r.breakdown.dispatch_s;
+        b.expert_s += r.breakdown.expert_s;
+        b.combine_s += r.breakdown.combine_s;
+        b.migration_s += r.breakdown.migration_s;
+        b.other_s += r.breakdown.other_s;
+        self.bytes += r.traffic.bytes as f64;
+        self.byte_hops += r.traffic.byte_hops as f64;
+        for (acc, x) in self.link_bytes.iter_mut().zip(&r.link_bytes) {
+            *acc += x;
+        }
+        for (acc, x) in self.die_busy.iter_mut().zip(&r.die_busy_s) {
+            *acc += x;
+        }
+        let alive = self.alive_busy(&r.die_busy_s);
+        self.per_step.push(StepSummary { step, latency_s: r.latency_s, imbalance: imbalance(&alive) });
+    }
+
+    fn alive_busy(&self, busy: &[f64]) -> Vec<f64> {
+        self.machine.alive_dies().iter().map(|d| busy.get(d.0 as usize).copied().unwrap_or(0.0)).collect()
+    }
+
+    /// The finished report.
+    pub fn finish(self, numeric_check: Option<NumericReport>) -> RunReport {
+        let steps = self.latencies.len().max(1) as f64;
+        let total_time: f64 = self.latencies.iter().sum();
+        let link_util: Vec<f64> = self
+            .machine
+            .links()
+            .iter()
+            .zip(&self.link_bytes)
+            .map(|(l, &b)| if l.alive && total_time > 0.0 { b / (l.spec.bandwidth.0 * total_time) } else { 0.0 })
+            .collect();
+        let alive_utils: Vec<f64> = self.machine.links().iter().zip(&link_util).filter(|(l, _)| l.alive).map(|(_, u)| *u).collect();
+        let busy: Vec<f64> = self.alive_busy(&self.die_busy).iter().map(|b| b / steps).collect();
+        let busy_max = busy.iter().copied().fold(0.0, f64::max);
+        let busy_mean = mean(&busy);
+        let tokens = self.schedule.workload.tokens_per_step();
+        let alive = self.machine.alive_dies().len().max(1) as f64;
+        let scale = |x: f64| x / steps;
+        let b = self.breakdown;
+        RunReport {
+            version: REPORT_VERSION,
+            plan: self.schedule.plan.clone(),
+            model: self.schedule.model.name.clone(),
+            machine: self.schedule.machine.name.clone(),
+            workload: self.schedule.workload.name.clone(),
+            steps: self.latencies.len() as u64,
+            tokens_per_step: tokens,
+            latency: Latency { p50_s: percentile(&self.latencies, 0.50), p99_s: percentile(&self.latencies, 0.99), mean_s: mean(&self.latencies) },
+            breakdown: Breakdown {
+                attention_s: scale(b.attention_s),
+                allreduce_s: scale(b.allreduce_s),
+                dispatch_s: scale(b.dispatch_s),
+                expert_s: scale(b.expert_s),
+                combine_s: scale(b.combine_s),
+                migration_s: scale(b.migration_s),
+                other_s: scale(b.other_s),
+            },
+            traffic: TrafficReport { bytes: scale(self.bytes), byte_hops: scale(self.byte_hops) },
+            links: LinkReport { max_util: alive_utils.iter().copied().fold(0.0, f64::max), mean_util: mean(&alive_utils) },
+            dies: DieReport { busy_max_s: busy_max, busy_mean_s: busy_mean, imbalance: imbalance(&busy) },
+            tokens_per_s_per_die: if total_time > 0.0 { tokens as f64 * self.latencies.len() as f64 / total_time / alive } else { 0.0 },
+            numeric_check,
+            per_step: self.per_step,
+            link_util,
+        }
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn imbalance(busy: &[f64]) -> f64 {
+    let m = mean(busy);
+    if m > 0.0 {
+        busy.iter().copied().fold(0.0, f64::max) / m
+    } else {
+        1.0
+    }
+}
+
+/// The `q` quantile by nearest rank (q = 0.5: the median step).
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+impl RunReport {
+    /// The JSON form (stable key order).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&v, 0.5), 50.0);
+        assert_eq!(super::percentile(&v, 0.99), 99.0);
+        assert_eq!(super::percentile(&[3.0], 0.99), 3.0);
+    }
+}

@@ -1,0 +1,54 @@
+//! The report as a table a person reads.
+
+use super::RunReport;
+use crate::units::{Bytes, Seconds};
+use std::fmt::Write;
+
+/// Renders `r` as aligned text.
+pub fn render(r: &RunReport) -> String {
+    let mut o = String::new();
+    let s = |x: f64| Seconds(x).to_string();
+    let _ = writeln!(o, "plan {}: {} on {}, workload {} ({} tokens a step, {} steps)", r.plan, r.model, r.machine, r.workload, r.tokens_per_step, r.steps);
+    let _ = writeln!(o);
+    let rows: Vec<(&str, String)> = vec![
+        ("latency p50", s(r.latency.p50_s)),
+        ("latency p99", s(r.latency.p99_s)),
+        ("latency mean", s(r.latency.mean_s)),
+        ("  attention", s(r.breakdown.attention_s)),
+        ("  all-reduce", s(r.breakdown.allreduce_s)),
+        ("  dispatch", s(r.breakdown.dispatch_s)),
+        ("  expert compute", s(r.breakdown.expert_s)),
+        ("  combine", s(r.breakdown.combine_s)),
+        ("  migration", s(r.breakdown.migration_s)),
+        ("  other compute", s(r.breakdown.other_s)),
+        ("bytes a step", Bytes(r.traffic.bytes as u64).to_string()),
+        ("byte-hops a step", Bytes(r.traffic.byte_hops as u64).to_string()),
+        ("link util max", format!("{:.1}%", 100.0 * r.links.max_util)),
+        ("link util mean", format!("{:.1}%", 100.0 * r.links.mean_util)),
+        ("die busy max", s(r.dies.busy_max_s)),
+        ("die busy mean", s(r.dies.busy_mean_s)),
+        ("die imbalance", format!("{:.3}", r.dies.imbalance)),
+        ("tokens/s per die", format!("{:.1}", r.tokens_per_s_per_die)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(o, "  {k:<18} {v:>14}");
+    }
+    let _ = writeln!(o, "  (breakdown: time the critical die spent in each phase, mean over steps; phases may overlap)");
+    match &r.numeric_check {
+        Some(n) => {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "numeric check against the dense single-device reference:");
+            let _ = writeln!(o, "  {:<18} {:>14.3e}", "max abs error", n.max_abs_error);
+            let _ = writeln!(o, "  {:<18} {:>14.3e}", "max rel error", n.max_rel_error);
+            let width = if n.reduced { format!("{} (reduced)", n.width) } else { format!("{} (full)", n.width) };
+            let _ = writeln!(o, "  {:<18} {:>14}", "numeric width", width);
+            if !n.note.is_empty() {
+                let _ = writeln!(o, "  {}", n.note);
+            }
+        }
+        None => {
+            let _ = writeln!(o, "\nnumeric check: skipped");
+        }
+    }
+    o
+}

@@ -1,0 +1,128 @@
+//! What each compute instruction costs on a die: FLOPs and memory bytes
+//! from the model's dimensions and the step's real token counts, turned
+//! into time by the die's roofline.
+//!
+//! time = max(FLOPs / peak, bytes / memory bandwidth) + launch overhead.
+//! Bytes count what must stream from memory: the weights touched (an
+//! expert that received no token is not read), the KV cache read by
+//! attention, and the activations in and out.
+
+use crate::machine::DieSpec;
+use crate::model::ModelSpec;
+use crate::units::{Bytes, Flops, Seconds};
+use crate::workload::{Phase, WorkloadSpec};
+
+/// FLOPs and bytes of one kernel launch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    pub flops: Flops,
+    pub bytes: Bytes,
+}
+
+impl Cost {
+    /// Time on `die`; nothing to do costs nothing (no launch).
+    pub fn time(self, die: &DieSpec) -> Seconds {
+        if self.flops.0 <= 0.0 && self.bytes.0 == 0 {
+            return Seconds(0.0);
+        }
+        let compute = self.flops.over(die.compute).0;
+        let memory = self.bytes.over(die.memory_bw).0;
+        Seconds(compute.max(memory) + die.launch_overhead.0)
+    }
+}
+
+/// Costs for one model under one workload.
+pub struct CostModel<'a> {
+    model: &'a ModelSpec,
+    workload: &'a WorkloadSpec,
+}
+
+impl<'a> CostModel<'a> {
+    /// The cost model of `model` serving `workload`.
+    pub fn new(model: &'a ModelSpec, workload: &'a WorkloadSpec) -> CostModel<'a> {
+        CostModel { model, workload }
+    }
+
+    fn act(&self, tokens: u64) -> Bytes {
+        Bytes(tokens * self.model.hidden * self.model.dtype.bytes())
+    }
+
+    /// Embedding lookup of `tokens`: a gather of rows.
+    pub fn embed(&self, tokens: u64) -> Cost {
+        Cost { flops: Flops(0.0), bytes: self.act(tokens) }
+    }
+
+    /// Attention of `tokens` belonging to `sequences` sequences.
+    pub fn attention(&self, tokens: u64, sequences: u64) -> Cost {
+        if tokens == 0 {
+            return Cost::default();
+        }
+        let m = self.model;
+        let (context, kv_read) = match self.workload.phase {
+            // Each new token attends over its sequence's whole cache.
+            Phase::Decode => (self.workload.seq_len, sequences * self.workload.seq_len),
+            // Causal prefill: on average half the prompt; the cache is written once.
+            Phase::Prefill => (self.workload.seq_len / 2, tokens),
+        };
+        let flops = Flops(tokens as f64 * m.attention_flops(context).0);
+        let bytes = m.attention_bytes() + m.kv_bytes_per_token() * kv_read + self.act(tokens) * 2;
+        Cost { flops, bytes }
+    }
+
+    /// The router over `tokens`.
+    pub fn gate(&self, tokens: u64) -> Cost {
+        if tokens == 0 {
+            return Cost::default();
+        }
+        let params = self.model.gate_params();
+        Cost { flops: Flops(2.0 * (tokens * params) as f64), bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens) }
+    }
+
+    /// One grouped launch over a die's experts; `loads` are the tokens each
+    /// local expert received this step.
+    pub fn experts(&self, loads: &[u64]) -> Cost {
+        let tokens: u64 = loads.iter().sum();
+        if tokens == 0 {
+            return Cost::default();
+        }
+        let touched = loads.iter().filter(|&&t| t > 0).count() as u64;
+        let flops = Flops(2.0 * (tokens * self.model.expert_params()) as f64);
+        Cost { flops, bytes: self.model.expert_bytes() * touched + self.act(tokens) * 2 }
+    }
+
+    /// The shared experts over `tokens`.
+    pub fn shared_experts(&self, tokens: u64) -> Cost {
+        if tokens == 0 || self.model.shared_params() == 0 {
+            return Cost::default();
+        }
+        Cost { flops: Flops(2.0 * (tokens * self.model.shared_params()) as f64), bytes: self.model.shared_bytes() + self.act(tokens) * 2 }
+    }
+
+    /// A dense FFN layer over `tokens`.
+    pub fn dense_ffn(&self, tokens: u64) -> Cost {
+        if tokens == 0 {
+            return Cost::default();
+        }
+        Cost { flops: Flops(2.0 * (tokens * self.model.dense_ffn_params()) as f64), bytes: self.model.dense_ffn_bytes() + self.act(tokens) * 2 }
+    }
+
+    /// The weighted sum of `top_k` expert outputs per token (memory-bound).
+    pub fn combine(&self, tokens: u64) -> Cost {
+        let k = self.model.moe.as_ref().map_or(1, |m| m.top_k);
+        Cost { flops: Flops(2.0 * (tokens * k * self.model.hidden) as f64), bytes: self.act(tokens * (k + 1)) }
+    }
+
+    /// The output head over `tokens`.
+    pub fn lm_head(&self, tokens: u64) -> Cost {
+        if tokens == 0 {
+            return Cost::default();
+        }
+        let params = self.model.vocab * self.model.hidden;
+        Cost { flops: Flops(2.0 * (tokens * params) as f64), bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens) }
+    }
+
+    /// Bytes of one token's hidden state on the wire.
+    pub fn token_bytes(&self) -> u64 {
+        self.model.hidden * self.model.dtype.bytes()
+    }
+}

@@ -1,0 +1,301 @@
+//! The event engine: runs every die's program for one step on the machine
+//! model and says when each instruction started and ended.
+//!
+//! Dies issue instructions in program order once their dependencies are
+//! complete. A compute instruction holds the die's compute unit for its
+//! roofline time; `Dispatch` and `Combine` start their transfers on the
+//! network (flows sharing links by max-min fairness) and let the next
+//! instruction issue, so computation overlaps communication where the
+//! dependencies allow. A `Dispatch` completes on a die once it has issued
+//! its own and every transfer into it has arrived; `Combine` likewise.
+
+use super::cost::{Cost, CostModel};
+use super::network::{Network, Traffic};
+use super::traffic::{step_traffic, StepTraffic};
+use crate::machine::{DieId, Machine};
+use crate::routing::StepRouting;
+use crate::schedule::{Op, Schedule};
+
+/// Where a step's time went, on its critical die (the one that finished last).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Breakdown {
+    pub attention_s: f64,
+    pub allreduce_s: f64,
+    pub dispatch_s: f64,
+    pub expert_s: f64,
+    pub combine_s: f64,
+    pub migration_s: f64,
+    /// Embedding, gates, shared experts, dense FFNs, LM head.
+    pub other_s: f64,
+}
+
+/// One instruction's execution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Span {
+    pub die: DieId,
+    pub op: Op,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// What one simulated step measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepResult {
+    pub latency_s: f64,
+    pub breakdown: Breakdown,
+    /// Per die: seconds its compute unit was busy.
+    pub die_busy_s: Vec<f64>,
+    /// Per directional link (LinkId order): bytes carried and seconds busy.
+    pub link_bytes: Vec<f64>,
+    pub link_busy_s: Vec<f64>,
+    pub traffic: Traffic,
+    /// Tokens the step pushed through the model.
+    pub tokens: u64,
+    /// Every instruction's span (for the Chrome trace).
+    pub spans: Vec<Span>,
+    /// Every transfer, when asked for (`record_flows`): for link timelines.
+    pub flows: Vec<FlowSpan>,
+}
+
+/// One transfer's life, recorded for link timelines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowSpan {
+    pub src: DieId,
+    pub dst: DieId,
+    pub bytes: u64,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+const DISPATCH: u64 = 0;
+const COMBINE: u64 = 1;
+
+fn tag(kind: u64, layer: u32, dst: DieId) -> u64 {
+    (kind << 56) | (u64::from(layer) << 28) | u64::from(dst.0)
+}
+
+fn untag(tag: u64) -> (u64, usize, usize) {
+    (tag >> 56, ((tag >> 28) & 0x0FFF_FFFF) as usize, (tag & 0x0FFF_FFFF) as usize)
+}
+
+/// Per-die execution state.
+struct DieState {
+    pc: usize,
+    done: Vec<bool>,
+    issued_at: Vec<f64>,
+    /// The compute instruction running and when it ends.
+    running: Option<(usize, f64)>,
+}
+
+/// Simulates one step of `schedule` under `routing`; `record_flows` keeps
+/// every transfer's span (costly on big machines: only for traces).
+pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouting, record_flows: bool) -> Result<StepResult, String> {
+    let traffic = step_traffic(schedule, machine, routing);
+    let costs = CostModel::new(&schedule.model, &schedule.workload);
+    let dies = machine.die_count() as usize;
+    let layers = schedule.model.layers as usize;
+    let mut net = Network::new(machine);
+    let mut state: Vec<DieState> = schedule
+        .programs
+        .iter()
+        .map(|p| DieState { pc: 0, done: vec![false; p.instrs.len()], issued_at: vec![0.0; p.instrs.len()], running: None })
+        .collect();
+    // Transfers still to arrive, per (kind, layer, die); and whether the die
+    // issued its own collective for that layer.
+    let mut pending = vec![vec![0u32; layers * dies]; 2];
+    let mut issued = vec![vec![false; layers * dies]; 2];
+    for (l, t) in traffic.layers.iter().enumerate() {
+        if let Some(t) = t {
+            for d in 0..dies {
+                pending[DISPATCH as usize][l * dies + d] = t.dispatch_in[d];
+                pending[COMBINE as usize][l * dies + d] = t.combine_in[d];
+            }
+        }
+    }
+    let mut result = StepResult { die_busy_s: vec![0.0; dies], tokens: routing.tokens as u64, ..Default::default() };
+    let mut now = 0.0f64;
+    let mut finished = Vec::new();
+    // Flow id -> (src, dst, bytes, start), while recording.
+    let mut open_flows: std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)> = std::collections::BTreeMap::new();
+    loop {
+        // Issue everything that can issue now.
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for d in 0..dies {
+                while issue(schedule, &traffic, &costs, machine, d, now, &mut state[d], &mut net, &mut pending, &mut issued, &mut result, record_flows.then_some(&mut open_flows))? {
+                    progress = true;
+                }
+            }
+        }
+        let compute_next = state.iter().filter_map(|s| s.running.map(|(_, end)| end)).fold(f64::INFINITY, f64::min);
+        let net_next = net.next_event().unwrap_or(f64::INFINITY);
+        let next = compute_next.min(net_next);
+        if !next.is_finite() {
+            break;
+        }
+        now = next.max(now);
+        finished.clear();
+        net.advance_into(now, &mut finished);
+        for &(id, t, end) in &finished {
+            if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
+                result.flows.push(FlowSpan { src, dst, bytes, start_s, end_s: end });
+            }
+            let (kind, layer, dst) = untag(t);
+            let k = layer * dies + dst;
+            pending[kind as usize][k] = pending[kind as usize][k].saturating_sub(1);
+        }
+        for (d, s) in state.iter_mut().enumerate() {
+            if let Some((i, end)) = s.running {
+                if end <= now {
+                    s.done[i] = true;
+                    s.running = None;
+                    record(&mut result, schedule, d, i, s.issued_at[i], end);
+                }
+            }
+        }
+        // Collectives complete once issued and every transfer has arrived.
+        for (d, s) in state.iter_mut().enumerate() {
+            for (i, instr) in schedule.programs[d].instrs.iter().enumerate().take(s.pc) {
+                if s.done[i] {
+                    continue;
+                }
+                if let Some((kind, layer)) = collective(&instr.op) {
+                    if pending[kind as usize][layer * dies + d] == 0 {
+                        s.done[i] = true;
+                        record(&mut result, schedule, d, i, s.issued_at[i], now);
+                    }
+                }
+            }
+        }
+    }
+    if let Some((d, s)) = state.iter().enumerate().find(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x)) {
+        return Err(format!("die {} stalled at instruction {} of {}: the schedule deadlocks", d, s.pc, schedule.programs[d].instrs.len()));
+    }
+    result.latency_s = result.spans.iter().map(|s| s.end_s).fold(0.0, f64::max);
+    result.breakdown = critical_breakdown(&result);
+    result.link_bytes = net.link_stats().iter().map(|l| l.bytes).collect();
+    result.link_busy_s = net.link_stats().iter().map(|l| l.busy_s).collect();
+    result.traffic = net.traffic();
+    Ok(result)
+}
+
+fn collective(op: &Op) -> Option<(u64, usize)> {
+    match *op {
+        Op::Dispatch { layer } => Some((DISPATCH, layer as usize)),
+        Op::Combine { layer } => Some((COMBINE, layer as usize)),
+        _ => None,
+    }
+}
+
+/// Tries to issue die `d`'s next instruction; true if it did.
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    schedule: &Schedule,
+    traffic: &StepTraffic,
+    costs: &CostModel,
+    machine: &Machine,
+    d: usize,
+    now: f64,
+    s: &mut DieState,
+    net: &mut Network,
+    pending: &mut [Vec<u32>],
+    issued: &mut [Vec<bool>],
+    result: &mut StepResult,
+    mut open_flows: Option<&mut std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>>,
+) -> Result<bool, String> {
+    let program = &schedule.programs[d];
+    let Some(instr) = program.instrs.get(s.pc) else { return Ok(false) };
+    if !instr.deps.iter().all(|dep| s.done.get(dep.0 as usize).copied().unwrap_or(false)) {
+        return Ok(false);
+    }
+    let dies = machine.die_count() as usize;
+    let i = s.pc;
+    if instr.op.is_compute() {
+        if s.running.is_some() {
+            return Ok(false);
+        }
+        let cost = compute_cost(&instr.op, traffic, costs, d);
+        let t = cost.time(&schedule.machine.die).0;
+        s.issued_at[i] = now;
+        result.die_busy_s[d] += t;
+        if t <= 0.0 {
+            s.done[i] = true;
+            record(result, schedule, d, i, now, now);
+        } else {
+            s.running = Some((i, now + t));
+        }
+    } else {
+        s.issued_at[i] = now;
+        match instr.op {
+            Op::Dispatch { layer } | Op::Combine { layer } => {
+                let combine = matches!(instr.op, Op::Combine { .. });
+                let kind = if combine { COMBINE } else { DISPATCH };
+                if let Some(t) = traffic.layers.get(layer as usize).and_then(Option::as_ref) {
+                    for &(src, dst, bytes) in &t.dispatch {
+                        // Dispatch goes home -> expert die; combine comes back.
+                        let (from, to) = if combine { (dst, src) } else { (src, dst) };
+                        if from.0 as usize == d {
+                            let id = net.start(now, from, to, bytes, tag(kind, layer, to)).map_err(|e| e.to_string())?;
+                            if let Some(open) = open_flows.as_deref_mut() {
+                                open.insert(id.0, (from, to, bytes, now));
+                            }
+                        }
+                    }
+                }
+                issued[kind as usize][layer as usize * dies + d] = true;
+                if pending[kind as usize][layer as usize * dies + d] == 0 {
+                    s.done[i] = true;
+                    record(result, schedule, d, i, now, now);
+                }
+            }
+            // Point-to-point transfers arrive with a later lowering (TP all-reduce rings).
+            Op::Send { .. } | Op::Recv { .. } => {
+                return Err("this runtime does not execute Send/Recv yet".into());
+            }
+            _ => {}
+        }
+    }
+    s.pc += 1;
+    Ok(true)
+}
+
+fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> Cost {
+    let tokens = traffic.home_tokens[d];
+    let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
+    match *op {
+        Op::Embed => costs.embed(tokens),
+        Op::Attention { .. } => costs.attention(tokens, traffic.home_sequences[d]),
+        Op::Gate { .. } => costs.gate(tokens),
+        Op::Experts { layer: l } => layer(l).map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
+        Op::SharedExperts { .. } => costs.shared_experts(tokens),
+        Op::DenseFfn { .. } => costs.dense_ffn(tokens),
+        Op::LmHead => costs.lm_head(tokens),
+        _ => Cost::default(),
+    }
+}
+
+fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, start: f64, end: f64) {
+    let op = schedule.programs[d].instrs[i].op.clone();
+    result.spans.push(Span { die: DieId(d as u32), op, start_s: start, end_s: end });
+}
+
+/// The time the critical die spent in each phase.
+fn critical_breakdown(result: &StepResult) -> Breakdown {
+    let Some(critical) = result.spans.iter().max_by(|a, b| a.end_s.total_cmp(&b.end_s).then(b.die.cmp(&a.die))).map(|s| s.die) else {
+        return Breakdown::default();
+    };
+    let mut b = Breakdown::default();
+    for s in result.spans.iter().filter(|s| s.die == critical) {
+        let t = s.end_s - s.start_s;
+        match s.op {
+            Op::Attention { .. } => b.attention_s += t,
+            Op::Dispatch { .. } => b.dispatch_s += t,
+            Op::Experts { .. } => b.expert_s += t,
+            Op::Combine { .. } => b.combine_s += t,
+            Op::Send { .. } | Op::Recv { .. } => b.allreduce_s += t,
+            _ => b.other_s += t,
+        }
+    }
+    b
+}

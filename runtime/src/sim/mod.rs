@@ -1,0 +1,9 @@
+//! The simulator: the network of flows sharing links, the cost of each
+//! compute instruction, a step's traffic from its routing, and the event
+//! engine that runs a schedule's programs on the machine model.
+
+pub mod cost;
+pub mod engine;
+pub mod netbench;
+pub mod network;
+pub mod traffic;

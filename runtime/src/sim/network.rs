@@ -1,0 +1,842 @@
+//! The network: transfers between dies as flows that share the machine's
+//! links by max-min fairness.
+//!
+//! This file owns the flow-level model of the interconnect. A flow is one
+//! transfer of some bytes from a source die to a destination die along the
+//! machine's route between them. Its life has two phases:
+//!
+//! 1. **head**: the first byte crosses the route's hops, taking the sum of
+//!    their latencies (cut-through: no hop waits for the whole message). The
+//!    flow takes no bandwidth yet.
+//! 2. **transmission**: the bytes stream at the flow's fair rate; the flow
+//!    completes when its last byte has been sent, so a flow alone on its
+//!    route finishes at `start + route latency + bytes / bottleneck bandwidth`.
+//!
+//! Rates are max-min fair over the directional links of the transmitting
+//! flows' routes (progressive filling): the link whose capacity split among
+//! its unfrozen flows is smallest freezes those flows at that share, its
+//! capacity is taken from every other link they cross, and so on until every
+//! flow has a rate. Rates change only when the set of transmitting flows
+//! changes, so they are recomputed once per instant at which flows start
+//! transmitting or finish, however many do.
+//!
+//! There are no queues or packets: contention shows up as lower rates, not
+//! as waiting in a buffer, and a link's capacity is always fully usable by
+//! the flows crossing it.
+
+use crate::machine::{DieId, Machine, RouteError};
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+
+/// A flow counts as finished once fewer than this fraction of its bytes
+/// remain, so rounding in the drain never leaves a flow a sliver short.
+const DONE_FRACTION: f64 = 1e-6;
+
+/// ... or once fewer than this many bytes remain.
+const DONE_BYTES: f64 = 1e-3;
+
+/// One transfer's identity, in the order transfers were started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct FlowId(pub u64);
+
+/// What one directional link has carried so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct LinkStats {
+    /// Bytes that crossed the link (fractional while flows are mid-transfer).
+    pub bytes: f64,
+    /// Seconds during which at least one flow was transmitting over the link.
+    pub busy_s: f64,
+}
+
+/// The volume of every flow started so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    /// Bytes of all flows, including those between a die and itself.
+    pub bytes: u64,
+    /// Bytes times links crossed, summed over flows (saturating).
+    pub byte_hops: u64,
+}
+
+/// Where a cached route's links sit in `Network::route_links`, and how long
+/// its head takes to cross them.
+#[derive(Clone, Copy, Debug)]
+struct RouteSlot {
+    /// First link's position in `route_links`.
+    offset: usize,
+    /// Links on the route.
+    len: usize,
+    /// Sum of the per-hop latencies, seconds.
+    latency: f64,
+}
+
+impl RouteSlot {
+    /// The route's links as indices into the machine's link table.
+    fn links<'a>(&self, route_links: &'a [u32]) -> &'a [u32] {
+        &route_links[self.offset..self.offset + self.len]
+    }
+}
+
+/// A flow that has been started and not yet reported finished.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    id: FlowId,
+    /// The caller's label, handed back on completion.
+    tag: u64,
+    /// Bytes to send.
+    size: f64,
+    /// Bytes not yet sent, as of the network's clock.
+    remaining: f64,
+    /// Bytes per second while transmitting; 0 until the first recompute.
+    rate: f64,
+    /// When the last byte leaves at the current rate.
+    finish_at: f64,
+    route: RouteSlot,
+}
+
+impl Flow {
+    /// Whether so little is left that the flow counts as done.
+    fn drained(&self) -> bool {
+        self.remaining <= (self.size * DONE_FRACTION).max(DONE_BYTES)
+    }
+}
+
+/// A flow whose head is still crossing its route, ordered so the
+/// `BinaryHeap` pops the earliest start first (ties: lower id first).
+#[derive(Clone, Copy, Debug)]
+struct Heading {
+    /// When the head arrives and bytes start to stream.
+    transmit_at: f64,
+    flow: Flow,
+}
+
+impl PartialEq for Heading {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Heading {}
+
+impl PartialOrd for Heading {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Heading {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest.
+        other
+            .transmit_at
+            .total_cmp(&self.transmit_at)
+            .then_with(|| other.flow.id.cmp(&self.flow.id))
+    }
+}
+
+/// Buffers the max-min computation reuses, indexed by link, so a recompute
+/// allocates nothing once they have grown.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Links with at least one transmitting flow, ascending id.
+    active: Vec<u32>,
+    /// Active links still holding unfrozen flows during progressive filling.
+    open: Vec<u32>,
+    /// Per link: transmitting flows crossing it.
+    count: Vec<u32>,
+    /// Per link: where its flows start in `members`.
+    first: Vec<usize>,
+    /// Per link: the next free slot in `members` while filling it.
+    fill: Vec<usize>,
+    /// Per link: flows not yet given a rate.
+    unfrozen: Vec<u32>,
+    /// Per link: capacity not yet handed out, bytes per second.
+    capacity: Vec<f64>,
+    /// Per link: sum of the rates of the flows crossing it.
+    load: Vec<f64>,
+    /// Flows (positions in `Network::flows`) grouped by link.
+    members: Vec<u32>,
+    /// Per flow: whether it has its rate.
+    frozen: Vec<bool>,
+}
+
+/// The flows in flight on a machine, advanced through time by the caller.
+///
+/// Typical use: `start` transfers, then repeatedly `advance(next_event())`
+/// and react to the finished flows it returns, until `next_event` is `None`.
+#[derive(Debug)]
+pub struct Network<'m> {
+    machine: &'m Machine,
+    /// The clock, seconds.
+    now: f64,
+    next_id: u64,
+    /// Per link: bandwidth in bytes per second (dead links are never routed over).
+    bandwidth: Vec<f64>,
+    /// Routes already asked of the machine. Only looked up, never iterated,
+    /// so its order cannot reach any result.
+    routes: HashMap<(DieId, DieId), RouteSlot>,
+    /// Every cached route's links, back to back.
+    route_links: Vec<u32>,
+    /// Flows whose head is still crossing the route.
+    heading: BinaryHeap<Heading>,
+    /// Flows transmitting, in the order they began to.
+    flows: Vec<Flow>,
+    /// Whether `flows` changed since the rates were computed.
+    dirty: bool,
+    /// Earliest `finish_at` over `flows`, infinite when there are none.
+    next_finish: f64,
+    /// Finished flows not yet handed back by `advance`.
+    finished: Vec<(FlowId, u64, f64)>,
+    stats: Vec<LinkStats>,
+    traffic: Traffic,
+    scratch: Scratch,
+}
+
+impl<'m> Network<'m> {
+    /// An idle network at time 0 on `machine`.
+    pub fn new(machine: &'m Machine) -> Network<'m> {
+        let links = machine.links().len();
+        Network {
+            machine,
+            now: 0.0,
+            next_id: 0,
+            bandwidth: machine.links().iter().map(|l| l.spec.bandwidth.0).collect(),
+            routes: HashMap::new(),
+            route_links: Vec::new(),
+            heading: BinaryHeap::new(),
+            flows: Vec::new(),
+            dirty: false,
+            next_finish: f64::INFINITY,
+            finished: Vec::new(),
+            stats: vec![LinkStats::default(); links],
+            traffic: Traffic::default(),
+            scratch: Scratch {
+                count: vec![0; links],
+                first: vec![0; links],
+                fill: vec![0; links],
+                unfrozen: vec![0; links],
+                capacity: vec![0.0; links],
+                load: vec![0.0; links],
+                ..Scratch::default()
+            },
+        }
+    }
+
+    /// The machine the flows run on.
+    pub fn machine(&self) -> &'m Machine {
+        self.machine
+    }
+
+    /// Starts a transfer of `bytes` from `src` to `dst` at time `now`
+    /// (seconds) along `machine.route(src, dst)`; `tag` is handed back when
+    /// it finishes.
+    ///
+    /// A `now` past the clock first advances the network to it (flows that
+    /// finish meanwhile are kept for the next `advance`); a `now` before the
+    /// clock, or NaN, means the clock's time, since nothing starts in the
+    /// past. A transfer from a die to itself, or of 0 bytes, completes at
+    /// `now` and is still reported by the next `advance`.
+    pub fn start(&mut self, now: f64, src: DieId, dst: DieId, bytes: u64, tag: u64) -> Result<FlowId, RouteError> {
+        if now > self.now {
+            self.run_to(now);
+        }
+        let route = self.route(src, dst)?;
+        let id = FlowId(self.next_id);
+        self.next_id += 1;
+        self.traffic.bytes = self.traffic.bytes.saturating_add(bytes);
+        let hops = u64::try_from(route.len).unwrap_or(u64::MAX);
+        self.traffic.byte_hops = self.traffic.byte_hops.saturating_add(bytes.saturating_mul(hops));
+        if bytes == 0 || route.len == 0 {
+            self.finished.push((id, tag, self.now));
+            return Ok(id);
+        }
+        let size = bytes as f64;
+        self.heading.push(Heading {
+            transmit_at: self.now + route.latency,
+            flow: Flow {
+                id,
+                tag,
+                size,
+                remaining: size,
+                rate: 0.0,
+                finish_at: f64::INFINITY,
+                route,
+            },
+        });
+        Ok(id)
+    }
+
+    /// The earliest time anything changes: a flow's head arriving so it
+    /// starts transmitting, or a flow finishing; the current time when
+    /// finished flows wait to be reported. `None` when idle.
+    pub fn next_event(&self) -> Option<f64> {
+        if !self.finished.is_empty() {
+            return Some(self.now);
+        }
+        let mut next = f64::INFINITY;
+        if let Some(h) = self.heading.peek() {
+            next = h.transmit_at.max(self.now);
+        }
+        if !self.flows.is_empty() {
+            // Outside `run_to` the rates are always current, so `next_finish` is too.
+            next = next.min(self.next_finish.max(self.now));
+        }
+        next.is_finite().then_some(next)
+    }
+
+    /// Moves the clock to `t`, draining bytes at the current rates and
+    /// handling every start and finish on the way in time order, and returns
+    /// the flows finished since the last call as (flow, tag, finish time),
+    /// sorted by (time, flow).
+    ///
+    /// `t` is normally `next_event()`, but any later time works: the events
+    /// before it are handled in order. A `t` before the clock, or NaN, leaves
+    /// the clock where it is; an infinite `t` runs until idle and leaves the
+    /// clock at the last event.
+    pub fn advance(&mut self, t: f64) -> Vec<(FlowId, u64, f64)> {
+        let mut out = Vec::new();
+        self.advance_into(t, &mut out);
+        out
+    }
+
+    /// `advance`, appending to `out` (cleared first) so a caller's buffer is
+    /// reused instead of a new vector per event.
+    pub fn advance_into(&mut self, t: f64, out: &mut Vec<(FlowId, u64, f64)>) {
+        self.run_to(t);
+        out.clear();
+        out.append(&mut self.finished);
+        out.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+    }
+
+    /// The clock, seconds.
+    pub fn now(&self) -> f64 {
+        self.now
+    }
+
+    /// Flows started and not yet finished (heading or transmitting).
+    pub fn active(&self) -> usize {
+        self.heading.len() + self.flows.len()
+    }
+
+    /// The current rate of a transmitting flow in bytes per second; `None`
+    /// when the flow is not transmitting (its head is still on the way, or
+    /// it has finished). Linear in the flows transmitting: for inspection,
+    /// not for inner loops.
+    pub fn rate(&self, flow: FlowId) -> Option<f64> {
+        self.flows.iter().find(|f| f.id == flow).map(|f| f.rate)
+    }
+
+    /// Per link (index = `LinkId.0`): bytes carried so far and seconds with
+    /// at least one flow transmitting over it.
+    pub fn link_stats(&self) -> &[LinkStats] {
+        &self.stats
+    }
+
+    /// Total bytes and byte-hops (bytes x links traversed) of all flows
+    /// started.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// The route from `src` to `dst`, asked of the machine once per pair.
+    fn route(&mut self, src: DieId, dst: DieId) -> Result<RouteSlot, RouteError> {
+        if let Some(&slot) = self.routes.get(&(src, dst)) {
+            return Ok(slot);
+        }
+        let route = self.machine.route(src, dst)?;
+        let offset = self.route_links.len();
+        let mut latency = 0.0;
+        for &link in &route.links {
+            self.route_links.push(link.0);
+            latency += self.machine.link(link).spec.latency.0;
+        }
+        let slot = RouteSlot {
+            offset,
+            len: route.links.len(),
+            latency,
+        };
+        self.routes.insert((src, dst), slot);
+        Ok(slot)
+    }
+
+    /// Handles every event up to `t` in time order and leaves the clock at
+    /// `t` (see `advance` for odd values of `t`), with the rates current.
+    fn run_to(&mut self, t: f64) {
+        // NaN and the past both mean "now".
+        let t = if t > self.now { t } else { self.now };
+        loop {
+            // Everything due at this instant is one batch: one recompute.
+            self.settle();
+            if self.dirty {
+                self.recompute();
+            }
+            if self.now >= t {
+                break;
+            }
+            let mut next = self.next_finish;
+            if let Some(h) = self.heading.peek() {
+                next = next.min(h.transmit_at);
+            }
+            if !next.is_finite() && !t.is_finite() {
+                // Idle and asked to run forever: stop at the last event.
+                break;
+            }
+            // Each pass either reaches `t` or an event that `settle` then
+            // handles (a finish removes a flow, a start moves one), so the
+            // loop ends.
+            self.drain_to(next.min(t).max(self.now));
+        }
+    }
+
+    /// Finishes the flows done at the current time and starts the ones
+    /// whose head has arrived, marking the rates stale if either happened.
+    fn settle(&mut self) {
+        let now = self.now;
+        let Network {
+            flows,
+            stats,
+            route_links,
+            finished,
+            dirty,
+            heading,
+            ..
+        } = self;
+        flows.retain(|f| {
+            let done = f.finish_at <= now || f.drained();
+            if done {
+                // Hand the links the rounding left over, so each ends up
+                // having carried exactly the flow's bytes.
+                for &l in f.route.links(route_links) {
+                    stats[l as usize].bytes += f.remaining;
+                }
+                finished.push((f.id, f.tag, now));
+                *dirty = true;
+            }
+            !done
+        });
+        while let Some(h) = heading.peek() {
+            if h.transmit_at > now {
+                break;
+            }
+            if let Some(h) = heading.pop() {
+                flows.push(h.flow);
+                *dirty = true;
+            }
+        }
+    }
+
+    /// Moves the clock forward to `t` at the current rates.
+    fn drain_to(&mut self, t: f64) {
+        let dt = t - self.now;
+        if dt > 0.0 {
+            for f in &mut self.flows {
+                f.remaining -= f.rate * dt;
+            }
+            for &l in &self.scratch.active {
+                let s = &mut self.stats[l as usize];
+                s.bytes += self.scratch.load[l as usize] * dt;
+                s.busy_s += dt;
+            }
+        }
+        self.now = t;
+    }
+
+    /// Max-min fair rates for the transmitting flows by progressive filling,
+    /// and when each will finish at them.
+    fn recompute(&mut self) {
+        self.dirty = false;
+        let Network {
+            flows,
+            route_links,
+            bandwidth,
+            scratch: s,
+            now,
+            next_finish,
+            ..
+        } = self;
+
+        // Group the flows by link (a counting sort), touching only the links
+        // in use so the cost follows the traffic, not the machine's size.
+        for &l in &s.active {
+            s.count[l as usize] = 0;
+        }
+        s.active.clear();
+        for f in flows.iter() {
+            for &l in f.route.links(route_links) {
+                let c = &mut s.count[l as usize];
+                if *c == 0 {
+                    s.active.push(l);
+                }
+                *c += 1;
+            }
+        }
+        // Ascending ids, so equal shares resolve to the lowest link.
+        s.active.sort_unstable();
+        let mut total = 0;
+        for &l in &s.active {
+            let l = l as usize;
+            s.first[l] = total;
+            s.fill[l] = total;
+            total += s.count[l] as usize;
+            s.unfrozen[l] = s.count[l];
+            s.capacity[l] = bandwidth[l];
+            s.load[l] = 0.0;
+        }
+        s.members.clear();
+        s.members.resize(total, 0);
+        for (k, f) in flows.iter().enumerate() {
+            for &l in f.route.links(route_links) {
+                let l = l as usize;
+                // Flow positions fit u32: each flow is a few machine words.
+                s.members[s.fill[l]] = k as u32;
+                s.fill[l] += 1;
+            }
+        }
+        s.frozen.clear();
+        s.frozen.resize(flows.len(), false);
+        s.open.clear();
+        s.open.extend_from_slice(&s.active);
+
+        // In exact arithmetic each bottleneck's share is at least the one
+        // before; holding to that keeps rounding from ever giving a flow a
+        // smaller (or negative) rate than an earlier one.
+        let mut level = 0.0f64;
+        while let Some(&head) = s.open.first() {
+            let share = |l: usize| s.capacity[l].max(0.0) / f64::from(s.unfrozen[l]);
+            let mut bottleneck = head as usize;
+            let mut least = share(bottleneck);
+            for &l in &s.open[1..] {
+                let here = share(l as usize);
+                if here < least {
+                    least = here;
+                    bottleneck = l as usize;
+                }
+            }
+            level = level.max(least);
+            let members = s.first[bottleneck]..s.first[bottleneck] + s.count[bottleneck] as usize;
+            for m in members {
+                let k = s.members[m] as usize;
+                if s.frozen[k] {
+                    continue;
+                }
+                s.frozen[k] = true;
+                let f = &mut flows[k];
+                f.rate = level;
+                for &l in f.route.links(route_links) {
+                    let l = l as usize;
+                    s.capacity[l] -= level;
+                    s.unfrozen[l] -= 1;
+                    s.load[l] += level;
+                }
+            }
+            let unfrozen = &s.unfrozen;
+            s.open.retain(|&l| unfrozen[l as usize] > 0);
+        }
+
+        *next_finish = f64::INFINITY;
+        for f in flows.iter_mut() {
+            // Every flow crosses a link, so it was frozen at a level > 0.
+            f.finish_at = *now + f.remaining.max(0.0) / f.rate;
+            *next_finish = next_finish.min(f.finish_at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::tests::{mesh, spec};
+    use crate::machine::{Coord, LinkSpec, MachineSpec, Topology};
+    use crate::units::{BytesPerSec, Seconds};
+
+    const W: f64 = 1e12;
+    const L: f64 = 5e-9;
+
+    fn build(s: MachineSpec) -> Machine {
+        Machine::build(s).expect("valid machine")
+    }
+
+    fn die(m: &Machine, x: u32, y: u32) -> DieId {
+        m.die_at(Coord::new(x, y)).expect("on the grid")
+    }
+
+    /// Runs the network until idle, returning every finished flow.
+    fn run(net: &mut Network) -> Vec<(FlowId, u64, f64)> {
+        let mut all = Vec::new();
+        let mut steps = 0;
+        while let Some(t) = net.next_event() {
+            all.extend(net.advance(t));
+            steps += 1;
+            assert!(steps < 1_000_000, "the network never went idle");
+        }
+        all
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1e-18)
+    }
+
+    #[test]
+    fn a_lone_flow_takes_the_route_latency_then_bytes_over_bandwidth() {
+        let m = build(mesh(8, 8));
+        let mut net = Network::new(&m);
+        let (src, dst) = (die(&m, 1, 2), die(&m, 6, 5));
+        let bytes = 1 << 20;
+        let id = net.start(0.0, src, dst, bytes, 42).expect("route");
+        assert_eq!(net.active(), 1);
+        // First the head crosses 8 hops.
+        let head = net.next_event().expect("a flow is heading");
+        assert!(close(head, 8.0 * L), "{head}");
+        let done = run(&mut net);
+        assert_eq!(done.len(), 1);
+        let (fid, tag, t) = done[0];
+        assert_eq!((fid, tag), (id, 42));
+        let expected = 8.0 * L + bytes as f64 / W;
+        assert!(close(t, expected), "{t} vs {expected}");
+        assert_eq!(net.active(), 0);
+        assert_eq!(net.next_event(), None);
+        // Busy only while transmitting, not while the head crossed.
+        let route = m.route(src, dst).expect("route");
+        for l in &route.links {
+            let s = net.link_stats()[l.index()];
+            assert!(close(s.busy_s, bytes as f64 / W), "{}", s.busy_s);
+        }
+    }
+
+    #[test]
+    fn two_flows_on_one_link_split_it_and_finish_together() {
+        let m = build(mesh(2, 1));
+        let mut net = Network::new(&m);
+        let bytes = 1_000_000u64;
+        let a = net.start(0.0, DieId(0), DieId(1), bytes, 1).expect("route");
+        let b = net.start(0.0, DieId(0), DieId(1), bytes, 2).expect("route");
+        net.advance(L);
+        assert_eq!((net.rate(a), net.rate(b)), (Some(W / 2.0), Some(W / 2.0)));
+        let done = run(&mut net);
+        let expected = L + 2.0 * bytes as f64 / W;
+        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [a, b]);
+        assert!(done.iter().all(|d| close(d.2, expected)), "{done:?}");
+        // The opposite direction is a different link and stays free.
+        let reverse = m.link_between(DieId(1).node(), DieId(0).node()).expect("link");
+        assert_eq!(net.link_stats()[reverse.index()], LinkStats::default());
+    }
+
+    #[test]
+    fn parking_lot_gets_the_max_min_rates() {
+        // Dies 0 1 | 2 3 on two wafers: 0->1 is a mesh link (10 units),
+        // 1->2 crosses the wafer boundary (4 units). Zero latency so every
+        // flow transmits at once.
+        let mut s = spec(Topology::Mesh {
+            width: 2,
+            height: 1,
+            wafers_x: 2,
+            wafers_y: 1,
+        });
+        s.link = LinkSpec {
+            bandwidth: BytesPerSec(10e9),
+            latency: Seconds(0.0),
+        };
+        s.inter_wafer_link = Some(LinkSpec {
+            bandwidth: BytesPerSec(4e9),
+            latency: Seconds(0.0),
+        });
+        let m = build(s);
+        let mut net = Network::new(&m);
+        let a = net.start(0.0, DieId(0), DieId(2), 1 << 30, 0).expect("route");
+        let b = net.start(0.0, DieId(0), DieId(1), 1 << 30, 0).expect("route");
+        let c = net.start(0.0, DieId(1), DieId(2), 1 << 30, 0).expect("route");
+        assert_eq!(net.next_event(), Some(0.0));
+        assert!(net.advance(0.0).is_empty());
+        // The slow link is the bottleneck: A and C split it, B gets the rest
+        // of the fast link.
+        assert_eq!(net.rate(a), Some(2e9));
+        assert_eq!(net.rate(c), Some(2e9));
+        assert_eq!(net.rate(b), Some(8e9));
+        // Three links: 0->1 carries A and B, 1->2 carries A and C.
+        let done = run(&mut net);
+        let l01 = m.link_between(DieId(0).node(), DieId(1).node()).expect("link");
+        let l12 = m.link_between(DieId(1).node(), DieId(2).node()).expect("link");
+        let gib = (1u64 << 30) as f64;
+        for l in [l01, l12] {
+            let carried = net.link_stats()[l.index()].bytes;
+            assert!(close(carried, 2.0 * gib), "{carried}");
+        }
+        // B finishes first at 8e9; then A and C split 4e9 evenly and finish
+        // together.
+        let tb = gib / 8e9;
+        let t_ac = tb + (gib - 2e9 * tb) / 2e9;
+        let times: Vec<(FlowId, f64)> = done.iter().map(|d| (d.0, d.2)).collect();
+        assert_eq!(times[0].0, b);
+        assert!(close(times[0].1, tb));
+        assert_eq!((times[1].0, times[2].0), (a, c));
+        assert!(close(times[1].1, t_ac) && close(times[2].1, t_ac), "{times:?}");
+    }
+
+    #[test]
+    fn a_flow_joining_mid_transfer_slows_the_first_exactly() {
+        let m = build(mesh(2, 1));
+        let mut net = Network::new(&m);
+        let bytes = 1_000_000u64;
+        let b = bytes as f64;
+        let first = net.start(0.0, DieId(0), DieId(1), bytes, 0).expect("route");
+        // The second starts a quarter of the way into the first's transfer.
+        let t1 = L + 0.25 * b / W;
+        assert!(net.advance(t1).is_empty());
+        assert_eq!(net.rate(first), Some(W));
+        let second = net.start(t1, DieId(0), DieId(1), bytes, 0).expect("route");
+        // Its head arrives after L; until then the first still runs alone.
+        assert_eq!(net.next_event(), Some(t1 + L));
+        let done = run(&mut net);
+        // Alone until t1 + L, then half rate until it is done, then the
+        // second alone.
+        let sent_alone = W * (t1 + L - L);
+        let t_first = t1 + L + (b - sent_alone) / (W / 2.0);
+        let t_second = t_first + (b - (t_first - t1 - L) * W / 2.0) / W;
+        assert_eq!((done[0].0, done[1].0), (first, second));
+        assert!(close(done[0].2, t_first), "{} vs {t_first}", done[0].2);
+        assert!(close(done[1].2, t_second), "{} vs {t_second}", done[1].2);
+    }
+
+    #[test]
+    fn flows_to_self_and_of_zero_bytes_complete_at_once() {
+        let m = build(mesh(4, 4));
+        let mut net = Network::new(&m);
+        let (a, b) = (die(&m, 0, 0), die(&m, 3, 3));
+        net.advance(1e-6);
+        let selfie = net.start(1e-6, a, a, 1 << 20, 7).expect("route");
+        let empty = net.start(1e-6, a, b, 0, 8).expect("route");
+        assert_eq!(net.next_event(), Some(1e-6));
+        assert_eq!(net.advance(1e-6), [(selfie, 7, 1e-6), (empty, 8, 1e-6)]);
+        assert_eq!(net.next_event(), None);
+        assert_eq!(net.traffic(), Traffic { bytes: 1 << 20, byte_hops: 0 });
+        // Errors from the machine come through.
+        assert_eq!(net.start(0.0, a, DieId(99), 1, 0), Err(RouteError::NoSuchDie(DieId(99))));
+    }
+
+    #[test]
+    fn link_bytes_are_bytes_times_traversals_and_traffic_counts_byte_hops() {
+        let m = build(mesh(4, 4));
+        let mut net = Network::new(&m);
+        let mut expected = vec![0.0; m.links().len()];
+        let mut byte_hops = 0;
+        let mut total = 0;
+        for (i, (src, dst)) in [(0, 15), (3, 12), (5, 6), (15, 0), (0, 15), (9, 9)].into_iter().enumerate() {
+            let bytes = 10_000 * (i as u64 + 1);
+            let route = m.route(DieId(src), DieId(dst)).expect("route");
+            for l in &route.links {
+                expected[l.index()] += bytes as f64;
+            }
+            byte_hops += bytes * u64::from(route.hops());
+            total += bytes;
+            net.start(0.0, DieId(src), DieId(dst), bytes, i as u64).expect("route");
+        }
+        assert_eq!(run(&mut net).len(), 6);
+        for (s, e) in net.link_stats().iter().zip(&expected) {
+            assert!((s.bytes - e).abs() <= 1e-6 * e.max(1.0), "{} vs {e}", s.bytes);
+            assert_eq!(s.busy_s > 0.0, *e > 0.0);
+        }
+        assert_eq!(net.traffic(), Traffic { bytes: total, byte_hops });
+    }
+
+    /// Every die sends `bytes` to every other die at time 0.
+    fn all_to_all(net: &mut Network, m: &Machine, bytes: u64) -> Vec<(FlowId, u64, f64)> {
+        let dies = m.alive_dies();
+        for &src in &dies {
+            for &dst in &dies {
+                if src != dst {
+                    net.start(0.0, src, dst, bytes, (u64::from(src.0) << 32) | u64::from(dst.0))
+                        .expect("route");
+                }
+            }
+        }
+        run(net)
+    }
+
+    #[test]
+    fn the_same_inputs_give_identical_outputs() {
+        let m = build(mesh(4, 4));
+        let once = || {
+            let mut net = Network::new(&m);
+            let done = all_to_all(&mut net, &m, 4096);
+            let bits: Vec<(FlowId, u64, u64)> = done.iter().map(|d| (d.0, d.1, d.2.to_bits())).collect();
+            let stats: Vec<(u64, u64)> = net
+                .link_stats()
+                .iter()
+                .map(|s| (s.bytes.to_bits(), s.busy_s.to_bits()))
+                .collect();
+            (bits, stats, net.now().to_bits())
+        };
+        let first = once();
+        assert_eq!(first.0.len(), 16 * 15);
+        assert_eq!(first, once());
+    }
+
+    #[test]
+    fn all_to_all_through_a_switch_is_limited_by_each_port() {
+        let m = build(spec(Topology::Switch { ports: 8 }));
+        let mut net = Network::new(&m);
+        let bytes = 1_000_000u64;
+        let done = all_to_all(&mut net, &m, bytes);
+        assert_eq!(done.len(), 56);
+        // Every up-port and down-port carries 7 flows, so each gets W / 7.
+        let expected = 2.0 * L + 7.0 * bytes as f64 / W;
+        assert!(done.iter().all(|d| close(d.2, expected)), "{:?} vs {expected}", done[0]);
+        for s in net.link_stats() {
+            assert!(close(s.bytes, 7.0 * bytes as f64));
+            assert!(close(s.busy_s, 7.0 * bytes as f64 / W));
+        }
+    }
+
+    #[test]
+    fn mesh_all_to_all_respects_the_bisection_and_finishes_every_flow() {
+        let m = build(mesh(8, 8));
+        let mut net = Network::new(&m);
+        let bytes = 64 << 10;
+        let done = all_to_all(&mut net, &m, bytes);
+        assert_eq!(done.len(), 64 * 63);
+        assert!(done.iter().all(|d| d.2.is_finite() && d.2 > 0.0));
+        assert!(done.windows(2).all(|w| (w[0].2, w[0].0) < (w[1].2, w[1].0)));
+        // 32 * 32 flows cross the middle column boundary eastward over 8
+        // links: no schedule beats that, and max-min should not be far off.
+        let bound = 32.0 * 32.0 * bytes as f64 / (8.0 * W);
+        let end = net.now();
+        assert!(end >= bound, "{end} < {bound}");
+        assert!(end < 2.0 * bound + 14.0 * L, "{end} vs {bound}");
+    }
+
+    /// How long one uniform all-to-all of 64 KB per pair on an 8x8 mesh
+    /// takes to simulate. Prints; times nothing as a pass or fail. Run with
+    /// `cargo test --release -p moec-runtime sim::network -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, meaningful in release mode"]
+    fn measure_mesh_all_to_all_simulation_time() {
+        let m = build(mesh(8, 8));
+        let runs = 20;
+        let begin = std::time::Instant::now();
+        let mut events = 0;
+        let mut end = 0.0;
+        for _ in 0..runs {
+            let mut net = Network::new(&m);
+            let dies = m.alive_dies();
+            for &src in &dies {
+                for &dst in &dies {
+                    if src != dst {
+                        net.start(0.0, src, dst, 64 << 10, 0).expect("route");
+                    }
+                }
+            }
+            events = 0;
+            while let Some(t) = net.next_event() {
+                net.advance(t);
+                events += 1;
+            }
+            end = net.now();
+        }
+        let each = begin.elapsed().as_secs_f64() / f64::from(runs);
+        println!(
+            "8x8 mesh all-to-all, 64 KB per pair: {:.3} ms to simulate ({events} advances, {:.3} us simulated)",
+            each * 1e3,
+            end * 1e6
+        );
+    }
+}

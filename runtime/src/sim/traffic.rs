@@ -1,0 +1,117 @@
+//! What one step's routing means for each die: which tokens it holds,
+//! how many tokens each of its experts receives, and the bytes every
+//! dispatch and combine transfer carries.
+//!
+//! This is where imbalance becomes real: the volumes come from the step's
+//! actual token-to-expert choices, not from averages.
+
+use super::cost::CostModel;
+use crate::machine::{DieId, Machine};
+use crate::routing::StepRouting;
+use crate::schedule::Schedule;
+use crate::workload::Phase;
+use std::collections::BTreeMap;
+
+/// One MoE layer's traffic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerTraffic {
+    /// Per die: tokens received by each expert replica it holds (one entry
+    /// per replica with at least one token).
+    pub expert_loads: Vec<Vec<u64>>,
+    /// Per die: token-expert pairs it computes (the sum of its loads).
+    pub expert_tokens: Vec<u64>,
+    /// Dispatch transfers (source, destination, bytes), source != destination,
+    /// sorted. Combine sends the same bytes back the other way.
+    pub dispatch: Vec<(DieId, DieId, u64)>,
+    /// Per die: dispatch transfers that arrive at it.
+    pub dispatch_in: Vec<u32>,
+    /// Per die: combine transfers that arrive at it (one per die it dispatched to).
+    pub combine_in: Vec<u32>,
+}
+
+/// One step's traffic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepTraffic {
+    /// Per die: tokens of the sequences it is home to.
+    pub home_tokens: Vec<u64>,
+    /// Per die: sequences it is home to.
+    pub home_sequences: Vec<u64>,
+    /// Indexed by model layer; `None` for dense layers.
+    pub layers: Vec<Option<LayerTraffic>>,
+}
+
+/// Works out a step's traffic from its routing and the schedule's placement.
+/// A token goes to the replica of each chosen expert nearest (in hops) to
+/// its home die; ties go to the first replica listed.
+pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
+    let dies = machine.die_count() as usize;
+    let w = &schedule.workload;
+    let tokens_per_sequence = match w.phase {
+        Phase::Decode => 1,
+        Phase::Prefill => w.seq_len.max(1),
+    };
+    let home_of = |token: usize| -> DieId {
+        let s = (token as u64 / tokens_per_sequence) as usize;
+        schedule.placement.sequences.get(s % schedule.placement.sequences.len().max(1)).copied().unwrap_or(DieId(0))
+    };
+    let mut home_tokens = vec![0u64; dies];
+    let mut home_sequences = vec![0u64; dies];
+    for &d in &schedule.placement.sequences {
+        home_sequences[d.0 as usize] += 1;
+        home_tokens[d.0 as usize] += tokens_per_sequence;
+    }
+    let token_bytes = CostModel::new(&schedule.model, w).token_bytes();
+    let mut hops_cache: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+    let mut layers = vec![None; schedule.model.layers as usize];
+    for lr in &routing.layers {
+        let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else { continue };
+        if replicas.is_empty() {
+            continue;
+        }
+        let mut pair_tokens = vec![0u64; dies * dies];
+        let mut loads: Vec<BTreeMap<u32, u64>> = vec![BTreeMap::new(); dies];
+        for (i, &e) in lr.experts.iter().enumerate() {
+            let token = i / routing.top_k.max(1);
+            let home = home_of(token);
+            let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else { continue };
+            let target = nearest(machine, &mut hops_cache, home, holders);
+            *loads[target.0 as usize].entry(e).or_insert(0) += 1;
+            if target != home {
+                pair_tokens[home.0 as usize * dies + target.0 as usize] += 1;
+            }
+        }
+        let mut t = LayerTraffic {
+            expert_loads: loads.iter().map(|m| m.values().copied().collect()).collect(),
+            expert_tokens: loads.iter().map(|m| m.values().sum()).collect(),
+            dispatch: Vec::new(),
+            dispatch_in: vec![0; dies],
+            combine_in: vec![0; dies],
+        };
+        for (k, &n) in pair_tokens.iter().enumerate() {
+            if n > 0 {
+                let (src, dst) = (k / dies, k % dies);
+                t.dispatch.push((DieId(src as u32), DieId(dst as u32), n * token_bytes));
+                t.dispatch_in[dst] += 1;
+                t.combine_in[src] += 1;
+            }
+        }
+        layers[lr.layer as usize] = Some(t);
+    }
+    StepTraffic { home_tokens, home_sequences, layers }
+}
+
+fn nearest(machine: &Machine, cache: &mut BTreeMap<(u32, u32), u32>, home: DieId, holders: &[DieId]) -> DieId {
+    if holders.len() == 1 {
+        return holders[0];
+    }
+    let mut best = holders[0];
+    let mut best_hops = u32::MAX;
+    for &h in holders {
+        let hops = *cache.entry((home.0, h.0)).or_insert_with(|| machine.hops(home, h).unwrap_or(u32::MAX));
+        if hops < best_hops {
+            best = h;
+            best_hops = hops;
+        }
+    }
+    best
+}
