@@ -11,7 +11,14 @@
 /// where `outputs` holds one row per (token, choice) and `shared` (when
 /// present) one row per token. A dense FFN's output passes as `shared` with
 /// `top_k` 0.
-pub fn combine(residual: &mut [f32], width: usize, shared: Option<&[f32]>, top_k: usize, weights: &[f32], outputs: &[f32]) {
+pub fn combine(
+    residual: &mut [f32],
+    width: usize,
+    shared: Option<&[f32]>,
+    top_k: usize,
+    weights: &[f32],
+    outputs: &[f32],
+) {
     if width == 0 {
         return;
     }
@@ -47,7 +54,10 @@ mod tests {
         let weights = [0.75, 0.25, 1.0, 0.0];
         let outputs = [4.0, 8.0, 0.0, 4.0, 1.0, 1.0, 9.0, 9.0];
         combine(&mut residual, 2, Some(&shared), 2, &weights, &outputs);
-        assert_eq!(residual, vec![1.0 + 0.5 + 3.0, 2.0 + 0.5 + 6.0 + 1.0, 3.0 + 1.0, 4.0 + 1.0 + 1.0]);
+        assert_eq!(
+            residual,
+            vec![1.0 + 0.5 + 3.0, 2.0 + 0.5 + 6.0 + 1.0, 3.0 + 1.0, 4.0 + 1.0 + 1.0]
+        );
         let mut dense = vec![1.0, 1.0];
         combine(&mut dense, 2, Some(&[2.0, 3.0]), 0, &[], &[]);
         assert_eq!(dense, vec![3.0, 4.0]);

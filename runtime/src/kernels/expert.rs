@@ -43,6 +43,19 @@ pub fn ffn(w: &FfnWeights, rows: &[f32], n: usize) -> Vec<f32> {
     matmul(&inner, &w.down, n, w.ffn, w.hidden)
 }
 
+/// The summed output of a layer's shared experts on `n` rows, in expert
+/// order; `None` when the layer has none.
+pub fn shared_ffn(shared: &[FfnWeights], rows: &[f32], n: usize) -> Option<Vec<f32>> {
+    let mut experts = shared.iter();
+    let mut sum = ffn(experts.next()?, rows, n);
+    for w in experts {
+        for (s, o) in sum.iter_mut().zip(ffn(w, rows, n)) {
+            *s += o;
+        }
+    }
+    Some(sum)
+}
+
 /// One expert's rows in a grouped call.
 #[derive(Clone, Copy, Debug)]
 pub struct ExpertBlock<'a> {
@@ -76,7 +89,11 @@ mod tests {
             hidden,
             ffn,
             activation,
-            gate: if activation == Activation::Swiglu { draw(hidden * ffn) } else { Vec::new() },
+            gate: if activation == Activation::Swiglu {
+                draw(hidden * ffn)
+            } else {
+                Vec::new()
+            },
             up: draw(hidden * ffn),
             down: draw(ffn * hidden),
         }
@@ -95,7 +112,9 @@ mod tests {
                 Activation::Gelu => super::super::activation::gelu(project(&w.up, j)),
             })
             .collect();
-        (0..w.hidden).map(|o| (0..w.ffn).map(|j| inner[j] * w.down[j * w.hidden + o]).sum()).collect()
+        (0..w.hidden)
+            .map(|o| (0..w.ffn).map(|j| inner[j] * w.down[j * w.hidden + o]).sum())
+            .collect()
     }
 
     #[test]
@@ -105,9 +124,16 @@ mod tests {
             .into_iter()
             .map(|a| weights(&mut rng, 6, 5, a))
             .collect();
-        let rows: Vec<Vec<f32>> = (0..3).map(|i| (0..6 * (i + 1)).map(|_| rng.normal() as f32).collect()).collect();
-        let blocks: Vec<ExpertBlock<'_>> =
-            (0..3).map(|i| ExpertBlock { weights: &experts[i], rows: &rows[i], n: i + 1 }).collect();
+        let rows: Vec<Vec<f32>> = (0..3)
+            .map(|i| (0..6 * (i + 1)).map(|_| rng.normal() as f32).collect())
+            .collect();
+        let blocks: Vec<ExpertBlock<'_>> = (0..3)
+            .map(|i| ExpertBlock {
+                weights: &experts[i],
+                rows: &rows[i],
+                n: i + 1,
+            })
+            .collect();
         let grouped = grouped_ffn(&blocks);
         let mut at = 0;
         for (i, w) in experts.iter().enumerate() {

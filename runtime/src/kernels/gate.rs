@@ -55,7 +55,10 @@ impl Router {
             return Err(format!("cannot route {} experts top-{}", r.experts, r.top_k));
         }
         if r.experts % r.groups != 0 {
-            return Err(format!("{} experts do not split into {} equal groups", r.experts, r.groups));
+            return Err(format!(
+                "{} experts do not split into {} equal groups",
+                r.experts, r.groups
+            ));
         }
         if r.topk_groups > r.groups {
             return Err(format!("topk_groups {} exceeds groups {}", r.topk_groups, r.groups));
@@ -100,8 +103,21 @@ impl Router {
         match self.kind {
             GateKind::Softmax => members.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             GateKind::Sigmoid => {
-                let ids: Vec<(u32, f32)> = members.iter().enumerate().map(|(i, &s)| (i as u32, s)).collect();
-                best(ids, 2).iter().map(|&i| members[i as usize]).sum()
+                // The two largest (NaN counting as -inf); which of equal
+                // members is "first" does not change the sum.
+                let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &s in members.iter().filter(|s| !s.is_nan()) {
+                    if s > first {
+                        (first, second) = (s, first);
+                    } else if s > second {
+                        second = s;
+                    }
+                }
+                match members.len() {
+                    0 => 0.0,
+                    1 => first,
+                    _ => first + second,
+                }
             }
         }
     }
@@ -111,7 +127,10 @@ impl Router {
     pub fn select(&self, row: &[f32]) -> Vec<u32> {
         let size = self.experts / self.groups;
         let kept: Vec<u32> = if self.topk_groups < self.groups {
-            best((0..self.groups).map(|g| (g as u32, self.group_score(row, g))).collect(), self.topk_groups)
+            best(
+                (0..self.groups).map(|g| (g as u32, self.group_score(row, g))).collect(),
+                self.topk_groups,
+            )
         } else {
             (0..self.groups as u32).collect()
         };
@@ -138,11 +157,21 @@ impl Router {
 /// lower id first (and NaN below everything, so a broken score cannot win).
 fn best(mut items: Vec<(u32, f32)>, k: usize) -> Vec<u32> {
     let key = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
-    items.sort_by(|a, b| match key(b.1).total_cmp(&key(a.1)) {
+    // A total order (ids are distinct), so partial selection and sorting
+    // give the same answer as a full sort.
+    let order = |a: &(u32, f32), b: &(u32, f32)| match key(b.1).total_cmp(&key(a.1)) {
         Ordering::Equal => a.0.cmp(&b.0),
         o => o,
-    });
-    items.into_iter().take(k).map(|(id, _)| id).collect()
+    };
+    if k == 0 {
+        return Vec::new();
+    }
+    if k < items.len() {
+        items.select_nth_unstable_by(k - 1, order);
+        items.truncate(k);
+    }
+    items.sort_by(order);
+    items.into_iter().map(|(id, _)| id).collect()
 }
 
 /// Weights for `choices` (expert ids, from this gate or from elsewhere: a
@@ -150,7 +179,10 @@ fn best(mut items: Vec<(u32, f32)>, k: usize) -> Vec<u32> {
 /// normalised to sum to 1; equal weights when they sum to 0 (or are not
 /// finite). Ids beyond `scores` count as score 0.
 pub fn weights_for(choices: &[u32], scores: &[f32]) -> Vec<f32> {
-    let chosen: Vec<f32> = choices.iter().map(|&e| scores.get(e as usize).copied().unwrap_or(0.0)).collect();
+    let chosen: Vec<f32> = choices
+        .iter()
+        .map(|&e| scores.get(e as usize).copied().unwrap_or(0.0))
+        .collect();
     let sum: f32 = chosen.iter().sum();
     if sum > 0.0 && sum.is_finite() {
         chosen.iter().map(|s| s / sum).collect()
@@ -165,7 +197,13 @@ mod tests {
     use crate::rng::Rng;
 
     fn router(kind: GateKind, experts: usize, top_k: usize, groups: usize, topk_groups: usize) -> Router {
-        Router { kind, experts, top_k, groups, topk_groups }
+        Router {
+            kind,
+            experts,
+            top_k,
+            groups,
+            topk_groups,
+        }
     }
 
     /// Brute force by counting, with no sorting: an item (group or expert)
@@ -192,7 +230,10 @@ mod tests {
         let eligible: Vec<usize> = (0..r.experts).filter(|&e| kept(e / size)).collect();
         // Same counting rule for experts among the eligible ones.
         let rank = |e: usize| {
-            eligible.iter().filter(|&&o| row[o] > row[e] || (row[o] == row[e] && o < e)).count()
+            eligible
+                .iter()
+                .filter(|&&o| row[o] > row[e] || (row[o] == row[e] && o < e))
+                .count()
         };
         let mut chosen: Vec<usize> = eligible.iter().copied().filter(|&e| rank(e) < r.top_k).collect();
         chosen.sort_by_key(|&e| rank(e));

@@ -74,7 +74,14 @@ mod tests {
     #[test]
     fn agrees_with_the_naive_triple_loop_on_awkward_shapes() {
         let mut rng = Rng::new(3);
-        for &(m, k, n) in &[(1, 1, 1), (1, 17, 5), (7, 3, 1), (13, 64, 29), (64, 65, 33), (3, 200, 130)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 17, 5),
+            (7, 3, 1),
+            (13, 64, 29),
+            (64, 65, 33),
+            (3, 200, 130),
+        ] {
             let a = random(&mut rng, m * k);
             let b = random(&mut rng, k * n);
             let c = matmul(&a, &b, m, k, n);
@@ -82,7 +89,10 @@ mod tests {
             for (i, (&got, &want)) in c.iter().zip(&want).enumerate() {
                 // f32 accumulation over k terms of unit size.
                 let tol = 1e-5 * (k as f64).sqrt() * 4.0;
-                assert!((f64::from(got) - want).abs() <= tol, "{m}x{k}x{n} element {i}: {got} vs {want}");
+                assert!(
+                    (f64::from(got) - want).abs() <= tol,
+                    "{m}x{k}x{n} element {i}: {got} vs {want}"
+                );
             }
         }
     }

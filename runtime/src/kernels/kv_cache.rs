@@ -15,7 +15,7 @@ use crate::model::DType;
 use crate::rng::Rng;
 
 /// Separates the cache's draws from every other use of the seed.
-const CACHE_SALT: u64 = 0x6B76_6361_6368_65; // "kvcache"
+const CACHE_SALT: u64 = 0x006B_7663_6163_6865; // "kvcache"
 
 /// One layer's cache generator.
 #[derive(Clone, Debug)]

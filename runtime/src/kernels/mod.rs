@@ -18,9 +18,9 @@ pub mod kv_cache;
 pub mod norm;
 pub mod precision;
 
-pub use attention::{attention, AttentionWeights, SequenceRows};
+pub use attention::{attention, AttentionWeights, HeadsAttention, LatentAttention, SequenceRows};
 pub use combine::combine;
-pub use expert::{ffn, grouped_ffn, ExpertBlock, FfnWeights};
+pub use expert::{ffn, grouped_ffn, shared_ffn, ExpertBlock, FfnWeights};
 pub use gate::{weights_for, Routed, Router};
 pub use gemm::{matmul, matmul_into};
 pub use kv_cache::SyntheticKvCache;

@@ -1,6 +1,8 @@
 //! Link utilisation as a picture: an SVG of the mesh, each directional
-//! link an arrow coloured from cold (pale) to hot (dark red). Switches and
-//! clusters, which have no grid, get one bar per port.
+//! link an arrow coloured from cold (pale) to hot (dark red). The scale runs
+//! from zero to the busiest link, so hot spots show even when the mean is
+//! low; the legend gives the absolute figure. Switches and clusters, which
+//! have no grid, get one bar per port.
 
 use crate::machine::{Machine, NodeId};
 use std::fmt::Write;
@@ -30,17 +32,33 @@ fn colour(u: f64) -> String {
 }
 
 fn header(o: &mut String, w: f64, h: f64, title: &str) {
-    let _ = writeln!(o, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"#);
-    let _ = writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(o, r#"<text x="{:.0}" y="20" font-size="14">{}</text>"#, MARGIN, escape(title));
+    let _ = writeln!(o, r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"##);
+    let _ = writeln!(o, r##"<rect width="100%" height="100%" fill="white"/>"##);
+    let _ = writeln!(o, r##"<text x="{:.0}" y="20" font-size="14">{}</text>"##, MARGIN, escape(title));
 }
 
 fn legend(o: &mut String, x: f64, y: f64, max: f64) {
     for i in 0..=10 {
         let u = f64::from(i) / 10.0;
-        let _ = writeln!(o, r#"<rect x="{:.1}" y="{y:.1}" width="16" height="10" fill="{}"/>"#, x + 16.0 * f64::from(i), colour(u));
+        let _ = writeln!(o, r##"<rect x="{:.1}" y="{y:.1}" width="16" height="10" fill="{}"/>"##, x + 16.0 * f64::from(i), colour(u));
     }
-    let _ = writeln!(o, r#"<text x="{x:.1}" y="{:.1}">0%</text><text x="{:.1}" y="{:.1}">100% of link bandwidth (max {:.1}%)</text>"#, y + 24.0, x + 150.0, y + 24.0, 100.0 * max);
+    let _ = writeln!(
+        o,
+        r##"<text x="{x:.1}" y="{:.1}">0%</text><text x="{:.1}" y="{:.1}">{:.2}% of link bandwidth (the busiest link), averaged over the run</text>"##,
+        y + 24.0,
+        x + 150.0,
+        y + 24.0,
+        100.0 * max
+    );
+}
+
+/// Utilisation relative to the busiest link, for colouring.
+fn relative(u: f64, max: f64) -> f64 {
+    if max > 0.0 {
+        u / max
+    } else {
+        0.0
+    }
 }
 
 fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
@@ -53,6 +71,7 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let c = machine.coord(crate::machine::DieId(n.0)).unwrap_or(crate::machine::Coord::new(0, 0));
         (MARGIN + (f64::from(c.x) + 0.5) * CELL, MARGIN + (f64::from(c.y) + 0.5) * CELL)
     };
+    let max = util.iter().copied().fold(0.0, f64::max);
     for (l, u) in machine.links().iter().zip(util) {
         let ((x1, y1), (x2, y2)) = (centre(l.from), centre(l.to));
         // Offset each direction to its own side of the centre line.
@@ -62,11 +81,11 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let shrink = 16.0 / len;
         let (ax, ay) = (x1 + dx * shrink + nx, y1 + dy * shrink + ny);
         let (bx, by) = (x2 - dx * shrink + nx, y2 - dy * shrink + ny);
-        let stroke = if l.alive { colour(*u) } else { "#999999".into() };
+        let stroke = if l.alive { colour(relative(*u, max)) } else { "#999999".into() };
         let dash = if l.alive { "" } else { r#" stroke-dasharray="3,3""# };
         let _ = writeln!(
             o,
-            r#"<line x1="{ax:.1}" y1="{ay:.1}" x2="{bx:.1}" y2="{by:.1}" stroke="{stroke}" stroke-width="5"{dash}><title>{:.1}%</title></line>"#,
+            r##"<line x1="{ax:.1}" y1="{ay:.1}" x2="{bx:.1}" y2="{by:.1}" stroke="{stroke}" stroke-width="5"{dash}><title>{:.1}%</title></line>"##,
             100.0 * u
         );
     }
@@ -74,9 +93,8 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let die = crate::machine::DieId(d);
         let (x, y) = centre(NodeId(d));
         let fill = if machine.is_alive(die) { "#e8eef7" } else { "#444444" };
-        let _ = writeln!(o, r#"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"#, x - 11.0, y - 11.0, machine.die_label(die));
+        let _ = writeln!(o, r##"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"##, x - 11.0, y - 11.0, machine.die_label(die));
     }
-    let max = util.iter().copied().fold(0.0, f64::max);
     legend(&mut o, MARGIN, h - 40.0, max);
     o.push_str("</svg>\n");
     o
@@ -94,17 +112,17 @@ fn ports(machine: &Machine, util: &[f64], title: &str) -> String {
         })
         .collect();
     let bar = 10.0;
+    let max = util.iter().copied().fold(0.0, f64::max);
     let (w, h) = (2.0 * MARGIN + 400.0, 2.0 * MARGIN + bar * links.len() as f64 + 40.0);
     let mut o = String::new();
     header(&mut o, w, h, title);
     for (i, (name, u)) in links.iter().enumerate() {
         let y = MARGIN + bar * i as f64;
-        let _ = writeln!(o, r#"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {:.1}%</title></rect>"#, MARGIN + 100.0, 300.0 * u.clamp(0.0, 1.0), bar - 2.0, colour(*u), escape(name), 100.0 * u);
+        let _ = writeln!(o, r##"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {:.1}%</title></rect>"##, MARGIN + 100.0, 300.0 * relative(*u, max), bar - 2.0, colour(relative(*u, max)), escape(name), 100.0 * u);
         if links.len() <= 80 {
-            let _ = writeln!(o, r#"<text x="{MARGIN:.1}" y="{:.1}" font-size="8">{}</text>"#, y + 7.0, escape(name));
+            let _ = writeln!(o, r##"<text x="{MARGIN:.1}" y="{:.1}" font-size="8">{}</text>"##, y + 7.0, escape(name));
         }
     }
-    let max = util.iter().copied().fold(0.0, f64::max);
     legend(&mut o, MARGIN, h - 40.0, max);
     o.push_str("</svg>\n");
     o

@@ -11,12 +11,12 @@
 //!   With `drift > 0` every logit takes a Gaussian random-walk step of
 //!   standard deviation `drift` per step; popularity is the softmax of the
 //!   logits, so `s = 0` and `drift = 0` is uniform.
-//! - **Choices.** A token draws its `top_k` distinct experts one after the
-//!   other, each in proportion to popularity among the experts it has not
-//!   yet chosen (sampling without replacement). With group limiting
-//!   (`topk_groups < groups`, DeepSeek's node-limited routing) it first draws
-//!   `topk_groups` distinct groups in proportion to their summed popularity
-//!   and then its experts inside them only.
+//! - **Choices.** A token makes its `top_k` choices in order, each drawn in
+//!   proportion to popularity among the experts it has not yet chosen
+//!   (sampling without replacement, so choice j is its j-th best). With
+//!   group limiting (`topk_groups < groups`, DeepSeek's node-limited
+//!   routing) it first draws `topk_groups` distinct groups in proportion to
+//!   their summed popularity and then its experts inside them only.
 //! - **Cross-layer dependency.** A fixed successor map `σ_l` per pair of
 //!   consecutive MoE layers. With probability `layer_corr` a token's j-th
 //!   choice in layer l+1 is `σ_l` of its j-th choice in layer l, when that
@@ -35,14 +35,15 @@
 //! [`REJECTIONS`] tries to an exact O(experts) scan, so the cost stays
 //! bounded on extreme skews while the distribution stays exact.
 //!
-//! Determinism: every token of step t draws from its own stream
-//! (`seed -> step t -> token i`), so a step does not depend on how many
-//! tokens it has (a 256-token step is the prefix of a 512-token one) and
-//! tokens could be generated in any order. Popularity at step t depends on
-//! every earlier step's walk; the generator keeps the logits of the last
-//! step it produced and walks forward from there, and a request for an
-//! earlier step replays the walk from step 0 (recomputed from the seed, no
-//! cache of routings), so `step(t)` is the same whatever was asked before.
+//! Determinism: token i of MoE layer l in step t draws from its own stream
+//! (`seed -> step t -> layer l -> token i`), so a step does not depend on
+//! how many tokens it has (a 256-token step is the prefix of a 512-token
+//! one) nor on how its tokens are split over threads (large steps use every
+//! core). Popularity at step t depends on every earlier step's walk; the
+//! generator keeps the logits of the last step it produced and walks
+//! forward from there, and a request for an earlier step replays the walk
+//! from step 0 (recomputed from the seed, no cache of routings), so
+//! `step(t)` is the same whatever was asked before.
 
 use super::{LayerRouting, StepRouting};
 use crate::model::{LayerKind, ModelSpec};
@@ -52,6 +53,10 @@ use crate::rng::Rng;
 /// about 8 GiB of expert ids: a bigger step is refused rather than
 /// half-allocated.
 pub const MAX_CHOICES_PER_STEP: u64 = 1 << 31;
+
+/// Fewest tokens worth a thread of their own when generating a step (below
+/// this, spawning costs more than it saves).
+const MIN_TOKENS_PER_THREAD: usize = 4096;
 
 /// Tries of a rejection draw before the exact fallback scan.
 pub const REJECTIONS: usize = 16;
@@ -310,8 +315,8 @@ struct Scratch {
     group_stamp: Vec<u32>,
     stamp: u32,
     allowed: Vec<usize>,
+    /// Cumulative masses of `allowed`, once complete (empty before).
     cum: Vec<f64>,
-    filled: Vec<bool>,
 }
 
 impl Scratch {
@@ -322,7 +327,6 @@ impl Scratch {
             stamp: 0,
             allowed: Vec::with_capacity(shape.topk_groups),
             cum: Vec::with_capacity(shape.topk_groups),
-            filled: vec![false; shape.top_k],
         }
     }
 
@@ -337,7 +341,6 @@ impl Scratch {
         }
         self.allowed.clear();
         self.cum.clear();
-        self.filled.fill(false);
     }
 }
 
@@ -454,17 +457,34 @@ impl Synthetic {
         let k = self.shape.top_k;
         let mut layers: Vec<Vec<u32>> = vec![vec![0; self.tokens * k]; self.shape.layers.len()];
         let step_rng = Rng::new(self.seed).fork(SALT_TOKENS).fork(t);
-        let mut scratch = Scratch::new(&self.shape);
-        let mut prev = vec![0u32; k];
-        let mut cur = vec![0u32; k];
-        for token in 0..self.tokens {
-            let mut rng = step_rng.fork(token as u64);
-            for (li, out) in layers.iter_mut().enumerate() {
-                let follow = if li > 0 { Some(&prev[..]) } else { None };
-                self.route_token(&mut rng, li, follow, &mut cur, &mut scratch);
-                out[token * k..(token + 1) * k].copy_from_slice(&cur);
-                std::mem::swap(&mut prev, &mut cur);
+        // Split the tokens over the cores; per-token streams make the
+        // result independent of the split (and of the core count).
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(self.tokens / MIN_TOKENS_PER_THREAD)
+            .max(1);
+        let per = self.tokens.div_ceil(threads);
+        let mut parts: Vec<Vec<&mut [u32]>> = (0..threads).map(|_| Vec::with_capacity(layers.len())).collect();
+        for layer in layers.iter_mut() {
+            let mut rest = &mut layer[..];
+            for part in parts.iter_mut() {
+                let n = (per * k).min(rest.len());
+                let (mine, others) = std::mem::take(&mut rest).split_at_mut(n);
+                part.push(mine);
+                rest = others;
             }
+        }
+        if threads == 1 {
+            for mut part in parts {
+                self.fill(&step_rng, 0, &mut part);
+            }
+        } else {
+            let (me, rng) = (&*self, &step_rng);
+            std::thread::scope(|scope| {
+                for (i, mut part) in parts.into_iter().enumerate() {
+                    scope.spawn(move || me.fill(rng, i * per, &mut part));
+                }
+            });
         }
         StepRouting {
             tokens: self.tokens,
@@ -480,6 +500,26 @@ impl Synthetic {
                     weights: Vec::new(),
                 })
                 .collect(),
+        }
+    }
+
+    /// Routes the tokens from `first` on into `outs` (per MoE layer, the
+    /// slice of those tokens' choices), layer after layer so each layer reads
+    /// the one before it sequentially. Token i of layer l draws from its own
+    /// stream `step -> l -> i`, so any split of the tokens gives the same
+    /// routing.
+    fn fill(&self, step_rng: &Rng, first: usize, outs: &mut [&mut [u32]]) {
+        let k = self.shape.top_k;
+        let mut scratch = Scratch::new(&self.shape);
+        for li in 0..outs.len() {
+            let (before, rest) = outs.split_at_mut(li);
+            let prev = before.last().map(|p| &**p);
+            let layer_rng = step_rng.fork(li as u64);
+            for (i, out) in rest[0].chunks_mut(k).enumerate() {
+                let mut rng = layer_rng.fork((first + i) as u64);
+                let follow = prev.map(|p| &p[i * k..(i + 1) * k]);
+                self.route_token(&mut rng, li, follow, out, &mut scratch);
+            }
         }
     }
 
@@ -515,72 +555,75 @@ impl Synthetic {
 
     /// One token's `top_k` choices in MoE layer `li` into `out`; `prev` is
     /// its choices in the MoE layer before, if any.
+    ///
+    /// Choices are made in order, each depending only on the ones before
+    /// it, so choice j keeps its meaning (the j-th best expert) and
+    /// following does not distort the later draws' distribution: without
+    /// group limiting and drift, the first choice of every layer is exactly
+    /// Zipf whatever `layer_corr` is. With group limiting the allowed groups are those of
+    /// the followed choices so far until the first drawn choice, which
+    /// completes them by summed popularity.
     fn route_token(&self, rng: &mut Rng, li: usize, prev: Option<&[u32]>, out: &mut [u32], s: &mut Scratch) {
         let shape = &self.shape;
         let tables = &self.tables[li];
         let limited = shape.is_group_limited();
         let gs = shape.group_size();
+        let corr = self.params.layer_corr;
+        let sigma = match prev {
+            Some(prev) if corr > 0.0 => Some((prev, &self.successor[li - 1])),
+            _ => None,
+        };
         s.next();
         let stamp = s.stamp;
-
-        // Choices that follow the successor map, where still free and allowed.
-        if let (Some(prev), true) = (prev, self.params.layer_corr > 0.0) {
-            let sigma = &self.successor[li - 1];
-            for (j, &pe) in prev.iter().enumerate() {
-                if rng.next_f64() >= self.params.layer_corr {
-                    continue;
-                }
-                let c = sigma[pe as usize];
-                if s.expert_stamp[c as usize] == stamp {
-                    continue;
-                }
-                if limited {
+        for (j, slot) in out.iter_mut().enumerate() {
+            if let Some((prev, sigma)) = sigma {
+                if rng.next_f64() < corr {
+                    let c = sigma[prev[j] as usize];
                     let g = c as usize / gs;
-                    if s.group_stamp[g] != stamp {
-                        if s.allowed.len() == shape.topk_groups {
-                            continue;
+                    let free = s.expert_stamp[c as usize] != stamp;
+                    let group_ok = !limited || s.group_stamp[g] == stamp || s.allowed.len() < shape.topk_groups;
+                    if free && group_ok {
+                        if limited && s.group_stamp[g] != stamp {
+                            s.group_stamp[g] = stamp;
+                            s.allowed.push(g);
                         }
-                        s.group_stamp[g] = stamp;
-                        s.allowed.push(g);
+                        s.expert_stamp[c as usize] = stamp;
+                        *slot = c;
+                        continue;
                     }
                 }
-                s.expert_stamp[c as usize] = stamp;
-                out[j] = c;
-                s.filled[j] = true;
-            }
-        }
-
-        if limited {
-            // The rest of the groups, by summed popularity, without replacement.
-            while s.allowed.len() < shape.topk_groups {
-                let g = draw_group(rng, tables, s);
-                s.group_stamp[g] = stamp;
-                s.allowed.push(g);
-            }
-            let mut acc = 0.0;
-            for &g in &s.allowed {
-                acc += tables.group_mass[g];
-                s.cum.push(acc);
-            }
-            if !(acc > 0.0 && acc.is_finite()) {
-                // Every allowed group underflowed: weigh them equally.
-                s.cum.clear();
-                s.cum.extend((1..=s.allowed.len()).map(|i| i as f64));
-            }
-        }
-
-        for j in 0..shape.top_k {
-            if s.filled[j] {
-                continue;
             }
             let e = if limited {
+                if s.cum.is_empty() {
+                    complete_groups(rng, tables, shape.topk_groups, s);
+                }
                 draw_expert_in_groups(rng, tables, gs, s)
             } else {
                 draw_expert(rng, tables, s)
             };
             s.expert_stamp[e as usize] = stamp;
-            out[j] = e;
+            *slot = e;
         }
+    }
+}
+
+/// Completes the token's allowed groups to `topk_groups` by summed
+/// popularity, without replacement, and their cumulative masses.
+fn complete_groups(rng: &mut Rng, tables: &LayerTables, topk_groups: usize, s: &mut Scratch) {
+    while s.allowed.len() < topk_groups {
+        let g = draw_group(rng, tables, s);
+        s.group_stamp[g] = s.stamp;
+        s.allowed.push(g);
+    }
+    let mut acc = 0.0;
+    for &g in &s.allowed {
+        acc += tables.group_mass[g];
+        s.cum.push(acc);
+    }
+    if !(acc > 0.0 && acc.is_finite()) {
+        // Every allowed group underflowed: weigh them equally.
+        s.cum.clear();
+        s.cum.extend((1..=s.allowed.len()).map(|i| i as f64));
     }
 }
 
@@ -616,7 +659,14 @@ fn draw_expert_in_groups(rng: &mut Rng, tables: &LayerTables, gs: usize, s: &Scr
     let total = s.cum.last().copied().unwrap_or(0.0);
     for _ in 0..REJECTIONS {
         let u = rng.next_f64() * total;
-        let i = s.cum.partition_point(|&c| c <= u).min(s.allowed.len() - 1);
+        // A few allowed groups (DeepSeek keeps 4): count without branches,
+        // which a random `u` would mispredict; many: binary search.
+        let below = if s.cum.len() <= 16 {
+            s.cum.iter().map(|&c| usize::from(c <= u)).sum()
+        } else {
+            s.cum.partition_point(|&c| c <= u)
+        };
+        let i = below.min(s.allowed.len() - 1);
         let g = s.allowed[i];
         let e = g * gs + tables.within[g].sample(rng);
         if s.expert_stamp[e] != s.stamp {
@@ -882,20 +932,21 @@ pub(super) mod tests {
             for li in 1..step.layers.len() {
                 let (prev, cur) = (&step.layers[li - 1].experts, &step.layers[li].experts);
                 for t in 0..step.tokens {
-                    // Replay the rule: a successor is taken when it is free
-                    // and its group is allowed (or a group slot is left).
-                    let (mut taken, mut groups) = (Vec::new(), Vec::new());
+                    // Replay the rule: choice j is the successor of the
+                    // j-th choice before when that expert is not among the
+                    // choices so far and its group is one of theirs or a
+                    // group slot is left (with layer_corr = 1 nothing is
+                    // drawn before a refusal, so those are the allowed groups).
+                    let mine = &cur[t * k..(t + 1) * k];
                     for j in 0..k {
                         let c = g.successor(li - 1, prev[t * k + j]).unwrap();
-                        let group = shape.group_of(c);
-                        let group_ok = groups.contains(&group) || groups.len() < shape.topk_groups;
+                        let mut groups: Vec<usize> = mine[..j].iter().map(|&e| shape.group_of(e)).collect();
+                        groups.sort_unstable();
+                        groups.dedup();
+                        let group_ok = groups.contains(&shape.group_of(c)) || groups.len() < shape.topk_groups;
                         total += 1;
-                        if !taken.contains(&c) && group_ok {
-                            assert_eq!(cur[t * k + j], c, "layer {li} token {t} choice {j}");
-                            taken.push(c);
-                            if !groups.contains(&group) {
-                                groups.push(group);
-                            }
+                        if !mine[..j].contains(&c) && group_ok {
+                            assert_eq!(mine[j], c, "layer {li} token {t} choice {j}");
                             followed += 1;
                         }
                     }
@@ -912,13 +963,19 @@ pub(super) mod tests {
 
     #[test]
     fn layer_corr_keeps_each_layers_zipf_skew() {
-        // Following σ maps rank r to rank r, so the last layer is as skewed
-        // as the first even when every choice follows.
-        let m = model(64, 1, 1, 1, 0, 6);
-        let step = Synthetic::zipf(&m, 100_000, zipf(1.2, 0.8, 0.0), 2).unwrap().step(0);
+        // Following σ maps rank r to rank r and choices are made in order,
+        // so every layer's first choice follows Zipf(s) exactly, even when
+        // most choices follow; the last layer is as skewed as the first.
+        let m = model(64, 4, 1, 1, 0, 6);
+        let tokens = 100_000;
+        let step = Synthetic::zipf(&m, tokens, zipf(1.2, 0.8, 0.0), 2).unwrap().step(0);
         let h: f64 = (1..=64).map(|r| (r as f64).powf(-1.2)).sum();
-        for l in [0, 5] {
-            let got = max_over_mean(&step.expert_loads(l, 64));
+        for l in [0, 1, 5] {
+            let mut first = vec![0u64; 64];
+            for c in step.layers[l].experts.chunks(4) {
+                first[c[0] as usize] += 1;
+            }
+            let got = max_over_mean(&first);
             assert!((got / (64.0 / h) - 1.0).abs() < 0.03, "layer {l}: {got}");
         }
     }
@@ -965,10 +1022,16 @@ pub(super) mod tests {
         assert_ne!(forward[0], forward[1]);
         let mut c = Synthetic::zipf(&m, 64, params, 22).unwrap();
         assert_ne!(c.step(0), forward[0], "another seed");
-        // A step's tokens do not depend on how many tokens the step has.
-        let mut wide = Synthetic::zipf(&m, 128, params, 21).unwrap();
+        // A step's tokens do not depend on how many tokens the step has,
+        // nor on how the tokens were split over threads (9,000 tokens use
+        // two threads where the machine has two cores, 64 use one).
+        let mut wide = Synthetic::zipf(&m, 9000, params, 21).unwrap();
         let w = wide.step(3);
         for (l, f) in w.layers.iter().zip(&forward[3].layers) {
+            assert_eq!(&l.experts[..f.experts.len()], &f.experts[..]);
+        }
+        let mut mid = Synthetic::zipf(&m, 6000, params, 21).unwrap();
+        for (l, f) in w.layers.iter().zip(&mid.step(3).layers) {
             assert_eq!(&l.experts[..f.experts.len()], &f.experts[..]);
         }
     }
@@ -1011,6 +1074,7 @@ pub(super) mod tests {
         let m = deepseek_v3();
         for (name, params) in [
             ("uniform", ZipfParams::UNIFORM),
+            ("zipf(s = 0.4, layer_corr = 0.6, drift = 0.02)", zipf(0.4, 0.6, 0.02)),
             ("zipf(s = 1.2, layer_corr = 0.6, drift = 0.02)", zipf(1.2, 0.6, 0.02)),
         ] {
             let mut g = Synthetic::zipf(&m, 65_536, params, 7).unwrap();

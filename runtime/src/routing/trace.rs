@@ -388,7 +388,9 @@ pub fn write_trace(steps: &[StepRouting], experts: u64, source: Option<&str>) ->
     let layers: Vec<u32> = steps
         .first()
         .map_or_else(Vec::new, |s| s.layers.iter().map(|l| l.layer).collect());
-    let mut out = String::new();
+    // About 4.7 bytes per id (up to three digits and ", ").
+    let ids: usize = steps.iter().flat_map(|s| &s.layers).map(|l| l.experts.len()).sum();
+    let mut out = String::with_capacity(ids * 5 + 1024);
     let _ = writeln!(out, "{{");
     let _ = writeln!(out, "  \"format\": \"{TRACE_FORMAT}\",");
     let _ = writeln!(out, "  \"version\": {TRACE_VERSION},");
@@ -399,38 +401,37 @@ pub fn write_trace(steps: &[StepRouting], experts: u64, source: Option<&str>) ->
     }
     let _ = writeln!(out, "  \"experts\": {experts},");
     let _ = writeln!(out, "  \"top_k\": {top_k},");
-    let _ = writeln!(
-        out,
-        "  \"layers\": {},",
-        json_array(layers.iter().map(|l| l.to_string()))
-    );
-    let _ = writeln!(out, "  \"steps\": [");
+    out.push_str("  \"layers\": ");
+    push_array(&mut out, &layers, |o, l| {
+        let _ = write!(o, "{l}");
+    });
+    out.push_str(",\n  \"steps\": [\n");
     for (si, step) in steps.iter().enumerate() {
         let _ = writeln!(out, "    {{");
         let _ = writeln!(out, "      \"tokens\": {},", step.tokens);
         let with_weights = !step.layers.is_empty() && step.layers.iter().all(|l| l.weights.len() == l.experts.len());
         let _ = writeln!(out, "      \"experts\": [");
         for (li, l) in step.layers.iter().enumerate() {
-            let comma = if li + 1 < step.layers.len() { "," } else { "" };
-            let _ = writeln!(
-                out,
-                "        {}{comma}",
-                json_array(l.experts.iter().map(|e| e.to_string()))
-            );
+            out.push_str("        ");
+            push_array(&mut out, &l.experts, |o, &e| push_id(o, e));
+            out.push_str(if li + 1 < step.layers.len() { ",\n" } else { "\n" });
         }
         let _ = writeln!(out, "      ]{}", if with_weights { "," } else { "" });
         if with_weights {
             let _ = writeln!(out, "      \"weights\": [");
             for (li, l) in step.layers.iter().enumerate() {
-                let comma = if li + 1 < step.layers.len() { "," } else { "" };
-                // `{:?}` on f32 prints the shortest decimal that reads
-                // back to the same f32 (with an exponent when that is
-                // shorter, which JSON allows).
-                let numbers = l
-                    .weights
-                    .iter()
-                    .map(|w| if w.is_finite() { format!("{w:?}") } else { "null".into() });
-                let _ = writeln!(out, "        {}{comma}", json_array(numbers));
+                out.push_str("        ");
+                // `{:?}` on f32 prints the shortest decimal that reads back
+                // to the same f32 (with an exponent when that is shorter,
+                // which JSON allows).
+                push_array(&mut out, &l.weights, |o, w| {
+                    if w.is_finite() {
+                        let _ = write!(o, "{w:?}");
+                    } else {
+                        o.push_str("null");
+                    }
+                });
+                out.push_str(if li + 1 < step.layers.len() { ",\n" } else { "\n" });
             }
             let _ = writeln!(out, "      ]");
         }
@@ -441,16 +442,33 @@ pub fn write_trace(steps: &[StepRouting], experts: u64, source: Option<&str>) ->
     out
 }
 
-fn json_array(items: impl Iterator<Item = String>) -> String {
-    let mut out = String::from("[");
-    for (i, x) in items.enumerate() {
+/// An expert id in decimal, without the formatting machinery (the
+/// writer's hot loop).
+fn push_id(out: &mut String, mut id: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (id % 10) as u8;
+        id /= 10;
+        if id == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
+/// `[a, b, c]` written straight into `out`: a prefill step holds tens of
+/// millions of ids, so no string per item.
+fn push_array<T>(out: &mut String, items: &[T], item: impl Fn(&mut String, &T)) {
+    out.push('[');
+    for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        out.push_str(&x);
+        item(out, x);
     }
     out.push(']');
-    out
 }
 
 #[cfg(test)]
@@ -646,6 +664,19 @@ mod tests {
             e,
             "t.json: trace layer 0 is not an MoE layer of model `test_moe` (its MoE layers: 1-3)"
         );
+    }
+
+    #[test]
+    fn the_documented_example_is_a_valid_trace() {
+        let doc = include_str!("../../../docs/TRACES.md");
+        let start = doc.find("```json\n").map(|i| i + 8).unwrap();
+        let end = start + doc[start..].find("```").unwrap();
+        let trace = parse_trace(&doc[start..end], "docs/TRACES.md").unwrap();
+        assert_eq!((trace.experts, trace.top_k, trace.layers.clone()), (8, 2, vec![1, 2]));
+        assert_eq!(&trace.steps[0].layers[0].experts[2..4], &[0, 7]);
+        assert_eq!(&trace.steps[0].layers[1].experts[2..4], &[6, 4]);
+        let replay = TraceReplay::new(trace, "docs/TRACES.md", &model(8, 2, 1, 1, 1, 2), 3).unwrap();
+        assert_eq!(replay.step(1).layers[1].experts, vec![1, 2, 1, 2, 1, 2]);
     }
 
     #[test]

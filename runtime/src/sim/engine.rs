@@ -85,6 +85,8 @@ struct DieState {
     issued_at: Vec<f64>,
     /// The compute instruction running and when it ends.
     running: Option<(usize, f64)>,
+    /// Collectives issued and not yet complete: (instruction, kind, layer).
+    open: Vec<(usize, u64, usize)>,
 }
 
 /// Simulates one step of `schedule` under `routing`; `record_flows` keeps
@@ -98,7 +100,7 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
     let mut state: Vec<DieState> = schedule
         .programs
         .iter()
-        .map(|p| DieState { pc: 0, done: vec![false; p.instrs.len()], issued_at: vec![0.0; p.instrs.len()], running: None })
+        .map(|p| DieState { pc: 0, done: vec![false; p.instrs.len()], issued_at: vec![0.0; p.instrs.len()], running: None, open: Vec::new() })
         .collect();
     // Transfers still to arrive, per (kind, layer, die); and whether the die
     // issued its own collective for that layer.
@@ -156,15 +158,15 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
         }
         // Collectives complete once issued and every transfer has arrived.
         for (d, s) in state.iter_mut().enumerate() {
-            for (i, instr) in schedule.programs[d].instrs.iter().enumerate().take(s.pc) {
-                if s.done[i] {
-                    continue;
-                }
-                if let Some((kind, layer)) = collective(&instr.op) {
-                    if pending[kind as usize][layer * dies + d] == 0 {
-                        s.done[i] = true;
-                        record(&mut result, schedule, d, i, s.issued_at[i], now);
-                    }
+            let mut k = 0;
+            while k < s.open.len() {
+                let (i, kind, layer) = s.open[k];
+                if pending[kind as usize][layer * dies + d] == 0 {
+                    s.done[i] = true;
+                    record(&mut result, schedule, d, i, s.issued_at[i], now);
+                    s.open.swap_remove(k);
+                } else {
+                    k += 1;
                 }
             }
         }
@@ -178,14 +180,6 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
     result.link_busy_s = net.link_stats().iter().map(|l| l.busy_s).collect();
     result.traffic = net.traffic();
     Ok(result)
-}
-
-fn collective(op: &Op) -> Option<(u64, usize)> {
-    match *op {
-        Op::Dispatch { layer } => Some((DISPATCH, layer as usize)),
-        Op::Combine { layer } => Some((COMBINE, layer as usize)),
-        _ => None,
-    }
 }
 
 /// Tries to issue die `d`'s next instruction; true if it did.
@@ -247,6 +241,8 @@ fn issue(
                 if pending[kind as usize][layer as usize * dies + d] == 0 {
                     s.done[i] = true;
                     record(result, schedule, d, i, now, now);
+                } else {
+                    s.open.push((i, kind, layer as usize));
                 }
             }
             // Point-to-point transfers arrive with a later lowering (TP all-reduce rings).

@@ -36,6 +36,14 @@ const DONE_FRACTION: f64 = 1e-6;
 /// ... or once fewer than this many bytes remain.
 const DONE_BYTES: f64 = 1e-3;
 
+/// Links whose fair shares differ by less than this fraction count as tied
+/// bottlenecks and are filled together (rates move by at most this much).
+const TIE: f64 = 1e-9;
+
+/// Levels filled by passes over the flows before the rest are grouped by
+/// link (see `recompute`).
+const FLOW_PASSES: u32 = 3;
+
 /// One transfer's identity, in the order transfers were started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FlowId(pub u64);
@@ -138,26 +146,55 @@ impl Ord for Heading {
 /// allocates nothing once they have grown.
 #[derive(Debug, Default)]
 struct Scratch {
-    /// Links with at least one transmitting flow, ascending id.
+    /// Links with at least one transmitting flow, ascending id. `settle`
+    /// appends links that gain their first flow; `recompute` sorts and
+    /// prunes.
     active: Vec<u32>,
     /// Active links still holding unfrozen flows during progressive filling.
     open: Vec<u32>,
-    /// Per link: transmitting flows crossing it.
-    count: Vec<u32>,
-    /// Per link: where its flows start in `members`.
-    first: Vec<usize>,
-    /// Per link: the next free slot in `members` while filling it.
-    fill: Vec<usize>,
-    /// Per link: flows not yet given a rate.
+    /// Links whose share ties the lowest at the level being filled.
+    tied: Vec<u32>,
+    /// Per link, its counts and filling state (one record, so each visit is
+    /// one cache line).
+    links: Vec<Fill>,
+    /// Flows (positions in `Network::flows`) not yet given a rate, while
+    /// levels are filled by passes over the flows.
     unfrozen: Vec<u32>,
-    /// Per link: capacity not yet handed out, bytes per second.
-    capacity: Vec<f64>,
-    /// Per link: sum of the rates of the flows crossing it.
-    load: Vec<f64>,
-    /// Flows (positions in `Network::flows`) grouped by link.
+    /// Flows grouped by link, once levels are filled link by link.
     members: Vec<u32>,
-    /// Per flow: whether it has its rate.
-    frozen: Vec<bool>,
+    /// Per flow: its route as (offset, len) in `route_links`, copied out of
+    /// the larger `Flow` records so the filling loops stay in cache.
+    routes: Vec<(u32, u32)>,
+    /// Per flow: its rate once frozen, 0 before.
+    rates: Vec<f64>,
+}
+
+/// One link's part in progressive filling.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fill {
+    /// Capacity not yet handed out, bytes per second; after filling, what
+    /// no flow uses.
+    capacity: f64,
+    /// Transmitting flows crossing the link, kept up to date by `settle`.
+    count: u32,
+    /// Flows crossing it not yet given a rate.
+    unfrozen: u32,
+    /// Its flows in `members` are `first..next`.
+    first: u32,
+    /// See `first`; also the next free slot while grouping.
+    next: u32,
+    /// Whether the link is a bottleneck at the level being filled.
+    bottleneck: bool,
+}
+
+impl Fill {
+    /// The link's fair share: capacity left over the flows still to freeze.
+    #[inline]
+    fn share(&self) -> f64 {
+        // Rounding may leave a hair below zero; a share is never negative.
+        let capacity = if self.capacity > 0.0 { self.capacity } else { 0.0 };
+        capacity / f64::from(self.unfrozen)
+    }
 }
 
 /// The flows in flight on a machine, advanced through time by the caller.
@@ -211,12 +248,7 @@ impl<'m> Network<'m> {
             stats: vec![LinkStats::default(); links],
             traffic: Traffic::default(),
             scratch: Scratch {
-                count: vec![0; links],
-                first: vec![0; links],
-                fill: vec![0; links],
-                unfrozen: vec![0; links],
-                capacity: vec![0.0; links],
-                load: vec![0.0; links],
+                links: vec![Fill::default(); links],
                 ..Scratch::default()
             },
         }
@@ -390,6 +422,7 @@ impl<'m> Network<'m> {
 
     /// Finishes the flows done at the current time and starts the ones
     /// whose head has arrived, marking the rates stale if either happened.
+    #[inline(never)]
     fn settle(&mut self) {
         let now = self.now;
         let Network {
@@ -399,15 +432,17 @@ impl<'m> Network<'m> {
             finished,
             dirty,
             heading,
+            scratch,
             ..
         } = self;
         flows.retain(|f| {
             let done = f.finish_at <= now || f.drained();
             if done {
-                // Hand the links the rounding left over, so each ends up
-                // having carried exactly the flow's bytes.
                 for &l in f.route.links(route_links) {
+                    // Hand the link the rounding left over, so it ends up
+                    // having carried exactly the flow's bytes.
                     stats[l as usize].bytes += f.remaining;
+                    scratch.links[l as usize].count -= 1;
                 }
                 finished.push((f.id, f.tag, now));
                 *dirty = true;
@@ -419,6 +454,15 @@ impl<'m> Network<'m> {
                 break;
             }
             if let Some(h) = heading.pop() {
+                for &l in h.flow.route.links(route_links) {
+                    let fill = &mut scratch.links[l as usize];
+                    if fill.count == 0 {
+                        // It may be listed already if it emptied since the
+                        // last recompute; `recompute` drops duplicates.
+                        scratch.active.push(l);
+                    }
+                    fill.count += 1;
+                }
                 flows.push(h.flow);
                 *dirty = true;
             }
@@ -426,6 +470,7 @@ impl<'m> Network<'m> {
     }
 
     /// Moves the clock forward to `t` at the current rates.
+    #[inline(never)]
     fn drain_to(&mut self, t: f64) {
         let dt = t - self.now;
         if dt > 0.0 {
@@ -433,8 +478,11 @@ impl<'m> Network<'m> {
                 f.remaining -= f.rate * dt;
             }
             for &l in &self.scratch.active {
-                let s = &mut self.stats[l as usize];
-                s.bytes += self.scratch.load[l as usize] * dt;
+                let l = l as usize;
+                // What the frozen flows took is what the link carries.
+                let load = self.bandwidth[l] - self.scratch.links[l].capacity;
+                let s = &mut self.stats[l];
+                s.bytes += load * dt;
                 s.busy_s += dt;
             }
         }
@@ -443,6 +491,7 @@ impl<'m> Network<'m> {
 
     /// Max-min fair rates for the transmitting flows by progressive filling,
     /// and when each will finish at them.
+    #[inline(never)]
     fn recompute(&mut self) {
         self.dirty = false;
         let Network {
@@ -455,89 +504,165 @@ impl<'m> Network<'m> {
             ..
         } = self;
 
-        // Group the flows by link (a counting sort), touching only the links
-        // in use so the cost follows the traffic, not the machine's size.
-        for &l in &s.active {
-            s.count[l as usize] = 0;
-        }
-        s.active.clear();
-        for f in flows.iter() {
-            for &l in f.route.links(route_links) {
-                let c = &mut s.count[l as usize];
-                if *c == 0 {
-                    s.active.push(l);
-                }
-                *c += 1;
-            }
-        }
-        // Ascending ids, so equal shares resolve to the lowest link.
+        // `settle` keeps the per-link flow counts and the list of links in
+        // use; here that list only loses the links that emptied and
+        // duplicates, so the cost follows the traffic, not the machine's size.
         s.active.sort_unstable();
-        let mut total = 0;
+        s.active.dedup();
+        let links = &s.links;
+        s.active.retain(|&l| links[l as usize].count > 0);
+        s.routes.clear();
+        // Offsets and lengths fit u32: the route cache holds far fewer than
+        // 2^32 links for any machine that fits in memory.
+        s.routes
+            .extend(flows.iter().map(|f| (f.route.offset as u32, f.route.len as u32)));
         for &l in &s.active {
-            let l = l as usize;
-            s.first[l] = total;
-            s.fill[l] = total;
-            total += s.count[l] as usize;
-            s.unfrozen[l] = s.count[l];
-            s.capacity[l] = bandwidth[l];
-            s.load[l] = 0.0;
+            let fill = &mut s.links[l as usize];
+            fill.unfrozen = fill.count;
+            fill.capacity = bandwidth[l as usize];
         }
-        s.members.clear();
-        s.members.resize(total, 0);
-        for (k, f) in flows.iter().enumerate() {
-            for &l in f.route.links(route_links) {
-                let l = l as usize;
-                // Flow positions fit u32: each flow is a few machine words.
-                s.members[s.fill[l]] = k as u32;
-                s.fill[l] += 1;
-            }
-        }
-        s.frozen.clear();
-        s.frozen.resize(flows.len(), false);
+        s.rates.clear();
+        s.rates.resize(flows.len(), 0.0);
         s.open.clear();
         s.open.extend_from_slice(&s.active);
+        s.unfrozen.clear();
+        // Flow positions fit u32: a flow takes dozens of bytes, so 2^32 of
+        // them would not fit in memory.
+        s.unfrozen.extend(0..flows.len() as u32);
 
-        // In exact arithmetic each bottleneck's share is at least the one
-        // before; holding to that keeps rounding from ever giving a flow a
-        // smaller (or negative) rate than an earlier one.
+        // Two ways to fill a level, one result. The first levels pass over
+        // the unfrozen flows, freezing those that cross a bottleneck: cheap
+        // when a few levels freeze most flows (symmetric traffic such as an
+        // all-to-all). After `FLOW_PASSES` levels the flows left are grouped
+        // by link, so each further level touches only its bottlenecks' flows
+        // (irregular traffic has dozens of levels).
         let mut level = 0.0f64;
-        while let Some(&head) = s.open.first() {
-            let share = |l: usize| s.capacity[l].max(0.0) / f64::from(s.unfrozen[l]);
-            let mut bottleneck = head as usize;
-            let mut least = share(bottleneck);
-            for &l in &s.open[1..] {
-                let here = share(l as usize);
-                if here < least {
-                    least = here;
-                    bottleneck = l as usize;
-                }
-            }
-            level = level.max(least);
-            let members = s.first[bottleneck]..s.first[bottleneck] + s.count[bottleneck] as usize;
-            for m in members {
-                let k = s.members[m] as usize;
-                if s.frozen[k] {
+        let mut passes = 0;
+        while !s.open.is_empty() {
+            // One scan finds the lowest share, drops the links whose flows
+            // all froze, and keeps every link within a tie of the lowest so
+            // far (in ascending link order, as `open` is).
+            let mut least = f64::INFINITY;
+            let mut kept = 0;
+            s.tied.clear();
+            for i in 0..s.open.len() {
+                let l = s.open[i];
+                let fill = &s.links[l as usize];
+                if fill.unfrozen == 0 {
                     continue;
                 }
-                s.frozen[k] = true;
-                let f = &mut flows[k];
-                f.rate = level;
-                for &l in f.route.links(route_links) {
-                    let l = l as usize;
-                    s.capacity[l] -= level;
-                    s.unfrozen[l] -= 1;
-                    s.load[l] += level;
+                s.open[kept] = l;
+                kept += 1;
+                let share = fill.share();
+                if share <= least * (1.0 + TIE) {
+                    s.tied.push(l);
+                    if share < least {
+                        least = share;
+                    }
                 }
             }
-            let unfrozen = &s.unfrozen;
-            s.open.retain(|&l| unfrozen[l as usize] > 0);
+            s.open.truncate(kept);
+            if s.open.is_empty() {
+                break;
+            }
+            // In exact arithmetic each level is at least the one before;
+            // holding to that keeps rounding from ever giving a flow a
+            // smaller (or negative) rate than an earlier one. The first is
+            // the smallest share of a positive bandwidth, so all are > 0.
+            if least > level {
+                level = least;
+            }
+            // Every link at the lowest share is a bottleneck at this level:
+            // freezing one's flows leaves a tied link's share exactly at the
+            // level (in exact arithmetic), so they all fill now and which of
+            // them comes first cannot matter.
+            let tied = level * (1.0 + TIE);
+            s.tied.retain(|&l| s.links[l as usize].share() <= tied);
+            if passes < FLOW_PASSES {
+                passes += 1;
+                for &l in &s.tied {
+                    s.links[l as usize].bottleneck = true;
+                }
+                let mut kept = 0;
+                for i in 0..s.unfrozen.len() {
+                    let k = s.unfrozen[i] as usize;
+                    let (offset, len) = s.routes[k];
+                    let route = &route_links[offset as usize..(offset + len) as usize];
+                    if route.iter().any(|&l| s.links[l as usize].bottleneck) {
+                        s.rates[k] = level;
+                        for &crossed in route {
+                            let fill = &mut s.links[crossed as usize];
+                            fill.capacity -= level;
+                            fill.unfrozen -= 1;
+                        }
+                    } else {
+                        s.unfrozen[kept] = k as u32;
+                        kept += 1;
+                    }
+                }
+                s.unfrozen.truncate(kept);
+                for &l in &s.tied {
+                    s.links[l as usize].bottleneck = false;
+                }
+                if passes == FLOW_PASSES {
+                    group_by_link(s, route_links);
+                }
+                continue;
+            }
+            for i in 0..s.tied.len() {
+                let fill = s.links[s.tied[i] as usize];
+                // Exact ties keep the share at the level as others freeze;
+                // a near tie may rise past it and wait for a later level.
+                if fill.unfrozen == 0 || fill.share() > tied {
+                    continue;
+                }
+                for m in fill.first..fill.next {
+                    let k = s.members[m as usize] as usize;
+                    if s.rates[k] > 0.0 {
+                        continue;
+                    }
+                    s.rates[k] = level;
+                    let (offset, len) = s.routes[k];
+                    for &crossed in &route_links[offset as usize..(offset + len) as usize] {
+                        let fill = &mut s.links[crossed as usize];
+                        fill.capacity -= level;
+                        fill.unfrozen -= 1;
+                    }
+                }
+            }
         }
 
         *next_finish = f64::INFINITY;
-        for f in flows.iter_mut() {
+        for (f, &rate) in flows.iter_mut().zip(&s.rates) {
             // Every flow crosses a link, so it was frozen at a level > 0.
-            f.finish_at = *now + f.remaining.max(0.0) / f.rate;
+            f.rate = rate;
+            f.finish_at = *now + f.remaining.max(0.0) / rate;
             *next_finish = next_finish.min(f.finish_at);
+        }
+    }
+}
+
+/// Groups the unfrozen flows by the open links they cross (a counting sort
+/// over the links' unfrozen counts), so later levels visit only their
+/// bottlenecks' flows.
+fn group_by_link(s: &mut Scratch, route_links: &[u32]) {
+    // Member counts fit u32: each is a flow crossing a link, and 2^32 flows
+    // would not fit in memory.
+    let mut total = 0u32;
+    for &l in &s.open {
+        let fill = &mut s.links[l as usize];
+        fill.first = total;
+        fill.next = total;
+        total += fill.unfrozen;
+    }
+    s.members.clear();
+    s.members.resize(total as usize, 0);
+    for &k in &s.unfrozen {
+        let (offset, len) = s.routes[k as usize];
+        for &l in &route_links[offset as usize..(offset + len) as usize] {
+            let fill = &mut s.links[l as usize];
+            s.members[fill.next as usize] = k;
+            fill.next += 1;
         }
     }
 }
@@ -708,9 +833,18 @@ mod tests {
         assert_eq!(net.next_event(), Some(1e-6));
         assert_eq!(net.advance(1e-6), [(selfie, 7, 1e-6), (empty, 8, 1e-6)]);
         assert_eq!(net.next_event(), None);
-        assert_eq!(net.traffic(), Traffic { bytes: 1 << 20, byte_hops: 0 });
+        assert_eq!(
+            net.traffic(),
+            Traffic {
+                bytes: 1 << 20,
+                byte_hops: 0
+            }
+        );
         // Errors from the machine come through.
-        assert_eq!(net.start(0.0, a, DieId(99), 1, 0), Err(RouteError::NoSuchDie(DieId(99))));
+        assert_eq!(
+            net.start(0.0, a, DieId(99), 1, 0),
+            Err(RouteError::NoSuchDie(DieId(99)))
+        );
     }
 
     #[test]
@@ -720,7 +854,10 @@ mod tests {
         let mut expected = vec![0.0; m.links().len()];
         let mut byte_hops = 0;
         let mut total = 0;
-        for (i, (src, dst)) in [(0, 15), (3, 12), (5, 6), (15, 0), (0, 15), (9, 9)].into_iter().enumerate() {
+        for (i, (src, dst)) in [(0, 15), (3, 12), (5, 6), (15, 0), (0, 15), (9, 9)]
+            .into_iter()
+            .enumerate()
+        {
             let bytes = 10_000 * (i as u64 + 1);
             let route = m.route(DieId(src), DieId(dst)).expect("route");
             for l in &route.links {
@@ -735,7 +872,13 @@ mod tests {
             assert!((s.bytes - e).abs() <= 1e-6 * e.max(1.0), "{} vs {e}", s.bytes);
             assert_eq!(s.busy_s > 0.0, *e > 0.0);
         }
-        assert_eq!(net.traffic(), Traffic { bytes: total, byte_hops });
+        assert_eq!(
+            net.traffic(),
+            Traffic {
+                bytes: total,
+                byte_hops
+            }
+        );
     }
 
     /// Every die sends `bytes` to every other die at time 0.

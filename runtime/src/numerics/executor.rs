@@ -1,0 +1,471 @@
+//! The distributed functional execution of a step, following the schedule.
+//!
+//! Each die holds its own buffers: copies of the weights of what is placed
+//! on it (see `holdings.rs`) and the hidden states of the tokens of its
+//! sequences. The walk (`walk.rs`) says in which order instructions issue;
+//! here each one does its work on the die's own buffers:
+//!
+//! - `Embed`, `Attention`, `Gate`, `SharedExperts`, `DenseFfn`, `LmHead`
+//!   compute on the die's tokens with the die's weights;
+//! - `Dispatch` copies each token's normalised row to the die serving each
+//!   of its chosen experts (the first replica of the expert, as the
+//!   schedule does not say how tokens spread over replicas);
+//! - `Experts` runs each of the die's experts on the rows it received,
+//!   sorted by token (one grouped call);
+//! - `Combine` copies each output row back to its token's home die;
+//! - when a die has all of a layer's parts (the walk's `Finalize`), the
+//!   routed outputs, weighted by the gate, the shared experts' output and
+//!   the residual are summed in the same fixed order as the reference.
+//!
+//! Bytes copied counts rows that cross dies (a copy within a die moves
+//! nothing over a link), each `hidden` values of the model's dtype at the
+//! numeric width: the simulator's dispatch and combine bytes at full width
+//! are `rows_copied * hidden * dtype bytes` for the same routing.
+
+use super::batch::TokenLayout;
+use super::context::NumericContext;
+use super::holdings::Holdings;
+use super::reference::{embed, Forward};
+use super::route::{choose, GivenRouting, RoutingRecord};
+use super::walk::{Event, Walk};
+use super::weights::{LayerFfn, ModelWeights};
+use crate::kernels::norm::rms_norm;
+use crate::kernels::{attention, combine, ffn, grouped_ffn, matmul, shared_ffn};
+use crate::kernels::{AttentionWeights, ExpertBlock, FfnWeights, SequenceRows};
+use crate::schedule::{Op, Schedule};
+use std::collections::BTreeMap;
+
+/// A deliberate fault, to show the check catches a wrong executor.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The first row a `Dispatch` copies to another die is lost.
+    DropDispatchedRow,
+}
+
+/// The weights one die materialised.
+#[derive(Clone, Debug, Default)]
+struct DieWeights {
+    embedding: Option<Vec<f32>>,
+    lm_head: Option<Vec<f32>>,
+    attention: BTreeMap<u32, AttentionWeights>,
+    router: BTreeMap<u32, Vec<f32>>,
+    shared: BTreeMap<u32, Vec<FfnWeights>>,
+    dense: BTreeMap<u32, FfnWeights>,
+    experts: BTreeMap<(u32, u32), FfnWeights>,
+}
+
+/// A row in flight: which token and which of its choices it belongs to.
+#[derive(Clone, Debug)]
+struct Row {
+    token: usize,
+    choice: usize,
+    values: Vec<f32>,
+}
+
+/// One die's activations during a step; per-layer buffers are dropped once
+/// the layer is finalized.
+#[derive(Clone, Debug, Default)]
+struct Activations {
+    /// Residual stream, `tokens x hidden`.
+    x: Vec<f32>,
+    /// Normalised FFN input per layer.
+    ffn_in: BTreeMap<u32, Vec<f32>>,
+    /// Chosen experts and gate weights per layer, `tokens x top_k`.
+    chosen: BTreeMap<u32, (Vec<u32>, Vec<f32>)>,
+    shared_out: BTreeMap<u32, Vec<f32>>,
+    dense_out: BTreeMap<u32, Vec<f32>>,
+    /// Routed outputs arrived from expert dies, `tokens x top_k x hidden`.
+    routed: BTreeMap<u32, Vec<f32>>,
+    /// Rows received for (layer, expert).
+    inbox: BTreeMap<(u32, u32), Vec<Row>>,
+    /// Expert outputs waiting for `Combine`, per layer.
+    outbox: BTreeMap<u32, Vec<Row>>,
+    logits: Vec<f32>,
+}
+
+/// One die.
+#[derive(Clone, Debug)]
+struct Die {
+    weights: DieWeights,
+    /// Global numeric ids of its tokens, ascending.
+    tokens: Vec<usize>,
+    /// Its sequences' rows among its tokens.
+    sequences: Vec<SequenceRows>,
+    act: Activations,
+}
+
+/// The distributed executor of one schedule.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    programs: Vec<Vec<Op>>,
+    walk: Walk,
+    dies: Vec<Die>,
+    expert_home: Vec<Vec<usize>>,
+    /// Per numeric token: its home die and its row there.
+    home: Vec<(usize, usize)>,
+    #[cfg(test)]
+    pub fault: Option<Fault>,
+}
+
+/// What the executor produced, with what it moved.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    pub forward: Forward,
+    pub bytes_copied: u64,
+    pub rows_copied: u64,
+}
+
+impl Executor {
+    /// Every die materialises its weights (cloned from `weights`, which are
+    /// the same numbers it would draw from the seed) and learns its tokens.
+    pub fn new(
+        schedule: &Schedule,
+        holdings: &Holdings,
+        walk: Walk,
+        layout: &TokenLayout,
+        weights: &ModelWeights,
+    ) -> Executor {
+        let mut home = vec![(0, 0); layout.tokens()];
+        let mut dies: Vec<Die> = schedule
+            .programs
+            .iter()
+            .enumerate()
+            .map(|(d, program)| {
+                let (tokens, sequences) = layout.rows(holdings.sequences.get(d).map_or(&[][..], |s| &s[..]));
+                for (row, &t) in tokens.iter().enumerate() {
+                    if let Some(h) = home.get_mut(t) {
+                        *h = (d, row);
+                    }
+                }
+                let mut w = DieWeights::default();
+                if !tokens.is_empty() {
+                    for instr in &program.instrs {
+                        materialise(&mut w, &instr.op, weights);
+                    }
+                }
+                Die {
+                    weights: w,
+                    tokens,
+                    sequences,
+                    act: Activations::default(),
+                }
+            })
+            .collect();
+        for (layer, homes) in holdings.expert_home.iter().enumerate() {
+            let Some(LayerFfn::Moe { experts, .. }) = weights.layers.get(layer).map(|l| &l.ffn) else {
+                continue;
+            };
+            for (e, (&d, expert)) in homes.iter().zip(experts).enumerate() {
+                if let Some(die) = dies.get_mut(d) {
+                    die.weights.experts.insert((layer as u32, e as u32), expert.clone());
+                }
+            }
+        }
+        Executor {
+            programs: schedule
+                .programs
+                .iter()
+                .map(|p| p.instrs.iter().map(|i| i.op.clone()).collect())
+                .collect(),
+            walk,
+            dies,
+            expert_home: holdings.expert_home.clone(),
+            home,
+            #[cfg(test)]
+            fault: None,
+        }
+    }
+
+    /// Runs one step on `token_ids` (one per numeric token).
+    pub fn run(&mut self, ctx: &NumericContext, token_ids: &[u32], given: Option<&GivenRouting<'_>>) -> Execution {
+        let tokens = ctx.layout.tokens();
+        let mut step = Step {
+            ctx,
+            token_ids,
+            given,
+            record: RoutingRecord::new(tokens, ctx.top_k(), &ctx.moe_layers()),
+            rows_copied: 0,
+        };
+        for die in &mut self.dies {
+            die.act = Activations::default();
+        }
+        let events = std::mem::take(&mut self.walk.events);
+        for event in &events {
+            match *event {
+                Event::Issue { die, instr } => {
+                    let Some(op) = self.programs.get(die).and_then(|p| p.get(instr)).cloned() else {
+                        continue;
+                    };
+                    self.issue(&mut step, die, &op);
+                }
+                Event::Finalize { die, layer } => self.finalize(ctx, die, layer),
+            }
+        }
+        self.walk.events = events;
+
+        let (w, vocab) = (ctx.width(), ctx.model.vocab as usize);
+        let mut hidden = vec![0.0f32; tokens * w];
+        let mut logits = vec![0.0f32; tokens * vocab];
+        for (t, &(d, row)) in self.home.iter().enumerate() {
+            let act = &self.dies[d].act;
+            if let Some(src) = act.x.get(row * w..(row + 1) * w) {
+                hidden[t * w..(t + 1) * w].copy_from_slice(src);
+            }
+            if let Some(src) = act.logits.get(row * vocab..(row + 1) * vocab) {
+                logits[t * vocab..(t + 1) * vocab].copy_from_slice(src);
+            }
+        }
+        let gate_fallbacks = step.record.fallbacks;
+        Execution {
+            forward: Forward {
+                hidden,
+                logits,
+                routing: step.record.into_step_routing(),
+                gate_fallbacks,
+                gate_disagreements: 0,
+            },
+            bytes_copied: step.rows_copied * (w as u64) * ctx.model.dtype.bytes(),
+            rows_copied: step.rows_copied,
+        }
+    }
+
+    /// Does the work of `op` issued on die `d`.
+    fn issue(&mut self, step: &mut Step<'_, '_>, d: usize, op: &Op) {
+        let ctx = step.ctx;
+        let w = ctx.width();
+        let top_k = ctx.top_k();
+        match *op {
+            Op::Dispatch { layer } => return self.dispatch(step, d, layer),
+            Op::Experts { layer } => return self.experts(d, layer, w),
+            Op::Combine { layer } => return self.combine_send(step, d, layer),
+            _ => {}
+        }
+        let die = &mut self.dies[d];
+        let n = die.tokens.len();
+        if n == 0 {
+            return;
+        }
+        let (weights, act) = (&die.weights, &mut die.act);
+        match *op {
+            Op::Embed => {
+                let ids: Vec<u32> = die
+                    .tokens
+                    .iter()
+                    .map(|&t| step.token_ids.get(t).copied().unwrap_or(0))
+                    .collect();
+                act.x = embed(weights.embedding.as_deref().unwrap_or(&[]), w, &ids);
+            }
+            Op::Attention { layer } => {
+                let Some(aw) = weights.attention.get(&layer) else {
+                    return;
+                };
+                let a = attention(aw, &rms_norm(&act.x, w), &die.sequences, &ctx.cache(layer));
+                act.x.iter_mut().zip(&a).for_each(|(xi, ai)| *xi += ai);
+                act.ffn_in.insert(layer, rms_norm(&act.x, w));
+            }
+            Op::Gate { layer } => {
+                let (Some(router), Some(w_g), Some(h)) =
+                    (ctx.router.as_ref(), weights.router.get(&layer), act.ffn_in.get(&layer))
+                else {
+                    return;
+                };
+                let scores = router.scores(h, w_g, n, w);
+                let (mut experts, mut gate_weights) = (Vec::with_capacity(n * top_k), Vec::with_capacity(n * top_k));
+                for (row, s) in scores.chunks_exact(router.experts).enumerate() {
+                    let t = die.tokens[row];
+                    let choice = choose(router, step.given, layer, t, s);
+                    step.record.set(layer, t, &choice);
+                    experts.extend(choice.experts);
+                    gate_weights.extend(choice.weights);
+                }
+                act.chosen.insert(layer, (experts, gate_weights));
+                act.routed.insert(layer, vec![0.0; n * top_k * w]);
+            }
+            Op::SharedExperts { layer } => {
+                let (Some(shared), Some(h)) = (weights.shared.get(&layer), act.ffn_in.get(&layer)) else {
+                    return;
+                };
+                if let Some(out) = shared_ffn(shared, h, n) {
+                    act.shared_out.insert(layer, out);
+                }
+            }
+            Op::DenseFfn { layer } => {
+                let (Some(f), Some(h)) = (weights.dense.get(&layer), act.ffn_in.get(&layer)) else {
+                    return;
+                };
+                act.dense_out.insert(layer, ffn(f, h, n));
+            }
+            Op::LmHead => {
+                let Some(head) = weights.lm_head.as_deref() else { return };
+                act.logits = matmul(&rms_norm(&act.x, w), head, n, w, ctx.model.vocab as usize);
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies each of die `d`'s tokens' rows to the die serving each chosen expert.
+    fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
+        let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
+        let die = &self.dies[d];
+        let (Some((chosen, _)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
+            return;
+        };
+        let homes = self.expert_home.get(layer as usize).map_or(&[][..], |h| &h[..]);
+        let mut sends = Vec::with_capacity(chosen.len());
+        for (row, &t) in die.tokens.iter().enumerate() {
+            for j in 0..top_k {
+                let e = chosen[row * top_k + j];
+                let Some(&to) = homes.get(e as usize) else { continue };
+                let values = h[row * w..(row + 1) * w].to_vec();
+                sends.push((
+                    to,
+                    e,
+                    Row {
+                        token: t,
+                        choice: j,
+                        values,
+                    },
+                ));
+            }
+        }
+        for (to, e, row) in sends {
+            if to != d {
+                let lost = self.loses_row(step.rows_copied);
+                step.rows_copied += 1;
+                if lost {
+                    continue;
+                }
+            }
+            if let Some(target) = self.dies.get_mut(to) {
+                target.act.inbox.entry((layer, e)).or_default().push(row);
+            }
+        }
+    }
+
+    /// Whether the injected fault loses this copied row (the first one).
+    #[cfg(test)]
+    fn loses_row(&self, rows_copied: u64) -> bool {
+        self.fault == Some(Fault::DropDispatchedRow) && rows_copied == 0
+    }
+
+    #[cfg(not(test))]
+    fn loses_row(&self, _: u64) -> bool {
+        false
+    }
+
+    /// Runs die `d`'s experts of `layer` on the rows they received.
+    fn experts(&mut self, d: usize, layer: u32, w: usize) {
+        let Die { weights, act, .. } = &mut self.dies[d];
+        let keys: Vec<(u32, u32)> = act
+            .inbox
+            .range((layer, 0)..=(layer, u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut received: Vec<(&FfnWeights, Vec<Row>, Vec<f32>)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (Some(mut rows), Some(expert)) = (act.inbox.remove(&key), weights.experts.get(&key)) else {
+                continue;
+            };
+            // Arrival order depends on which die dispatched first; token
+            // order does not, and matches the reference.
+            rows.sort_by_key(|r| (r.token, r.choice));
+            let gathered = rows.iter().flat_map(|r| r.values.iter().copied()).collect();
+            received.push((expert, rows, gathered));
+        }
+        let blocks: Vec<ExpertBlock<'_>> = received
+            .iter()
+            .map(|(weights, rows, x)| ExpertBlock {
+                weights,
+                rows: x,
+                n: rows.len(),
+            })
+            .collect();
+        let out = grouped_ffn(&blocks);
+        let outbox = act.outbox.entry(layer).or_default();
+        let rows = received.iter().flat_map(|(_, rows, _)| rows);
+        for (r, values) in rows.zip(out.chunks_exact(w.max(1))) {
+            outbox.push(Row {
+                token: r.token,
+                choice: r.choice,
+                values: values.to_vec(),
+            });
+        }
+    }
+
+    /// Copies die `d`'s expert outputs of `layer` back to their tokens' home dies.
+    fn combine_send(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
+        let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
+        let rows = self.dies[d].act.outbox.remove(&layer).unwrap_or_default();
+        for r in rows {
+            let Some(&(home, local)) = self.home.get(r.token) else {
+                continue;
+            };
+            if home != d {
+                step.rows_copied += 1;
+            }
+            let Some(slots) = self.dies[home].act.routed.get_mut(&layer) else {
+                continue;
+            };
+            let at = (local * top_k + r.choice) * w;
+            if let Some(dst) = slots.get_mut(at..at + w) {
+                dst.iter_mut().zip(&r.values).for_each(|(s, v)| *s = *v);
+            }
+        }
+    }
+
+    /// Adds `layer`'s FFN output to die `d`'s residual.
+    fn finalize(&mut self, ctx: &NumericContext, d: usize, layer: u32) {
+        let (w, top_k) = (ctx.width(), ctx.top_k());
+        let act = &mut self.dies[d].act;
+        if ctx.is_moe(layer) {
+            let gate_weights = act.chosen.remove(&layer).map(|c| c.1).unwrap_or_default();
+            let routed = act.routed.remove(&layer).unwrap_or_default();
+            let shared = act.shared_out.remove(&layer);
+            combine(&mut act.x, w, shared.as_deref(), top_k, &gate_weights, &routed);
+        } else if let Some(out) = act.dense_out.remove(&layer) {
+            combine(&mut act.x, w, Some(&out), 0, &[], &[]);
+        }
+        act.ffn_in.remove(&layer);
+    }
+}
+
+/// One step's inputs and what it accumulates while the walk replays.
+struct Step<'a, 'g> {
+    ctx: &'a NumericContext,
+    token_ids: &'a [u32],
+    given: Option<&'a GivenRouting<'g>>,
+    record: RoutingRecord,
+    /// Rows dispatch and combine copied between dies.
+    rows_copied: u64,
+}
+
+/// Copies into `w` the weights `op` needs, from the full set.
+fn materialise(w: &mut DieWeights, op: &Op, all: &ModelWeights) {
+    let layer = |l: u32| all.layers.get(l as usize);
+    match *op {
+        Op::Embed => w.embedding = Some(all.embedding.clone()),
+        Op::LmHead => w.lm_head = Some(all.lm_head.clone()),
+        Op::Attention { layer: l } => {
+            if let Some(lw) = layer(l) {
+                w.attention.insert(l, lw.attention.clone());
+            }
+        }
+        Op::Gate { layer: l } => {
+            if let Some(LayerFfn::Moe { router, .. }) = layer(l).map(|x| &x.ffn) {
+                w.router.insert(l, router.clone());
+            }
+        }
+        Op::SharedExperts { layer: l } => {
+            if let Some(LayerFfn::Moe { shared, .. }) = layer(l).map(|x| &x.ffn) {
+                w.shared.insert(l, shared.clone());
+            }
+        }
+        Op::DenseFfn { layer: l } => {
+            if let Some(LayerFfn::Dense(f)) = layer(l).map(|x| &x.ffn) {
+                w.dense.insert(l, f.clone());
+            }
+        }
+        _ => {}
+    }
+}

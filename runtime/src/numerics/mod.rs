@@ -1,0 +1,186 @@
+//! Numerics: the real numbers of a step, computed twice over and compared.
+//!
+//! The distributed executor (`executor.rs`) runs the schedule's die programs
+//! with real kernels on per-die buffers, copying rows between dies where the
+//! schedule dispatches and combines; the dense reference (`reference.rs`)
+//! computes the same step on one device. Both use the same weights
+//! (`weights.rs`, drawn from the seed), token ids, synthetic KV cache and
+//! routing, so any difference is the executor's data movement going wrong.
+//! When the full model does not fit this machine, both run a reduced-width
+//! model (`width.rs`), and [`Numerics::reduced`] says so.
+//!
+//! The seed is the workload routing's seed (`gate`, `uniform` and `zipf`
+//! have one; a trace uses 0), so a workload names its numbers.
+
+mod batch;
+mod check;
+mod context;
+mod executor;
+mod holdings;
+mod reference;
+mod route;
+mod walk;
+mod weights;
+mod width;
+
+#[cfg(test)]
+mod tests;
+
+pub use check::{errors, NumericStep, TOLERANCE};
+pub use width::{NumericShape, WeightCopies};
+
+use crate::kernels::Router;
+use crate::model::AttentionSpec;
+use crate::routing::StepRouting;
+use crate::schedule::Schedule;
+use crate::workload::{RoutingSource, WorkloadSpec};
+use batch::TokenLayout;
+use context::NumericContext;
+use executor::Executor;
+use holdings::Holdings;
+use route::GivenRouting;
+use weights::{ModelWeights, WeightGen};
+
+/// Limits of the numeric run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NumericConfig {
+    /// `--numeric-width`: run at this hidden size (must fit `memory_budget`).
+    pub width: Option<u64>,
+    /// Bytes all weight copies may take (default 1 GiB).
+    pub memory_budget: u64,
+    /// FLOPs one step's forward may take (default 2e9).
+    pub flops_budget: f64,
+    /// Cached positions per decode token, and prefill tokens per sequence, at most (default 64).
+    pub max_context: u64,
+    /// Numeric tokens per step at most (default 256).
+    pub max_tokens: u64,
+}
+
+impl Default for NumericConfig {
+    fn default() -> NumericConfig {
+        NumericConfig {
+            width: None,
+            memory_budget: 1 << 30,
+            flops_budget: 2e9,
+            max_context: 64,
+            max_tokens: 256,
+        }
+    }
+}
+
+/// A schedule's numerics, ready to run steps.
+#[derive(Clone, Debug)]
+pub struct Numerics {
+    shape: NumericShape,
+    ctx: NumericContext,
+    weights: ModelWeights,
+    executor: Executor,
+}
+
+/// The seed a workload's numbers are drawn from.
+fn seed_of(workload: &WorkloadSpec) -> u64 {
+    match workload.routing {
+        RoutingSource::Uniform { seed } | RoutingSource::Zipf { seed, .. } | RoutingSource::Gate { seed } => seed,
+        RoutingSource::Trace { .. } => 0,
+    }
+}
+
+impl Numerics {
+    /// Sizes the numeric model for `schedule` within `config`, checks the
+    /// schedule can compute a step (every instruction finds its inputs, no
+    /// deadlock), and materialises the weights of the reference and of every
+    /// die.
+    pub fn new(schedule: &Schedule, config: &NumericConfig) -> Result<Numerics, String> {
+        schedule.validate()?;
+        let (model, workload) = (&schedule.model, &schedule.workload);
+        if model.hidden == 0 || model.vocab == 0 {
+            return Err("the model has no hidden size or vocabulary".into());
+        }
+        if workload.tokens_per_step() == 0 {
+            return Err("the workload has no tokens in a step".into());
+        }
+        let heads_ok = match model.attention {
+            AttentionSpec::Mha { heads, head_dim } => heads > 0 && head_dim > 0,
+            AttentionSpec::Gqa {
+                heads,
+                kv_heads,
+                head_dim,
+            } => kv_heads > 0 && heads % kv_heads == 0 && heads > 0 && head_dim > 0,
+            AttentionSpec::Mla {
+                heads,
+                kv_lora_rank,
+                head_dim,
+                v_head_dim,
+                ..
+            } => heads > 0 && kv_lora_rank > 0 && head_dim > 0 && v_head_dim > 0,
+        };
+        if !heads_ok {
+            return Err(format!(
+                "{} attention of {} has no usable heads",
+                model.attention.kind(),
+                model.name
+            ));
+        }
+        let router = model.moe.as_ref().map(Router::from_spec).transpose()?;
+        // The numeric batch does not depend on the width.
+        let sequences = NumericShape::at_width(model, workload, model.hidden, config).batch as usize;
+        let holdings = Holdings::new(schedule, sequences)?;
+        let walk = walk::plan(schedule, &holdings)?;
+        let shape = width::select(model, workload, &holdings.copies, config)?;
+        let layout = TokenLayout::new(&shape, workload);
+        let ctx = NumericContext {
+            model: shape.model(model),
+            router,
+            seed: seed_of(workload),
+            layout,
+        };
+        let weights = WeightGen::new(ctx.seed, &ctx.model).model_weights();
+        let executor = Executor::new(schedule, &holdings, walk, &layout, &weights);
+        Ok(Numerics {
+            shape,
+            ctx,
+            weights,
+            executor,
+        })
+    }
+
+    /// The dimensions the numerics run at.
+    pub fn shape(&self) -> &NumericShape {
+        &self.shape
+    }
+
+    /// Whether the numerics run smaller than the model or the workload.
+    pub fn reduced(&self) -> bool {
+        self.shape.reduced
+    }
+
+    /// One step: the distributed execution and the dense reference on the
+    /// same routing; `routing` None = real gate. A given routing covers the
+    /// workload step's tokens (sequence-major); the numeric tokens take the
+    /// choices of the tokens they stand for.
+    pub fn step(&mut self, step: u64, routing: Option<&StepRouting>) -> NumericStep {
+        let ids = self.ctx.layout.token_ids(self.ctx.seed, step, self.ctx.model.vocab);
+        let given = routing.map(|r| GivenRouting {
+            routing: r,
+            layout: Some(self.ctx.layout),
+        });
+        let run = self.executor.run(&self.ctx, &ids, given.as_ref());
+        let used = GivenRouting {
+            routing: &run.forward.routing,
+            layout: None,
+        };
+        let reference = reference::forward(&self.ctx, &self.weights, &ids, Some(&used), routing.is_none());
+        let (w, vocab) = (self.ctx.width(), self.ctx.model.vocab as usize);
+        let (abs_h, rel_h) = errors(&run.forward.hidden, &reference.hidden, w);
+        let (abs_l, rel_l) = errors(&run.forward.logits, &reference.logits, vocab);
+        NumericStep {
+            max_abs_error: abs_h.max(abs_l),
+            max_rel_error: rel_h.max(rel_l),
+            bytes_copied: run.bytes_copied,
+            rows_copied: run.rows_copied,
+            gate_fallbacks: run.forward.gate_fallbacks,
+            gate_disagreements: reference.gate_disagreements,
+            routing: run.forward.routing,
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The order the distributed executor runs a schedule in, worked out once
+//! per schedule, and the checks that the schedule computes what it claims.
+//!
+//! The walk follows the execution model of `crate::schedule`: each die
+//! issues its instructions in program order, an instruction once all its
+//! `deps` have completed. Compute instructions complete when issued (the
+//! numerics have no clock; compute runs one at a time anyway). `Dispatch` of
+//! a layer completes on every die once every die holding numeric tokens has
+//! issued its `Dispatch` of that layer; `Combine` once every die serving an
+//! expert of the layer has issued its `Combine`. `Send` completes when
+//! issued, `Recv` once a matching `Send` (same sender, receiver and tag) has
+//! been issued. Dies take turns in id order, each issuing all it can, until
+//! every program ends; no progress before that is a deadlock.
+//!
+//! Since none of this depends on the routing, the walk is planned once and
+//! replayed every step. Planning also checks that every instruction finds
+//! its inputs: attention after the previous layer's residual is complete,
+//! the router after attention, `Experts` only after its layer's dispatch
+//! has completed, and so on. A schedule that would compute on data that has
+//! not arrived is refused with the die and instruction named.
+
+use super::holdings::Holdings;
+use crate::model::{LayerKind, ModelSpec};
+use crate::schedule::{Op, Schedule};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// One step of the walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `die` issues instruction `instr` of its program.
+    Issue { die: usize, instr: usize },
+    /// `die` now has every part of `layer`'s FFN output for its tokens
+    /// (routed outputs combined, shared experts, or the dense FFN): its
+    /// residual can take them.
+    Finalize { die: usize, layer: u32 },
+}
+
+/// The planned order of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walk {
+    pub events: Vec<Event>,
+}
+
+/// How an op is named in messages.
+fn describe(op: &Op) -> String {
+    match op.layer() {
+        Some(layer) => format!("{} of layer {layer}", kind(op)),
+        None => kind(op).to_string(),
+    }
+}
+
+fn kind(op: &Op) -> &'static str {
+    match op {
+        Op::Embed => "Embed",
+        Op::Attention { .. } => "Attention",
+        Op::Gate { .. } => "Gate",
+        Op::Dispatch { .. } => "Dispatch",
+        Op::Experts { .. } => "Experts",
+        Op::SharedExperts { .. } => "SharedExperts",
+        Op::Combine { .. } => "Combine",
+        Op::DenseFfn { .. } => "DenseFfn",
+        Op::LmHead => "LmHead",
+        Op::Send { .. } => "Send",
+        Op::Recv { .. } => "Recv",
+    }
+}
+
+/// Per die, per layer: which parts of the step have happened.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    embedded: bool,
+    attention: BTreeSet<u32>,
+    gated: BTreeSet<u32>,
+    shared: BTreeSet<u32>,
+    dense: BTreeSet<u32>,
+    experts: BTreeSet<u32>,
+    combined: BTreeSet<u32>,
+    finalized: BTreeSet<u32>,
+}
+
+/// Plans the walk of `schedule` for `holdings`, or says why the schedule
+/// cannot compute the step.
+pub fn plan(schedule: &Schedule, holdings: &Holdings) -> Result<Walk, String> {
+    let model = &schedule.model;
+    check_instructions(schedule, holdings)?;
+    Planner::new(schedule, holdings).run(model)
+}
+
+/// Every op names a layer of the right kind; every die runs each op of
+/// each layer at most once; token-holding dies run the whole forward;
+/// expert dies run `Experts` and `Combine` of their layers.
+fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), String> {
+    let model = &schedule.model;
+    let shared = model.moe.as_ref().map_or(0, |m| m.shared_experts);
+    for (die, program) in schedule.programs.iter().enumerate() {
+        let mut seen: BTreeMap<(&'static str, Option<u32>), usize> = BTreeMap::new();
+        for (i, instr) in program.instrs.iter().enumerate() {
+            let op = &instr.op;
+            if let Some(layer) = op.layer() {
+                if u64::from(layer) >= model.layers {
+                    return Err(format!(
+                        "die {die}: instruction {i} ({}) names a layer the model lacks",
+                        describe(op)
+                    ));
+                }
+                let moe = model.layer_kind(u64::from(layer)) == LayerKind::Moe;
+                let moe_op = matches!(
+                    op,
+                    Op::Gate { .. }
+                        | Op::Dispatch { .. }
+                        | Op::Experts { .. }
+                        | Op::SharedExperts { .. }
+                        | Op::Combine { .. }
+                );
+                if (moe_op && !moe) || (matches!(op, Op::DenseFfn { .. }) && moe) {
+                    let what = if moe { "an MoE" } else { "a dense" };
+                    return Err(format!(
+                        "die {die}: instruction {i} ({}) is in {what} layer",
+                        describe(op)
+                    ));
+                }
+            }
+            if !matches!(op, Op::Send { .. } | Op::Recv { .. }) {
+                if let Some(first) = seen.insert((kind(op), op.layer()), i) {
+                    return Err(format!("die {die}: {} at instructions {first} and {i}", describe(op)));
+                }
+            }
+        }
+        let has = |op: Op| seen.contains_key(&(kind(&op), op.layer()));
+        let mut needed = Vec::new();
+        if holdings.holds_tokens(die) {
+            needed.extend([Op::Embed, Op::LmHead]);
+            for layer in 0..model.layers as u32 {
+                needed.push(Op::Attention { layer });
+                if model.layer_kind(u64::from(layer)) == LayerKind::Moe {
+                    needed.extend([Op::Gate { layer }, Op::Dispatch { layer }, Op::Combine { layer }]);
+                    if shared > 0 {
+                        needed.push(Op::SharedExperts { layer });
+                    }
+                } else {
+                    needed.push(Op::DenseFfn { layer });
+                }
+            }
+        }
+        for (layer, homes) in holdings.expert_home.iter().enumerate() {
+            if homes.contains(&die) {
+                let layer = layer as u32;
+                needed.extend([Op::Experts { layer }, Op::Combine { layer }]);
+            }
+        }
+        if let Some(missing) = needed.into_iter().find(|op| !has(op.clone())) {
+            let why = if matches!(missing, Op::Experts { .. }) || !holdings.holds_tokens(die) {
+                "serves experts of that layer"
+            } else {
+                "holds numeric tokens"
+            };
+            return Err(format!("die {die} {why} but never runs {}", describe(&missing)));
+        }
+    }
+    Ok(())
+}
+
+/// The walk's state.
+struct Planner<'a> {
+    schedule: &'a Schedule,
+    holdings: &'a Holdings,
+    shared_experts: u64,
+    pc: Vec<usize>,
+    done: Vec<Vec<bool>>,
+    progress: Vec<Progress>,
+    /// Per MoE layer: token-holding dies yet to issue `Dispatch`.
+    dispatch_left: BTreeMap<u32, usize>,
+    /// Per MoE layer: expert dies yet to issue `Combine`.
+    combine_left: BTreeMap<u32, usize>,
+    /// Issued `Dispatch`/`Combine` instructions waiting for their collective.
+    waiting: BTreeMap<(&'static str, u32), Vec<(usize, usize)>>,
+    /// Sends not yet received, per (from, to, tag).
+    sent: BTreeMap<(usize, usize, u32), usize>,
+    /// Receives waiting for a send, per (from, to, tag).
+    receiving: BTreeMap<(usize, usize, u32), VecDeque<(usize, usize)>>,
+    events: Vec<Event>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(schedule: &'a Schedule, holdings: &'a Holdings) -> Planner<'a> {
+        let model = &schedule.model;
+        let holders = (0..schedule.programs.len())
+            .filter(|&d| holdings.holds_tokens(d))
+            .count();
+        let moe_layers: Vec<u32> = (0..model.layers as u32)
+            .filter(|&l| model.layer_kind(u64::from(l)) == LayerKind::Moe)
+            .collect();
+        Planner {
+            schedule,
+            holdings,
+            shared_experts: model.moe.as_ref().map_or(0, |m| m.shared_experts),
+            pc: vec![0; schedule.programs.len()],
+            done: schedule.programs.iter().map(|p| vec![false; p.instrs.len()]).collect(),
+            progress: vec![Progress::default(); schedule.programs.len()],
+            dispatch_left: moe_layers.iter().map(|&l| (l, holders)).collect(),
+            combine_left: moe_layers.iter().map(|&l| (l, holdings.expert_dies(l).len())).collect(),
+            waiting: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            receiving: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn run(mut self, model: &ModelSpec) -> Result<Walk, String> {
+        let programs = &self.schedule.programs;
+        loop {
+            let mut moved = false;
+            for (die, program) in programs.iter().enumerate() {
+                while let Some(instr) = program.instrs.get(self.pc[die]) {
+                    let ready = instr
+                        .deps
+                        .iter()
+                        .all(|d| self.done[die].get(d.0 as usize).copied().unwrap_or(false));
+                    if !ready {
+                        break;
+                    }
+                    let i = self.pc[die];
+                    self.issue(die, i, &instr.op, model)?;
+                    self.pc[die] += 1;
+                    moved = true;
+                }
+            }
+            let finished = (0..programs.len()).all(|d| self.pc[d] == programs[d].instrs.len());
+            if finished {
+                break;
+            }
+            if !moved {
+                let stuck: Vec<String> = (0..programs.len())
+                    .filter_map(|d| {
+                        let instr = programs[d].instrs.get(self.pc[d])?;
+                        Some(format!(
+                            "die {d} at instruction {} ({})",
+                            self.pc[d],
+                            describe(&instr.op)
+                        ))
+                    })
+                    .take(4)
+                    .collect();
+                return Err(format!("the schedule deadlocks: {}", stuck.join(", ")));
+            }
+        }
+        // Everything issued; an instruction still incomplete waits forever.
+        for (d, done) in self.done.iter().enumerate() {
+            if let Some(i) = done.iter().position(|&x| !x) {
+                let op = describe(&programs[d].instrs[i].op);
+                return Err(format!(
+                    "the schedule deadlocks: die {d}'s instruction {i} ({op}) never completes"
+                ));
+            }
+        }
+        Ok(Walk { events: self.events })
+    }
+
+    /// Checks `op`'s inputs on `die`, records it, and completes what it completes.
+    fn issue(&mut self, die: usize, i: usize, op: &Op, model: &ModelSpec) -> Result<(), String> {
+        let holder = self.holdings.holds_tokens(die);
+        let p = &self.progress[die];
+        let hazard = |needs: &str| {
+            Err(format!(
+                "die {die}: {} (instruction {i}) runs before {needs}",
+                describe(op)
+            ))
+        };
+        match *op {
+            Op::Attention { layer } if holder => {
+                if layer == 0 && !p.embedded {
+                    return hazard("its Embed");
+                }
+                if layer > 0 && !p.finalized.contains(&(layer - 1)) {
+                    return hazard("the previous layer's output is complete on it");
+                }
+            }
+            Op::Gate { layer } | Op::SharedExperts { layer } | Op::DenseFfn { layer }
+                if holder && !p.attention.contains(&layer) =>
+            {
+                return hazard("its Attention of that layer");
+            }
+            Op::Dispatch { layer } if holder && !p.gated.contains(&layer) => return hazard("its Gate of that layer"),
+            Op::Experts { layer } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
+                return hazard("every token of that layer has been dispatched");
+            }
+            Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&layer) => {
+                return hazard("its Experts of that layer");
+            }
+            Op::LmHead
+                if holder && !p.finalized.contains(&(model.layers as u32).saturating_sub(1)) && model.layers > 0 =>
+            {
+                return hazard("the last layer's output is complete on it");
+            }
+            _ => {}
+        }
+        self.events.push(Event::Issue { die, instr: i });
+        let p = &mut self.progress[die];
+        match *op {
+            Op::Embed => p.embedded = true,
+            Op::Attention { layer } => _ = p.attention.insert(layer),
+            Op::Gate { layer } => _ = p.gated.insert(layer),
+            Op::SharedExperts { layer } => _ = p.shared.insert(layer),
+            Op::DenseFfn { layer } => _ = p.dense.insert(layer),
+            Op::Experts { layer } => _ = p.experts.insert(layer),
+            _ => {}
+        }
+        match *op {
+            Op::Dispatch { layer } => {
+                self.waiting.entry(("Dispatch", layer)).or_default().push((die, i));
+                if holder {
+                    self.count_down(true, layer);
+                }
+                self.release("Dispatch", layer);
+            }
+            Op::Combine { layer } => {
+                self.waiting.entry(("Combine", layer)).or_default().push((die, i));
+                if self.serves(die, layer) {
+                    self.count_down(false, layer);
+                }
+                self.release("Combine", layer);
+            }
+            Op::Send { to, tag, .. } => {
+                self.done[die][i] = true;
+                let key = (die, to.index(), tag);
+                match self.receiving.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some((d, r)) => self.done[d][r] = true,
+                    None => *self.sent.entry(key).or_default() += 1,
+                }
+            }
+            Op::Recv { from, tag } => {
+                let key = (from.index(), die, tag);
+                match self.sent.get_mut(&key) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        self.done[die][i] = true;
+                    }
+                    _ => self.receiving.entry(key).or_default().push_back((die, i)),
+                }
+            }
+            _ => self.done[die][i] = true,
+        }
+        self.finalize(die, op.layer());
+        Ok(())
+    }
+
+    /// Whether `die` serves an expert of `layer`.
+    fn serves(&self, die: usize, layer: u32) -> bool {
+        self.holdings
+            .expert_home
+            .get(layer as usize)
+            .is_some_and(|h| h.contains(&die))
+    }
+
+    fn count_down(&mut self, dispatch: bool, layer: u32) {
+        let left = if dispatch {
+            &mut self.dispatch_left
+        } else {
+            &mut self.combine_left
+        };
+        if let Some(n) = left.get_mut(&layer) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Completes the waiting `Dispatch`/`Combine` instructions of `layer`
+    /// once their collective has.
+    fn release(&mut self, which: &'static str, layer: u32) {
+        let left = if which == "Dispatch" {
+            &self.dispatch_left
+        } else {
+            &self.combine_left
+        };
+        if left.get(&layer).copied().unwrap_or(0) > 0 {
+            return;
+        }
+        for (d, i) in self.waiting.remove(&(which, layer)).unwrap_or_default() {
+            self.done[d][i] = true;
+            if which == "Combine" {
+                self.progress[d].combined.insert(layer);
+                self.finalize(d, Some(layer));
+            }
+        }
+    }
+
+    /// Records that `die`'s `layer` output is complete, the first time it is.
+    fn finalize(&mut self, die: usize, layer: Option<u32>) {
+        let Some(layer) = layer else { return };
+        if !self.holdings.holds_tokens(die) {
+            return;
+        }
+        let model = &self.schedule.model;
+        let p = &self.progress[die];
+        if p.finalized.contains(&layer) || !p.attention.contains(&layer) {
+            return;
+        }
+        let complete = match model.layer_kind(u64::from(layer)) {
+            LayerKind::Moe => p.combined.contains(&layer) && (self.shared_experts == 0 || p.shared.contains(&layer)),
+            LayerKind::Dense => p.dense.contains(&layer),
+        };
+        if complete {
+            self.progress[die].finalized.insert(layer);
+            self.events.push(Event::Finalize { die, layer });
+        }
+    }
+}
