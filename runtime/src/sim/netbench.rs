@@ -16,13 +16,16 @@
 //! - **latency** is completion minus creation. There are no buffers, so
 //!   there is no queueing delay as such: contention shows up as flows
 //!   sharing links at lower rates, which stretches their transmission.
-//!   Beyond saturation flows pile up in flight and latency grows without
-//!   bound, as a queue would.
+//!   Beyond saturation flows pile up in flight and latency grows with the
+//!   length of the run, as a queue would.
 //! - **accepted** is the bytes delivered during the measured window, per
-//!   source die and second, as a fraction of the link bandwidth.
+//!   source die and second, as a fraction of the link bandwidth. Past
+//!   saturation it falls rather than levelling off: max-min fairness shares
+//!   a link per flow, not per byte delivered, so the long flows that pile up
+//!   (several links per byte) keep their share. Compare the knee of a curve
+//!   with a cycle-accurate simulator's, not its tail.
 //! - There is no injection or ejection port: a die may transmit over all of
-//!   its links at once. A cycle-accurate router with one injection port per
-//!   node saturates no later than this model does.
+//!   its links at once, and only links limit it.
 
 use super::network::Network;
 use crate::machine::{DieId, Machine, Topology};
@@ -155,13 +158,14 @@ pub struct NetbenchConfig {
 
 impl Default for NetbenchConfig {
     /// Uniform traffic, 4 KiB messages, loads 0.05 to 1.0 in steps of 0.05,
-    /// 200 messages per die, seed 1.
+    /// 100 messages per die, seed 1. Past saturation flows pile up, so a
+    /// point costs about the square of `messages_per_die`.
     fn default() -> NetbenchConfig {
         NetbenchConfig {
             pattern: Pattern::UniformRandom,
             message_bytes: 4096,
             loads: (1..=20).map(|i| f64::from(i) * 0.05).collect(),
-            messages_per_die: 200,
+            messages_per_die: 100,
             seed: 1,
         }
     }
@@ -407,7 +411,7 @@ fn inject(targets: &Targets, config: &NetbenchConfig, mean_gap: f64, duration: f
         let mut t = 0.0;
         for k in 0..cap {
             t += rng.exponential(mean_gap);
-            if !(t < duration) {
+            if t.is_nan() || t >= duration {
                 break;
             }
             if let Some(dst) = targets.pick(pos, k, &mut rng) {
@@ -487,8 +491,9 @@ fn idle_latency(machine: &Machine, src: DieId, dst: DieId, bytes: u64) -> f64 {
         latency += spec.latency.0;
         slowest = slowest.min(spec.bandwidth.0);
     }
+    // The network completes empty messages at once, head and all.
     if route.links.is_empty() || bytes == 0 {
-        return latency;
+        return 0.0;
     }
     latency + bytes as f64 / slowest
 }
@@ -595,10 +600,10 @@ fn xml(text: &str) -> String {
 /// visible. The text depends only on the result.
 pub fn to_svg(result: &NetbenchResult) -> String {
     const WIDTH: f64 = 640.0;
-    const HEIGHT: f64 = 420.0;
+    const HEIGHT: f64 = 440.0;
     const LEFT: f64 = 76.0;
     const RIGHT: f64 = 24.0;
-    const TOP: f64 = 44.0;
+    const TOP: f64 = 64.0;
     const BOTTOM: f64 = 60.0;
     const CLIP: f64 = 10.0;
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
@@ -616,7 +621,9 @@ pub fn to_svg(result: &NetbenchResult) -> String {
         .flat_map(|p| [p.mean_latency_s, p.p99_latency_s])
         .filter(|l| l.is_finite())
         .fold(0.0, f64::max);
+    let mut clipped = false;
     if zero.is_finite() {
+        clipped = highest > CLIP * zero;
         highest = highest.min(CLIP * zero).max(zero);
     }
     let (scale, unit) = match highest {
@@ -637,7 +644,7 @@ pub fn to_svg(result: &NetbenchResult) -> String {
     let _ = writeln!(svg, r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="15">{} traffic, {} B messages: latency vs offered load</text>"#,
+        r#"<text x="{:.1}" y="26" text-anchor="middle" font-size="15">{} traffic, {} B messages: latency vs offered load</text>"#,
         WIDTH / 2.0,
         xml(&result.pattern),
         result.message_bytes
@@ -705,9 +712,14 @@ pub fn to_svg(result: &NetbenchResult) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">latency ({unit})</text>"#,
+        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">latency ({unit}){}</text>"#,
         TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
+        TOP + plot_h / 2.0,
+        if clipped {
+            format!(", clipped at {CLIP}x zero load")
+        } else {
+            String::new()
+        }
     );
 
     // The zero-load reference.
@@ -769,39 +781,28 @@ pub fn to_svg(result: &NetbenchResult) -> String {
             svg,
             r##"<text x="{:.1}" y="{:.1}" fill="#d62728">saturation {s:.3}</text>"##,
             sx + 6.0,
-            TOP + 14.0
+            TOP + plot_h - 8.0
         );
     }
 
-    // Legend.
-    let lx = LEFT + 12.0;
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#1f77b4" stroke-width="2"/><text x="{:.1}" y="{:.1}">mean</text>"##,
-        TOP + 12.0,
-        lx + 24.0,
-        TOP + 12.0,
-        lx + 30.0,
-        TOP + 16.0
-    );
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ff7f0e" stroke-width="1.5" stroke-dasharray="5 3"/><text x="{:.1}" y="{:.1}">p99</text>"##,
-        TOP + 30.0,
-        lx + 24.0,
-        TOP + 30.0,
-        lx + 30.0,
-        TOP + 34.0
-    );
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{lx:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#888888" stroke-dasharray="2 3"/><text x="{:.1}" y="{:.1}">zero load</text>"##,
-        TOP + 48.0,
-        lx + 24.0,
-        TOP + 48.0,
-        lx + 30.0,
-        TOP + 52.0
-    );
+    // Legend: one row between the title and the plot, clear of the curves.
+    let ly = TOP - 14.0;
+    let entries = [
+        ("mean", "#1f77b4", r#" stroke-width="2""#),
+        ("p99", "#ff7f0e", r#" stroke-width="1.5" stroke-dasharray="5 3""#),
+        ("zero load", "#888888", r#" stroke-dasharray="2 3""#),
+    ];
+    let mut lx = LEFT;
+    for (label, colour, style) in entries {
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}"{style}/><text x="{:.1}" y="{:.1}">{label}</text>"#,
+            lx + 24.0,
+            lx + 30.0,
+            ly + 4.0
+        );
+        lx += 30.0 + 8.0 * label.len() as f64 + 20.0;
+    }
     svg.push_str("</svg>\n");
     svg
 }
@@ -918,20 +919,30 @@ mod tests {
 
     #[test]
     fn uniform_saturates_below_full_load_and_transpose_earlier() {
+        // XY routing on a k x k mesh: uniform traffic loads the middle links
+        // with k/4 of a die's injection (saturating at 4/k = 0.5 of a link
+        // at best), transpose loads the links next to the diagonal with
+        // k - 1 dies' traffic (1/7 here).
         let m = build(mesh(8, 8));
-        let loads = [0.1, 0.2, 0.35, 0.7, 0.9];
-        let uniform = run(&m, &config(Pattern::UniformRandom, &loads, 25));
-        let transpose = run(&m, &config(Pattern::Transpose, &loads, 25));
-        eprintln!("{}{}", to_table(&uniform), to_table(&transpose));
+        let loads = [0.1, 0.3, 0.6];
+        let uniform = run(&m, &config(Pattern::UniformRandom, &loads, 20));
+        let transpose = run(&m, &config(Pattern::Transpose, &loads, 20));
         let u = uniform.saturation.expect("uniform saturates");
         let t = transpose.saturation.expect("transpose saturates");
         assert!(u < 1.0 && t < u, "uniform {u}, transpose {t}");
         let top = uniform.points.last().expect("points");
         assert!(top.accepted < ACCEPTED_FLOOR * top.offered, "{top:?}");
+        assert!(top.accepted < 0.5, "{top:?}");
         // Below saturation what is offered is accepted.
         for p in uniform.points.iter().filter(|p| p.offered < u) {
-            assert!((p.accepted / p.offered - 1.0).abs() < 0.05, "{p:?}");
+            assert!((p.accepted / p.offered - 1.0).abs() < 0.06, "{p:?}");
         }
+        // Past it, latency climbs well above the zero-load latency.
+        let last = transpose.points.last().expect("points");
+        assert!(
+            last.mean_latency_s > LATENCY_CEILING * last.zero_load_latency_s,
+            "{last:?}"
+        );
     }
 
     #[test]
@@ -946,7 +957,10 @@ mod tests {
         assert_eq!(to_table(&a), to_table(&b));
         let back: NetbenchResult = serde_json::from_str(&to_json(&a)).expect("JSON reads back");
         // serde_json parses floats to within an ulp, not always exactly.
-        assert_eq!((&back.pattern, back.sources, back.saturation), (&a.pattern, a.sources, a.saturation));
+        assert_eq!(
+            (&back.pattern, back.sources, back.saturation),
+            (&a.pattern, a.sources, a.saturation)
+        );
         for (x, y) in back.points.iter().zip(&a.points) {
             assert!((x.mean_latency_s / y.mean_latency_s - 1.0).abs() < 1e-12);
             assert_eq!(x.messages, y.messages);
@@ -979,22 +993,5 @@ mod tests {
         let empty = run(&m, &config(Pattern::AllToAll, &[], 10));
         assert!(empty.points.is_empty());
         assert!(to_svg(&empty).contains("</svg>"));
-    }
-}
-#[cfg(test)]
-mod timing_tmp {
-    use super::*;
-    #[test]
-    fn timing() {
-        let m = Machine::build(crate::machine::tests::mesh(8, 8)).unwrap();
-        for p in [Pattern::UniformRandom] {
-            for l in [0.9] {
-                let c = NetbenchConfig { pattern: p, message_bytes: 4096, loads: vec![l], messages_per_die: 25, seed: 7 };
-                let t0 = std::time::Instant::now();
-                let r = run(&m, &c);
-                let pt = &r.points[0];
-                eprintln!("{p} {l}: {:.3}s accepted {:.3} lat {:.1}ns zero {:.1}ns sat {:?}", t0.elapsed().as_secs_f64(), pt.accepted, pt.mean_latency_s*1e9, pt.zero_load_latency_s*1e9, r.saturation);
-            }
-        }
     }
 }
