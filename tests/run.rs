@@ -8,16 +8,24 @@ use moec_runtime::machine::Machine;
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::run::{run, RunOptions};
 use moec_runtime::schedule::Schedule;
-use moec_runtime::sim::engine::simulate_step;
+use moec_runtime::sim::engine::{simulate_step, SimOptions};
 
 fn schedule(example: &str, plan: &str) -> Schedule {
     let session = common::checked(&common::root().join("examples").join(example));
-    let options = CompileOptions { plan: Some(plan.into()), ..Default::default() };
+    let options = CompileOptions {
+        plan: Some(plan.into()),
+        ..Default::default()
+    };
     session.schedule(&options, &mut |_, _| {}).expect("compiles")
 }
 
 fn timing_only(steps: u64) -> RunOptions {
-    RunOptions { steps: Some(steps), numerics: None, trace_steps: 0 }
+    RunOptions {
+        steps: Some(steps),
+        numerics: None,
+        trace_steps: 0,
+        network_quantum: 0.0,
+    }
 }
 
 #[test]
@@ -46,7 +54,16 @@ fn dispatch_volume_is_what_the_routing_sends() {
     let s = schedule("mixtral-8x7b-h100.moe", "default");
     let machine = Machine::build(s.machine.clone()).unwrap();
     let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
-    let result = simulate_step(&s, &machine, &routing, false).unwrap();
+    let result = simulate_step(
+        &s,
+        &machine,
+        &routing,
+        SimOptions {
+            record_flows: false,
+            network_quantum: 0.0,
+        },
+    )
+    .unwrap();
     // Count by hand: every (token, choice) whose expert lives off the token's home die
     // crosses the switch twice (dispatch and combine), hidden x 2 bytes each time.
     let mut remote = 0u64;
@@ -75,7 +92,12 @@ fn a_run_is_deterministic_and_its_parts_add_up() {
     let r = &a;
     assert!(r.latency.p50_s > 0.0 && r.latency.p50_s <= r.latency.p99_s);
     // Every phase of the critical die fits within the step.
-    for part in [r.breakdown.attention_s, r.breakdown.dispatch_s, r.breakdown.expert_s, r.breakdown.combine_s] {
+    for part in [
+        r.breakdown.attention_s,
+        r.breakdown.dispatch_s,
+        r.breakdown.expert_s,
+        r.breakdown.combine_s,
+    ] {
         assert!(part > 0.0 && part < r.latency.mean_s, "{part} vs {}", r.latency.mean_s);
     }
     assert!(r.dies.imbalance >= 1.0);
@@ -100,10 +122,68 @@ fn decode_attention_costs_what_the_roofline_says() {
     let s = schedule("mixtral-8x7b-h100.moe", "default");
     let machine = Machine::build(s.machine.clone()).unwrap();
     let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
-    let result = simulate_step(&s, &machine, &routing, false).unwrap();
+    let result = simulate_step(
+        &s,
+        &machine,
+        &routing,
+        SimOptions {
+            record_flows: false,
+            network_quantum: 0.0,
+        },
+    )
+    .unwrap();
     let kv = 32 * s.workload.seq_len * s.model.kv_bytes_per_token().0;
     let bytes = s.model.attention_bytes().0 + kv + 2 * 32 * s.model.hidden * 2;
     let want = bytes as f64 / s.machine.die.memory_bw.0 + s.machine.die.launch_overhead.0;
-    let span = result.spans.iter().find(|x| matches!(x.op, moec_runtime::schedule::Op::Attention { layer: 0 })).unwrap();
-    assert!(((span.end_s - span.start_s) - want).abs() < 1e-9, "{} vs {want}", span.end_s - span.start_s);
+    let span = result
+        .spans
+        .iter()
+        .find(|x| matches!(x.op, moec_runtime::schedule::Op::Attention { layer: 0 }))
+        .unwrap();
+    assert!(
+        ((span.end_s - span.start_s) - want).abs() < 1e-9,
+        "{} vs {want}",
+        span.end_s - span.start_s
+    );
+}
+
+#[test]
+fn the_network_quantum_trades_little_accuracy() {
+    // An irregular all-to-all on a 4x8 mesh: exact max-min against the lagged rates.
+    let s = schedule("deepseekmoe-16b-nmp.moe", "default");
+    let machine = Machine::build(s.machine.clone()).unwrap();
+    let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
+    let exact = simulate_step(
+        &s,
+        &machine,
+        &routing,
+        SimOptions {
+            record_flows: false,
+            network_quantum: 0.0,
+        },
+    )
+    .unwrap();
+    let fast = simulate_step(
+        &s,
+        &machine,
+        &routing,
+        SimOptions {
+            record_flows: false,
+            network_quantum: 0.02,
+        },
+    )
+    .unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() / b;
+    assert!(
+        fast.latency_s >= exact.latency_s * (1.0 - 1e-9),
+        "lagging rates can only be pessimistic"
+    );
+    assert!(
+        rel(fast.latency_s, exact.latency_s) < 0.02,
+        "{} vs {}",
+        fast.latency_s,
+        exact.latency_s
+    );
+    assert!(rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05);
+    assert_eq!(fast.traffic, exact.traffic);
 }

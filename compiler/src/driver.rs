@@ -4,10 +4,10 @@
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
-use moec_runtime::schedule::Schedule;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::sema::{self, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
+use moec_runtime::schedule::Schedule;
 use std::path::Path;
 
 /// A root file, its imports, and what checking them found.
@@ -111,13 +111,21 @@ impl Session {
     pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
         let ir = self.compile(options, print)?;
         let plan = self.select_plan(options.plan.as_deref())?;
-        let (Some(model), Some(machine), Some(workload)) =
-            (self.program.model(plan.model), self.program.machine(plan.machine), self.program.workload(plan.workload))
-        else {
-            return Err(Diagnostic::error(Code::E0021, plan.span, "this plan refers to items with errors"));
+        let (Some(model), Some(machine), Some(workload)) = (
+            self.program.model(plan.model),
+            self.program.machine(plan.machine),
+            self.program.workload(plan.workload),
+        ) else {
+            return Err(Diagnostic::error(
+                Code::E0021,
+                plan.span,
+                "this plan refers to items with errors",
+            ));
         };
-        lower::lower(&ir, model, machine, workload)
-            .map_err(|e| Diagnostic::global(Code::E0020, format!("internal error: {e}")).with_hint("this is a bug in moec; please report it with the input file"))
+        lower::lower(&ir, model, machine, workload).map_err(|e| {
+            Diagnostic::global(Code::E0020, format!("internal error: {e}"))
+                .with_hint("this is a bug in moec; please report it with the input file")
+        })
     }
 }
 

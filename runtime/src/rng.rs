@@ -14,12 +14,16 @@ pub struct Rng {
 impl Rng {
     /// A stream from `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng { state: seed ^ 0x9E37_79B9_7F4A_7C15 }
+        Rng {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+        }
     }
 
     /// An independent stream for a sub-task, e.g. `rng.fork(layer)`.
     pub fn fork(&self, salt: u64) -> Rng {
-        let mut r = Rng { state: self.state ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03) };
+        let mut r = Rng {
+            state: self.state ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        };
         r.next_u64();
         r
     }
@@ -68,7 +72,10 @@ mod tests {
     fn same_seed_same_stream_and_forks_differ() {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);
-        assert_eq!((0..5).map(|_| a.next_u64()).collect::<Vec<_>>(), (0..5).map(|_| b.next_u64()).collect::<Vec<_>>());
+        assert_eq!(
+            (0..5).map(|_| a.next_u64()).collect::<Vec<_>>(),
+            (0..5).map(|_| b.next_u64()).collect::<Vec<_>>()
+        );
         assert_ne!(Rng::new(7).fork(1).next_u64(), Rng::new(7).fork(2).next_u64());
     }
 

@@ -8,7 +8,7 @@ use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{NumericReport, ReportBuilder, RunReport};
 use crate::routing::{RoutingGenerator, StepRouting};
 use crate::schedule::Schedule;
-use crate::sim::engine::{simulate_step, StepResult};
+use crate::sim::engine::{simulate_step, SimOptions, StepResult};
 
 /// How to run.
 pub struct RunOptions {
@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub numerics: Option<NumericConfig>,
     /// Steps whose transfers are recorded for the Chrome trace (from step 0).
     pub trace_steps: u64,
+    /// The network's rate-recompute quantum (0: exact); see `SimOptions`.
+    pub network_quantum: f64,
 }
 
 /// What a run produced.
@@ -55,7 +57,11 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
             (None, None) => return Err("routing = gate needs the numeric executor: drop --no-numerics".into()),
         };
         let record = step < options.trace_steps;
-        let result = simulate_step(schedule, &machine, &routing, record)?;
+        let sim = SimOptions {
+            record_flows: record,
+            network_quantum: options.network_quantum,
+        };
+        let result = simulate_step(schedule, &machine, &routing, sim)?;
         builder.add(step, &result);
         if record {
             traced.push(result);
@@ -82,7 +88,10 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
             },
         }
     });
-    Ok(RunOutput { report: builder.finish(numeric_check), traced })
+    Ok(RunOutput {
+        report: builder.finish(numeric_check),
+        traced,
+    })
 }
 
 /// A routing over `tokens` tokens that repeats `r`'s tokens cyclically.
@@ -102,8 +111,16 @@ fn tile(r: &StepRouting, tokens: usize) -> StepRouting {
                     weights.extend_from_slice(l.weights.get(src..src + k).unwrap_or(&[]));
                 }
             }
-            crate::routing::LayerRouting { layer: l.layer, experts, weights }
+            crate::routing::LayerRouting {
+                layer: l.layer,
+                experts,
+                weights,
+            }
         })
         .collect();
-    StepRouting { tokens, top_k: r.top_k, layers }
+    StepRouting {
+        tokens,
+        top_k: r.top_k,
+        layers,
+    }
 }

@@ -22,7 +22,11 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
     let programs = (0..machine.die_count())
         .map(|d| {
             let die = DieId(d);
-            let instrs = if machine.is_alive(die) { program(model) } else { Vec::new() };
+            let instrs = if machine.is_alive(die) {
+                program(model)
+            } else {
+                Vec::new()
+            };
             DieProgram { die, instrs }
         })
         .collect();
@@ -36,7 +40,9 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         placement,
         programs,
     };
-    schedule.validate().map_err(|e| format!("lowering produced an invalid schedule: {e}"))?;
+    schedule
+        .validate()
+        .map_err(|e| format!("lowering produced an invalid schedule: {e}"))?;
     Ok(schedule)
 }
 
@@ -45,7 +51,13 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
 fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Placement, String> {
     let experts_per_layer = model.moe.as_ref().map_or(0, |m| m.experts as usize);
     let mut experts: Vec<Vec<Vec<DieId>>> = (0..model.layers)
-        .map(|l| if model.layer_kind(l) == LayerKind::Moe { vec![Vec::new(); experts_per_layer] } else { Vec::new() })
+        .map(|l| {
+            if model.layer_kind(l) == LayerKind::Moe {
+                vec![Vec::new(); experts_per_layer]
+            } else {
+                Vec::new()
+            }
+        })
         .collect();
     let mut attention_dies: Option<Vec<DieId>> = None;
     for (i, n) in ir.nodes() {
@@ -54,9 +66,21 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
                 let slot = experts
                     .get_mut(layer.0 as usize)
                     .and_then(|l| l.get_mut(expert.0 as usize))
-                    .ok_or_else(|| format!("%{} is expert e{} of layer {}, which the model does not have", i.index(), expert.0, layer.0))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "%{} is expert e{} of layer {}, which the model does not have",
+                            i.index(),
+                            expert.0,
+                            layer.0
+                        )
+                    })?;
                 if n.ann.dies.is_empty() {
-                    return Err(format!("%{} (expert e{} of layer {}) is not placed", i.index(), expert.0, layer.0));
+                    return Err(format!(
+                        "%{} (expert e{} of layer {}) is not placed",
+                        i.index(),
+                        expert.0,
+                        layer.0
+                    ));
                 }
                 *slot = n.ann.dies.clone();
             }
@@ -64,10 +88,14 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
             _ => {}
         }
     }
-    let homes = attention_dies.filter(|d| !d.is_empty()).ok_or("attention is not placed")?;
+    let homes = attention_dies
+        .filter(|d| !d.is_empty())
+        .ok_or("attention is not placed")?;
     // Contiguous blocks: sequence s on the (s * n / batch)-th attention die.
     let n = homes.len() as u64;
-    let sequences = (0..workload.batch).map(|s| homes[(s * n / workload.batch.max(1)) as usize]).collect();
+    let sequences = (0..workload.batch)
+        .map(|s| homes[(s * n / workload.batch.max(1)) as usize])
+        .collect();
     Ok(Placement { experts, sequences })
 }
 
@@ -77,7 +105,11 @@ fn program(model: &ModelSpec) -> Vec<Instr> {
     let mut instrs: Vec<Instr> = Vec::new();
     let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
         let id = InstrId(instrs.len() as u32);
-        instrs.push(Instr { id, op, deps: deps.to_vec() });
+        instrs.push(Instr {
+            id,
+            op,
+            deps: deps.to_vec(),
+        });
         id
     };
     let mut prev = push(SOp::Embed, &[]);

@@ -633,3 +633,27 @@ fn deepseek_v3_numeric_step_timing() {
         assert!(r.passed());
     }
 }
+
+/// Times the numerics of a schedule file named by `MOEC_SCHEDULE` (from
+/// `moec compile --emit schedule`). Run in release with `--ignored --nocapture`.
+#[test]
+#[ignore = "timing of an external schedule"]
+fn schedule_file_numeric_step_timing() {
+    let Ok(path) = std::env::var("MOEC_SCHEDULE") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("readable schedule");
+    let s = Schedule::from_json(&text).expect("a schedule");
+    let started = std::time::Instant::now();
+    let mut n = Numerics::new(&s, &NumericConfig::default()).expect("runs");
+    println!("{path}: {:?}\nnew: {:?}", n.shape(), started.elapsed());
+    for step in 0..2 {
+        let started = std::time::Instant::now();
+        let r = n.step(step, None);
+        println!(
+            "step {step}: {:?}, max_rel_error {:.2e}",
+            started.elapsed(),
+            r.max_rel_error
+        );
+    }
+}

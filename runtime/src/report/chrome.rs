@@ -28,9 +28,33 @@ const LINKS: u32 = 2;
 /// the other in time. Times are in microseconds.
 pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
     let mut events = Vec::new();
-    let meta = |pid: u32, tid: u32, name: String| Event { name: "thread_name".into(), ph: "M", pid, tid, ts: None, dur: None, args: Some(serde_json::json!({ "name": name })) };
-    events.push(Event { name: "process_name".into(), ph: "M", pid: DIES, tid: 0, ts: None, dur: None, args: Some(serde_json::json!({"name": "dies"})) });
-    events.push(Event { name: "process_name".into(), ph: "M", pid: LINKS, tid: 0, ts: None, dur: None, args: Some(serde_json::json!({"name": "links"})) });
+    let meta = |pid: u32, tid: u32, name: String| Event {
+        name: "thread_name".into(),
+        ph: "M",
+        pid,
+        tid,
+        ts: None,
+        dur: None,
+        args: Some(serde_json::json!({ "name": name })),
+    };
+    events.push(Event {
+        name: "process_name".into(),
+        ph: "M",
+        pid: DIES,
+        tid: 0,
+        ts: None,
+        dur: None,
+        args: Some(serde_json::json!({"name": "dies"})),
+    });
+    events.push(Event {
+        name: "process_name".into(),
+        ph: "M",
+        pid: LINKS,
+        tid: 0,
+        ts: None,
+        dur: None,
+        args: Some(serde_json::json!({"name": "links"})),
+    });
     for d in machine.alive_dies() {
         events.push(meta(DIES, d.0, format!("die {}", machine.die_label(d))));
     }
@@ -68,7 +92,8 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
         }
         offset += step.latency_s;
     }
-    serde_json::to_string(&serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ns" })).unwrap_or_default() + "\n"
+    serde_json::to_string(&serde_json::json!({ "traceEvents": events, "displayTimeUnit": "ns" })).unwrap_or_default()
+        + "\n"
 }
 
 fn op_name(op: &Op) -> String {
@@ -111,7 +136,9 @@ fn link_name(machine: &Machine, id: u32) -> String {
 fn link_intervals(machine: &Machine, step: &StepResult) -> Vec<Vec<(f64, f64, u64)>> {
     let mut per_link: Vec<Vec<(f64, f64, u64)>> = vec![Vec::new(); machine.links().len()];
     for f in &step.flows {
-        let Ok(route) = machine.route(f.src, f.dst) else { continue };
+        let Ok(route) = machine.route(f.src, f.dst) else {
+            continue;
+        };
         for l in &route.links {
             per_link[l.0 as usize].push((f.start_s, f.end_s, f.bytes));
         }

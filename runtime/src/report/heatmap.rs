@@ -32,15 +32,28 @@ fn colour(u: f64) -> String {
 }
 
 fn header(o: &mut String, w: f64, h: f64, title: &str) {
-    let _ = writeln!(o, r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"##);
+    let _ = writeln!(
+        o,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"##
+    );
     let _ = writeln!(o, r##"<rect width="100%" height="100%" fill="white"/>"##);
-    let _ = writeln!(o, r##"<text x="{:.0}" y="20" font-size="14">{}</text>"##, MARGIN, escape(title));
+    let _ = writeln!(
+        o,
+        r##"<text x="{:.0}" y="20" font-size="14">{}</text>"##,
+        MARGIN,
+        escape(title)
+    );
 }
 
 fn legend(o: &mut String, x: f64, y: f64, max: f64) {
     for i in 0..=10 {
         let u = f64::from(i) / 10.0;
-        let _ = writeln!(o, r##"<rect x="{:.1}" y="{y:.1}" width="16" height="10" fill="{}"/>"##, x + 16.0 * f64::from(i), colour(u));
+        let _ = writeln!(
+            o,
+            r##"<rect x="{:.1}" y="{y:.1}" width="16" height="10" fill="{}"/>"##,
+            x + 16.0 * f64::from(i),
+            colour(u)
+        );
     }
     let _ = writeln!(
         o,
@@ -62,14 +75,21 @@ fn relative(u: f64, max: f64) -> f64 {
 }
 
 fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
-    let Some(grid) = machine.grid() else { return String::new() };
+    let Some(grid) = machine.grid() else {
+        return String::new();
+    };
     let (gw, gh) = (f64::from(grid.width), f64::from(grid.height));
     let (w, h) = (2.0 * MARGIN + gw * CELL, 2.0 * MARGIN + gh * CELL + 40.0);
     let mut o = String::new();
     header(&mut o, w, h, title);
     let centre = |n: NodeId| {
-        let c = machine.coord(crate::machine::DieId(n.0)).unwrap_or(crate::machine::Coord::new(0, 0));
-        (MARGIN + (f64::from(c.x) + 0.5) * CELL, MARGIN + (f64::from(c.y) + 0.5) * CELL)
+        let c = machine
+            .coord(crate::machine::DieId(n.0))
+            .unwrap_or(crate::machine::Coord::new(0, 0));
+        (
+            MARGIN + (f64::from(c.x) + 0.5) * CELL,
+            MARGIN + (f64::from(c.y) + 0.5) * CELL,
+        )
     };
     let max = util.iter().copied().fold(0.0, f64::max);
     for (l, u) in machine.links().iter().zip(util) {
@@ -81,7 +101,11 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let shrink = 16.0 / len;
         let (ax, ay) = (x1 + dx * shrink + nx, y1 + dy * shrink + ny);
         let (bx, by) = (x2 - dx * shrink + nx, y2 - dy * shrink + ny);
-        let stroke = if l.alive { colour(relative(*u, max)) } else { "#999999".into() };
+        let stroke = if l.alive {
+            colour(relative(*u, max))
+        } else {
+            "#999999".into()
+        };
         let dash = if l.alive { "" } else { r#" stroke-dasharray="3,3""# };
         let _ = writeln!(
             o,
@@ -93,7 +117,13 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let die = crate::machine::DieId(d);
         let (x, y) = centre(NodeId(d));
         let fill = if machine.is_alive(die) { "#e8eef7" } else { "#444444" };
-        let _ = writeln!(o, r##"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"##, x - 11.0, y - 11.0, machine.die_label(die));
+        let _ = writeln!(
+            o,
+            r##"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"##,
+            x - 11.0,
+            y - 11.0,
+            machine.die_label(die)
+        );
     }
     legend(&mut o, MARGIN, h - 40.0, max);
     o.push_str("</svg>\n");
@@ -107,7 +137,13 @@ fn ports(machine: &Machine, util: &[f64], title: &str) -> String {
         .zip(util)
         .filter(|(l, _)| l.alive)
         .map(|(l, u)| {
-            let name = |n: NodeId| if n.0 < machine.die_count() { machine.die_label(crate::machine::DieId(n.0)) } else { "sw".into() };
+            let name = |n: NodeId| {
+                if n.0 < machine.die_count() {
+                    machine.die_label(crate::machine::DieId(n.0))
+                } else {
+                    "sw".into()
+                }
+            };
             (format!("{}>{}", name(l.from), name(l.to)), *u)
         })
         .collect();
@@ -118,9 +154,23 @@ fn ports(machine: &Machine, util: &[f64], title: &str) -> String {
     header(&mut o, w, h, title);
     for (i, (name, u)) in links.iter().enumerate() {
         let y = MARGIN + bar * i as f64;
-        let _ = writeln!(o, r##"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {:.1}%</title></rect>"##, MARGIN + 100.0, 300.0 * relative(*u, max), bar - 2.0, colour(relative(*u, max)), escape(name), 100.0 * u);
+        let _ = writeln!(
+            o,
+            r##"<rect x="{:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {:.1}%</title></rect>"##,
+            MARGIN + 100.0,
+            300.0 * relative(*u, max),
+            bar - 2.0,
+            colour(relative(*u, max)),
+            escape(name),
+            100.0 * u
+        );
         if links.len() <= 80 {
-            let _ = writeln!(o, r##"<text x="{MARGIN:.1}" y="{:.1}" font-size="8">{}</text>"##, y + 7.0, escape(name));
+            let _ = writeln!(
+                o,
+                r##"<text x="{MARGIN:.1}" y="{:.1}" font-size="8">{}</text>"##,
+                y + 7.0,
+                escape(name)
+            );
         }
     }
     legend(&mut o, MARGIN, h - 40.0, max);

@@ -143,11 +143,19 @@ impl<'a> ReportBuilder<'a> {
             *acc += x;
         }
         let alive = self.alive_busy(&r.die_busy_s);
-        self.per_step.push(StepSummary { step, latency_s: r.latency_s, imbalance: imbalance(&alive) });
+        self.per_step.push(StepSummary {
+            step,
+            latency_s: r.latency_s,
+            imbalance: imbalance(&alive),
+        });
     }
 
     fn alive_busy(&self, busy: &[f64]) -> Vec<f64> {
-        self.machine.alive_dies().iter().map(|d| busy.get(d.0 as usize).copied().unwrap_or(0.0)).collect()
+        self.machine
+            .alive_dies()
+            .iter()
+            .map(|d| busy.get(d.0 as usize).copied().unwrap_or(0.0))
+            .collect()
     }
 
     /// The finished report.
@@ -159,9 +167,22 @@ impl<'a> ReportBuilder<'a> {
             .links()
             .iter()
             .zip(&self.link_bytes)
-            .map(|(l, &b)| if l.alive && total_time > 0.0 { b / (l.spec.bandwidth.0 * total_time) } else { 0.0 })
+            .map(|(l, &b)| {
+                if l.alive && total_time > 0.0 {
+                    b / (l.spec.bandwidth.0 * total_time)
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let alive_utils: Vec<f64> = self.machine.links().iter().zip(&link_util).filter(|(l, _)| l.alive).map(|(_, u)| *u).collect();
+        let alive_utils: Vec<f64> = self
+            .machine
+            .links()
+            .iter()
+            .zip(&link_util)
+            .filter(|(l, _)| l.alive)
+            .map(|(_, u)| *u)
+            .collect();
         let busy: Vec<f64> = self.alive_busy(&self.die_busy).iter().map(|b| b / steps).collect();
         let busy_max = busy.iter().copied().fold(0.0, f64::max);
         let busy_mean = mean(&busy);
@@ -177,7 +198,11 @@ impl<'a> ReportBuilder<'a> {
             workload: self.schedule.workload.name.clone(),
             steps: self.latencies.len() as u64,
             tokens_per_step: tokens,
-            latency: Latency { p50_s: percentile(&self.latencies, 0.50), p99_s: percentile(&self.latencies, 0.99), mean_s: mean(&self.latencies) },
+            latency: Latency {
+                p50_s: percentile(&self.latencies, 0.50),
+                p99_s: percentile(&self.latencies, 0.99),
+                mean_s: mean(&self.latencies),
+            },
             breakdown: Breakdown {
                 attention_s: scale(b.attention_s),
                 allreduce_s: scale(b.allreduce_s),
@@ -187,10 +212,24 @@ impl<'a> ReportBuilder<'a> {
                 migration_s: scale(b.migration_s),
                 other_s: scale(b.other_s),
             },
-            traffic: TrafficReport { bytes: scale(self.bytes), byte_hops: scale(self.byte_hops) },
-            links: LinkReport { max_util: alive_utils.iter().copied().fold(0.0, f64::max), mean_util: mean(&alive_utils) },
-            dies: DieReport { busy_max_s: busy_max, busy_mean_s: busy_mean, imbalance: imbalance(&busy) },
-            tokens_per_s_per_die: if total_time > 0.0 { tokens as f64 * self.latencies.len() as f64 / total_time / alive } else { 0.0 },
+            traffic: TrafficReport {
+                bytes: scale(self.bytes),
+                byte_hops: scale(self.byte_hops),
+            },
+            links: LinkReport {
+                max_util: alive_utils.iter().copied().fold(0.0, f64::max),
+                mean_util: mean(&alive_utils),
+            },
+            dies: DieReport {
+                busy_max_s: busy_max,
+                busy_mean_s: busy_mean,
+                imbalance: imbalance(&busy),
+            },
+            tokens_per_s_per_die: if total_time > 0.0 {
+                tokens as f64 * self.latencies.len() as f64 / total_time / alive
+            } else {
+                0.0
+            },
             numeric_check,
             per_step: self.per_step,
             link_util,

@@ -8,7 +8,11 @@ use std::fmt::Write;
 pub fn render(r: &RunReport) -> String {
     let mut o = String::new();
     let s = |x: f64| Seconds(x).to_string();
-    let _ = writeln!(o, "plan {}: {} on {}, workload {} ({} tokens a step, {} steps)", r.plan, r.model, r.machine, r.workload, r.tokens_per_step, r.steps);
+    let _ = writeln!(
+        o,
+        "plan {}: {} on {}, workload {} ({} tokens a step, {} steps)",
+        r.plan, r.model, r.machine, r.workload, r.tokens_per_step, r.steps
+    );
     let _ = writeln!(o);
     let rows: Vec<(&str, String)> = vec![
         ("latency p50", s(r.latency.p50_s)),
@@ -33,14 +37,21 @@ pub fn render(r: &RunReport) -> String {
     for (k, v) in rows {
         let _ = writeln!(o, "  {k:<18} {v:>14}");
     }
-    let _ = writeln!(o, "  (breakdown: time the critical die spent in each phase, mean over steps; phases may overlap)");
+    let _ = writeln!(
+        o,
+        "  (breakdown: time the critical die spent in each phase, mean over steps; phases may overlap)"
+    );
     match &r.numeric_check {
         Some(n) => {
             let _ = writeln!(o);
             let _ = writeln!(o, "numeric check against the dense single-device reference:");
             let _ = writeln!(o, "  {:<18} {:>14.3e}", "max abs error", n.max_abs_error);
             let _ = writeln!(o, "  {:<18} {:>14.3e}", "max rel error", n.max_rel_error);
-            let width = if n.reduced { format!("{} (reduced)", n.width) } else { format!("{} (full)", n.width) };
+            let width = if n.reduced {
+                format!("{} (reduced)", n.width)
+            } else {
+                format!("{} (full)", n.width)
+            };
             let _ = writeln!(o, "  {:<18} {:>14}", "numeric width", width);
             if !n.note.is_empty() {
                 let _ = writeln!(o, "  {}", n.note);

@@ -55,7 +55,10 @@ pub enum Op {
 impl Op {
     /// True for ops that occupy the compute unit.
     pub fn is_compute(&self) -> bool {
-        !matches!(self, Op::Dispatch { .. } | Op::Combine { .. } | Op::Send { .. } | Op::Recv { .. })
+        !matches!(
+            self,
+            Op::Dispatch { .. } | Op::Combine { .. } | Op::Send { .. } | Op::Recv { .. }
+        )
     }
 
     /// The layer it belongs to, if any.

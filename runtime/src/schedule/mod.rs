@@ -71,7 +71,10 @@ impl Schedule {
         }
         let v: VersionOnly = serde_json::from_str(text).map_err(|e| format!("not a moec schedule: {e}"))?;
         if v.version != SCHEDULE_VERSION {
-            return Err(format!("schedule version {} is not supported (this moec reads {SCHEDULE_VERSION})", v.version));
+            return Err(format!(
+                "schedule version {} is not supported (this moec reads {SCHEDULE_VERSION})",
+                v.version
+            ));
         }
         serde_json::from_str(text).map_err(|e| format!("malformed schedule: {e}"))
     }
@@ -107,7 +110,11 @@ impl Schedule {
             return Err("placement names a die the machine does not have".into());
         }
         if self.placement.sequences.len() as u64 != self.workload.batch {
-            return Err(format!("{} sequences homed for a batch of {}", self.placement.sequences.len(), self.workload.batch));
+            return Err(format!(
+                "{} sequences homed for a batch of {}",
+                self.placement.sequences.len(),
+                self.workload.batch
+            ));
         }
         Ok(())
     }

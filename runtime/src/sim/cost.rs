@@ -49,7 +49,10 @@ impl<'a> CostModel<'a> {
 
     /// Embedding lookup of `tokens`: a gather of rows.
     pub fn embed(&self, tokens: u64) -> Cost {
-        Cost { flops: Flops(0.0), bytes: self.act(tokens) }
+        Cost {
+            flops: Flops(0.0),
+            bytes: self.act(tokens),
+        }
     }
 
     /// Attention of `tokens` belonging to `sequences` sequences.
@@ -75,7 +78,10 @@ impl<'a> CostModel<'a> {
             return Cost::default();
         }
         let params = self.model.gate_params();
-        Cost { flops: Flops(2.0 * (tokens * params) as f64), bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens) }
+        Cost {
+            flops: Flops(2.0 * (tokens * params) as f64),
+            bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens),
+        }
     }
 
     /// One grouped launch over a die's experts; `loads` are the tokens each
@@ -87,7 +93,10 @@ impl<'a> CostModel<'a> {
         }
         let touched = loads.iter().filter(|&&t| t > 0).count() as u64;
         let flops = Flops(2.0 * (tokens * self.model.expert_params()) as f64);
-        Cost { flops, bytes: self.model.expert_bytes() * touched + self.act(tokens) * 2 }
+        Cost {
+            flops,
+            bytes: self.model.expert_bytes() * touched + self.act(tokens) * 2,
+        }
     }
 
     /// The shared experts over `tokens`.
@@ -95,7 +104,10 @@ impl<'a> CostModel<'a> {
         if tokens == 0 || self.model.shared_params() == 0 {
             return Cost::default();
         }
-        Cost { flops: Flops(2.0 * (tokens * self.model.shared_params()) as f64), bytes: self.model.shared_bytes() + self.act(tokens) * 2 }
+        Cost {
+            flops: Flops(2.0 * (tokens * self.model.shared_params()) as f64),
+            bytes: self.model.shared_bytes() + self.act(tokens) * 2,
+        }
     }
 
     /// A dense FFN layer over `tokens`.
@@ -103,13 +115,19 @@ impl<'a> CostModel<'a> {
         if tokens == 0 {
             return Cost::default();
         }
-        Cost { flops: Flops(2.0 * (tokens * self.model.dense_ffn_params()) as f64), bytes: self.model.dense_ffn_bytes() + self.act(tokens) * 2 }
+        Cost {
+            flops: Flops(2.0 * (tokens * self.model.dense_ffn_params()) as f64),
+            bytes: self.model.dense_ffn_bytes() + self.act(tokens) * 2,
+        }
     }
 
     /// The weighted sum of `top_k` expert outputs per token (memory-bound).
     pub fn combine(&self, tokens: u64) -> Cost {
         let k = self.model.moe.as_ref().map_or(1, |m| m.top_k);
-        Cost { flops: Flops(2.0 * (tokens * k * self.model.hidden) as f64), bytes: self.act(tokens * (k + 1)) }
+        Cost {
+            flops: Flops(2.0 * (tokens * k * self.model.hidden) as f64),
+            bytes: self.act(tokens * (k + 1)),
+        }
     }
 
     /// The output head over `tokens`.
@@ -118,7 +136,10 @@ impl<'a> CostModel<'a> {
             return Cost::default();
         }
         let params = self.model.vocab * self.model.hidden;
-        Cost { flops: Flops(2.0 * (tokens * params) as f64), bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens) }
+        Cost {
+            flops: Flops(2.0 * (tokens * params) as f64),
+            bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens),
+        }
     }
 
     /// Bytes of one token's hidden state on the wire.

@@ -75,7 +75,11 @@ fn tag(kind: u64, layer: u32, dst: DieId) -> u64 {
 }
 
 fn untag(tag: u64) -> (u64, usize, usize) {
-    (tag >> 56, ((tag >> 28) & 0x0FFF_FFFF) as usize, (tag & 0x0FFF_FFFF) as usize)
+    (
+        tag >> 56,
+        ((tag >> 28) & 0x0FFF_FFFF) as usize,
+        (tag & 0x0FFF_FFFF) as usize,
+    )
 }
 
 /// Per-die execution state.
@@ -89,22 +93,58 @@ struct DieState {
     open: Vec<(usize, u64, usize)>,
 }
 
-/// Simulates one step of `schedule` under `routing`; `record_flows` keeps
-/// every transfer's span (costly on big machines: only for traces).
-pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouting, record_flows: bool) -> Result<StepResult, String> {
+/// How exactly to simulate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimOptions {
+    /// Keep every transfer's span (costly on big machines: only for traces).
+    pub record_flows: bool,
+    /// The network's rate-recompute quantum ([`Network::with_quantum`]):
+    /// 0 is exact; 0.02 bounds the error near 2% and makes an all-to-all
+    /// with thousands of distinct flow sizes cheap.
+    pub network_quantum: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            record_flows: false,
+            network_quantum: DEFAULT_NETWORK_QUANTUM,
+        }
+    }
+}
+
+/// The quantum `moec run` uses unless told otherwise.
+pub const DEFAULT_NETWORK_QUANTUM: f64 = 0.02;
+
+/// Simulates one step of `schedule` under `routing`.
+pub fn simulate_step(
+    schedule: &Schedule,
+    machine: &Machine,
+    routing: &StepRouting,
+    options: SimOptions,
+) -> Result<StepResult, String> {
+    let record_flows = options.record_flows;
     let traffic = step_traffic(schedule, machine, routing);
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     let dies = machine.die_count() as usize;
     let layers = schedule.model.layers as usize;
-    let mut net = Network::new(machine);
+    let mut net = Network::new(machine).with_quantum(options.network_quantum);
     let mut state: Vec<DieState> = schedule
         .programs
         .iter()
-        .map(|p| DieState { pc: 0, done: vec![false; p.instrs.len()], issued_at: vec![0.0; p.instrs.len()], running: None, open: Vec::new() })
+        .map(|p| DieState {
+            pc: 0,
+            done: vec![false; p.instrs.len()],
+            issued_at: vec![0.0; p.instrs.len()],
+            running: None,
+            open: Vec::new(),
+        })
         .collect();
     // Transfers still to arrive, per (kind, layer, die); and whether the die
     // issued its own collective for that layer.
     let mut pending = vec![vec![0u32; layers * dies]; 2];
+    // When the last transfer of each (kind, layer, die) arrived.
+    let mut arrived = vec![vec![0.0f64; layers * dies]; 2];
     let mut issued = vec![vec![false; layers * dies]; 2];
     for (l, t) in traffic.layers.iter().enumerate() {
         if let Some(t) = t {
@@ -114,7 +154,11 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
             }
         }
     }
-    let mut result = StepResult { die_busy_s: vec![0.0; dies], tokens: routing.tokens as u64, ..Default::default() };
+    let mut result = StepResult {
+        die_busy_s: vec![0.0; dies],
+        tokens: routing.tokens as u64,
+        ..Default::default()
+    };
     let mut now = 0.0f64;
     let mut finished = Vec::new();
     // Flow id -> (src, dst, bytes, start), while recording.
@@ -125,12 +169,28 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
         while progress {
             progress = false;
             for d in 0..dies {
-                while issue(schedule, &traffic, &costs, machine, d, now, &mut state[d], &mut net, &mut pending, &mut issued, &mut result, record_flows.then_some(&mut open_flows))? {
+                while issue(
+                    schedule,
+                    &traffic,
+                    &costs,
+                    machine,
+                    d,
+                    now,
+                    &mut state[d],
+                    &mut net,
+                    &mut pending,
+                    &mut issued,
+                    &mut result,
+                    record_flows.then_some(&mut open_flows),
+                )? {
                     progress = true;
                 }
             }
         }
-        let compute_next = state.iter().filter_map(|s| s.running.map(|(_, end)| end)).fold(f64::INFINITY, f64::min);
+        let compute_next = state
+            .iter()
+            .filter_map(|s| s.running.map(|(_, end)| end))
+            .fold(f64::INFINITY, f64::min);
         let net_next = net.next_event().unwrap_or(f64::INFINITY);
         let next = compute_next.min(net_next);
         if !next.is_finite() {
@@ -141,11 +201,18 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
         net.advance_into(now, &mut finished);
         for &(id, t, end) in &finished {
             if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
-                result.flows.push(FlowSpan { src, dst, bytes, start_s, end_s: end });
+                result.flows.push(FlowSpan {
+                    src,
+                    dst,
+                    bytes,
+                    start_s,
+                    end_s: end,
+                });
             }
             let (kind, layer, dst) = untag(t);
             let k = layer * dies + dst;
             pending[kind as usize][k] = pending[kind as usize][k].saturating_sub(1);
+            arrived[kind as usize][k] = arrived[kind as usize][k].max(end);
         }
         for (d, s) in state.iter_mut().enumerate() {
             if let Some((i, end)) = s.running {
@@ -163,7 +230,8 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
                 let (i, kind, layer) = s.open[k];
                 if pending[kind as usize][layer * dies + d] == 0 {
                     s.done[i] = true;
-                    record(&mut result, schedule, d, i, s.issued_at[i], now);
+                    let end = arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
+                    record(&mut result, schedule, d, i, s.issued_at[i], end);
                     s.open.swap_remove(k);
                 } else {
                     k += 1;
@@ -171,8 +239,17 @@ pub fn simulate_step(schedule: &Schedule, machine: &Machine, routing: &StepRouti
             }
         }
     }
-    if let Some((d, s)) = state.iter().enumerate().find(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x)) {
-        return Err(format!("die {} stalled at instruction {} of {}: the schedule deadlocks", d, s.pc, schedule.programs[d].instrs.len()));
+    if let Some((d, s)) = state
+        .iter()
+        .enumerate()
+        .find(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x))
+    {
+        return Err(format!(
+            "die {} stalled at instruction {} of {}: the schedule deadlocks",
+            d,
+            s.pc,
+            schedule.programs[d].instrs.len()
+        ));
     }
     result.latency_s = result.spans.iter().map(|s| s.end_s).fold(0.0, f64::max);
     result.breakdown = critical_breakdown(&result);
@@ -199,8 +276,14 @@ fn issue(
     mut open_flows: Option<&mut std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>>,
 ) -> Result<bool, String> {
     let program = &schedule.programs[d];
-    let Some(instr) = program.instrs.get(s.pc) else { return Ok(false) };
-    if !instr.deps.iter().all(|dep| s.done.get(dep.0 as usize).copied().unwrap_or(false)) {
+    let Some(instr) = program.instrs.get(s.pc) else {
+        return Ok(false);
+    };
+    if !instr
+        .deps
+        .iter()
+        .all(|dep| s.done.get(dep.0 as usize).copied().unwrap_or(false))
+    {
         return Ok(false);
     }
     let dies = machine.die_count() as usize;
@@ -230,7 +313,9 @@ fn issue(
                         // Dispatch goes home -> expert die; combine comes back.
                         let (from, to) = if combine { (dst, src) } else { (src, dst) };
                         if from.0 as usize == d {
-                            let id = net.start(now, from, to, bytes, tag(kind, layer, to)).map_err(|e| e.to_string())?;
+                            let id = net
+                                .start(now, from, to, bytes, tag(kind, layer, to))
+                                .map_err(|e| e.to_string())?;
                             if let Some(open) = open_flows.as_deref_mut() {
                                 open.insert(id.0, (from, to, bytes, now));
                             }
@@ -273,12 +358,22 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
 
 fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, start: f64, end: f64) {
     let op = schedule.programs[d].instrs[i].op.clone();
-    result.spans.push(Span { die: DieId(d as u32), op, start_s: start, end_s: end });
+    result.spans.push(Span {
+        die: DieId(d as u32),
+        op,
+        start_s: start,
+        end_s: end,
+    });
 }
 
 /// The time the critical die spent in each phase.
 fn critical_breakdown(result: &StepResult) -> Breakdown {
-    let Some(critical) = result.spans.iter().max_by(|a, b| a.end_s.total_cmp(&b.end_s).then(b.die.cmp(&a.die))).map(|s| s.die) else {
+    let Some(critical) = result
+        .spans
+        .iter()
+        .max_by(|a, b| a.end_s.total_cmp(&b.end_s).then(b.die.cmp(&a.die)))
+        .map(|s| s.die)
+    else {
         return Breakdown::default();
     };
     let mut b = Breakdown::default();

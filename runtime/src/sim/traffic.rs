@@ -52,7 +52,12 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     };
     let home_of = |token: usize| -> DieId {
         let s = (token as u64 / tokens_per_sequence) as usize;
-        schedule.placement.sequences.get(s % schedule.placement.sequences.len().max(1)).copied().unwrap_or(DieId(0))
+        schedule
+            .placement
+            .sequences
+            .get(s % schedule.placement.sequences.len().max(1))
+            .copied()
+            .unwrap_or(DieId(0))
     };
     let mut home_tokens = vec![0u64; dies];
     let mut home_sequences = vec![0u64; dies];
@@ -64,7 +69,9 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     let mut hops_cache: BTreeMap<(u32, u32), u32> = BTreeMap::new();
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
-        let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else { continue };
+        let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
+            continue;
+        };
         if replicas.is_empty() {
             continue;
         }
@@ -73,7 +80,9 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         for (i, &e) in lr.experts.iter().enumerate() {
             let token = i / routing.top_k.max(1);
             let home = home_of(token);
-            let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else { continue };
+            let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else {
+                continue;
+            };
             let target = nearest(machine, &mut hops_cache, home, holders);
             *loads[target.0 as usize].entry(e).or_insert(0) += 1;
             if target != home {
@@ -97,7 +106,11 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         }
         layers[lr.layer as usize] = Some(t);
     }
-    StepTraffic { home_tokens, home_sequences, layers }
+    StepTraffic {
+        home_tokens,
+        home_sequences,
+        layers,
+    }
 }
 
 fn nearest(machine: &Machine, cache: &mut BTreeMap<(u32, u32), u32>, home: DieId, holders: &[DieId]) -> DieId {
@@ -107,7 +120,9 @@ fn nearest(machine: &Machine, cache: &mut BTreeMap<(u32, u32), u32>, home: DieId
     let mut best = holders[0];
     let mut best_hops = u32::MAX;
     for &h in holders {
-        let hops = *cache.entry((home.0, h.0)).or_insert_with(|| machine.hops(home, h).unwrap_or(u32::MAX));
+        let hops = *cache
+            .entry((home.0, h.0))
+            .or_insert_with(|| machine.hops(home, h).unwrap_or(u32::MAX));
         if hops < best_hops {
             best = h;
             best_hops = hops;
