@@ -8,6 +8,7 @@ mod check;
 mod compile;
 mod explain;
 mod fmt;
+mod netbench;
 mod output;
 mod run;
 
@@ -60,6 +61,12 @@ Passes: place(round_robin). Named pipelines: baseline = place(round_robin).")]
   moec run examples/deepseek-v3-wafer.moe --report json -o report.json --trace trace.json --heatmap links.svg
   moec compile examples/mixtral-8x7b-h100.moe --emit schedule -o plan.json && moec run plan.json")]
     Run(run::Args),
+    /// The network alone under synthetic traffic (uniform, transpose, bitcomp, hotspot, all-to-all), swept over load.
+    #[command(after_help = "Examples:
+  moec netbench examples/machines/wafer-8x8.moe
+  moec netbench examples/machines/wafer-8x8.moe --pattern transpose --loads 0.05,0.1,0.15,0.2 --svg transpose.svg
+  moec netbench examples/machines/wafer-8x8.moe --pattern hotspot:0.3 --message-size 65536 --json")]
+    Netbench(netbench::Args),
     /// Explain a diagnostic code, with an example (no code: list them all).
     Explain {
         /// A code such as E0003.
@@ -97,6 +104,7 @@ pub fn run(cli: Cli) -> Result<(), u8> {
         Command::Check { file } => check::run(&file),
         Command::Compile(args) => compile::run(args),
         Command::Run(args) => run::execute(args),
+        Command::Netbench(args) => netbench::execute(args),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),
     }

@@ -19,8 +19,10 @@
 //!
 //! Bytes copied counts rows that cross dies (a copy within a die moves
 //! nothing over a link), each `hidden` values of the model's dtype at the
-//! numeric width: the simulator's dispatch and combine bytes at full width
-//! are `rows_copied * hidden * dtype bytes` for the same routing.
+//! numeric width. A simulator sending the numeric tokens to the same
+//! (first) replicas moves `rows_copied * hidden * dtype bytes` at full
+//! width for them: one row out and one back per token choice whose expert
+//! is on another die than the token.
 
 use super::batch::TokenLayout;
 use super::context::NumericContext;
