@@ -169,7 +169,14 @@ fn run_writes_a_report_a_trace_and_a_heat_map() {
     for key in ["p50_s", "p99_s", "mean_s"] {
         assert!(r["latency"][key].as_f64().unwrap() > 0.0, "latency.{key}");
     }
-    for key in ["attention_s", "allreduce_s", "dispatch_s", "expert_s", "combine_s", "migration_s"] {
+    for key in [
+        "attention_s",
+        "allreduce_s",
+        "dispatch_s",
+        "expert_s",
+        "combine_s",
+        "migration_s",
+    ] {
         assert!(r["breakdown"][key].is_number(), "breakdown.{key}");
     }
     assert!(r["traffic"]["bytes"].as_f64().unwrap() > 0.0 && r["dies"]["imbalance"].as_f64().unwrap() >= 1.0);
@@ -177,10 +184,17 @@ fn run_writes_a_report_a_trace_and_a_heat_map() {
     let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = t["traceEvents"].as_array().unwrap();
     // Eight GPU tracks and the sixteen switch-port tracks are named; both carry events.
-    let named = |pid: u64| events.iter().filter(|e| e["ph"] == "M" && e["pid"] == pid && e["name"] == "thread_name").count();
+    let named = |pid: u64| {
+        events
+            .iter()
+            .filter(|e| e["ph"] == "M" && e["pid"] == pid && e["name"] == "thread_name")
+            .count()
+    };
     assert_eq!((named(1), named(2)), (8, 16));
     assert!(events.iter().any(|e| e["ph"] == "X" && e["pid"] == 2));
-    assert!(events.iter().any(|e| e["ph"] == "X" && e["pid"] == 1 && e["name"] == "experts L31"));
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "X" && e["pid"] == 1 && e["name"] == "experts L31"));
     let svg = std::fs::read_to_string(&heat).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -191,26 +205,66 @@ fn a_compiled_schedule_runs_without_its_source() {
     let dir = std::env::temp_dir().join(format!("moec-sched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join("plan.json");
-    let o = moec(&["compile", "examples/mixtral-8x7b-h100.moe", "--emit", "schedule", "-o", plan.to_str().unwrap()]);
+    let o = moec(&[
+        "compile",
+        "examples/mixtral-8x7b-h100.moe",
+        "--emit",
+        "schedule",
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let a = moec(&["run", plan.to_str().unwrap(), "--steps", "2", "--no-numerics", "--report", "json"]);
-    let b = moec(&["run", "examples/mixtral-8x7b-h100.moe", "--steps", "2", "--no-numerics", "--report", "json"]);
+    let a = moec(&[
+        "run",
+        plan.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
+    let b = moec(&[
+        "run",
+        "examples/mixtral-8x7b-h100.moe",
+        "--steps",
+        "2",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
     assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
     assert_eq!(a.stdout, b.stdout);
     std::fs::write(&plan, "{\"version\": 7}").unwrap();
     let c = moec(&["run", plan.to_str().unwrap()]);
     assert_eq!(c.status.code(), Some(1));
-    assert!(text(&c.stderr).contains("version 7 is not supported"), "{}", text(&c.stderr));
+    assert!(
+        text(&c.stderr).contains("version 7 is not supported"),
+        "{}",
+        text(&c.stderr)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn netbench_sweeps_load_on_a_mesh() {
-    let o = moec(&["netbench", "examples/machines/nmp-4x4.moe", "--loads", "0.1,0.9", "--messages", "40", "--json"]);
+    let o = moec(&[
+        "netbench",
+        "examples/machines/nmp-4x4.moe",
+        "--loads",
+        "0.1,0.9",
+        "--messages",
+        "40",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let points = r["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
     assert!(points[1]["mean_latency_s"].as_f64() > points[0]["mean_latency_s"].as_f64());
-    assert_eq!(moec(&["netbench", "examples/machines/nmp-4x4.moe", "--pattern", "tornado"]).status.code(), Some(2));
+    assert_eq!(
+        moec(&["netbench", "examples/machines/nmp-4x4.moe", "--pattern", "tornado"])
+            .status
+            .code(),
+        Some(2)
+    );
 }

@@ -187,3 +187,36 @@ fn the_network_quantum_trades_little_accuracy() {
     assert!(rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05);
     assert_eq!(fast.traffic, exact.traffic);
 }
+
+#[test]
+fn the_numeric_check_runs_every_step_and_passes() {
+    let s = schedule("mixtral-8x7b-h100.moe", "default");
+    let options = RunOptions {
+        steps: Some(2),
+        numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(32), ..Default::default() }),
+        trace_steps: 0,
+        network_quantum: 0.02,
+    };
+    let report = run(&s, &options, &mut |_, _| {}).unwrap().report;
+    let n = report.numeric_check.expect("numerics ran");
+    assert!(n.reduced && n.width == 32, "{n:?}");
+    assert!(n.max_abs_error < 1e-3 && n.max_rel_error < 1e-3, "{n:?}");
+    assert!(n.note.contains("hidden 32 of 4096"), "{}", n.note);
+}
+
+#[test]
+fn the_real_gate_can_decide_the_routing() {
+    let mut s = schedule("mixtral-8x7b-h100.moe", "default");
+    s.workload.routing = moec_runtime::workload::RoutingSource::Gate { seed: 3 };
+    let with_numerics = RunOptions {
+        steps: Some(1),
+        numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(16), ..Default::default() }),
+        trace_steps: 0,
+        network_quantum: 0.02,
+    };
+    let report = run(&s, &with_numerics, &mut |_, _| {}).unwrap().report;
+    assert!(report.traffic.bytes > 0.0);
+    // Without numerics there is no gate to ask.
+    let err = run(&s, &timing_only(1), &mut |_, _| {}).err().unwrap();
+    assert!(err.contains("routing = gate needs the numeric executor"), "{err}");
+}

@@ -60,7 +60,12 @@ pub fn execute(args: Args) -> Result<(), u8> {
     if report_session(&session) {
         return Err(super::EXIT_DIAGNOSTICS);
     }
-    let machines: Vec<_> = session.program.machines.iter().filter_map(|m| m.item.as_ref()).collect();
+    let machines: Vec<_> = session
+        .program
+        .machines
+        .iter()
+        .filter_map(|m| m.item.as_ref())
+        .collect();
     let machine = match &args.machine {
         Some(name) => machines.iter().find(|m| &m.spec().name == name).copied(),
         None if machines.len() == 1 => Some(machines[0]),
@@ -68,10 +73,19 @@ pub fn execute(args: Args) -> Result<(), u8> {
     };
     let Some(machine) = machine else {
         let names: Vec<&str> = machines.iter().map(|m| m.spec().name.as_str()).collect();
-        eprintln!("error: which machine? pass --machine NAME (machines: {})", names.join(", "));
+        eprintln!(
+            "error: which machine? pass --machine NAME (machines: {})",
+            names.join(", ")
+        );
         return Err(super::EXIT_DIAGNOSTICS);
     };
-    let mut config = NetbenchConfig { pattern, message_bytes: args.message_size, messages_per_die: args.messages, seed: args.seed, ..NetbenchConfig::default() };
+    let mut config = NetbenchConfig {
+        pattern,
+        message_bytes: args.message_size,
+        messages_per_die: args.messages,
+        seed: args.seed,
+        ..NetbenchConfig::default()
+    };
     if !args.loads.is_empty() {
         config.loads = args.loads.clone();
     }
@@ -82,6 +96,10 @@ pub fn execute(args: Args) -> Result<(), u8> {
             super::EXIT_DIAGNOSTICS
         })?;
     }
-    let text = if args.json { netbench::to_json(&result) } else { netbench::to_table(&result) };
+    let text = if args.json {
+        netbench::to_json(&result)
+    } else {
+        netbench::to_table(&result)
+    };
     emit(args.output.as_deref(), &text)
 }
