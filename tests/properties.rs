@@ -147,3 +147,47 @@ fn compiling_twice_gives_identical_output() {
     let b = common::compile_printing(&common::checked(&path), "default", None);
     assert_eq!(a, b);
 }
+
+/// A compiled schedule, as JSON, to mutate.
+fn schedule_json() -> String {
+    let path = common::root().join("examples/deepseekmoe-16b-nmp.moe");
+    let session = common::checked(&path);
+    session
+        .schedule(&driver::CompileOptions::default(), &mut |_, _| {})
+        .unwrap()
+        .to_json()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// A hand-edited schedule is untrusted input: whatever number is changed
+    /// to whatever value, reading and running it must not panic.
+    #[test]
+    fn edited_schedules_never_panic_the_runtime(pick in 0usize..4000, value in prop::sample::select(vec!["0", "1", "-1", "3", "4294967296", "1e300", "0.5"])) {
+        let json = schedule_json();
+        let mut spots = Vec::new();
+        let bytes = json.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_digit() && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric() && bytes[i - 1] != b'.') {
+                let end = (i..bytes.len()).find(|&j| !(bytes[j].is_ascii_digit() || bytes[j] == b'.' || bytes[j] == b'e' || bytes[j] == b'-')).unwrap_or(bytes.len());
+                spots.push((i, end));
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        let (a, b) = spots[pick % spots.len()];
+        let edited = format!("{}{}{}", &json[..a], value, &json[b..]);
+        if let Ok(s) = moec_runtime::schedule::Schedule::from_json(&edited) {
+            let options = moec_runtime::run::RunOptions {
+                steps: Some(1),
+                numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(8), ..Default::default() }),
+                trace_steps: 1,
+                network_quantum: 0.02,
+            };
+            let _ = moec_runtime::run::run(&s, &options, &mut |_, _| {});
+        }
+    }
+}

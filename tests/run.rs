@@ -193,7 +193,10 @@ fn the_numeric_check_runs_every_step_and_passes() {
     let s = schedule("mixtral-8x7b-h100.moe", "default");
     let options = RunOptions {
         steps: Some(2),
-        numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(32), ..Default::default() }),
+        numerics: Some(moec_runtime::numerics::NumericConfig {
+            width: Some(32),
+            ..Default::default()
+        }),
         trace_steps: 0,
         network_quantum: 0.02,
     };
@@ -210,7 +213,10 @@ fn the_real_gate_can_decide_the_routing() {
     s.workload.routing = moec_runtime::workload::RoutingSource::Gate { seed: 3 };
     let with_numerics = RunOptions {
         steps: Some(1),
-        numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(16), ..Default::default() }),
+        numerics: Some(moec_runtime::numerics::NumericConfig {
+            width: Some(16),
+            ..Default::default()
+        }),
         trace_steps: 0,
         network_quantum: 0.02,
     };

@@ -79,6 +79,44 @@ impl Schedule {
         serde_json::from_str(text).map_err(|e| format!("malformed schedule: {e}"))
     }
 
+    /// The same bounds the language puts on sizes, so that a hand-edited
+    /// schedule cannot overflow the arithmetic of the cost model.
+    fn check_sizes(&self) -> Result<(), String> {
+        const DIM: u64 = 1 << 24;
+        let m = &self.model;
+        let mut dims = vec![
+            ("hidden", m.hidden),
+            ("vocab", m.vocab),
+            ("dense_ffn", m.dense_ffn),
+            ("attention heads", m.attention.heads()),
+        ];
+        if let Some(moe) = &m.moe {
+            dims.extend([
+                ("expert_ffn", moe.expert_ffn),
+                ("shared_ffn", moe.shared_ffn),
+                ("experts", moe.experts.min(DIM + 1)),
+                ("top_k", moe.top_k),
+            ]);
+            if moe.top_k == 0
+                || moe.top_k > moe.experts
+                || moe.groups == 0
+                || moe.experts % moe.groups != 0
+                || moe.topk_groups > moe.groups
+            {
+                return Err("the model's MoE block is inconsistent (top_k, experts, groups)".into());
+            }
+        }
+        let w = &self.workload;
+        dims.extend([("batch", w.batch), ("seq_len", w.seq_len)]);
+        if let Some((name, v)) = dims.iter().find(|(_, v)| *v > DIM) {
+            return Err(format!("{name} = {v} is larger than moec handles ({DIM})"));
+        }
+        if m.layers == 0 || m.layers > 100_000 || m.moe_every == 0 || m.dense_layers > m.layers || m.hidden == 0 {
+            return Err("the model's layer counts are out of range".into());
+        }
+        Ok(())
+    }
+
     /// The schedule as pretty JSON (stable key order).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -88,6 +126,7 @@ impl Schedule {
     /// dependencies pointing backwards within their die, placements naming
     /// real dies, every sequence homed. Returns the first problem.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_sizes()?;
         let dies = self.machine.topology.die_count().map_err(|e| e.to_string())?;
         if self.programs.len() != dies as usize {
             return Err(format!("{} programs for {dies} dies", self.programs.len()));
@@ -108,6 +147,18 @@ impl Schedule {
         let bad = |d: &DieId| d.0 >= dies;
         if self.placement.experts.iter().flatten().flatten().any(bad) || self.placement.sequences.iter().any(bad) {
             return Err("placement names a die the machine does not have".into());
+        }
+        let moe_layers = (0..self.model.layers).filter(|&l| self.model.layer_kind(l) == crate::model::LayerKind::Moe);
+        let experts = self.model.moe.as_ref().map_or(0, |m| m.experts as usize);
+        for l in moe_layers {
+            match self.placement.experts.get(l as usize) {
+                Some(layer) if layer.len() == experts && layer.iter().all(|r| !r.is_empty()) => {}
+                _ => {
+                    return Err(format!(
+                        "layer {l}: every expert needs at least one replica in the placement"
+                    ))
+                }
+            }
         }
         if self.placement.sequences.len() as u64 != self.workload.batch {
             return Err(format!(
