@@ -337,11 +337,11 @@ impl ModelSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// DeepSeek-V3 from its public config.
-    pub fn deepseek_v3() -> ModelSpec {
+    /// DeepSeek-V3 from its public config (shared with other tests).
+    pub(crate) fn deepseek_v3() -> ModelSpec {
         ModelSpec {
             name: "deepseek_v3".into(),
             layers: 61,

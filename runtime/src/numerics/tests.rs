@@ -485,37 +485,7 @@ fn schedules_that_compute_on_missing_data_are_refused() {
     assert!(check(&s).contains("expert 4 of layer 2 is placed on no die"));
 }
 
-fn deepseek_v3() -> ModelSpec {
-    ModelSpec {
-        name: "deepseek_v3".into(),
-        layers: 61,
-        dense_layers: 3,
-        moe_every: 1,
-        hidden: 7168,
-        vocab: 129_280,
-        dtype: DType::Bf16,
-        attention: AttentionSpec::Mla {
-            heads: 128,
-            q_lora_rank: 1536,
-            kv_lora_rank: 512,
-            head_dim: 128,
-            rope_dim: 64,
-            v_head_dim: 128,
-        },
-        dense_ffn: 18432,
-        moe: Some(MoeSpec {
-            experts: 256,
-            shared_experts: 1,
-            shared_ffn: 2048,
-            top_k: 8,
-            expert_ffn: 2048,
-            activation: Activation::Swiglu,
-            gate: GateKind::Sigmoid,
-            groups: 8,
-            topk_groups: 4,
-        }),
-    }
-}
+use crate::model::tests::deepseek_v3;
 
 #[test]
 fn width_selection_respects_both_budgets_and_a_forced_width() {

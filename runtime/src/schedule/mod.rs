@@ -151,13 +151,19 @@ impl Schedule {
         let moe_layers = (0..self.model.layers).filter(|&l| self.model.layer_kind(l) == crate::model::LayerKind::Moe);
         let experts = self.model.moe.as_ref().map_or(0, |m| m.experts as usize);
         for l in moe_layers {
-            match self.placement.experts.get(l as usize) {
-                Some(layer) if layer.len() == experts && layer.iter().all(|r| !r.is_empty()) => {}
-                _ => {
-                    return Err(format!(
-                        "layer {l}: every expert needs at least one replica in the placement"
-                    ))
-                }
+            let Some(layer) = self
+                .placement
+                .experts
+                .get(l as usize)
+                .filter(|layer| layer.len() == experts)
+            else {
+                return Err(format!(
+                    "layer {l} places {} experts of {experts}",
+                    self.placement.experts.get(l as usize).map_or(0, Vec::len)
+                ));
+            };
+            if let Some(e) = layer.iter().position(Vec::is_empty) {
+                return Err(format!("expert {e} of layer {l} is placed on no die"));
             }
         }
         if self.placement.sequences.len() as u64 != self.workload.batch {
