@@ -100,7 +100,8 @@ struct Flow {
     tag: u64,
     /// Bytes to send.
     size: f64,
-    /// Bytes not yet sent, as of the network's clock.
+    /// Bytes not yet sent, as of `Network::rates_since` (the bytes drain
+    /// lazily: see [`Flow::remaining_at`]).
     remaining: f64,
     /// Bytes per second while transmitting; 0 until the first recompute.
     rate: f64,
@@ -110,9 +111,15 @@ struct Flow {
 }
 
 impl Flow {
-    /// Whether so little is left that the flow counts as done.
-    fn drained(&self) -> bool {
-        self.remaining <= (self.size * DONE_FRACTION).max(DONE_BYTES)
+    /// Bytes not yet sent at `now`, the rate having held since `since`.
+    /// Draining lazily keeps an event that changes no rate O(1) in the flows.
+    fn remaining_at(&self, now: f64, since: f64) -> f64 {
+        self.remaining - self.rate * (now - since)
+    }
+
+    /// Whether so little is left at `now` that the flow counts as done.
+    fn drained(&self, now: f64, since: f64) -> bool {
+        self.remaining_at(now, since) <= (self.size * DONE_FRACTION).max(DONE_BYTES)
     }
 }
 
@@ -227,6 +234,9 @@ pub struct Network<'m> {
     flows: Vec<Flow>,
     /// Whether `flows` changed since the rates were computed.
     dirty: bool,
+    /// When the flows' `remaining` was last brought up to date (the last
+    /// recompute); the rates have held since.
+    rates_since: f64,
     /// Rates are recomputed at most every `quantum x (now - busy_since)`
     /// seconds (0: at every change, exact). See [`Network::with_quantum`].
     quantum: f64,
@@ -257,6 +267,7 @@ impl<'m> Network<'m> {
             heading: BinaryHeap::new(),
             flows: Vec::new(),
             dirty: false,
+            rates_since: 0.0,
             quantum: 0.0,
             busy_since: 0.0,
             next_recompute: 0.0,
@@ -481,6 +492,10 @@ impl<'m> Network<'m> {
     /// whose head has arrived, marking the rates stale if either happened.
     fn settle(&mut self) {
         let now = self.now;
+        let since = self.rates_since;
+        // Nothing can be done before the earliest finish (but for rounding):
+        // then the scan over the flows is skipped.
+        let due = now >= self.next_finish - 1e-12 * now.abs().max(1e-9);
         let Network {
             flows,
             stats,
@@ -491,22 +506,25 @@ impl<'m> Network<'m> {
             scratch,
             ..
         } = self;
-        flows.retain(|f| {
-            let done = f.finish_at <= now || f.drained();
-            if done {
-                for &l in f.route.links(route_links) {
-                    // Hand the link the rounding left over, so it ends up
-                    // having carried exactly the flow's bytes.
-                    stats[l as usize].bytes += f.remaining;
-                    scratch.links[l as usize].count -= 1;
+        if due {
+            flows.retain(|f| {
+                let done = f.finish_at <= now || f.drained(now, since);
+                if done {
+                    let left = f.remaining_at(now, since);
+                    for &l in f.route.links(route_links) {
+                        // Hand the link the rounding left over, so it ends up
+                        // having carried exactly the flow's bytes.
+                        stats[l as usize].bytes += left;
+                        scratch.links[l as usize].count -= 1;
+                    }
+                    // A flow drained while the clock waited out a quantum
+                    // still finished at its own time.
+                    finished.push((f.id, f.tag, f.finish_at.min(now)));
+                    *dirty = true;
                 }
-                // A flow drained while the clock waited out a quantum
-                // still finished at its own time.
-                finished.push((f.id, f.tag, f.finish_at.min(now)));
-                *dirty = true;
-            }
-            !done
-        });
+                !done
+            });
+        }
         while let Some(h) = heading.peek() {
             if h.transmit_at > now {
                 break;
@@ -531,9 +549,8 @@ impl<'m> Network<'m> {
     fn drain_to(&mut self, t: f64) {
         let dt = t - self.now;
         if dt > 0.0 {
-            for f in &mut self.flows {
-                f.remaining -= f.rate * dt;
-            }
+            // The flows drain lazily (`Flow::remaining_at`); only the links'
+            // counters move here.
             for &l in &self.scratch.active {
                 let l = l as usize;
                 // What the frozen flows took is what the link carries.
@@ -550,6 +567,12 @@ impl<'m> Network<'m> {
     /// and when each will finish at them.
     fn recompute(&mut self) {
         self.dirty = false;
+        // Bring every flow's bytes up to the clock before the rates change.
+        let (now, since) = (self.now, self.rates_since);
+        for f in &mut self.flows {
+            f.remaining = f.remaining_at(now, since);
+        }
+        self.rates_since = now;
         let Network {
             flows,
             route_links,
