@@ -129,7 +129,7 @@ impl Diagnostics {
     /// All of them, sorted by file and position so output is stable.
     pub fn sorted(&self) -> Vec<Diagnostic> {
         let mut v = self.list.clone();
-        v.sort_by(|a, b| (a.span.file, a.span.start, a.code).cmp(&(b.span.file, b.span.start, b.code)));
+        v.sort_by_key(|d| (d.span.file, d.span.start, d.code));
         v.dedup();
         v
     }

@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn an_unplaced_node_fails_the_end_of_pipeline_check() {
         let (s, mut ir) = compiled("1 GB");
-        let last = ir.graph.node_indices().last().unwrap();
+        let last = ir.graph.node_indices().next_back().unwrap();
         ir.graph[last].ann = Default::default();
         assert!(verify(&ir, machine(&s)).is_empty());
         assert!(

@@ -67,6 +67,9 @@ pub struct FlowSpan {
     pub end_s: f64,
 }
 
+/// Transfers in flight while recording: flow id -> (source, destination, bytes, start).
+type OpenFlows = std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>;
+
 const DISPATCH: u64 = 0;
 const COMBINE: u64 = 1;
 
@@ -162,13 +165,13 @@ pub fn simulate_step(
     let mut now = 0.0f64;
     let mut finished = Vec::new();
     // Flow id -> (src, dst, bytes, start), while recording.
-    let mut open_flows: std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)> = std::collections::BTreeMap::new();
+    let mut open_flows = OpenFlows::new();
     loop {
         // Issue everything that can issue now.
         let mut progress = true;
         while progress {
             progress = false;
-            for d in 0..dies {
+            for (d, die_state) in state.iter_mut().enumerate() {
                 while issue(
                     schedule,
                     &traffic,
@@ -176,7 +179,7 @@ pub fn simulate_step(
                     machine,
                     d,
                     now,
-                    &mut state[d],
+                    die_state,
                     &mut net,
                     &mut pending,
                     &mut issued,
@@ -273,7 +276,7 @@ fn issue(
     pending: &mut [Vec<u32>],
     issued: &mut [Vec<bool>],
     result: &mut StepResult,
-    mut open_flows: Option<&mut std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>>,
+    mut open_flows: Option<&mut OpenFlows>,
 ) -> Result<bool, String> {
     let program = &schedule.programs[d];
     let Some(instr) = program.instrs.get(s.pc) else {

@@ -1,0 +1,66 @@
+//! What the main job's stages cost: compiling DeepSeek-V3 for the 8x8 wafer
+//! (front end, placement, lowering), simulating one decode step (with the
+//! network exact and with `moec run`'s default quantum), and one step of the
+//! numeric check at the default reduced width.
+//!
+//! `cargo bench -p moec --bench pipeline`. The machine is shared and noisy:
+//! compare ratios measured in one run, not absolute times across runs.
+
+use moec::driver::{self, CompileOptions};
+use moec::source::FsReader;
+use moec_runtime::machine::Machine;
+use moec_runtime::numerics::{NumericConfig, Numerics};
+use moec_runtime::routing::RoutingGenerator;
+use moec_runtime::schedule::Schedule;
+use moec_runtime::sim::engine::{simulate_step, SimOptions};
+use std::path::Path;
+
+fn main() {
+    divan::main();
+}
+
+fn main_job() -> Schedule {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deepseek-v3-wafer.moe");
+    let session = driver::check(&FsReader, &path).expect("readable");
+    session
+        .schedule(&CompileOptions::default(), &mut |_, _| {})
+        .expect("compiles")
+}
+
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn compile_deepseek_v3_wafer() -> Schedule {
+    main_job()
+}
+
+#[divan::bench(args = [0.0, 0.02], sample_count = 3, sample_size = 1)]
+fn simulate_one_decode_step(bencher: divan::Bencher, quantum: f64) {
+    let schedule = main_job();
+    let machine = Machine::build(schedule.machine.clone()).expect("valid");
+    let routing = RoutingGenerator::new(&schedule.model, &schedule.workload)
+        .expect("routing")
+        .step(0)
+        .expect("synthetic");
+    bencher.bench_local(|| {
+        simulate_step(
+            &schedule,
+            &machine,
+            &routing,
+            SimOptions {
+                record_flows: false,
+                network_quantum: quantum,
+            },
+        )
+        .expect("runs")
+    });
+}
+
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn numeric_check_one_step(bencher: divan::Bencher) {
+    let schedule = main_job();
+    let routing = RoutingGenerator::new(&schedule.model, &schedule.workload)
+        .expect("routing")
+        .step(0)
+        .expect("synthetic");
+    let mut numerics = Numerics::new(&schedule, &NumericConfig::default()).expect("fits");
+    bencher.bench_local(|| numerics.step(0, Some(&routing)));
+}
