@@ -7,7 +7,10 @@ use crate::lower;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::sema::{self, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
+use moec_runtime::machine::Machine;
+use moec_runtime::model::ModelSpec;
 use moec_runtime::schedule::Schedule;
+use moec_runtime::workload::WorkloadSpec;
 use std::path::Path;
 
 /// A root file, its imports, and what checking them found.
@@ -74,21 +77,27 @@ impl Session {
         }
     }
 
+    /// The model, machine and workload a plan names.
+    fn parts(&self, plan: &Plan) -> Result<(&ModelSpec, &Machine, &WorkloadSpec), Diagnostic> {
+        match (
+            self.program.model(plan.model),
+            self.program.machine(plan.machine),
+            self.program.workload(plan.workload),
+        ) {
+            (Some(model), Some(machine), Some(workload)) => Ok((model, machine, workload)),
+            _ => Err(Diagnostic::error(
+                Code::E0021,
+                plan.span,
+                "this plan refers to items with errors",
+            )),
+        }
+    }
+
     /// Builds the IR of a plan and runs its pipeline. `print` receives the
     /// IR after each pass that `print_after` asks for.
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
-        let (Some(model), Some(machine), Some(workload)) = (
-            self.program.model(plan.model),
-            self.program.machine(plan.machine),
-            self.program.workload(plan.workload),
-        ) else {
-            return Err(Diagnostic::error(
-                Code::E0021,
-                plan.span,
-                "this plan refers to items with errors",
-            ));
-        };
+        let (model, machine, workload) = self.parts(plan)?;
         let pipeline = match &options.passes {
             Some(p) => p.clone(),
             None => format!("place({})", plan.placement.name()),
@@ -104,24 +113,12 @@ impl Session {
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }
-}
 
-impl Session {
     /// Compiles a plan and lowers it to the schedule the runtime executes.
     pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
         let ir = self.compile(options, print)?;
         let plan = self.select_plan(options.plan.as_deref())?;
-        let (Some(model), Some(machine), Some(workload)) = (
-            self.program.model(plan.model),
-            self.program.machine(plan.machine),
-            self.program.workload(plan.workload),
-        ) else {
-            return Err(Diagnostic::error(
-                Code::E0021,
-                plan.span,
-                "this plan refers to items with errors",
-            ));
-        };
+        let (model, machine, workload) = self.parts(plan)?;
         lower::lower(&ir, model, machine, workload).map_err(|e| {
             Diagnostic::global(Code::E0020, format!("internal error: {e}"))
                 .with_hint("this is a bug in moec; please report it with the input file")
