@@ -131,7 +131,7 @@ impl Session {
 fn pipeline_error(plan: &Plan, e: PipelineError) -> Diagnostic {
     match e {
         PipelineError::Spec(m) => Diagnostic::global(Code::E0021, m)
-            .with_hint("passes: place(round_robin); pipelines: baseline; see `moec compile --help`"),
+            .with_hint("passes: place(round_robin), place(contiguous); pipelines: baseline; see `moec compile --help`"),
         PipelineError::Pass { pass, message } => {
             Diagnostic::error(Code::E0020, plan.span, format!("pass {pass} failed: {message}"))
                 .with_label("in this plan")

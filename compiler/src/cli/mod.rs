@@ -53,7 +53,7 @@ pub enum Command {
   moec compile examples/deepseek-v3-wafer.moe --plan default --emit json -o plan.json
   moec compile examples/deepseek-v3-wafer.moe --passes baseline --print-after-all --layers 3..3
 
-Passes: place(round_robin). Named pipelines: baseline = place(round_robin).")]
+Passes: place(round_robin), place(contiguous). Named pipelines: baseline = place(round_robin).")]
     Compile(compile::Args),
     /// Run a plan on the simulated machine with real kernels; report latency, traffic, balance and the numeric check.
     #[command(after_help = "Examples:

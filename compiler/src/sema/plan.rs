@@ -13,11 +13,16 @@ use crate::syntax::Span;
 pub enum PlacementChoice {
     /// Expert e of every layer on die e mod N (the expert-parallel baseline).
     RoundRobin,
+    /// Contiguous blocks of expert ids per die (Megatron-LM's default).
+    Contiguous,
 }
 
 impl PlacementChoice {
     /// Every choice, with its spelling in the language.
-    pub const ALL: &'static [(&'static str, PlacementChoice)] = &[("round_robin", PlacementChoice::RoundRobin)];
+    pub const ALL: &'static [(&'static str, PlacementChoice)] = &[
+        ("round_robin", PlacementChoice::RoundRobin),
+        ("contiguous", PlacementChoice::Contiguous),
+    ];
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
     pub fn name(self) -> &'static str {
