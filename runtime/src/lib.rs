@@ -1,9 +1,12 @@
-//! moec's runtime: the machine model every other part of moec targets.
+//! moec's runtime: the machine model every other part of moec targets, and
+//! everything that runs a compiled schedule on it.
 //!
-//! It owns the description of a machine (wafer-scale meshes of dies, GPU
-//! switch racks, clusters), the validated machine built from it, and routing
-//! over its links; later it will also own the schedule format, the kernels
-//! and the simulator that runs schedules on a machine.
+//! It owns the descriptions of a machine (wafer-scale meshes of dies, GPU
+//! switch racks, clusters), a model and a workload; the validated machine
+//! and routing over its links; the schedule format the compiler emits; the
+//! routing sources, the simulator (roofline dies, max-min shared links, the
+//! event engine), the real kernels and the numeric executor with its dense
+//! reference; and the reports. `run::run` ties them together.
 
 pub mod kernels;
 pub mod machine;
