@@ -226,3 +226,34 @@ fn the_real_gate_can_decide_the_routing() {
     let err = run(&s, &timing_only(1), &mut |_, _| {}).err().unwrap();
     assert!(err.contains("routing = gate needs the numeric executor"), "{err}");
 }
+
+/// The text reports of two small runs, reviewed: a change in the timing
+/// model shows up here as a diff to read, not as a silent drift.
+#[test]
+fn reports_of_small_runs_are_reviewed_snapshots() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(common::root().join("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        for (example, plan) in [
+            ("mixtral-8x7b-h100.moe", "default"),
+            ("deepseekmoe-16b-nmp.moe", "default"),
+        ] {
+            let s = schedule(example, plan);
+            let options = RunOptions {
+                steps: Some(2),
+                numerics: Some(moec_runtime::numerics::NumericConfig {
+                    width: Some(16),
+                    ..Default::default()
+                }),
+                trace_steps: 0,
+                network_quantum: 0.0,
+            };
+            let report = run(&s, &options, &mut |_, _| {}).unwrap().report;
+            insta::assert_snapshot!(
+                format!("report.{}.{plan}", example.trim_end_matches(".moe")),
+                moec_runtime::report::text::render(&report)
+            );
+        }
+    });
+}
