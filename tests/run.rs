@@ -257,3 +257,29 @@ fn reports_of_small_runs_are_reviewed_snapshots() {
         }
     });
 }
+
+#[test]
+fn eplb_replicates_the_measured_hot_experts_and_fills_every_die_equally() {
+    let s = schedule("deepseek-v3-wafer.moe", "eplb");
+    let stats = moec_runtime::routing::RoutingStats::measure(&s.model, &s.workload).unwrap();
+    for layer in [3usize, 30, 60] {
+        let replicas = &s.placement.experts[layer];
+        // 256 experts + 64 redundant slots over 64 dies: 5 slots a die.
+        let mut slots = vec![0; 64];
+        for holders in replicas {
+            assert!(!holders.is_empty());
+            for d in holders {
+                slots[d.0 as usize] += 1;
+            }
+        }
+        assert!(slots.iter().all(|&n| n <= 5), "{slots:?}");
+        let loads = &stats.loads[layer];
+        let hottest = (0..256).max_by(|&a, &b| loads[a].total_cmp(&loads[b])).unwrap();
+        let coldest = (0..256).min_by(|&a, &b| loads[a].total_cmp(&loads[b])).unwrap();
+        assert!(
+            replicas[hottest].len() > 1,
+            "layer {layer}: the hottest expert is replicated"
+        );
+        assert_eq!(replicas[coldest].len(), 1);
+    }
+}

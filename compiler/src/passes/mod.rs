@@ -7,6 +7,7 @@
 //! verifier after every pass, the IR printed after the passes asked for.
 
 mod contiguous;
+mod eplb;
 mod manager;
 mod place;
 pub mod registry;
@@ -18,6 +19,7 @@ pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 use crate::ir::Ir;
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
+use moec_runtime::routing::RoutingStats;
 use moec_runtime::workload::WorkloadSpec;
 
 /// What a pass may consult: the machine model (for costs and topology), the
@@ -26,6 +28,37 @@ pub struct PassContext<'a> {
     pub machine: &'a Machine,
     pub model: &'a ModelSpec,
     pub workload: &'a WorkloadSpec,
+    /// Extra expert slots per layer for replicating placements (`None`: one per alive die).
+    pub redundant_experts: Option<u64>,
+    /// Expert loads from the workload's routing, measured on first use.
+    stats: std::cell::OnceCell<Result<RoutingStats, String>>,
+}
+
+impl<'a> PassContext<'a> {
+    /// The context of one compilation.
+    pub fn new(
+        machine: &'a Machine,
+        model: &'a ModelSpec,
+        workload: &'a WorkloadSpec,
+        redundant_experts: Option<u64>,
+    ) -> PassContext<'a> {
+        PassContext {
+            machine,
+            model,
+            workload,
+            redundant_experts,
+            stats: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Expert loads per layer, from the workload's own routing source
+    /// (measured once, when a pass first asks).
+    pub fn stats(&self) -> Result<&RoutingStats, String> {
+        self.stats
+            .get_or_init(|| RoutingStats::measure(self.model, self.workload))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 /// A transformation of the IR.

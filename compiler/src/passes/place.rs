@@ -5,9 +5,10 @@
 //! experts, dense FFNs and LM head and serves its share of the batch, and
 //! dispatch and combine run on every die, as the all-to-all they are.
 
-use super::{contiguous, round_robin, Pass, PassContext};
+use super::{contiguous, eplb, round_robin, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
 use crate::sema::PlacementChoice;
+use moec_runtime::machine::DieId;
 
 /// The placement pass with its chosen algorithm.
 pub struct Place {
@@ -29,6 +30,13 @@ impl Place {
     }
 }
 
+/// The same layout in every MoE layer, from a per-expert rule.
+fn uniform(cx: &PassContext, die_of: impl Fn(u32) -> Vec<DieId>) -> Vec<Vec<Vec<DieId>>> {
+    let experts = cx.model.moe.as_ref().map_or(0, |m| m.experts) as u32;
+    let layer: Vec<Vec<DieId>> = (0..experts).map(die_of).collect();
+    (0..cx.model.layers).map(|_| layer.clone()).collect()
+}
+
 impl Pass for Place {
     fn name(&self) -> String {
         format!("place({})", self.algorithm.name())
@@ -40,14 +48,32 @@ impl Pass for Place {
             return Err("the machine has no alive die".into());
         }
         let experts = cx.model.moe.as_ref().map_or(0, |m| m.experts);
+        // `layouts[layer][expert]`: the dies of each expert, by the algorithm.
+        let layouts: Vec<Vec<Vec<DieId>>> = match self.algorithm {
+            PlacementChoice::RoundRobin => uniform(cx, |e| vec![round_robin::expert_die(e, &dies)]),
+            PlacementChoice::Contiguous => uniform(cx, |e| vec![contiguous::expert_die(e, experts, &dies)]),
+            PlacementChoice::Eplb => {
+                let stats = cx.stats()?;
+                let redundant = cx.redundant_experts.unwrap_or(dies.len() as u64) as usize;
+                let layer = |loads: &Vec<f64>| {
+                    if loads.is_empty() {
+                        Vec::new()
+                    } else {
+                        eplb::place_layer(loads, &dies, redundant)
+                    }
+                };
+                stats.loads.iter().map(layer).collect()
+            }
+        };
         let indices: Vec<_> = ir.graph.node_indices().collect();
         for i in indices {
             let node = &mut ir.graph[i];
-            let placed = match node.op {
-                Op::Expert { expert, .. } => vec![match self.algorithm {
-                    PlacementChoice::RoundRobin => round_robin::expert_die(expert.0, &dies),
-                    PlacementChoice::Contiguous => contiguous::expert_die(expert.0, experts, &dies),
-                }],
+            let placed = match (&node.op, node.layer) {
+                (Op::Expert { expert, .. }, Some(layer)) => layouts
+                    .get(layer.0 as usize)
+                    .and_then(|l| l.get(expert.0 as usize))
+                    .cloned()
+                    .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
                 _ => dies.clone(),
             };
             node.ann = Annotation {

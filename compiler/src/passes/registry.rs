@@ -25,7 +25,7 @@ impl std::fmt::Display for PassSpec {
 /// Every pass, with what it does (for `--help` and error hints).
 pub const PASSES: &[(&str, &str)] = &[(
     "place",
-    "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin, contiguous",
+    "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin, contiguous, eplb",
 )];
 
 /// Named pipelines.

@@ -15,6 +15,9 @@ pub enum PlacementChoice {
     RoundRobin,
     /// Contiguous blocks of expert ids per die (Megatron-LM's default).
     Contiguous,
+    /// DeepSeek's EPLB, global policy: replicate the hottest experts into
+    /// redundant slots, pack heaviest-first onto the lightest die.
+    Eplb,
 }
 
 impl PlacementChoice {
@@ -22,6 +25,7 @@ impl PlacementChoice {
     pub const ALL: &'static [(&'static str, PlacementChoice)] = &[
         ("round_robin", PlacementChoice::RoundRobin),
         ("contiguous", PlacementChoice::Contiguous),
+        ("eplb", PlacementChoice::Eplb),
     ];
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
@@ -49,6 +53,9 @@ pub struct Plan {
     pub machine: usize,
     pub workload: usize,
     pub placement: PlacementChoice,
+    /// Extra expert slots per layer for placements that replicate (EPLB);
+    /// `None`: one per alive die.
+    pub redundant_experts: Option<u64>,
     pub attention: AttentionParallel,
     pub span: Span,
 }
@@ -83,6 +90,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None if r.span_of("attention").is_some() => None,
         None => Some(AttentionParallel::DataParallel),
     };
+    let redundant_experts = r.int("redundant_experts", 0, 1 << 20);
     let parallel_ok = r.choice("parallel", &["ep"]).is_some() || r.span_of("parallel").is_none();
     let migration_ok = r.choice("migration", &["none"]).is_some() || r.span_of("migration").is_none();
     diags.extend(r.finish());
@@ -93,6 +101,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         machine: machine??,
         workload: workload??,
         placement: placement?,
+        redundant_experts,
         attention: attention?,
         span: decl.name.span,
     };

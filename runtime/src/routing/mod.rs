@@ -7,10 +7,12 @@
 //! the real gate over real activations (the numeric executor fills one in).
 
 mod source;
+pub mod stats;
 pub mod synthetic;
 pub mod trace;
 
 pub use source::RoutingGenerator;
+pub use stats::RoutingStats;
 pub use synthetic::{RoutingShape, Synthetic, ZipfParams};
 pub use trace::{parse_trace, read_trace, write_trace, Trace, TraceReplay};
 

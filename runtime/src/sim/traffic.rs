@@ -41,8 +41,10 @@ pub struct StepTraffic {
 }
 
 /// Works out a step's traffic from its routing and the schedule's placement.
-/// A token goes to the replica of each chosen expert nearest (in hops) to
-/// its home die; ties go to the first replica listed.
+/// A token whose home die holds a replica of its expert uses it; otherwise
+/// the tokens of an expert spread evenly over its replicas (token t to
+/// replica t mod replicas), as serving engines spread a replicated hot
+/// expert's load.
 pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
     let dies = machine.die_count() as usize;
     let w = &schedule.workload;
@@ -66,7 +68,6 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         home_tokens[d.0 as usize] += tokens_per_sequence;
     }
     let token_bytes = CostModel::new(&schedule.model, w).token_bytes();
-    let mut hops_cache: BTreeMap<(u32, u32), u32> = BTreeMap::new();
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
         let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
@@ -83,7 +84,7 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else {
                 continue;
             };
-            let target = nearest(machine, &mut hops_cache, home, holders);
+            let target = replica_for(token, home, holders);
             *loads[target.0 as usize].entry(e).or_insert(0) += 1;
             if target != home {
                 pair_tokens[home.0 as usize * dies + target.0 as usize] += 1;
@@ -113,20 +114,11 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     }
 }
 
-fn nearest(machine: &Machine, cache: &mut BTreeMap<(u32, u32), u32>, home: DieId, holders: &[DieId]) -> DieId {
-    if holders.len() == 1 {
-        return holders[0];
+/// The replica a token uses: its home die's own, else spread by token.
+fn replica_for(token: usize, home: DieId, holders: &[DieId]) -> DieId {
+    if holders.contains(&home) {
+        home
+    } else {
+        holders[token % holders.len()]
     }
-    let mut best = holders[0];
-    let mut best_hops = u32::MAX;
-    for &h in holders {
-        let hops = *cache
-            .entry((home.0, h.0))
-            .or_insert_with(|| machine.hops(home, h).unwrap_or(u32::MAX));
-        if hops < best_hops {
-            best = h;
-            best_hops = hops;
-        }
-    }
-    best
 }
