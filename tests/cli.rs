@@ -268,3 +268,27 @@ fn netbench_sweeps_load_on_a_mesh() {
         Some(2)
     );
 }
+
+#[test]
+fn compare_runs_every_placement_on_the_same_workload() {
+    let o = moec(&[
+        "compare",
+        "examples/mixtral-8x7b-h200.moe",
+        "--steps",
+        "1",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["round_robin", "contiguous", "eplb"]);
+    for r in rows {
+        assert!(r["compile_s"].as_f64().unwrap() > 0.0 && r["latency"]["p50_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["steps"], 1);
+    }
+    // 8 experts on 16 GPUs: round robin uses GPUs 0-7, contiguous spreads over every other GPU.
+    assert_ne!(rows[0]["traffic"]["byte_hops"], rows[1]["traffic"]["byte_hops"]);
+}

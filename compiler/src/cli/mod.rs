@@ -5,6 +5,7 @@
 //! `explain`).
 
 mod check;
+mod compare;
 mod compile;
 mod explain;
 mod fmt;
@@ -61,6 +62,11 @@ Passes: place(round_robin), place(contiguous). Named pipelines: baseline = place
   moec run examples/deepseek-v3-wafer.moe --report json -o report.json --trace trace.json --heatmap links.svg
   moec compile examples/mixtral-8x7b-h100.moe --emit schedule -o plan.json && moec run plan.json")]
     Run(run::Args),
+    /// Every placement on one plan's model, machine and workload: one table (or JSON rows, and an SVG bar chart).
+    #[command(after_help = "Examples:
+  moec compare examples/deepseek-v3-wafer.moe --steps 4
+  moec compare examples/mixtral-8x7b-h200.moe --report json -o rows.json --svg placements.svg")]
+    Compare(compare::Args),
     /// The network alone under synthetic traffic (uniform, transpose, bitcomp, hotspot, all-to-all), swept over load.
     #[command(after_help = "Examples:
   moec netbench examples/machines/wafer-8x8.moe
@@ -104,6 +110,7 @@ pub fn run(cli: Cli) -> Result<(), u8> {
         Command::Check { file } => check::run(&file),
         Command::Compile(args) => compile::run(args),
         Command::Run(args) => run::execute(args),
+        Command::Compare(args) => compare::execute(args),
         Command::Netbench(args) => netbench::execute(args),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),

@@ -2,6 +2,7 @@
 //! documented in docs/RUNTIME.md), timelines (`chrome`: a Chrome trace) and
 //! pictures (`heatmap`: link utilisation over the mesh, as SVG).
 
+pub mod bars;
 pub mod chrome;
 pub mod heatmap;
 pub mod text;

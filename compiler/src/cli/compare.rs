@@ -1,0 +1,160 @@
+//! `moec compare FILE`: every placement on the same plan's model, machine
+//! and workload, run over the same steps and routing, in one table (and as
+//! JSON rows with the run report's keys, and an SVG bar chart).
+
+use super::output::{emit, report, report_session, write_atomic};
+use moec::driver::{self, CompileOptions};
+use moec::sema::PlacementChoice;
+use moec::source::FsReader;
+use moec_runtime::numerics::NumericConfig;
+use moec_runtime::report::{bars, RunReport};
+use moec_runtime::run::{run, RunOptions};
+use moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM;
+use moec_runtime::units::{Bytes, Seconds};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The command line of `compare`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .moe file.
+    file: PathBuf,
+    /// Which plan supplies the model, machine and workload (default: the only plan, or `default`).
+    #[arg(long)]
+    plan: Option<String>,
+    /// Steps to run each placement (default: the workload's `steps`).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Skip the numeric check (timing only).
+    #[arg(long)]
+    no_numerics: bool,
+    /// Print `{"rows": [...]}` JSON instead of a table.
+    #[arg(long, value_enum, default_value_t = super::run::ReportFormat::Text)]
+    report: super::run::ReportFormat,
+    /// Write a bar chart of p50 latency per placement as SVG.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Write the table or JSON here instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// One placement's row: the run report's keys plus its name and compile time.
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    compile_s: f64,
+    #[serde(flatten)]
+    report: RunReport,
+}
+
+/// Runs `moec compare`.
+pub fn execute(args: Args) -> Result<(), u8> {
+    let session = driver::check(&FsReader, &args.file).map_err(|e| {
+        eprintln!("error: {}", e.0);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if report_session(&session) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    let plan = session.select_plan(args.plan.as_deref()).map_err(|d| {
+        report(&session.loaded.sources, &[d]);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    let mut rows = Vec::new();
+    for (name, _) in PlacementChoice::ALL {
+        let options = CompileOptions {
+            plan: Some(plan.name.clone()),
+            passes: Some(format!("place({name})")),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let schedule = session.schedule(&options, &mut |_, _| {}).map_err(|d| {
+            report(&session.loaded.sources, &[d]);
+            super::EXIT_DIAGNOSTICS
+        })?;
+        let compile_s = started.elapsed().as_secs_f64();
+        let run_options = RunOptions {
+            steps: args.steps,
+            numerics: (!args.no_numerics).then(NumericConfig::default),
+            trace_steps: 0,
+            network_quantum: DEFAULT_NETWORK_QUANTUM,
+        };
+        eprintln!("compare: running {name} ...");
+        let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {
+            eprintln!("error: {name}: {e}");
+            super::EXIT_DIAGNOSTICS
+        })?;
+        rows.push(Row {
+            name: name.to_string(),
+            compile_s,
+            report: out.report,
+        });
+    }
+    if let Some(svg) = &args.svg {
+        let title = format!(
+            "p50 step latency by placement: plan {} ({} on {})",
+            plan.name, rows[0].report.model, rows[0].report.machine
+        );
+        let values: Vec<(String, f64)> = rows
+            .iter()
+            .map(|r| (r.name.clone(), r.report.latency.p50_s * 1e3))
+            .collect();
+        write_atomic(svg, &bars::render(&title, "ms", &values)).map_err(|e| {
+            eprintln!("error: cannot write `{}`: {e}", svg.display());
+            super::EXIT_DIAGNOSTICS
+        })?;
+    }
+    let text = match args.report {
+        super::run::ReportFormat::Json => {
+            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap_or_default() + "\n"
+        }
+        super::run::ReportFormat::Text => table(&rows),
+    };
+    emit(args.output.as_deref(), &text)
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut o = String::new();
+    if let Some(first) = rows.first() {
+        let r = &first.report;
+        let _ = writeln!(
+            o,
+            "{} on {}, workload {} ({} tokens a step, {} steps)\n",
+            r.model, r.machine, r.workload, r.tokens_per_step, r.steps
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:<12} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9}",
+        "placement", "p50", "p99", "all-to-all", "byte-hops", "link max", "die imb", "numerics", "compile"
+    );
+    for row in rows {
+        let r = &row.report;
+        let a2a = r.breakdown.dispatch_s + r.breakdown.combine_s;
+        let numerics = r
+            .numeric_check
+            .as_ref()
+            .map_or("skipped".to_string(), |n| format!("{:.1e}", n.max_rel_error));
+        let _ = writeln!(
+            o,
+            "{:<12} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>10} {:>9}",
+            row.name,
+            Seconds(r.latency.p50_s).to_string(),
+            Seconds(r.latency.p99_s).to_string(),
+            Seconds(a2a).to_string(),
+            Bytes(r.traffic.byte_hops as u64).to_string(),
+            100.0 * r.links.max_util,
+            r.dies.imbalance,
+            numerics,
+            Seconds(row.compile_s).to_string()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean"
+    );
+    o
+}
