@@ -28,6 +28,20 @@ fn timing_only(steps: u64) -> RunOptions {
     }
 }
 
+/// `steps` steps with the numeric check at hidden width `width`.
+fn with_numerics(steps: u64, width: u64, network_quantum: f64) -> RunOptions {
+    let numerics = moec_runtime::numerics::NumericConfig {
+        width: Some(width),
+        ..Default::default()
+    };
+    RunOptions {
+        steps: Some(steps),
+        numerics: Some(numerics),
+        trace_steps: 0,
+        network_quantum,
+    }
+}
+
 #[test]
 fn lowering_gives_every_alive_die_the_layer_program() {
     let s = schedule("deepseek-v3-wafer-defects.moe", "default");
@@ -191,15 +205,7 @@ fn the_network_quantum_trades_little_accuracy() {
 #[test]
 fn the_numeric_check_runs_every_step_and_passes() {
     let s = schedule("mixtral-8x7b-h100.moe", "default");
-    let options = RunOptions {
-        steps: Some(2),
-        numerics: Some(moec_runtime::numerics::NumericConfig {
-            width: Some(32),
-            ..Default::default()
-        }),
-        trace_steps: 0,
-        network_quantum: 0.02,
-    };
+    let options = with_numerics(2, 32, 0.02);
     let report = run(&s, &options, &mut |_, _| {}).unwrap().report;
     let n = report.numeric_check.expect("numerics ran");
     assert!(n.reduced && n.width == 32, "{n:?}");
@@ -211,15 +217,7 @@ fn the_numeric_check_runs_every_step_and_passes() {
 fn the_real_gate_can_decide_the_routing() {
     let mut s = schedule("mixtral-8x7b-h100.moe", "default");
     s.workload.routing = moec_runtime::workload::RoutingSource::Gate { seed: 3 };
-    let with_numerics = RunOptions {
-        steps: Some(1),
-        numerics: Some(moec_runtime::numerics::NumericConfig {
-            width: Some(16),
-            ..Default::default()
-        }),
-        trace_steps: 0,
-        network_quantum: 0.02,
-    };
+    let with_numerics = with_numerics(1, 16, 0.02);
     let report = run(&s, &with_numerics, &mut |_, _| {}).unwrap().report;
     assert!(report.traffic.bytes > 0.0);
     // Without numerics there is no gate to ask.
@@ -240,15 +238,7 @@ fn reports_of_small_runs_are_reviewed_snapshots() {
             ("deepseekmoe-16b-nmp.moe", "default"),
         ] {
             let s = schedule(example, plan);
-            let options = RunOptions {
-                steps: Some(2),
-                numerics: Some(moec_runtime::numerics::NumericConfig {
-                    width: Some(16),
-                    ..Default::default()
-                }),
-                trace_steps: 0,
-                network_quantum: 0.0,
-            };
+            let options = with_numerics(2, 16, 0.0);
             let report = run(&s, &options, &mut |_, _| {}).unwrap().report;
             insta::assert_snapshot!(
                 format!("report.{}.{plan}", example.trim_end_matches(".moe")),
