@@ -19,6 +19,29 @@ fn schedule(example: &str, plan: &str) -> Schedule {
     session.schedule(&options, &mut |_, _| {}).expect("compiles")
 }
 
+/// Step 0 of `s` under its own routing, simulated with `network_quantum`.
+fn first_step(
+    s: &Schedule,
+    network_quantum: f64,
+) -> (
+    moec_runtime::routing::StepRouting,
+    moec_runtime::sim::engine::StepResult,
+) {
+    let machine = Machine::build(s.machine.clone()).unwrap();
+    let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
+    let result = simulate_step(
+        s,
+        &machine,
+        &routing,
+        SimOptions {
+            record_flows: false,
+            network_quantum,
+        },
+    )
+    .unwrap();
+    (routing, result)
+}
+
 fn timing_only(steps: u64) -> RunOptions {
     RunOptions {
         steps: Some(steps),
@@ -66,18 +89,7 @@ fn lowering_gives_every_alive_die_the_layer_program() {
 #[test]
 fn dispatch_volume_is_what_the_routing_sends() {
     let s = schedule("mixtral-8x7b-h100.moe", "default");
-    let machine = Machine::build(s.machine.clone()).unwrap();
-    let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
-    let result = simulate_step(
-        &s,
-        &machine,
-        &routing,
-        SimOptions {
-            record_flows: false,
-            network_quantum: 0.0,
-        },
-    )
-    .unwrap();
+    let (routing, result) = first_step(&s, 0.0);
     // Count by hand: every (token, choice) whose expert lives off the token's home die
     // crosses the switch twice (dispatch and combine), hidden x 2 bytes each time.
     let mut remote = 0u64;
@@ -134,18 +146,7 @@ fn decode_attention_costs_what_the_roofline_says() {
     // Mixtral decode on 8 H100s: each GPU's attention per layer reads its
     // weights and the KV cache of its 32 sequences at 3.35 TB/s.
     let s = schedule("mixtral-8x7b-h100.moe", "default");
-    let machine = Machine::build(s.machine.clone()).unwrap();
-    let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
-    let result = simulate_step(
-        &s,
-        &machine,
-        &routing,
-        SimOptions {
-            record_flows: false,
-            network_quantum: 0.0,
-        },
-    )
-    .unwrap();
+    let (_, result) = first_step(&s, 0.0);
     let kv = 32 * s.workload.seq_len * s.model.kv_bytes_per_token().0;
     let bytes = s.model.attention_bytes().0 + kv + 2 * 32 * s.model.hidden * 2;
     let want = bytes as f64 / s.machine.die.memory_bw.0 + s.machine.die.launch_overhead.0;
@@ -165,28 +166,8 @@ fn decode_attention_costs_what_the_roofline_says() {
 fn the_network_quantum_trades_little_accuracy() {
     // An irregular all-to-all on a 4x8 mesh: exact max-min against the lagged rates.
     let s = schedule("deepseekmoe-16b-nmp.moe", "default");
-    let machine = Machine::build(s.machine.clone()).unwrap();
-    let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
-    let exact = simulate_step(
-        &s,
-        &machine,
-        &routing,
-        SimOptions {
-            record_flows: false,
-            network_quantum: 0.0,
-        },
-    )
-    .unwrap();
-    let fast = simulate_step(
-        &s,
-        &machine,
-        &routing,
-        SimOptions {
-            record_flows: false,
-            network_quantum: 0.02,
-        },
-    )
-    .unwrap();
+    let (_, exact) = first_step(&s, 0.0);
+    let (_, fast) = first_step(&s, 0.02);
     let rel = |a: f64, b: f64| (a - b).abs() / b;
     assert!(
         fast.latency_s >= exact.latency_s * (1.0 - 1e-9),

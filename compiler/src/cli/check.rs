@@ -1,22 +1,14 @@
 //! `moec check FILE`: parse and check; print a summary of what is defined
 //! with the derived figures a user checks first.
 
-use super::output::{emit, report_session};
-use moec::driver;
-use moec::source::FsReader;
+use super::output::{emit, load_checked};
 use moec_runtime::units::BytesPerSec;
 use std::fmt::Write;
 use std::path::Path;
 
 /// Runs `moec check`.
 pub fn run(file: &Path) -> Result<(), u8> {
-    let session = driver::check(&FsReader, file).map_err(|e| {
-        eprintln!("error: {}", e.0);
-        super::EXIT_DIAGNOSTICS
-    })?;
-    if report_session(&session) {
-        return Err(super::EXIT_DIAGNOSTICS);
-    }
+    let session = load_checked(file)?;
     let p = &session.program;
     let mut out = String::new();
     for m in p.models.iter().filter_map(|m| m.item.as_ref()) {

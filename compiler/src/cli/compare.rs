@@ -2,10 +2,9 @@
 //! and workload, run over the same steps and routing, in one table (and as
 //! JSON rows with the run report's keys, and an SVG bar chart).
 
-use super::output::{emit, report, report_session, write_atomic};
-use moec::driver::{self, CompileOptions};
+use super::output::{emit, load_checked, report, write_atomic};
+use moec::driver::CompileOptions;
 use moec::sema::PlacementChoice;
-use moec::source::FsReader;
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{bars, RunReport};
 use moec_runtime::run::{run, RunOptions};
@@ -52,13 +51,7 @@ struct Row {
 
 /// Runs `moec compare`.
 pub fn execute(args: Args) -> Result<(), u8> {
-    let session = driver::check(&FsReader, &args.file).map_err(|e| {
-        eprintln!("error: {}", e.0);
-        super::EXIT_DIAGNOSTICS
-    })?;
-    if report_session(&session) {
-        return Err(super::EXIT_DIAGNOSTICS);
-    }
+    let session = load_checked(&args.file)?;
     let plan = session.select_plan(args.plan.as_deref()).map_err(|d| {
         report(&session.loaded.sources, &[d]);
         super::EXIT_DIAGNOSTICS

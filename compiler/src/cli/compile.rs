@@ -1,13 +1,12 @@
 //! `moec compile FILE`: a plan's IR through its passes, emitted as text,
 //! JSON or Graphviz.
 
-use super::output::{emit, report, report_session};
+use super::output::{emit, load_checked, report};
 use super::Emit;
 use moec::diag::Diagnostic;
 use moec::driver::{self, CompileOptions};
 use moec::ir::{self, text::TextOptions};
 use moec::passes::PrintAfter;
-use moec::source::FsReader;
 use std::path::PathBuf;
 
 /// The command line of `compile`.
@@ -48,13 +47,7 @@ pub fn run(args: Args) -> Result<(), u8> {
         }
         None => None,
     };
-    let session = driver::check(&FsReader, &args.file).map_err(|e| {
-        eprintln!("error: {}", e.0);
-        super::EXIT_DIAGNOSTICS
-    })?;
-    if report_session(&session) {
-        return Err(super::EXIT_DIAGNOSTICS);
-    }
+    let session = load_checked(&args.file)?;
     let print_after = if args.print_after_all {
         PrintAfter::All
     } else if args.print_after.is_empty() {

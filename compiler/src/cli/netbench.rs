@@ -2,9 +2,7 @@
 //! synthetic traffic patterns, swept over offered load, to check the mesh
 //! model against cycle-accurate network-on-chip simulators.
 
-use super::output::{emit, report_session, write_atomic};
-use moec::driver;
-use moec::source::FsReader;
+use super::output::{emit, load_checked, write_atomic};
 use moec_runtime::sim::netbench::{self, NetbenchConfig, Pattern};
 use std::path::PathBuf;
 
@@ -53,13 +51,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         eprintln!("error: loads must be positive fractions and --message-size at least 1 byte");
         return Err(super::EXIT_USAGE);
     }
-    let session = driver::check(&FsReader, &args.file).map_err(|e| {
-        eprintln!("error: {}", e.0);
-        super::EXIT_DIAGNOSTICS
-    })?;
-    if report_session(&session) {
-        return Err(super::EXIT_DIAGNOSTICS);
-    }
+    let session = load_checked(&args.file)?;
     let machines: Vec<_> = session
         .program
         .machines

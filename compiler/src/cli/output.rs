@@ -18,6 +18,19 @@ pub fn report(sources: &SourceMap, diagnostics: &[Diagnostic]) -> bool {
     errors > 0
 }
 
+/// Reads and checks `file` and its imports, printing the diagnostics; the
+/// exit status when it cannot be read or has errors.
+pub fn load_checked(file: &Path) -> Result<Session, u8> {
+    let session = moec::driver::check(&moec::source::FsReader, file).map_err(|e| {
+        eprintln!("error: {}", e.0);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    if report_session(&session) {
+        return Err(super::EXIT_DIAGNOSTICS);
+    }
+    Ok(session)
+}
+
 /// Prints a session's diagnostics; true if any is an error.
 pub fn report_session(session: &Session) -> bool {
     report(&session.loaded.sources, &session.diagnostics.sorted())

@@ -1,9 +1,8 @@
 //! `moec run FILE | plan.json`: compile (or read a schedule), execute it on
 //! the simulated machine with real kernels, and report.
 
-use super::output::{emit, report, report_session, write_atomic};
-use moec::driver::{self, CompileOptions};
-use moec::source::FsReader;
+use super::output::{emit, load_checked, report, write_atomic};
+use moec::driver::CompileOptions;
 use moec_runtime::machine::Machine;
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{chrome, heatmap, text};
@@ -116,13 +115,7 @@ fn load_schedule(file: &Path, plan: Option<&str>) -> Result<Schedule, u8> {
             super::EXIT_DIAGNOSTICS
         });
     }
-    let session = driver::check(&FsReader, file).map_err(|e| {
-        eprintln!("error: {}", e.0);
-        super::EXIT_DIAGNOSTICS
-    })?;
-    if report_session(&session) {
-        return Err(super::EXIT_DIAGNOSTICS);
-    }
+    let session = load_checked(file)?;
     let options = CompileOptions {
         plan: plan.map(str::to_string),
         ..CompileOptions::default()
