@@ -1,6 +1,8 @@
 //! Properties that hold for every input: the front end never panics (on
 //! random bytes or on random soups of the language's own tokens), `fmt` is
-//! idempotent on whatever parses, and compiling is deterministic.
+//! idempotent on whatever parses, compiling is deterministic, edited
+//! schedules never panic the runtime, and random small models on random
+//! machines compute what the dense reference computes.
 
 mod common;
 
@@ -189,5 +191,190 @@ proptest! {
             };
             let _ = moec_runtime::run::run(&s, &options, &mut |_, _| {});
         }
+    }
+}
+
+/// A random small model, machine, workload and plan, as source text.
+#[derive(Clone, Debug)]
+struct SmallCase {
+    attention: &'static str,
+    heads: u32,
+    kv_heads: u32,
+    layers: u32,
+    dense_layers: u32,
+    experts: u32,
+    top_k: u32,
+    groups: u32,
+    shared: u32,
+    activation: &'static str,
+    gate: &'static str,
+    mesh: (u32, u32),
+    defect: bool,
+    prefill: bool,
+    batch: u32,
+    context: u32,
+    routing: &'static str,
+    placement: &'static str,
+    tp: u32,
+}
+
+impl SmallCase {
+    fn source(&self) -> String {
+        let attention = match self.attention {
+            "mha" => format!("attention mha {{ heads = {}; head_dim = 4 }}", self.heads),
+            "gqa" => format!(
+                "attention gqa {{ heads = {}; kv_heads = {}; head_dim = 4 }}",
+                self.heads, self.kv_heads
+            ),
+            _ => format!(
+                "attention mla {{ heads = {}; q_lora_rank = 8; kv_lora_rank = 8; head_dim = 4; rope_dim = 2; v_head_dim = 4 }}",
+                self.heads
+            ),
+        };
+        let dense = if self.dense_layers > 0 {
+            format!("dense_layers = {}\n  dense_ffn = 24\n  ", self.dense_layers)
+        } else {
+            String::new()
+        };
+        // The fewest groups that still hold top_k experts (group limiting bites).
+        let per_group = self.experts / self.groups;
+        let topk_groups = (1..=self.groups)
+            .find(|t| t * per_group >= self.top_k)
+            .unwrap_or(self.groups);
+        let shape = if self.prefill {
+            format!("phase = prefill; batch = {}; seq_len = {}", self.batch, self.context)
+        } else {
+            format!("phase = decode; batch = {}; context = {}", self.batch, self.context)
+        };
+        let defects = if self.defect {
+            format!("  defects {{ die({}, {}) }}\n", self.mesh.0 - 1, self.mesh.1 - 1)
+        } else {
+            String::new()
+        };
+        let attention_plan = if self.tp > 1 {
+            format!("tp({})", self.tp)
+        } else {
+            "dp".into()
+        };
+        format!(
+            "model m {{\n  layers = {}\n  {dense}hidden = 16\n  vocab = 40\n  dtype = fp32\n  {attention}\n  moe {{ experts = {}; top_k = {}; expert_ffn = 12; shared_experts = {}; shared_ffn = 8; activation = {}; gate = {}; groups = {}; topk_groups = {topk_groups} }}\n}}\n\
+             machine x {{\n  topology = mesh({}, {})\n  die {{ compute = 10 TFLOPS; memory = 4 GiB; memory_bw = 1 TB/s }}\n  link {{ bandwidth = 100 GB/s; latency = 10 ns }}\n{defects}}}\n\
+             workload w {{ {shape}; steps = 1; routing = {} }}\n\
+             plan p {{ model = m; machine = x; workload = w; placement = {}; attention = {attention_plan} }}\n",
+            self.layers,
+            self.experts,
+            self.top_k,
+            self.shared,
+            self.activation,
+            self.gate,
+            self.groups,
+            self.mesh.0,
+            self.mesh.1,
+            self.routing,
+            self.placement,
+        )
+    }
+}
+
+fn small_case() -> impl Strategy<Value = SmallCase> {
+    let attention = prop_oneof![
+        (Just("mha"), prop::sample::select(vec![1u32, 2, 4]), Just(0u32)),
+        (Just("gqa"), Just(4u32), prop::sample::select(vec![1u32, 2, 4])),
+        (Just("mla"), prop::sample::select(vec![1u32, 2, 4]), Just(0u32)),
+    ];
+    let moe = (prop::sample::select(vec![2u32, 4, 8]), 1u32..=3, 0u32..=1, 0u32..=1).prop_map(
+        |(experts, top_k, grouped, shared)| {
+            let groups = if grouped == 1 && experts >= 4 { 2 } else { 1 };
+            (experts, top_k.min(experts), groups, shared)
+        },
+    );
+    let machine = ((1u32..=3, 1u32..=3), any::<bool>());
+    let workload = (any::<bool>(), 1u32..=6, 1u32..=5);
+    let plan = (
+        prop::sample::select(vec![
+            "uniform(seed = 3)",
+            "zipf(s = 1.1, layer_corr = 0.5, seed = 5)",
+            "gate",
+        ]),
+        prop::sample::select(vec!["round_robin", "contiguous", "eplb"]),
+        prop::sample::select(vec![1u32, 2, 4]),
+    );
+    (
+        attention,
+        moe,
+        (1u32..=3, 0u32..=1),
+        prop::sample::select(vec!["swiglu", "gelu"]),
+        prop::sample::select(vec!["softmax", "sigmoid"]),
+        machine,
+        workload,
+        plan,
+    )
+        .prop_map(
+            |(
+                (attention, heads, kv_heads),
+                (experts, top_k, groups, shared),
+                (layers, dense),
+                activation,
+                gate,
+                (mesh, defect),
+                (prefill, batch, context),
+                (routing, placement, tp),
+            )| {
+                let dies = mesh.0 * mesh.1 - u32::from(defect && mesh.0 * mesh.1 > 1);
+                // tp(k) as the language allows it: k divides the heads, fits the dies.
+                let tp = if heads % tp == 0 && tp <= dies { tp } else { 1 };
+                SmallCase {
+                    attention,
+                    heads,
+                    kv_heads,
+                    layers: layers + dense,
+                    dense_layers: dense,
+                    experts,
+                    top_k,
+                    groups,
+                    shared,
+                    activation,
+                    gate,
+                    mesh,
+                    defect: defect && mesh.0 * mesh.1 > 2,
+                    prefill,
+                    batch,
+                    context,
+                    routing,
+                    placement,
+                    tp,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Issue 3's property: for random small models, machines, routings,
+    /// placements and attention splits, the distributed execution at full
+    /// width equals the dense single-device reference.
+    #[test]
+    fn the_distributed_result_equals_the_dense_reference(case in small_case()) {
+        let source = case.source();
+        let mut reader = MemoryReader::default();
+        reader.0.insert("small.moe".into(), source.clone().into_bytes());
+        let session = driver::check(&reader, Path::new("small.moe")).expect("in memory");
+        let diags = moec::diag::render(&session.loaded.sources, &session.diagnostics.sorted());
+        prop_assert!(!session.has_errors(), "{source}\n{diags}");
+        let schedule = session
+            .schedule(&driver::CompileOptions::default(), &mut |_, _| {})
+            .map_err(|d| TestCaseError::fail(format!("{source}\n{}", d.message)))?;
+        let options = moec_runtime::run::RunOptions {
+            steps: Some(1),
+            numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(16), ..Default::default() }),
+            trace_steps: 0,
+            network_quantum: 0.02,
+        };
+        let out = moec_runtime::run::run(&schedule, &options, &mut |_, _| {})
+            .map_err(|e| TestCaseError::fail(format!("{source}\n{e}")))?;
+        let check = out.report.numeric_check.expect("numerics ran");
+        prop_assert!(!check.reduced, "{source}\n{}", check.note);
+        prop_assert!(check.max_rel_error < 1e-4, "{source}\nerror {}", check.max_rel_error);
     }
 }

@@ -254,3 +254,44 @@ fn eplb_replicates_the_measured_hot_experts_and_fills_every_die_equally() {
         assert_eq!(replicas[coldest].len(), 1);
     }
 }
+
+#[test]
+fn tp_attention_rings_take_k_minus_1_hops_of_a_chunk_each() {
+    // Qwen3-235B with attention over 2x2 blocks: 16 sequences a group, a
+    // chunk is a quarter of their hidden states; every ring hop is one link
+    // of its own, so nothing shares and each collective takes exactly
+    // 3 x (hop latency + chunk / bandwidth).
+    let s = schedule("qwen3-235b-wafer.moe", "tp_attention");
+    assert_eq!(s.placement.attention_groups.len(), 16);
+    assert!(s.placement.attention_groups.iter().all(|g| g.len() == 4));
+    let quantum = moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM;
+    let (_, result) = first_step(&s, quantum);
+    let chunk = (16 * s.model.hidden * 2).div_ceil(4) as f64;
+    let link = &s.machine.link;
+    let want = 3.0 * (link.latency.0 + chunk / link.bandwidth.0);
+    let mut seen = 0;
+    for span in &result.spans {
+        if matches!(
+            span.op,
+            moec_runtime::schedule::Op::AllGather { layer: 0 } | moec_runtime::schedule::Op::ReduceScatter { layer: 0 }
+        ) {
+            let took = span.end_s - span.start_s;
+            // Alone on their links, the flows run at full rate even with a quantum.
+            assert!(
+                (took - want).abs() < 1e-12,
+                "{:?} on {:?}: {took} vs {want}",
+                span.op,
+                span.die
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 2 * 64);
+    // Attention splits the weights four ways, so the partial attention is
+    // cheaper than data-parallel attention of a quarter of the tokens.
+    let dp = schedule("qwen3-235b-wafer.moe", "default");
+    let (_, dp_result) = first_step(&dp, quantum);
+    let attention = |r: &moec_runtime::sim::engine::StepResult| r.breakdown.attention_s;
+    assert!(attention(&result) < attention(&dp_result));
+    assert!(result.breakdown.allreduce_s > 0.0 && dp_result.breakdown.allreduce_s == 0.0);
+}

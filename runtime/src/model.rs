@@ -233,14 +233,26 @@ impl ModelSpec {
 
     /// Parameters of one attention layer (projections only).
     pub fn attention_params(&self) -> u64 {
+        self.attention_params_per_die(1)
+    }
+
+    /// Parameters one die holds of an attention layer split tensor-parallel
+    /// over `tp` dies by heads (Megatron's split: query, key/value and
+    /// output projections by heads). What cannot be split by heads is held
+    /// by every die: GQA's key/value heads when there are fewer than `tp`
+    /// (each die keeps the one its query heads read), and MLA's down
+    /// projections (`W_dq`, `W_dkv`), which every head shares. `tp` divides
+    /// the heads (the language checks it).
+    pub fn attention_params_per_die(&self, tp: u64) -> u64 {
         let h = self.hidden;
+        let tp = tp.max(1);
         match self.attention {
-            AttentionSpec::Mha { heads, head_dim } => 4 * h * heads * head_dim,
+            AttentionSpec::Mha { heads, head_dim } => 4 * h * (heads / tp) * head_dim,
             AttentionSpec::Gqa {
                 heads,
                 kv_heads,
                 head_dim,
-            } => 2 * h * heads * head_dim + 2 * h * kv_heads * head_dim,
+            } => 2 * h * (heads / tp) * head_dim + 2 * h * kv_heads.div_ceil(tp) * head_dim,
             AttentionSpec::Mla {
                 heads,
                 q_lora_rank,
@@ -249,6 +261,7 @@ impl ModelSpec {
                 rope_dim,
                 v_head_dim,
             } => {
+                let heads = heads / tp;
                 let q = if q_lora_rank > 0 {
                     h * q_lora_rank + q_lora_rank * heads * (head_dim + rope_dim)
                 } else {
@@ -267,6 +280,11 @@ impl ModelSpec {
         self.bytes(self.attention_params())
     }
 
+    /// Weight bytes of one attention layer held by each of `tp` dies.
+    pub fn attention_bytes_per_die(&self, tp: u64) -> Bytes {
+        self.bytes(self.attention_params_per_die(tp))
+    }
+
     /// Parameters of the embedding and the (untied) output head.
     pub fn embedding_params(&self) -> u64 {
         2 * self.vocab * self.hidden
@@ -275,9 +293,18 @@ impl ModelSpec {
     /// KV-cache bytes one token occupies in one layer (MLA caches the latent
     /// and the rotary key only).
     pub fn kv_bytes_per_token(&self) -> Bytes {
+        self.kv_bytes_per_token_per_die(1)
+    }
+
+    /// KV-cache bytes one token occupies on each of the `tp` dies its
+    /// attention is split over: its share of the key/value heads (at least
+    /// one GQA head), or, for MLA, the whole latent, since every head reads
+    /// it. This is why DeepSeek serves MLA data-parallel.
+    pub fn kv_bytes_per_token_per_die(&self, tp: u64) -> Bytes {
+        let tp = tp.max(1);
         let elems = match self.attention {
-            AttentionSpec::Mha { heads, head_dim } => 2 * heads * head_dim,
-            AttentionSpec::Gqa { kv_heads, head_dim, .. } => 2 * kv_heads * head_dim,
+            AttentionSpec::Mha { heads, head_dim } => 2 * (heads / tp) * head_dim,
+            AttentionSpec::Gqa { kv_heads, head_dim, .. } => 2 * kv_heads.div_ceil(tp) * head_dim,
             AttentionSpec::Mla {
                 kv_lora_rank, rope_dim, ..
             } => kv_lora_rank + rope_dim,
@@ -289,13 +316,20 @@ impl ModelSpec {
     /// projections plus scores and weighted values (MLA in absorbed form,
     /// scoring against the latent).
     pub fn attention_flops(&self, context: u64) -> Flops {
+        self.attention_flops_per_die(context, 1)
+    }
+
+    /// One die's share of [`ModelSpec::attention_flops`] under `tp`-way
+    /// tensor parallelism: its heads, and the projections it holds.
+    pub fn attention_flops_per_die(&self, context: u64, tp: u64) -> Flops {
         let per_head = match self.attention {
             AttentionSpec::Mha { head_dim, .. } | AttentionSpec::Gqa { head_dim, .. } => 2 * head_dim,
             AttentionSpec::Mla {
                 kv_lora_rank, rope_dim, ..
             } => 2 * kv_lora_rank + rope_dim,
         };
-        Flops(2.0 * self.attention_params() as f64 + 2.0 * (self.attention.heads() * context * per_head) as f64)
+        let heads = self.attention.heads() / tp.max(1);
+        Flops(2.0 * self.attention_params_per_die(tp) as f64 + 2.0 * (heads * context * per_head) as f64)
     }
 
     /// MoE FLOPs per token of one MoE layer: router, `top_k` experts, shared experts.

@@ -297,7 +297,9 @@ to the .moe file.",
         title: "inconsistent setting",
         explanation: "Two settings contradict each other: a model with `dense_layers` but no `dense_ffn`,
 more dense layers than layers, a workload in the prefill phase with a `context` instead of a
-`seq_len`, a machine whose io edges are given on a switch. The message names both.",
+`seq_len`, a machine whose io edges are given on a switch, a plan whose `attention = tp(k)`
+cannot split the model's heads (or GQA's key/value heads) evenly or needs more dies than the
+machine has alive. The message names both.",
     },
     Entry {
         code: Code::W0001,

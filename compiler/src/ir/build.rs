@@ -133,7 +133,11 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         alive_dies: machine.alive_dies().len() as u32,
         passes: Vec::new(),
     };
-    Ir { header, graph: g }
+    Ir {
+        header,
+        graph: g,
+        model: model.clone(),
+    }
 }
 
 /// Adds `node` with an edge from each input carrying that input's output.

@@ -1,7 +1,7 @@
 //! What each die holds once the IR is placed: expert weights, other
 //! weights, and its share of the KV cache.
 
-use super::{Ir, Op};
+use super::{Ir, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::units::Bytes;
 
@@ -27,7 +27,11 @@ impl DieLoad {
 
 /// The load of every die of `machine` (dead dies included, with nothing).
 /// A node's weights are split over its shard ways; its state over its
-/// replicas, since each replica serves its own sequences.
+/// replicas, since each replica serves its own sequences. Attention split
+/// tensor-parallel by heads is exact: each die holds the projections of its
+/// heads plus what every head shares, and its share of its group's cache
+/// (none of it shared for MHA, one key/value head at least for GQA, all of
+/// it for MLA's latent).
 pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
     let mut loads: Vec<DieLoad> = (0..machine.die_count())
         .map(|d| DieLoad {
@@ -44,8 +48,19 @@ pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
         }
         let ways = u64::from(n.ann.sharding.ways().max(1));
         let replicas = u64::from(n.ann.replicas().max(1));
-        let weights = Bytes(n.weights.0.div_ceil(ways));
-        let state = Bytes(n.state.0.div_ceil(replicas));
+        let (weights, state) = match (&n.op, n.ann.sharding) {
+            (Op::Attention { .. }, Sharding::Tp(k)) => {
+                let k = u64::from(k);
+                let (per_die, whole) = (
+                    ir.model.kv_bytes_per_token_per_die(k).0,
+                    ir.model.kv_bytes_per_token().0.max(1),
+                );
+                let group_state = n.state.0.div_ceil(replicas);
+                let state = (u128::from(group_state) * u128::from(per_die)).div_ceil(u128::from(whole));
+                (ir.model.attention_bytes_per_die(k), Bytes(state as u64))
+            }
+            _ => (Bytes(n.weights.0.div_ceil(ways)), Bytes(n.state.0.div_ceil(replicas))),
+        };
         for d in &n.ann.dies {
             let Some(load) = loads.get_mut(d.0 as usize) else {
                 continue;

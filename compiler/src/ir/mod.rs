@@ -227,6 +227,9 @@ pub struct Header {
 pub struct Ir {
     pub header: Header,
     pub graph: StableDiGraph<Node, Tensor>,
+    /// The model it was built from: what a node's weights are made of, for
+    /// the shares a split gives each die (see `memory`).
+    pub model: moec_runtime::model::ModelSpec,
 }
 
 impl Ir {

@@ -8,7 +8,8 @@
 //!
 //! Each node is one line: its number, operation and attributes, inputs,
 //! output tensor, weights (and KV cache), and placement after `@` (`@all`:
-//! every alive die holds a copy; `@?`: not placed yet). A per-die memory table
+//! every alive die holds a copy; `@?`: not placed yet; `@tp4[a, b, c, d]
+//! [e, f, g, h]`: split over groups of 4, each in ring order). A per-die memory table
 //! closes the listing once anything is placed.
 
 use super::memory::die_loads;
@@ -144,8 +145,16 @@ fn placement(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::Di
     if ann.dies.len() == 1 && form.is_empty() {
         return machine.die_label(ann.dies[0]);
     }
-    let dies: Vec<String> = ann.dies.iter().map(|&d| machine.die_label(d)).collect();
-    format!("{form}[{}]", dies.join(", "))
+    let label = |ds: &[moec_runtime::machine::DieId]| -> String {
+        ds.iter().map(|&d| machine.die_label(d)).collect::<Vec<_>>().join(", ")
+    };
+    let ways = ann.sharding.ways().max(1) as usize;
+    if ways > 1 && ann.dies.len() > ways {
+        // Groups one after another, each in its own brackets.
+        let groups: Vec<String> = ann.dies.chunks(ways).map(|g| format!("[{}]", label(g))).collect();
+        return format!("{form}{}", groups.join(" "));
+    }
+    format!("{form}[{}]", label(&ann.dies))
 }
 
 fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {

@@ -2,14 +2,18 @@
 //!
 //! The IR says where each operation lives; lowering turns that into one
 //! program per die. Experts take their dies from their `Expert` nodes;
-//! sequences are spread over the dies of the attention nodes (data-parallel
-//! attention: contiguous blocks of sequences per die). Each alive die's
-//! program walks the layers: attention, then the gate, the dispatch
-//! all-to-all, the shared experts (which overlap the dispatch, since they
-//! depend only on attention), the die's experts, and the combine all-to-all;
-//! or the dense FFN. Dead dies get empty programs.
+//! sequences are spread over the dies of the attention nodes in contiguous
+//! blocks. Under tensor-parallel attention (`Sharding::Tp(k)` on the
+//! attention nodes) those dies are the groups one after another, each in
+//! ring order, so each group serves a contiguous block of sequences spread
+//! over its members. Each alive die's program walks the layers: attention
+//! (between an all-gather and a reduce-scatter in its group, under TP),
+//! then the gate, the dispatch all-to-all, the shared experts (which
+//! overlap the dispatch, since they depend only on attention), the die's
+//! experts, and the combine all-to-all; or the dense FFN. Dead dies get
+//! empty programs.
 
-use crate::ir::{Ir, Op};
+use crate::ir::{Ir, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::{LayerKind, ModelSpec};
 use moec_runtime::schedule::{DieProgram, Instr, InstrId, Op as SOp, Placement, Schedule, SCHEDULE_VERSION};
@@ -19,11 +23,12 @@ use moec_runtime::workload::WorkloadSpec;
 /// something the schedule needs is not placed.
 pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadSpec) -> Result<Schedule, String> {
     let placement = placement(ir, model, workload)?;
+    let tp = !placement.attention_groups.is_empty();
     let programs = (0..machine.die_count())
         .map(|d| {
             let die = DieId(d);
             let instrs = if machine.is_alive(die) {
-                program(model)
+                program(model, tp)
             } else {
                 Vec::new()
             };
@@ -59,7 +64,7 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
             }
         })
         .collect();
-    let mut attention_dies: Option<Vec<DieId>> = None;
+    let mut attention: Option<(Vec<DieId>, Sharding)> = None;
     for (i, n) in ir.nodes() {
         match (&n.op, n.layer) {
             (Op::Expert { expert, .. }, Some(layer)) => {
@@ -84,24 +89,34 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
                 }
                 *slot = n.ann.dies.clone();
             }
-            (Op::Attention { .. }, _) if attention_dies.is_none() => attention_dies = Some(n.ann.dies.clone()),
+            (Op::Attention { .. }, _) if attention.is_none() => attention = Some((n.ann.dies.clone(), n.ann.sharding)),
             _ => {}
         }
     }
-    let homes = attention_dies
-        .filter(|d| !d.is_empty())
+    let (homes, sharding) = attention
+        .filter(|(d, _)| !d.is_empty())
         .ok_or("attention is not placed")?;
+    let attention_groups = match sharding {
+        Sharding::Tp(k) if k > 1 => homes.chunks(k as usize).map(<[DieId]>::to_vec).collect(),
+        Sharding::Whole | Sharding::Tp(_) => Vec::new(),
+        other => return Err(format!("attention cannot be lowered with sharding {other:?}")),
+    };
     // Contiguous blocks: sequence s on the (s * n / batch)-th attention die.
     let n = homes.len() as u64;
     let sequences = (0..workload.batch)
         .map(|s| homes[(s * n / workload.batch.max(1)) as usize])
         .collect();
-    Ok(Placement { experts, sequences })
+    Ok(Placement {
+        experts,
+        sequences,
+        attention_groups,
+    })
 }
 
 /// The program every alive die runs (the same shape on each; what differs
 /// is which tokens and experts each die holds, which the placement says).
-fn program(model: &ModelSpec) -> Vec<Instr> {
+/// `tp`: attention runs in groups, between an all-gather and a reduce-scatter.
+fn program(model: &ModelSpec, tp: bool) -> Vec<Instr> {
     let mut instrs: Vec<Instr> = Vec::new();
     let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
         let id = InstrId(instrs.len() as u32);
@@ -116,7 +131,13 @@ fn program(model: &ModelSpec) -> Vec<Instr> {
     let shared = model.moe.as_ref().is_some_and(|m| m.shared_experts > 0);
     for l in 0..model.layers {
         let layer = l as u32;
-        let attention = push(SOp::Attention { layer }, &[prev]);
+        let attention = if tp {
+            let gather = push(SOp::AllGather { layer }, &[prev]);
+            let partial = push(SOp::Attention { layer }, &[gather]);
+            push(SOp::ReduceScatter { layer }, &[partial])
+        } else {
+            push(SOp::Attention { layer }, &[prev])
+        };
         prev = match model.layer_kind(l) {
             LayerKind::Moe => {
                 let gate = push(SOp::Gate { layer }, &[attention]);

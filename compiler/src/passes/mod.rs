@@ -12,6 +12,7 @@ mod manager;
 mod place;
 pub mod registry;
 mod round_robin;
+mod tp_groups;
 
 pub use manager::{PassManager, PipelineError, PrintAfter};
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
@@ -30,6 +31,8 @@ pub struct PassContext<'a> {
     pub workload: &'a WorkloadSpec,
     /// Extra expert slots per layer for replicating placements (`None`: one per alive die).
     pub redundant_experts: Option<u64>,
+    /// Dies each attention layer is split over by heads (1: data-parallel).
+    pub attention_tp: u32,
     /// Expert loads from the workload's routing, measured on first use.
     stats: std::cell::OnceCell<Result<RoutingStats, String>>,
 }
@@ -41,12 +44,14 @@ impl<'a> PassContext<'a> {
         model: &'a ModelSpec,
         workload: &'a WorkloadSpec,
         redundant_experts: Option<u64>,
+        attention_tp: u32,
     ) -> PassContext<'a> {
         PassContext {
             machine,
             model,
             workload,
             redundant_experts,
+            attention_tp,
             stats: std::cell::OnceCell::new(),
         }
     }

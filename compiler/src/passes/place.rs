@@ -1,11 +1,14 @@
 //! `place(ALGORITHM)`: the placement pass. Each algorithm (one file each:
-//! `round_robin`, `contiguous`) decides the die of every expert; this pass
-//! applies it to every layer and places everything else data-parallel:
-//! every alive die holds a copy of the embedding, attention, gates, shared
-//! experts, dense FFNs and LM head and serves its share of the batch, and
-//! dispatch and combine run on every die, as the all-to-all they are.
+//! `round_robin`, `contiguous`, `eplb`) decides the dies of every expert;
+//! this pass applies it to every layer and places everything else
+//! data-parallel: every alive die holds a copy of the embedding, gates,
+//! shared experts, dense FFNs and LM head and serves its share of the
+//! batch, and dispatch and combine run on every die, as the all-to-all they
+//! are. Attention is data-parallel too, or, under `attention = tp(k)`,
+//! split by heads over compact groups of `k` dies (`tp_groups`): the
+//! attention nodes list the groups one after another, each in ring order.
 
-use super::{contiguous, eplb, round_robin, Pass, PassContext};
+use super::{contiguous, eplb, round_robin, tp_groups, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
 use crate::sema::PlacementChoice;
 use moec_runtime::machine::DieId;
@@ -65,20 +68,43 @@ impl Pass for Place {
                 stats.loads.iter().map(layer).collect()
             }
         };
+        let attention = if cx.attention_tp > 1 {
+            let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
+            if groups.is_empty() {
+                return Err(format!(
+                    "tp({}) needs {} alive dies; the machine has {}",
+                    cx.attention_tp,
+                    cx.attention_tp,
+                    dies.len()
+                ));
+            }
+            Annotation {
+                dies: groups.concat(),
+                sharding: Sharding::Tp(cx.attention_tp),
+            }
+        } else {
+            Annotation {
+                dies: dies.clone(),
+                sharding: Sharding::Whole,
+            }
+        };
         let indices: Vec<_> = ir.graph.node_indices().collect();
         for i in indices {
             let node = &mut ir.graph[i];
-            let placed = match (&node.op, node.layer) {
-                (Op::Expert { expert, .. }, Some(layer)) => layouts
-                    .get(layer.0 as usize)
-                    .and_then(|l| l.get(expert.0 as usize))
-                    .cloned()
-                    .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
-                _ => dies.clone(),
-            };
-            node.ann = Annotation {
-                dies: placed,
-                sharding: Sharding::Whole,
+            node.ann = match (&node.op, node.layer) {
+                (Op::Expert { expert, .. }, Some(layer)) => Annotation {
+                    dies: layouts
+                        .get(layer.0 as usize)
+                        .and_then(|l| l.get(expert.0 as usize))
+                        .cloned()
+                        .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
+                    sharding: Sharding::Whole,
+                },
+                (Op::Attention { .. }, _) => attention.clone(),
+                _ => Annotation {
+                    dies: dies.clone(),
+                    sharding: Sharding::Whole,
+                },
             };
         }
         Ok(())

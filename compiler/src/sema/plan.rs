@@ -1,12 +1,14 @@
 //! Checking a `plan` item: which model runs on which machine under which
 //! workload, and which pass choices compile it.
 
+use super::reader;
 use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
-use crate::syntax::ast::{Decl, ValueKind};
+use crate::syntax::ast::{Decl, Value, ValueKind};
 use crate::syntax::Span;
+use moec_runtime::model::AttentionSpec;
 
 /// How experts are assigned to dies. Each choice is a placement pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +45,20 @@ impl PlacementChoice {
 pub enum AttentionParallel {
     /// Every die holds all attention weights and serves its share of the batch.
     DataParallel,
+    /// Groups of this many dies split every attention layer by heads (an
+    /// all-gather before, a reduce-scatter after, on a ring); each group
+    /// serves its share of the batch.
+    TensorParallel(u32),
+}
+
+impl AttentionParallel {
+    /// Dies one attention layer is split over (1: data-parallel).
+    pub fn ways(self) -> u32 {
+        match self {
+            AttentionParallel::DataParallel => 1,
+            AttentionParallel::TensorParallel(k) => k,
+        }
+    }
 }
 
 /// A checked plan: indices into the [`Program`]'s items.
@@ -85,9 +101,9 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None if r.span_of("placement").is_some() => None,
         None => Some(PlacementChoice::RoundRobin),
     };
-    let attention = match r.choice("attention", &["dp"]) {
-        Some(_) => Some(AttentionParallel::DataParallel),
-        None if r.span_of("attention").is_some() => None,
+    let attention_span = r.span_of("attention").unwrap_or(decl.name.span);
+    let attention = match r.value("attention") {
+        Some(v) => r.check(attention_parallel(v)),
         None => Some(AttentionParallel::DataParallel),
     };
     let redundant_experts = r.int("redundant_experts", 0, 1 << 20);
@@ -109,7 +125,92 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         return None;
     }
     let fits = expert_fits(program, &plan, decl, diags);
-    fits.then_some(plan)
+    let splits = attention_splits(program, &plan, attention_span, diags);
+    (fits && splits).then_some(plan)
+}
+
+/// `dp` or `tp(k)`.
+fn attention_parallel(v: &Value) -> Result<AttentionParallel, Diagnostic> {
+    const EXPECTED: &str = "dp or tp(k)";
+    match &v.kind {
+        ValueKind::Name(_) => reader::choice(v, "attention", &["dp", "tp"]).and_then(|c| match c {
+            "dp" => Ok(AttentionParallel::DataParallel),
+            _ => Err(Diagnostic::error(Code::E0018, v.span, "`tp` needs its group size")
+                .with_label("how many dies split each attention layer?")
+                .with_hint("write tp(4): groups of 4 dies split every attention layer by heads")),
+        }),
+        ValueKind::Call(c) if c.name.text == "tp" => match c.args.as_slice() {
+            [a] if a.name.is_none() => {
+                reader::int(&a.value, "tp", 1, 1 << 16).map(|k| AttentionParallel::TensorParallel(k as u32))
+            }
+            _ => Err(
+                Diagnostic::error(Code::E0018, c.span, "`tp` takes one argument: its group size")
+                    .with_label("expected tp(k)")
+                    .with_hint("write tp(4)"),
+            ),
+        },
+        ValueKind::Call(c) => Err(reader::unknown_choice(
+            c.name.span,
+            "attention",
+            &c.name.text,
+            &["dp", "tp"],
+        )),
+        other => Err(reader::wrong_type(v, "attention", EXPECTED, other.describe())),
+    }
+}
+
+/// E0023: `tp(k)` must split the model's heads evenly (and GQA's key/value
+/// heads into whole groups) and fit in the machine's alive dies.
+fn attention_splits(program: &Program, plan: &Plan, span: Span, diags: &mut Vec<Diagnostic>) -> bool {
+    let AttentionParallel::TensorParallel(k) = plan.attention else {
+        return true;
+    };
+    let (Some(model), Some(machine)) = (program.model(plan.model), program.machine(plan.machine)) else {
+        return false;
+    };
+    let k64 = u64::from(k);
+    let heads = model.attention.heads();
+    let problem = if heads % k64 != 0 {
+        Some(format!(
+            "tp({k}) cannot split the {heads} attention heads of `{}` evenly",
+            model.name
+        ))
+    } else if let AttentionSpec::Gqa { kv_heads, .. } = model.attention {
+        (kv_heads % k64 != 0 && k64 % kv_heads != 0).then(|| {
+            format!(
+                "tp({k}) would split the {kv_heads} key/value heads of `{}` unevenly (groups of {} query heads each)",
+                model.name,
+                heads / kv_heads
+            )
+        })
+    } else {
+        None
+    };
+    let problem = problem.or_else(|| {
+        let alive = machine.alive_dies().len();
+        (k as usize > alive).then(|| {
+            format!(
+                "tp({k}) needs {k} dies per group but `{}` has {alive} alive",
+                machine.spec().name
+            )
+        })
+    });
+    let Some(message) = problem else {
+        return true;
+    };
+    let hint = format!(
+        "pick a group size that divides {heads}{}",
+        match model.attention {
+            AttentionSpec::Gqa { kv_heads, .. } => format!(" and divides or is a multiple of {kv_heads}"),
+            _ => String::new(),
+        }
+    );
+    diags.push(
+        Diagnostic::error(Code::E0023, span, message)
+            .with_label("this split does not fit the model or machine")
+            .with_hint(hint),
+    );
+    false
 }
 
 /// Resolves `key = name` against the defined names of that kind. The outer

@@ -99,6 +99,53 @@ impl AttentionWeights {
         }
     }
 
+    /// The weights of query heads `part * heads / parts ..` up to the next
+    /// part's first: one die's share under `parts`-way tensor parallelism.
+    /// [`attention`] with them gives that die's partial output (its heads
+    /// through its rows of `W_o`); the parts' outputs sum to the whole.
+    /// Also returns the columns of a cache position the share reads (its
+    /// key/value heads; all of MLA's latent). `parts` divides the heads, and
+    /// for GQA divides or is a multiple of the key/value heads.
+    pub fn head_share(&self, part: usize, parts: usize) -> (AttentionWeights, Vec<std::ops::Range<usize>>) {
+        match self {
+            AttentionWeights::Heads(a) => {
+                let (d, hd) = (a.heads / parts, a.head_dim);
+                let group = a.heads / a.kv_heads.max(1);
+                let (h0, h1) = (part * d, (part + 1) * d);
+                let (g0, g1) = (h0 / group, (h1 - 1) / group + 1);
+                let kvw = a.kv_heads * hd;
+                let share = HeadsAttention {
+                    hidden: a.hidden,
+                    heads: d,
+                    kv_heads: g1 - g0,
+                    head_dim: hd,
+                    wq: columns(&a.wq, a.hidden, a.heads * hd, h0 * hd, d * hd),
+                    wk: columns(&a.wk, a.hidden, kvw, g0 * hd, (g1 - g0) * hd),
+                    wv: columns(&a.wv, a.hidden, kvw, g0 * hd, (g1 - g0) * hd),
+                    wo: a.wo[h0 * hd * a.hidden..h1 * hd * a.hidden].to_vec(),
+                };
+                let cache = vec![g0 * hd..g1 * hd, kvw + g0 * hd..kvw + g1 * hd];
+                (AttentionWeights::Heads(share), cache)
+            }
+            AttentionWeights::Latent(a) => {
+                let d = a.heads / parts;
+                let (h0, h1) = (part * d, (part + 1) * d);
+                let qh_w = a.head_dim + a.rope_dim;
+                let q_in = if a.q_lora_rank > 0 { a.q_lora_rank } else { a.hidden };
+                let (kl, vd) = (a.kv_lora_rank, a.v_head_dim);
+                let share = LatentAttention {
+                    heads: d,
+                    wq: columns(&a.wq, q_in, a.heads * qh_w, h0 * qh_w, d * qh_w),
+                    wuk: a.wuk[h0 * a.head_dim * kl..h1 * a.head_dim * kl].to_vec(),
+                    wuv: a.wuv[h0 * kl * vd..h1 * kl * vd].to_vec(),
+                    wo: a.wo[h0 * vd * a.hidden..h1 * vd * a.hidden].to_vec(),
+                    ..a.clone()
+                };
+                (AttentionWeights::Latent(share), Vec::new())
+            }
+        }
+    }
+
     fn hidden(&self) -> usize {
         match self {
             AttentionWeights::Heads(a) => a.hidden,
@@ -535,6 +582,49 @@ mod tests {
             }
         }
         matmul(&out_heads, &a.wo, rows, h_n * vd, a.hidden)
+    }
+
+    /// Tensor parallelism by heads: the shares' partial outputs sum to the
+    /// whole, for MHA, GQA with fewer and with more key/value heads than
+    /// parts, and MLA; in decode (reading the cache) and prefill.
+    #[test]
+    fn head_shares_sum_to_the_whole_attention() {
+        let mut rng = Rng::new(31);
+        let forms = [
+            (AttentionWeights::Heads(heads(&mut rng, 16, 4, 4, 4)), 2),
+            (AttentionWeights::Heads(heads(&mut rng, 16, 8, 2, 2)), 4),
+            (AttentionWeights::Heads(heads(&mut rng, 16, 8, 4, 2)), 2),
+            (AttentionWeights::Latent(latent(&mut rng, 8)), 3),
+        ];
+        let x = draw(&mut rng, 3 * 16, 1.0);
+        let seqs = [
+            SequenceRows {
+                sequence: 2,
+                start: 0,
+                len: 1,
+                cached: 5,
+            },
+            SequenceRows {
+                sequence: 3,
+                start: 1,
+                len: 2,
+                cached: 0,
+            },
+        ];
+        for (w, parts) in forms {
+            let cache = SyntheticKvCache::new(4, 1, w.cache_width(), DType::Fp32);
+            let whole = attention(&w, &x, &seqs, &cache);
+            let mut sum = vec![0.0f32; whole.len()];
+            for part in 0..parts {
+                let (share, cols) = w.head_share(part, parts);
+                let part_cache = cache.clone().columns(cols);
+                let out = attention(&share, &x, &seqs, &part_cache);
+                sum.iter_mut().zip(&out).for_each(|(s, o)| *s += o);
+            }
+            for (p, q) in sum.iter().zip(&whole) {
+                assert!((p - q).abs() < 1e-4, "{parts} parts: {p} vs {q}");
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct SyntheticKvCache {
     /// Values per position (keys and values, or latent and rotary key).
     width: usize,
     dtype: DType,
+    /// Only these columns of each drawn row (a die's share of the
+    /// key/value heads under tensor parallelism); empty: all.
+    columns: Vec<std::ops::Range<usize>>,
 }
 
 impl SyntheticKvCache {
@@ -34,12 +37,25 @@ impl SyntheticKvCache {
             layer: Rng::new(seed).fork(CACHE_SALT).fork(u64::from(layer)),
             width,
             dtype,
+            columns: Vec::new(),
         }
+    }
+
+    /// The same cache seen through `columns` of each position (in order):
+    /// what a die holding some of the key/value heads keeps of it. The
+    /// draws are the full rows', so the values are the same numbers.
+    pub fn columns(mut self, columns: Vec<std::ops::Range<usize>>) -> SyntheticKvCache {
+        self.columns = columns;
+        self
     }
 
     /// Values per position.
     pub fn width(&self) -> usize {
-        self.width
+        if self.columns.is_empty() {
+            self.width
+        } else {
+            self.columns.iter().map(|c| c.len()).sum()
+        }
     }
 
     /// Positions `0..positions` of `sequence`, `positions x width` row-major.
@@ -64,7 +80,16 @@ impl SyntheticKvCache {
             }
         }
         round_all(self.dtype, &mut out);
-        out
+        if self.columns.is_empty() {
+            return out;
+        }
+        let mut kept = Vec::with_capacity(positions as usize * self.width());
+        for row in out.chunks_exact(self.width.max(1)) {
+            for c in &self.columns {
+                kept.extend_from_slice(&row[c.clone()]);
+            }
+        }
+        kept
     }
 }
 

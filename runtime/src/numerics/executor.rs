@@ -7,6 +7,12 @@
 //!
 //! - `Embed`, `Attention`, `Gate`, `SharedExperts`, `DenseFfn`, `LmHead`
 //!   compute on the die's tokens with the die's weights;
+//! - in a tensor-parallel attention group, `AllGather` copies the die's
+//!   normalised rows to every member, `Attention` runs the die's share of
+//!   the heads (its slice of the projections, its key/value heads of the
+//!   cache) over all the group's rows, `ReduceScatter` sends each member
+//!   the partial outputs of its rows, and the walk's `Reduce` sums them in
+//!   ring order into the residual;
 //! - `Dispatch` copies each token's normalised row to the die serving each
 //!   of its chosen experts (the first replica of the expert, as the
 //!   schedule does not say how tokens spread over replicas);
@@ -50,7 +56,9 @@ pub enum Fault {
 struct DieWeights {
     embedding: Option<Vec<f32>>,
     lm_head: Option<Vec<f32>>,
-    attention: BTreeMap<u32, AttentionWeights>,
+    /// Per layer: the attention weights this die holds (all heads, or its
+    /// share in a TP group) and the cache columns they read (empty: all).
+    attention: BTreeMap<u32, (AttentionWeights, Vec<std::ops::Range<usize>>)>,
     router: BTreeMap<u32, Vec<f32>>,
     shared: BTreeMap<u32, Vec<FfnWeights>>,
     dense: BTreeMap<u32, FfnWeights>,
@@ -71,6 +79,12 @@ struct Row {
 struct Activations {
     /// Residual stream, `tokens x hidden`.
     x: Vec<f32>,
+    /// TP attention: per layer, the group members' normalised rows by ring
+    /// position; this die's partial output over all of them; and the
+    /// partials of this die's rows by the sender's ring position.
+    gathered: BTreeMap<u32, BTreeMap<usize, Vec<f32>>>,
+    partial_out: BTreeMap<u32, Vec<f32>>,
+    partials: BTreeMap<u32, BTreeMap<usize, Vec<f32>>>,
     /// Normalised FFN input per layer.
     ffn_in: BTreeMap<u32, Vec<f32>>,
     /// Chosen experts and gate weights per layer, `tokens x top_k`.
@@ -94,6 +108,11 @@ struct Die {
     tokens: Vec<usize>,
     /// Its sequences' rows among its tokens.
     sequences: Vec<SequenceRows>,
+    /// Its attention group (ring order), its position there, and the
+    /// group's sequences laid out as the gathered rows are.
+    group: Vec<usize>,
+    position: usize,
+    group_sequences: Vec<SequenceRows>,
     act: Activations,
 }
 
@@ -140,20 +159,42 @@ impl Executor {
                         *h = (d, row);
                     }
                 }
+                let (group, position) = holdings.attention_group[d].clone();
                 let mut w = DieWeights::default();
-                if !tokens.is_empty() {
-                    for instr in &program.instrs {
-                        materialise(&mut w, &instr.op, weights);
+                for instr in &program.instrs {
+                    let needed = match instr.op {
+                        Op::Attention { .. } => holdings.runs_attention(d),
+                        _ => !tokens.is_empty(),
+                    };
+                    if needed {
+                        materialise(&mut w, &instr.op, weights, (position, group.len()));
                     }
                 }
                 Die {
                     weights: w,
                     tokens,
                     sequences,
+                    group,
+                    position,
+                    group_sequences: Vec::new(),
                     act: Activations::default(),
                 }
             })
             .collect();
+        // The group's sequences, rows offset as the members' rows follow
+        // one another in ring order.
+        for d in 0..dies.len() {
+            let mut offset = 0;
+            let mut seqs = Vec::new();
+            for &m in &dies[d].group {
+                seqs.extend(dies[m].sequences.iter().map(|s| SequenceRows {
+                    start: s.start + offset,
+                    ..*s
+                }));
+                offset += dies[m].tokens.len();
+            }
+            dies[d].group_sequences = seqs;
+        }
         for (layer, homes) in holdings.expert_home.iter().enumerate() {
             let Some(LayerFfn::Moe { experts, .. }) = weights.layers.get(layer).map(|l| &l.ffn) else {
                 continue;
@@ -202,6 +243,7 @@ impl Executor {
                     self.issue(&mut step, die, &op);
                 }
                 Event::Finalize { die, layer } => self.finalize(ctx, die, layer),
+                Event::Reduce { die, layer } => self.reduce(ctx, die, layer),
             }
         }
         self.walk.events = events;
@@ -237,10 +279,14 @@ impl Executor {
         let ctx = step.ctx;
         let w = ctx.width();
         let top_k = ctx.top_k();
+        let tp = self.dies[d].group.len() > 1;
         match *op {
             Op::Dispatch { layer } => return self.dispatch(step, d, layer),
             Op::Experts { layer } => return self.experts(d, layer, w),
             Op::Combine { layer } => return self.combine_send(step, d, layer),
+            Op::AllGather { layer } => return self.all_gather(d, layer, w),
+            Op::Attention { layer } if tp => return self.partial_attention(ctx, d, layer),
+            Op::ReduceScatter { layer } => return self.reduce_scatter(d, layer, w),
             _ => {}
         }
         let die = &mut self.dies[d];
@@ -259,7 +305,7 @@ impl Executor {
                 act.x = embed(weights.embedding.as_deref().unwrap_or(&[]), w, &ids);
             }
             Op::Attention { layer } => {
-                let Some(aw) = weights.attention.get(&layer) else {
+                let Some((aw, _)) = weights.attention.get(&layer) else {
                     return;
                 };
                 let a = attention(aw, &rms_norm(&act.x, w), &die.sequences, &ctx.cache(layer));
@@ -304,6 +350,67 @@ impl Executor {
             }
             _ => {}
         }
+    }
+
+    /// Copies die `d`'s normalised rows of `layer` to every member of its group.
+    fn all_gather(&mut self, d: usize, layer: u32, w: usize) {
+        let rows = rms_norm(&self.dies[d].act.x, w);
+        let (group, position) = (self.dies[d].group.clone(), self.dies[d].position);
+        for m in group {
+            let gathered = self.dies[m].act.gathered.entry(layer).or_default();
+            gathered.insert(position, rows.clone());
+        }
+    }
+
+    /// Die `d`'s heads of `layer`'s attention over all its group's rows.
+    fn partial_attention(&mut self, ctx: &NumericContext, d: usize, layer: u32) {
+        let die = &mut self.dies[d];
+        let Some((aw, columns)) = die.weights.attention.get(&layer) else {
+            return;
+        };
+        let gathered = die.act.gathered.remove(&layer).unwrap_or_default();
+        let rows: Vec<f32> = gathered.into_values().flatten().collect();
+        let cache = ctx.cache(layer).columns(columns.clone());
+        let out = attention(aw, &rows, &die.group_sequences, &cache);
+        die.act.partial_out.insert(layer, out);
+    }
+
+    /// Sends each member of die `d`'s group the rows of its tokens of
+    /// `d`'s partial attention output.
+    fn reduce_scatter(&mut self, d: usize, layer: u32, w: usize) {
+        let out = self.dies[d].act.partial_out.remove(&layer).unwrap_or_default();
+        let (group, position) = (self.dies[d].group.clone(), self.dies[d].position);
+        let mut offset = 0;
+        for m in group {
+            let n = self.dies[m].tokens.len();
+            let rows = out.get(offset * w..(offset + n) * w).unwrap_or_default().to_vec();
+            self.dies[m]
+                .act
+                .partials
+                .entry(layer)
+                .or_default()
+                .insert(position, rows);
+            offset += n;
+        }
+    }
+
+    /// Sums the partial attention outputs die `d` received (in ring order)
+    /// into its residual.
+    fn reduce(&mut self, ctx: &NumericContext, d: usize, layer: u32) {
+        let w = ctx.width();
+        let act = &mut self.dies[d].act;
+        let Some(partials) = act.partials.remove(&layer) else {
+            return;
+        };
+        if act.x.is_empty() {
+            return;
+        }
+        let mut sum = vec![0.0f32; act.x.len()];
+        for p in partials.values() {
+            sum.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+        }
+        act.x.iter_mut().zip(&sum).for_each(|(xi, ai)| *xi += ai);
+        act.ffn_in.insert(layer, rms_norm(&act.x, w));
     }
 
     /// Copies each of die `d`'s tokens' rows to the die serving each chosen expert.
@@ -442,15 +549,21 @@ struct Step<'a, 'g> {
     rows_copied: u64,
 }
 
-/// Copies into `w` the weights `op` needs, from the full set.
-fn materialise(w: &mut DieWeights, op: &Op, all: &ModelWeights) {
+/// Copies into `w` the weights `op` needs, from the full set; attention
+/// only the share of `part` of `parts` (its TP group's split by heads).
+fn materialise(w: &mut DieWeights, op: &Op, all: &ModelWeights, (part, parts): (usize, usize)) {
     let layer = |l: u32| all.layers.get(l as usize);
     match *op {
         Op::Embed => w.embedding = Some(all.embedding.clone()),
         Op::LmHead => w.lm_head = Some(all.lm_head.clone()),
         Op::Attention { layer: l } => {
             if let Some(lw) = layer(l) {
-                w.attention.insert(l, lw.attention.clone());
+                let held = if parts > 1 {
+                    lw.attention.head_share(part, parts)
+                } else {
+                    (lw.attention.clone(), Vec::new())
+                };
+                w.attention.insert(l, held);
             }
         }
         Op::Gate { layer: l } => {

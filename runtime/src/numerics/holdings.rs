@@ -21,6 +21,9 @@ pub struct Holdings {
     /// Per layer, per expert, the die serving it (its first replica); empty
     /// for dense layers.
     pub expert_home: Vec<Vec<usize>>,
+    /// Per die: its attention group in ring order and its position there
+    /// (a die on its own: a group of one).
+    pub attention_group: Vec<(Vec<usize>, usize)>,
     /// Weight copies held across all dies, for the memory budget.
     pub copies: WeightCopies,
 }
@@ -73,9 +76,16 @@ impl Holdings {
             expert_home.push(homes);
         }
         let copies = count_copies(schedule, &sequences, &expert_home);
+        let attention_group = schedule
+            .placement
+            .attention_group_of(dies)
+            .into_iter()
+            .map(|(g, at)| (g.iter().map(|d| d.index()).collect(), at))
+            .collect();
         Ok(Holdings {
             sequences,
             expert_home,
+            attention_group,
             copies,
         })
     }
@@ -83,6 +93,19 @@ impl Holdings {
     /// Whether `die` holds numeric tokens.
     pub fn holds_tokens(&self, die: usize) -> bool {
         self.sequences.get(die).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Whether `die` is in a tensor-parallel attention group (of two or more).
+    pub fn in_tp_group(&self, die: usize) -> bool {
+        self.attention_group.get(die).is_some_and(|(g, _)| g.len() > 1)
+    }
+
+    /// Whether `die` runs attention: it holds tokens, or a member of its
+    /// attention group does.
+    pub fn runs_attention(&self, die: usize) -> bool {
+        self.attention_group
+            .get(die)
+            .is_some_and(|(g, _)| g.iter().any(|&m| self.holds_tokens(m)))
     }
 
     /// Dies serving at least one expert of `layer`.

@@ -126,7 +126,9 @@ impl Numerics {
         let sequences = NumericShape::at_width(model, workload, model.hidden, config).batch as usize;
         let holdings = Holdings::new(schedule, sequences)?;
         let walk = walk::plan(schedule, &holdings)?;
-        let shape = width::select(model, workload, &holdings.copies, config)?;
+        let mut shape = width::select(model, workload, &holdings.copies, config)?;
+        let tp = schedule.placement.attention_groups.first().map_or(1, Vec::len);
+        shape.split_heads(model, tp as u64);
         let layout = TokenLayout::new(&shape, workload);
         let ctx = NumericContext {
             model: shape.model(model),

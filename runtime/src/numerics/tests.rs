@@ -135,6 +135,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
             })
             .collect(),
         sequences: (0..workload.batch).map(|s| DieId(s as u32 % DIES)).collect(),
+        attention_groups: Vec::new(),
     };
     let instrs = program(&model);
     Schedule {
@@ -157,6 +158,91 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
             })
             .collect(),
     }
+}
+
+/// `program` with attention split over a TP group: each layer's attention
+/// between an all-gather and a reduce-scatter.
+fn tp_program(model: &ModelSpec) -> Vec<Instr> {
+    let mut p = Program::default();
+    let mut last = p.push(Op::Embed, &[]);
+    for layer in 0..model.layers as u32 {
+        let gather = p.push(Op::AllGather { layer }, &[last]);
+        let attention = p.push(Op::Attention { layer }, &[gather]);
+        let reduced = p.push(Op::ReduceScatter { layer }, &[attention]);
+        if model.layer_kind(u64::from(layer)) == LayerKind::Moe {
+            let gate = p.push(Op::Gate { layer }, &[reduced]);
+            let dispatch = p.push(Op::Dispatch { layer }, &[gate]);
+            p.push(Op::SharedExperts { layer }, &[reduced]);
+            let experts = p.push(Op::Experts { layer }, &[dispatch]);
+            last = p.push(Op::Combine { layer }, &[experts]);
+        } else {
+            last = p.push(Op::DenseFfn { layer }, &[reduced]);
+        }
+    }
+    p.push(Op::LmHead, &[last]);
+    p.instrs
+}
+
+/// `schedule` with tensor-parallel attention in `groups` (ring order) and
+/// every sequence homed on a die of `homes`.
+fn tp_schedule(model: ModelSpec, workload: WorkloadSpec, groups: &[&[u32]], homes: &[u32]) -> Schedule {
+    let mut s = schedule(model, workload);
+    s.placement.attention_groups = groups.iter().map(|g| g.iter().map(|&d| DieId(d)).collect()).collect();
+    s.placement.sequences = (0..s.workload.batch)
+        .map(|i| DieId(homes[i as usize % homes.len()]))
+        .collect();
+    let instrs = tp_program(&s.model);
+    for p in &mut s.programs {
+        p.instrs = instrs.clone();
+    }
+    s.validate().expect("a valid TP schedule");
+    s
+}
+
+#[test]
+fn tensor_parallel_attention_sums_head_shares_to_the_reference() {
+    let cases: [(AttentionSpec, &[&[u32]]); 4] = [
+        (mha(), &[&[0, 1, 3, 2]]),
+        (gqa(), &[&[0, 1], &[3, 2]]),
+        (gqa(), &[&[0, 1, 3, 2]]),
+        (mla(), &[&[1, 0], &[2, 3]]),
+    ];
+    for (attention, groups) in cases {
+        for workload in [decode(8, 5), prefill(4, 3)] {
+            // Sequences on dies 0 and 3 only: 1 and 2 hold no tokens but
+            // run their heads for their group.
+            let s = tp_schedule(tiny_model(attention.clone()), workload.clone(), groups, &[0, 3]);
+            let mut n = Numerics::new(&s, &full_width()).expect("TP schedule runs");
+            let step = n.step(0, None);
+            let what = format!("{} {:?} {groups:?}", attention.kind(), workload.phase);
+            assert!(step.passed(), "{what}: {step:?}");
+            assert!(step.max_rel_error < 1e-5, "{what}: {step:?}");
+            assert!(
+                step.max_rel_error > 0.0,
+                "{what}: partial sums round differently from one matmul"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tp_die_that_skips_its_reduce_scatter_is_refused() {
+    let mut s = tp_schedule(tiny_model(mha()), decode(8, 5), &[&[0, 1], &[3, 2]], &[0, 3]);
+    let instrs = &mut s.programs[1].instrs;
+    let at = instrs
+        .iter()
+        .position(|i| i.op == Op::ReduceScatter { layer: 2 })
+        .expect("has it");
+    instrs[at].op = Op::Send {
+        to: DieId(0),
+        bytes: 0,
+        tag: 9,
+    };
+    let err = Numerics::new(&s, &full_width()).expect_err("refused");
+    assert!(
+        err.contains("die 1 is in an attention group with numeric tokens but never runs reduce_scatter of layer 2"),
+        "{err}"
+    );
 }
 
 /// Experts round-robin over the dies.
@@ -433,7 +519,7 @@ fn schedules_that_compute_on_missing_data_are_refused() {
         tag: 9,
     };
     assert!(
-        check(&s).contains("die 1 holds numeric tokens but never runs Dispatch of layer 2"),
+        check(&s).contains("die 1 holds numeric tokens but never runs dispatch of layer 2"),
         "{}",
         check(&s)
     );
@@ -453,7 +539,7 @@ fn schedules_that_compute_on_missing_data_are_refused() {
     program[experts].deps = vec![InstrId(gate as u32)];
     let err = check(&s);
     assert!(
-        err.contains("die 2: Experts of layer 1 (instruction") && err.contains("dispatched"),
+        err.contains("die 2: experts of layer 1 (instruction") && err.contains("dispatched"),
         "{err}"
     );
 
@@ -592,6 +678,7 @@ fn deepseek_v3_numeric_step_timing() {
                 })
                 .collect(),
             sequences: (0..256).map(|s| DieId(s % dies)).collect(),
+            attention_groups: Vec::new(),
         },
         programs: (0..dies)
             .map(|d| DieProgram {

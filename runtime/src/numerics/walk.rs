@@ -9,7 +9,10 @@
 //! issued its `Dispatch` of that layer; `Combine` once every die serving an
 //! expert of the layer has issued its `Combine`. `Send` completes when
 //! issued, `Recv` once a matching `Send` (same sender, receiver and tag) has
-//! been issued. Dies take turns in id order, each issuing all it can, until
+//! been issued. `AllGather` and `ReduceScatter` of a layer complete on every
+//! member of an attention group once every member has issued its own; when
+//! a reduce-scatter completes, each member's attention output is summed
+//! (the walk's `Reduce`). Dies take turns in id order, each issuing all it can, until
 //! every program ends; no progress before that is a deadlock.
 //!
 //! Since none of this depends on the routing, the walk is planned once and
@@ -29,6 +32,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub enum Event {
     /// `die` issues instruction `instr` of its program.
     Issue { die: usize, instr: usize },
+    /// Every member of `die`'s attention group has sent its partial
+    /// attention output of `layer`: `die` sums its rows' partials.
+    Reduce { die: usize, layer: u32 },
     /// `die` now has every part of `layer`'s FFN output for its tokens
     /// (routed outputs combined, shared experts, or the dense FFN): its
     /// residual can take them.
@@ -44,24 +50,8 @@ pub struct Walk {
 /// How an op is named in messages.
 fn describe(op: &Op) -> String {
     match op.layer() {
-        Some(layer) => format!("{} of layer {layer}", kind(op)),
-        None => kind(op).to_string(),
-    }
-}
-
-fn kind(op: &Op) -> &'static str {
-    match op {
-        Op::Embed => "Embed",
-        Op::Attention { .. } => "Attention",
-        Op::Gate { .. } => "Gate",
-        Op::Dispatch { .. } => "Dispatch",
-        Op::Experts { .. } => "Experts",
-        Op::SharedExperts { .. } => "SharedExperts",
-        Op::Combine { .. } => "Combine",
-        Op::DenseFfn { .. } => "DenseFfn",
-        Op::LmHead => "LmHead",
-        Op::Send { .. } => "Send",
-        Op::Recv { .. } => "Recv",
+        Some(layer) => format!("{} of layer {layer}", op.name()),
+        None => op.name().to_string(),
     }
 }
 
@@ -69,6 +59,11 @@ fn kind(op: &Op) -> &'static str {
 #[derive(Clone, Debug, Default)]
 struct Progress {
     embedded: bool,
+    /// Layers whose attention input this die has gathered (TP groups).
+    gathered: BTreeSet<u32>,
+    /// Layers whose (partial) attention this die has run.
+    attended: BTreeSet<u32>,
+    /// Layers whose attention output is complete on this die.
     attention: BTreeSet<u32>,
     gated: BTreeSet<u32>,
     shared: BTreeSet<u32>,
@@ -121,17 +116,24 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                 }
             }
             if !matches!(op, Op::Send { .. } | Op::Recv { .. }) {
-                if let Some(first) = seen.insert((kind(op), op.layer()), i) {
+                if let Some(first) = seen.insert((op.name(), op.layer()), i) {
                     return Err(format!("die {die}: {} at instructions {first} and {i}", describe(op)));
                 }
             }
         }
-        let has = |op: Op| seen.contains_key(&(kind(&op), op.layer()));
+        let has = |op: Op| seen.contains_key(&(op.name(), op.layer()));
         let mut needed = Vec::new();
+        if holdings.runs_attention(die) {
+            for layer in 0..model.layers as u32 {
+                needed.push(Op::Attention { layer });
+                if holdings.in_tp_group(die) {
+                    needed.extend([Op::AllGather { layer }, Op::ReduceScatter { layer }]);
+                }
+            }
+        }
         if holdings.holds_tokens(die) {
             needed.extend([Op::Embed, Op::LmHead]);
             for layer in 0..model.layers as u32 {
-                needed.push(Op::Attention { layer });
                 if model.layer_kind(u64::from(layer)) == LayerKind::Moe {
                     needed.extend([Op::Gate { layer }, Op::Dispatch { layer }, Op::Combine { layer }]);
                     if shared > 0 {
@@ -149,16 +151,26 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
             }
         }
         if let Some(missing) = needed.into_iter().find(|op| !has(op.clone())) {
-            let why = if matches!(missing, Op::Experts { .. }) || !holdings.holds_tokens(die) {
-                "serves experts of that layer"
-            } else {
-                "holds numeric tokens"
+            let why = match missing {
+                Op::Experts { .. } | Op::Combine { .. } if !holdings.holds_tokens(die) => {
+                    "serves experts of that layer"
+                }
+                Op::Experts { .. } => "serves experts of that layer",
+                Op::Attention { .. } | Op::AllGather { .. } | Op::ReduceScatter { .. }
+                    if !holdings.holds_tokens(die) =>
+                {
+                    "is in an attention group with numeric tokens"
+                }
+                _ => "holds numeric tokens",
             };
             return Err(format!("die {die} {why} but never runs {}", describe(&missing)));
         }
     }
     Ok(())
 }
+
+/// A ring collective of one group and layer: (op name, the group's first die, layer).
+type RingKey = (&'static str, usize, u32);
 
 /// The walk's state.
 struct Planner<'a> {
@@ -174,6 +186,9 @@ struct Planner<'a> {
     combine_left: BTreeMap<u32, usize>,
     /// Issued `Dispatch`/`Combine` instructions waiting for their collective.
     waiting: BTreeMap<(&'static str, u32), Vec<(usize, usize)>>,
+    /// Per (op, attention group's first die, layer): members yet to issue
+    /// their `AllGather`/`ReduceScatter`, and the issued ones waiting.
+    rings: BTreeMap<RingKey, (usize, Vec<(usize, usize)>)>,
     /// Sends not yet received, per (from, to, tag).
     sent: BTreeMap<(usize, usize, u32), usize>,
     /// Receives waiting for a send, per (from, to, tag).
@@ -200,6 +215,7 @@ impl<'a> Planner<'a> {
             dispatch_left: moe_layers.iter().map(|&l| (l, holders)).collect(),
             combine_left: moe_layers.iter().map(|&l| (l, holdings.expert_dies(l).len())).collect(),
             waiting: BTreeMap::new(),
+            rings: BTreeMap::new(),
             sent: BTreeMap::new(),
             receiving: BTreeMap::new(),
             events: Vec::new(),
@@ -266,26 +282,35 @@ impl<'a> Planner<'a> {
                 describe(op)
             ))
         };
+        let tp = self.holdings.in_tp_group(die);
         match *op {
-            Op::Attention { layer } if holder => {
+            Op::Attention { layer } | Op::AllGather { layer }
+                if holder && (tp == matches!(op, Op::AllGather { .. })) =>
+            {
                 if layer == 0 && !p.embedded {
-                    return hazard("its Embed");
+                    return hazard("its embed");
                 }
                 if layer > 0 && !p.finalized.contains(&(layer - 1)) {
                     return hazard("the previous layer's output is complete on it");
                 }
             }
+            Op::Attention { layer } if tp && self.holdings.runs_attention(die) && !p.gathered.contains(&layer) => {
+                return hazard("its all_gather of that layer has completed");
+            }
+            Op::ReduceScatter { layer } if !p.attended.contains(&layer) && self.holdings.runs_attention(die) => {
+                return hazard("its attention of that layer");
+            }
             Op::Gate { layer } | Op::SharedExperts { layer } | Op::DenseFfn { layer }
                 if holder && !p.attention.contains(&layer) =>
             {
-                return hazard("its Attention of that layer");
+                return hazard("its attention of that layer has completed");
             }
-            Op::Dispatch { layer } if holder && !p.gated.contains(&layer) => return hazard("its Gate of that layer"),
+            Op::Dispatch { layer } if holder && !p.gated.contains(&layer) => return hazard("its gate of that layer"),
             Op::Experts { layer } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
                 return hazard("every token of that layer has been dispatched");
             }
             Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&layer) => {
-                return hazard("its Experts of that layer");
+                return hazard("its experts of that layer");
             }
             Op::LmHead
                 if holder && !p.finalized.contains(&(model.layers as u32).saturating_sub(1)) && model.layers > 0 =>
@@ -298,7 +323,12 @@ impl<'a> Planner<'a> {
         let p = &mut self.progress[die];
         match *op {
             Op::Embed => p.embedded = true,
-            Op::Attention { layer } => _ = p.attention.insert(layer),
+            Op::Attention { layer } => {
+                p.attended.insert(layer);
+                if !tp {
+                    p.attention.insert(layer);
+                }
+            }
             Op::Gate { layer } => _ = p.gated.insert(layer),
             Op::SharedExperts { layer } => _ = p.shared.insert(layer),
             Op::DenseFfn { layer } => _ = p.dense.insert(layer),
@@ -320,6 +350,8 @@ impl<'a> Planner<'a> {
                 }
                 self.release("Combine", layer);
             }
+            Op::AllGather { layer } => self.ring_issue("all_gather", die, i, layer),
+            Op::ReduceScatter { layer } => self.ring_issue("reduce_scatter", die, i, layer),
             Op::Send { to, tag, .. } => {
                 self.done[die][i] = true;
                 let key = (die, to.index(), tag);
@@ -342,6 +374,29 @@ impl<'a> Planner<'a> {
         }
         self.finalize(die, op.layer());
         Ok(())
+    }
+
+    /// Records `die`'s `AllGather`/`ReduceScatter` (instruction `i`) and,
+    /// once every member of its group has issued it, completes it on all.
+    fn ring_issue(&mut self, which: &'static str, die: usize, i: usize, layer: u32) {
+        let group = self.holdings.attention_group[die].0.clone();
+        let key = (which, group[0], layer);
+        let (left, waiting) = self.rings.entry(key).or_insert((group.len(), Vec::new()));
+        *left = left.saturating_sub(1);
+        waiting.push((die, i));
+        if *left > 0 {
+            return;
+        }
+        let waiting = self.rings.remove(&key).map(|(_, w)| w).unwrap_or_default();
+        for (d, instr) in waiting {
+            self.done[d][instr] = true;
+            if which == "all_gather" {
+                self.progress[d].gathered.insert(layer);
+            } else {
+                self.progress[d].attention.insert(layer);
+                self.events.push(Event::Reduce { die: d, layer });
+            }
+        }
     }
 
     /// Whether `die` serves an expert of `layer`.

@@ -15,7 +15,9 @@
 //!   attention on a narrow model); query heads stay a multiple of key/value
 //!   heads;
 //! - every scaled dimension is at least 4 (or its real size, if smaller),
-//!   head counts at least 1.
+//!   head counts at least 1;
+//! - under tensor-parallel attention in groups of `k`, head counts are
+//!   rounded so that `k` splits them as it splits the real model's.
 //!
 //! `W` is the forced `--numeric-width` when given (it must fit the memory
 //! budget, which protects the machine, but may exceed the time budget);
@@ -239,6 +241,45 @@ impl NumericShape {
             + 2.0 * (m.hidden as f64) * (m.vocab as f64);
         per_token * self.tokens() as f64
     }
+}
+
+impl NumericShape {
+    /// Rounds the head counts so that `tp` dies split them as they split
+    /// `full`'s (the language checked `full`): query heads a multiple of
+    /// `tp` and of the key/value heads; GQA's key/value heads a multiple of
+    /// `tp` when `full`'s are, else a divisor of `full`'s (which divides `tp`).
+    pub fn split_heads(&mut self, full: &ModelSpec, tp: u64) {
+        let tp = tp.max(1);
+        if tp == 1 {
+            return;
+        }
+        let mut multiple = tp;
+        if let AttentionSpec::Gqa { kv_heads, .. } = full.attention {
+            self.kv_heads = if kv_heads % tp == 0 {
+                self.kv_heads.div_ceil(tp) * tp
+            } else {
+                (1..=self.kv_heads.min(kv_heads))
+                    .rev()
+                    .find(|d| kv_heads % d == 0)
+                    .unwrap_or(1)
+            };
+            multiple = lcm(tp, self.kv_heads.max(1));
+        }
+        self.heads = self.heads.div_ceil(multiple) * multiple;
+        if matches!(full.attention, AttentionSpec::Mha { .. }) {
+            self.kv_heads = self.heads;
+        }
+    }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b).max(1) * b
 }
 
 /// The numeric shape for `model` and `workload`, given the weight copies the

@@ -98,24 +98,8 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
 
 fn op_name(op: &Op) -> String {
     match op.layer() {
-        Some(l) => format!("{} L{l}", short(op)),
-        None => short(op).to_string(),
-    }
-}
-
-fn short(op: &Op) -> &'static str {
-    match op {
-        Op::Embed => "embed",
-        Op::Attention { .. } => "attention",
-        Op::Gate { .. } => "gate",
-        Op::Dispatch { .. } => "dispatch",
-        Op::Experts { .. } => "experts",
-        Op::SharedExperts { .. } => "shared experts",
-        Op::Combine { .. } => "combine",
-        Op::DenseFfn { .. } => "dense ffn",
-        Op::LmHead => "lm head",
-        Op::Send { .. } => "send",
-        Op::Recv { .. } => "recv",
+        Some(l) => format!("{} L{l}", op.name()),
+        None => op.name().to_string(),
     }
 }
 

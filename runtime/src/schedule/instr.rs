@@ -25,8 +25,18 @@ pub struct Instr {
 pub enum Op {
     /// Look up the embeddings of this die's tokens.
     Embed,
-    /// Attention of `layer` for this die's sequences (reads their KV cache).
+    /// Attention of `layer` for this die's sequences (reads their KV cache);
+    /// in an attention group, this die's heads for every sequence of the
+    /// group, leaving a partial output to reduce.
     Attention { layer: u32 },
+    /// Ring all-gather in this die's attention group: every member ends with
+    /// the normalised input rows of `layer`'s attention for all the group's
+    /// tokens. Complete once this die has received from every other member.
+    AllGather { layer: u32 },
+    /// Ring reduce-scatter in this die's attention group: the members'
+    /// partial attention outputs of `layer` are summed, and each member
+    /// keeps the rows of the tokens homed on it.
+    ReduceScatter { layer: u32 },
     /// Router of `layer` for this die's tokens: scores, top-k.
     Gate { layer: u32 },
     /// Send each of this die's tokens to a die holding each of its chosen
@@ -57,14 +67,40 @@ impl Op {
     pub fn is_compute(&self) -> bool {
         !matches!(
             self,
-            Op::Dispatch { .. } | Op::Combine { .. } | Op::Send { .. } | Op::Recv { .. }
+            Op::Dispatch { .. }
+                | Op::Combine { .. }
+                | Op::AllGather { .. }
+                | Op::ReduceScatter { .. }
+                | Op::Send { .. }
+                | Op::Recv { .. }
         )
+    }
+
+    /// Its name, as the schedule's JSON spells it (`all_gather`, `lm_head`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Embed => "embed",
+            Op::Attention { .. } => "attention",
+            Op::AllGather { .. } => "all_gather",
+            Op::ReduceScatter { .. } => "reduce_scatter",
+            Op::Gate { .. } => "gate",
+            Op::Dispatch { .. } => "dispatch",
+            Op::Experts { .. } => "experts",
+            Op::SharedExperts { .. } => "shared_experts",
+            Op::Combine { .. } => "combine",
+            Op::DenseFfn { .. } => "dense_ffn",
+            Op::LmHead => "lm_head",
+            Op::Send { .. } => "send",
+            Op::Recv { .. } => "recv",
+        }
     }
 
     /// The layer it belongs to, if any.
     pub fn layer(&self) -> Option<u32> {
         match *self {
             Op::Attention { layer }
+            | Op::AllGather { layer }
+            | Op::ReduceScatter { layer }
             | Op::Gate { layer }
             | Op::Dispatch { layer }
             | Op::Experts { layer }

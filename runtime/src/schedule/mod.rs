@@ -50,9 +50,33 @@ pub struct Placement {
     /// `experts[layer][expert]`: the dies holding a replica of that expert
     /// (empty for dense layers). A token is sent to one replica.
     pub experts: Vec<Vec<Vec<DieId>>>,
-    /// `sequences[s]`: the die that holds sequence `s`'s KV cache and runs
-    /// its attention (data-parallel attention).
+    /// `sequences[s]`: the die that is home to sequence `s`'s tokens: it
+    /// holds their hidden states between layers, routes them, and runs
+    /// their attention (with its attention group, under tensor parallelism).
     pub sequences: Vec<DieId>,
+    /// Tensor-parallel attention: groups of dies that split every attention
+    /// layer by heads, each group listed in its ring order (the order the
+    /// all-gather and reduce-scatter pass chunks in). Each group runs the
+    /// attention of the sequences homed on its members. Empty: data-parallel
+    /// attention, every die on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attention_groups: Vec<Vec<DieId>>,
+}
+
+impl Placement {
+    /// Per die: its attention group (ring order) and its position in it; a
+    /// die in no group is a group of one.
+    pub fn attention_group_of(&self, dies: usize) -> Vec<(Vec<DieId>, usize)> {
+        let mut of: Vec<(Vec<DieId>, usize)> = (0..dies).map(|d| (vec![DieId(d as u32)], 0)).collect();
+        for g in &self.attention_groups {
+            for (i, d) in g.iter().enumerate() {
+                if let Some(slot) = of.get_mut(d.index()) {
+                    *slot = (g.clone(), i);
+                }
+            }
+        }
+        of
+    }
 }
 
 /// One die's program.
@@ -117,6 +141,47 @@ impl Schedule {
         Ok(())
     }
 
+    /// Attention groups are disjoint, non-empty, of one size that divides
+    /// the heads; every sequence is homed in a group.
+    fn check_attention_groups(&self, dies: u32) -> Result<(), String> {
+        let groups = &self.placement.attention_groups;
+        let Some(first) = groups.first() else {
+            return Ok(());
+        };
+        let k = first.len() as u64;
+        let heads = self.model.attention.heads();
+        if k == 0 || heads % k != 0 {
+            return Err(format!(
+                "attention groups of {k} dies cannot split {heads} heads evenly"
+            ));
+        }
+        if let crate::model::AttentionSpec::Gqa { kv_heads, .. } = self.model.attention {
+            if kv_heads == 0 || (kv_heads % k != 0 && k % kv_heads != 0) {
+                return Err(format!(
+                    "attention groups of {k} dies cannot split {kv_heads} key/value heads into whole groups"
+                ));
+            }
+        }
+        let mut member = vec![false; dies as usize];
+        for g in groups {
+            if g.len() as u64 != k {
+                return Err(format!(
+                    "attention groups of {} and {k} dies: all must be one size",
+                    g.len()
+                ));
+            }
+            for d in g {
+                if std::mem::replace(&mut member[d.index()], true) {
+                    return Err(format!("{d} is in two attention groups"));
+                }
+            }
+        }
+        if let Some(s) = self.placement.sequences.iter().position(|d| !member[d.index()]) {
+            return Err(format!("sequence {s} is homed on a die in no attention group"));
+        }
+        Ok(())
+    }
+
     /// The schedule as pretty JSON (stable key order).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -145,9 +210,13 @@ impl Schedule {
             }
         }
         let bad = |d: &DieId| d.0 >= dies;
-        if self.placement.experts.iter().flatten().flatten().any(bad) || self.placement.sequences.iter().any(bad) {
+        if self.placement.experts.iter().flatten().flatten().any(bad)
+            || self.placement.sequences.iter().any(bad)
+            || self.placement.attention_groups.iter().flatten().any(bad)
+        {
             return Err("placement names a die the machine does not have".into());
         }
+        self.check_attention_groups(dies)?;
         let moe_layers = (0..self.model.layers).filter(|&l| self.model.layer_kind(l) == crate::model::LayerKind::Moe);
         let experts = self.model.moe.as_ref().map_or(0, |m| m.experts as usize);
         for l in moe_layers {

@@ -55,8 +55,11 @@ impl<'a> CostModel<'a> {
         }
     }
 
-    /// Attention of `tokens` belonging to `sequences` sequences.
-    pub fn attention(&self, tokens: u64, sequences: u64) -> Cost {
+    /// Attention of `tokens` belonging to `sequences` sequences, on one of
+    /// the `tp` dies its heads are split over (1: data-parallel). Each die
+    /// runs its heads for every token of the group and reads its share of
+    /// their cache; the activations in and out are the group's.
+    pub fn attention(&self, tokens: u64, sequences: u64, tp: u64) -> Cost {
         if tokens == 0 {
             return Cost::default();
         }
@@ -67,8 +70,8 @@ impl<'a> CostModel<'a> {
             // Causal prefill: on average half the prompt; the cache is written once.
             Phase::Prefill => (self.workload.seq_len / 2, tokens),
         };
-        let flops = Flops(tokens as f64 * m.attention_flops(context).0);
-        let bytes = m.attention_bytes() + m.kv_bytes_per_token() * kv_read + self.act(tokens) * 2;
+        let flops = Flops(tokens as f64 * m.attention_flops_per_die(context, tp).0);
+        let bytes = m.attention_bytes_per_die(tp) + m.kv_bytes_per_token_per_die(tp) * kv_read + self.act(tokens) * 2;
         Cost { flops, bytes }
     }
 

@@ -8,6 +8,14 @@
 //! instruction issue, so computation overlaps communication where the
 //! dependencies allow. A `Dispatch` completes on a die once it has issued
 //! its own and every transfer into it has arrived; `Combine` likewise.
+//!
+//! `AllGather` and `ReduceScatter` run the ring algorithm in the die's
+//! attention group of `k`: `k - 1` steps, in each of which every member
+//! sends one chunk (the group's activations over `k`) to the next member of
+//! the ring. A member sends step `j > 0` once it has received step `j - 1`
+//! (it forwards, or adds to, what arrived), and completes when it has
+//! received all `k - 1`. The reduction's additions are not charged: they
+//! are `k - 1` passes over a few kilobytes, far below a launch overhead.
 
 use super::cost::{Cost, CostModel};
 use super::network::{Network, Traffic};
@@ -72,6 +80,88 @@ type OpenFlows = std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>;
 
 const DISPATCH: u64 = 0;
 const COMBINE: u64 = 1;
+const ALL_GATHER: u64 = 2;
+const REDUCE_SCATTER: u64 = 3;
+const KINDS: usize = 4;
+
+fn is_ring(kind: u64) -> bool {
+    kind == ALL_GATHER || kind == REDUCE_SCATTER
+}
+
+/// The collectives' bookkeeping, per (kind, layer, die) at `kind][layer * dies + die`.
+struct Collectives {
+    dies: usize,
+    /// Transfers still to arrive.
+    pending: Vec<Vec<u32>>,
+    /// When the last transfer arrived.
+    arrived: Vec<Vec<f64>>,
+    /// Whether the die issued its own instruction.
+    issued: Vec<Vec<bool>>,
+    /// Ring steps the die has sent.
+    ring_sent: Vec<Vec<u32>>,
+}
+
+impl Collectives {
+    fn new(traffic: &StepTraffic, dies: usize, layers: usize) -> Collectives {
+        let size = layers * dies;
+        let mut pending = vec![vec![0u32; size]; KINDS];
+        for (l, t) in traffic.layers.iter().enumerate() {
+            if let Some(t) = t {
+                for d in 0..dies {
+                    pending[DISPATCH as usize][l * dies + d] = t.dispatch_in[d];
+                    pending[COMBINE as usize][l * dies + d] = t.combine_in[d];
+                }
+            }
+        }
+        for (d, a) in traffic.attention.iter().enumerate() {
+            let steps = a.tp.saturating_sub(1) as u32;
+            for l in 0..layers {
+                pending[ALL_GATHER as usize][l * dies + d] = steps;
+                pending[REDUCE_SCATTER as usize][l * dies + d] = steps;
+            }
+        }
+        Collectives {
+            dies,
+            pending,
+            arrived: vec![vec![0.0; size]; KINDS],
+            issued: vec![vec![false; size]; KINDS],
+            ring_sent: vec![vec![0; size]; KINDS],
+        }
+    }
+
+    /// Sends the ring steps die `d` may send now: step 0 once issued, step
+    /// `j` once step `j - 1` has arrived.
+    fn advance_ring(
+        &mut self,
+        (kind, layer, d): (u64, usize, usize),
+        now: f64,
+        traffic: &StepTraffic,
+        net: &mut Network,
+        mut open_flows: Option<&mut OpenFlows>,
+    ) -> Result<(), String> {
+        let k = kind as usize;
+        let at = layer * self.dies + d;
+        let Some(share) = traffic.attention.get(d) else {
+            return Ok(());
+        };
+        let steps = share.tp.saturating_sub(1) as u32;
+        if !self.issued[k][at] {
+            return Ok(());
+        }
+        let received = steps - self.pending[k][at].min(steps);
+        while self.ring_sent[k][at] < steps && self.ring_sent[k][at] <= received {
+            let (from, to, bytes) = (DieId(d as u32), share.ring_next, share.ring_chunk_bytes);
+            let id = net
+                .start(now, from, to, bytes, tag(kind, layer as u32, to))
+                .map_err(|e| e.to_string())?;
+            if let Some(open) = open_flows.as_deref_mut() {
+                open.insert(id.0, (from, to, bytes, now));
+            }
+            self.ring_sent[k][at] += 1;
+        }
+        Ok(())
+    }
+}
 
 fn tag(kind: u64, layer: u32, dst: DieId) -> u64 {
     (kind << 56) | (u64::from(layer) << 28) | u64::from(dst.0)
@@ -143,20 +233,7 @@ pub fn simulate_step(
             open: Vec::new(),
         })
         .collect();
-    // Transfers still to arrive, per (kind, layer, die); and whether the die
-    // issued its own collective for that layer.
-    let mut pending = vec![vec![0u32; layers * dies]; 2];
-    // When the last transfer of each (kind, layer, die) arrived.
-    let mut arrived = vec![vec![0.0f64; layers * dies]; 2];
-    let mut issued = vec![vec![false; layers * dies]; 2];
-    for (l, t) in traffic.layers.iter().enumerate() {
-        if let Some(t) = t {
-            for d in 0..dies {
-                pending[DISPATCH as usize][l * dies + d] = t.dispatch_in[d];
-                pending[COMBINE as usize][l * dies + d] = t.combine_in[d];
-            }
-        }
-    }
+    let mut coll = Collectives::new(&traffic, dies, layers);
     let mut result = StepResult {
         die_busy_s: vec![0.0; dies],
         tokens: routing.tokens as u64,
@@ -176,13 +253,11 @@ pub fn simulate_step(
                     schedule,
                     &traffic,
                     &costs,
-                    machine,
                     d,
                     now,
                     die_state,
                     &mut net,
-                    &mut pending,
-                    &mut issued,
+                    &mut coll,
                     &mut result,
                     record_flows.then_some(&mut open_flows),
                 )? {
@@ -214,8 +289,12 @@ pub fn simulate_step(
             }
             let (kind, layer, dst) = untag(t);
             let k = layer * dies + dst;
-            pending[kind as usize][k] = pending[kind as usize][k].saturating_sub(1);
-            arrived[kind as usize][k] = arrived[kind as usize][k].max(end);
+            coll.pending[kind as usize][k] = coll.pending[kind as usize][k].saturating_sub(1);
+            coll.arrived[kind as usize][k] = coll.arrived[kind as usize][k].max(end);
+            if is_ring(kind) {
+                let open = record_flows.then_some(&mut open_flows);
+                coll.advance_ring((kind, layer, dst), now, &traffic, &mut net, open)?;
+            }
         }
         for (d, s) in state.iter_mut().enumerate() {
             if let Some((i, end)) = s.running {
@@ -231,9 +310,9 @@ pub fn simulate_step(
             let mut k = 0;
             while k < s.open.len() {
                 let (i, kind, layer) = s.open[k];
-                if pending[kind as usize][layer * dies + d] == 0 {
+                if coll.pending[kind as usize][layer * dies + d] == 0 {
                     s.done[i] = true;
-                    let end = arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
+                    let end = coll.arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
                     record(&mut result, schedule, d, i, s.issued_at[i], end);
                     s.open.swap_remove(k);
                 } else {
@@ -268,13 +347,11 @@ fn issue(
     schedule: &Schedule,
     traffic: &StepTraffic,
     costs: &CostModel,
-    machine: &Machine,
     d: usize,
     now: f64,
     s: &mut DieState,
     net: &mut Network,
-    pending: &mut [Vec<u32>],
-    issued: &mut [Vec<bool>],
+    coll: &mut Collectives,
     result: &mut StepResult,
     mut open_flows: Option<&mut OpenFlows>,
 ) -> Result<bool, String> {
@@ -289,7 +366,7 @@ fn issue(
     {
         return Ok(false);
     }
-    let dies = machine.die_count() as usize;
+    let dies = coll.dies;
     let i = s.pc;
     if instr.op.is_compute() {
         if s.running.is_some() {
@@ -325,8 +402,24 @@ fn issue(
                         }
                     }
                 }
-                issued[kind as usize][layer as usize * dies + d] = true;
-                if pending[kind as usize][layer as usize * dies + d] == 0 {
+                coll.issued[kind as usize][layer as usize * dies + d] = true;
+                if coll.pending[kind as usize][layer as usize * dies + d] == 0 {
+                    s.done[i] = true;
+                    record(result, schedule, d, i, now, now);
+                } else {
+                    s.open.push((i, kind, layer as usize));
+                }
+            }
+            Op::AllGather { layer } | Op::ReduceScatter { layer } => {
+                let kind = if matches!(instr.op, Op::AllGather { .. }) {
+                    ALL_GATHER
+                } else {
+                    REDUCE_SCATTER
+                };
+                let at = layer as usize * dies + d;
+                coll.issued[kind as usize][at] = true;
+                coll.advance_ring((kind, layer as usize, d), now, traffic, net, open_flows)?;
+                if coll.pending[kind as usize][at] == 0 {
                     s.done[i] = true;
                     record(result, schedule, d, i, now, now);
                 } else {
@@ -349,7 +442,10 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
     let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
     match *op {
         Op::Embed => costs.embed(tokens),
-        Op::Attention { .. } => costs.attention(tokens, traffic.home_sequences[d]),
+        Op::Attention { .. } => {
+            let a = &traffic.attention[d];
+            costs.attention(a.tokens, a.sequences, a.tp)
+        }
         Op::Gate { .. } => costs.gate(tokens),
         Op::Experts { layer: l } => layer(l).map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
         Op::SharedExperts { .. } => costs.shared_experts(tokens),
@@ -387,7 +483,7 @@ fn critical_breakdown(result: &StepResult) -> Breakdown {
             Op::Dispatch { .. } => b.dispatch_s += t,
             Op::Experts { .. } => b.expert_s += t,
             Op::Combine { .. } => b.combine_s += t,
-            Op::Send { .. } | Op::Recv { .. } => b.allreduce_s += t,
+            Op::AllGather { .. } | Op::ReduceScatter { .. } | Op::Send { .. } | Op::Recv { .. } => b.allreduce_s += t,
             _ => b.other_s += t,
         }
     }

@@ -29,6 +29,20 @@ pub struct LayerTraffic {
     pub combine_in: Vec<u32>,
 }
 
+/// What one die's attention covers: with data-parallel attention its own
+/// tokens whole; in a tensor-parallel group of `tp` dies, all the group's
+/// tokens for `1 / tp` of the heads, with ring collectives around it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionShare {
+    pub tokens: u64,
+    pub sequences: u64,
+    pub tp: u64,
+    /// The next die of its ring (itself when alone).
+    pub ring_next: DieId,
+    /// Bytes of one ring step: the group's activations over `tp`, rounded up.
+    pub ring_chunk_bytes: u64,
+}
+
 /// One step's traffic.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepTraffic {
@@ -36,6 +50,8 @@ pub struct StepTraffic {
     pub home_tokens: Vec<u64>,
     /// Per die: sequences it is home to.
     pub home_sequences: Vec<u64>,
+    /// Per die: the attention it runs (its group's tokens, split by heads).
+    pub attention: Vec<AttentionShare>,
     /// Indexed by model layer; `None` for dense layers.
     pub layers: Vec<Option<LayerTraffic>>,
 }
@@ -68,6 +84,22 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         home_tokens[d.0 as usize] += tokens_per_sequence;
     }
     let token_bytes = CostModel::new(&schedule.model, w).token_bytes();
+    let attention = schedule
+        .placement
+        .attention_group_of(dies)
+        .into_iter()
+        .map(|(group, at)| {
+            let tokens: u64 = group.iter().map(|g| home_tokens[g.index()]).sum();
+            let tp = group.len() as u64;
+            AttentionShare {
+                tokens,
+                sequences: group.iter().map(|g| home_sequences[g.index()]).sum(),
+                tp,
+                ring_next: group[(at + 1) % group.len()],
+                ring_chunk_bytes: (tokens * token_bytes).div_ceil(tp),
+            }
+        })
+        .collect();
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
         let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
@@ -110,6 +142,7 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     StepTraffic {
         home_tokens,
         home_sequences,
+        attention,
         layers,
     }
 }

@@ -1,0 +1,131 @@
+//! Tensor-parallel attention groups laid out compactly: the contiguous-TP
+//! baseline that MoEntwine's entwined mapping is measured against.
+//!
+//! On a mesh, each wafer is tiled by blocks of `k` dies as square as `k`
+//! allows (2x2 for 4, 4x2 for 8), and each block is walked as a ring in
+//! which every hop is one link, so the all-gather and reduce-scatter never
+//! leave the block. Blocks that cannot tile the wafer fall back to a snake
+//! walk over the whole grid cut into runs of `k`. Dead dies are skipped and
+//! the walk cut into groups of `k` as it comes, so a defect shifts the
+//! groups after it rather than leaving holes. Switches and clusters group
+//! consecutive dies (on a cluster, dies of one node first). Dies left over
+//! when the alive count is not a multiple of `k` run no attention; they
+//! still serve experts.
+
+use moec_runtime::machine::{Coord, DieId, Machine};
+
+/// The groups, each in ring order.
+pub fn compact_groups(machine: &Machine, k: u32) -> Vec<Vec<DieId>> {
+    let k = k.max(1) as usize;
+    let order: Vec<DieId> = match machine.grid() {
+        Some(grid) => match block_shape(grid.wafer_width, grid.wafer_height, k as u32) {
+            Some((bw, bh)) => {
+                let ring = block_ring(bw, bh);
+                let mut order = Vec::with_capacity(machine.die_count() as usize);
+                for by in (0..grid.height).step_by(bh as usize) {
+                    for bx in (0..grid.width).step_by(bw as usize) {
+                        order.extend(
+                            ring.iter()
+                                .filter_map(|&(x, y)| machine.die_at(Coord::new(bx + x, by + y))),
+                        );
+                    }
+                }
+                order
+            }
+            None => (0..grid.height)
+                .flat_map(|y| {
+                    let row: Vec<u32> = if y % 2 == 0 {
+                        (0..grid.width).collect()
+                    } else {
+                        (0..grid.width).rev().collect()
+                    };
+                    row.into_iter().map(move |x| Coord::new(x, y))
+                })
+                .filter_map(|c| machine.die_at(c))
+                .collect(),
+        },
+        None => (0..machine.die_count()).map(DieId).collect(),
+    };
+    let alive: Vec<DieId> = order.into_iter().filter(|&d| machine.is_alive(d)).collect();
+    alive.chunks_exact(k).map(<[DieId]>::to_vec).collect()
+}
+
+/// The block `bw x bh = k` closest to square that tiles a wafer, wider
+/// than tall on a tie.
+fn block_shape(width: u32, height: u32, k: u32) -> Option<(u32, u32)> {
+    (1..=k)
+        .filter(|bh| k.is_multiple_of(*bh))
+        .map(|bh| (k / bh, bh))
+        .filter(|&(bw, bh)| width.is_multiple_of(bw) && height.is_multiple_of(bh))
+        .min_by_key(|&(bw, bh)| (bw.abs_diff(bh), std::cmp::Reverse(bw)))
+}
+
+/// A cycle through every cell of a `bw x bh` block with one-link hops, as
+/// offsets. When the block has an even side: along the top row, snake back
+/// and forth over columns 1.. down the rows, and return up column 0. A
+/// block with two odd sides has no such cycle; it gets a snake path, whose
+/// closing hop is longer.
+fn block_ring(bw: u32, bh: u32) -> Vec<(u32, u32)> {
+    if bh == 1 || bw == 1 {
+        return (0..bw).flat_map(|x| (0..bh).map(move |y| (x, y))).collect();
+    }
+    if bh % 2 == 1 && bw.is_multiple_of(2) {
+        // Walk the transposed block, whose row count is even.
+        return block_ring(bh, bw).into_iter().map(|(x, y)| (y, x)).collect();
+    }
+    if bh % 2 == 1 {
+        return (0..bh)
+            .flat_map(|y| {
+                let row: Vec<u32> = if y % 2 == 0 {
+                    (0..bw).collect()
+                } else {
+                    (0..bw).rev().collect()
+                };
+                row.into_iter().map(move |x| (x, y))
+            })
+            .collect();
+    }
+    let mut ring = vec![(0, 0)];
+    for y in 0..bh {
+        if y % 2 == 0 {
+            ring.extend((1..bw).map(|x| (x, y)));
+        } else {
+            ring.extend((1..bw).rev().map(|x| (x, y)));
+        }
+    }
+    ring.extend((1..bh).rev().map(|y| (0, y)));
+    ring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_cycle(ring: &[(u32, u32)]) -> bool {
+        let hop = |a: (u32, u32), b: (u32, u32)| a.0.abs_diff(b.0) + a.1.abs_diff(b.1);
+        ring.windows(2).all(|w| hop(w[0], w[1]) == 1) && hop(ring[ring.len() - 1], ring[0]) == 1
+    }
+
+    #[test]
+    fn blocks_are_as_square_as_they_can_be_and_tile_the_wafer() {
+        assert_eq!(block_shape(8, 8, 4), Some((2, 2)));
+        assert_eq!(block_shape(8, 8, 8), Some((4, 2)));
+        assert_eq!(block_shape(8, 8, 2), Some((2, 1)));
+        assert_eq!(block_shape(8, 8, 16), Some((4, 4)));
+        assert_eq!(block_shape(6, 4, 4), Some((2, 2)));
+        assert_eq!(block_shape(5, 5, 4), None);
+    }
+
+    #[test]
+    fn rings_visit_every_cell_once_with_one_link_hops() {
+        for (bw, bh) in [(2, 2), (4, 2), (2, 4), (4, 4), (3, 2), (2, 3), (6, 4)] {
+            let ring = block_ring(bw, bh);
+            assert_eq!(ring.len(), (bw * bh) as usize);
+            let mut cells = ring.clone();
+            cells.sort();
+            cells.dedup();
+            assert_eq!(cells.len(), ring.len(), "{bw}x{bh}: a cell twice");
+            assert!(is_cycle(&ring), "{bw}x{bh}: {ring:?}");
+        }
+    }
+}
