@@ -20,7 +20,11 @@ fn main() {
 }
 
 fn main_job() -> Schedule {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deepseek-v3-wafer.moe");
+    example("deepseek-v3-wafer.moe")
+}
+
+fn example(file: &str) -> Schedule {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(file);
     let session = driver::check(&FsReader, &path).expect("readable");
     session
         .schedule(&CompileOptions::default(), &mut |_, _| {})
@@ -32,26 +36,36 @@ fn compile_deepseek_v3_wafer() -> Schedule {
     main_job()
 }
 
+/// One decode step of the main job, timing only; the counter is the
+/// simulator's events (items/s = events per second).
 #[divan::bench(args = [0.0, 0.02], sample_count = 3, sample_size = 1)]
 fn simulate_one_decode_step(bencher: divan::Bencher, quantum: f64) {
-    let schedule = main_job();
+    simulate_step_of(bencher, main_job(), quantum);
+}
+
+/// DeepSeek-V3 decode on four wafers (256 dies, batch 1024), timing only,
+/// at `moec run`'s default quantum.
+#[divan::bench(sample_count = 3, sample_size = 1)]
+fn simulate_one_decode_step_four_wafers(bencher: divan::Bencher) {
+    simulate_step_of(bencher, example("deepseek-v3-4wafers.moe"), 0.02);
+}
+
+fn simulate_step_of(bencher: divan::Bencher, schedule: Schedule, quantum: f64) {
     let machine = Machine::build(schedule.machine.clone()).expect("valid");
     let routing = RoutingGenerator::new(&schedule.model, &schedule.workload)
         .expect("routing")
         .step(0)
         .expect("synthetic");
-    bencher.bench_local(|| {
-        simulate_step(
-            &schedule,
-            &machine,
-            &routing,
-            SimOptions {
-                record_flows: false,
-                network_quantum: quantum,
-            },
-        )
+    let options = SimOptions {
+        record_flows: false,
+        network_quantum: quantum,
+    };
+    let events = simulate_step(&schedule, &machine, &routing, options)
         .expect("runs")
-    });
+        .events;
+    bencher
+        .counter(divan::counter::ItemsCount::new(events))
+        .bench_local(|| simulate_step(&schedule, &machine, &routing, options).expect("runs"));
 }
 
 #[divan::bench(sample_count = 3, sample_size = 1)]

@@ -1,7 +1,7 @@
-//! DeepSeek's expert-parallel load balancer (EPLB), global policy: the
-//! baseline every serving engine uses.
+//! DeepSeek's expert-parallel load balancer (EPLB), global and hierarchical
+//! policies: the baseline every serving engine uses.
 //!
-//! Per MoE layer, from the measured expert loads: **replicate** — each
+//! Global, per MoE layer, from the measured expert loads: **replicate** — each
 //! redundant slot adds a replica to the expert with the largest load per
 //! replica; then **pack** — the physical experts (each carrying its
 //! expert's load divided by its replica count), heaviest first, each into
@@ -9,6 +9,15 @@
 //! of slots. No cross-layer and no topology term: that is what the later
 //! placements add. If packing puts two replicas of one expert on the same
 //! die, the die holds one copy (and serves both shares).
+//!
+//! Hierarchical (DeepSeek's policy when the expert groups divide evenly over
+//! the nodes, that is cluster nodes or wafers, whose inside is faster than
+//! between them): pack the expert *groups* onto nodes by their total load
+//! (equal group counts per node), so group-limited routing keeps a token's
+//! experts within few nodes; then inside each node, replicate its experts
+//! into the node's share of the slots and pack them onto its dies. When
+//! the groups do not divide over the nodes (or the nodes have unequal alive
+//! dies), it is the global policy, as in DeepSeek's code.
 
 use moec_runtime::machine::DieId;
 
@@ -80,6 +89,49 @@ pub fn place_layer(loads: &[f64], dies: &[DieId], redundant: usize) -> Vec<Vec<D
     placed
 }
 
+/// The hierarchical policy for one layer: `loads` per expert in `groups`
+/// contiguous groups, over `nodes` (each node's alive dies), with at least
+/// `redundant` extra slots. Falls back to [`place_layer`] over all dies when
+/// the groups do not divide over the nodes or the nodes differ in size.
+pub fn place_layer_hierarchical(
+    loads: &[f64],
+    groups: usize,
+    nodes: &[Vec<DieId>],
+    redundant: usize,
+) -> Vec<Vec<DieId>> {
+    let all: Vec<DieId> = nodes.iter().flatten().copied().collect();
+    let per_node = nodes.first().map_or(0, Vec::len);
+    let even = groups > 0
+        && !nodes.is_empty()
+        && groups.is_multiple_of(nodes.len())
+        && loads.len().is_multiple_of(groups)
+        && per_node > 0
+        && nodes.iter().all(|n| n.len() == per_node);
+    if !even {
+        return place_layer(loads, &all, redundant);
+    }
+    let group_size = loads.len() / groups;
+    let group_loads: Vec<f64> = loads.chunks(group_size).map(|g| g.iter().sum()).collect();
+    let node_of_group = pack(&group_loads, nodes.len());
+    let slots = (loads.len() + redundant).div_ceil(all.len()) * all.len();
+    let slots_per_node = slots / nodes.len();
+    let mut placed: Vec<Vec<DieId>> = vec![Vec::new(); loads.len()];
+    for (node, dies) in nodes.iter().enumerate() {
+        // The node's experts, in id order, and their loads.
+        let experts: Vec<usize> = (0..loads.len())
+            .filter(|&e| node_of_group[e / group_size] == node)
+            .collect();
+        let node_loads: Vec<f64> = experts.iter().map(|&e| loads[e]).collect();
+        for (e, holders) in experts
+            .iter()
+            .zip(place_layer(&node_loads, dies, slots_per_node - experts.len()))
+        {
+            placed[*e] = holders;
+        }
+    }
+    placed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +152,41 @@ mod tests {
         for pack in 0..2 {
             assert_eq!(p.iter().filter(|&&x| x == pack).count(), 3);
         }
+    }
+
+    #[test]
+    fn hierarchical_keeps_each_group_on_one_node_and_balances_the_nodes() {
+        // 16 experts in 4 groups of 4 over 2 nodes of 2 dies; groups 0 and 1
+        // are hot, so packing by group load puts them on different nodes.
+        let nodes = vec![vec![DieId(0), DieId(1)], vec![DieId(2), DieId(3)]];
+        let mut loads = vec![1.0; 16];
+        loads[0] = 40.0;
+        loads[5] = 30.0;
+        let placed = place_layer_hierarchical(&loads, 4, &nodes, 4);
+        let node = |d: DieId| d.0 / 2;
+        for g in 0..4 {
+            let homes: std::collections::BTreeSet<u32> = (g * 4..g * 4 + 4)
+                .flat_map(|e| placed[e].iter().map(|&d| node(d)))
+                .collect();
+            assert_eq!(homes.len(), 1, "group {g} spans nodes: {placed:?}");
+        }
+        let node_of_group = |g: usize| node(placed[g * 4][0]);
+        assert_ne!(node_of_group(0), node_of_group(1));
+        // Equal slots per die (5 each: 16 experts + 4 redundant over 4 dies),
+        // and the hot experts replicated inside their node.
+        assert!(placed[0].len() >= 2 && placed[5].len() >= 2, "{placed:?}");
+        assert!(placed.iter().all(|d| !d.is_empty()));
+    }
+
+    #[test]
+    fn hierarchical_is_global_when_groups_do_not_divide_over_the_nodes() {
+        let nodes = vec![vec![DieId(0)], vec![DieId(1)], vec![DieId(2)]];
+        let loads = [5.0, 1.0, 1.0, 1.0, 3.0, 2.0];
+        let all: Vec<DieId> = nodes.iter().flatten().copied().collect();
+        assert_eq!(
+            place_layer_hierarchical(&loads, 2, &nodes, 3),
+            place_layer(&loads, &all, 3)
+        );
     }
 
     #[test]

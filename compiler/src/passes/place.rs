@@ -55,15 +55,21 @@ impl Pass for Place {
         let layouts: Vec<Vec<Vec<DieId>>> = match self.algorithm {
             PlacementChoice::RoundRobin => uniform(cx, |e| vec![round_robin::expert_die(e, &dies)]),
             PlacementChoice::Contiguous => uniform(cx, |e| vec![contiguous::expert_die(e, experts, &dies)]),
-            PlacementChoice::Eplb => {
+            PlacementChoice::Eplb | PlacementChoice::EplbHierarchical => {
                 let stats = cx.stats()?;
                 let redundant = cx.redundant_experts.unwrap_or(dies.len() as u64) as usize;
-                let layer = |loads: &Vec<f64>| {
-                    if loads.is_empty() {
-                        Vec::new()
-                    } else {
-                        eplb::place_layer(loads, &dies, redundant)
+                let groups = cx.model.moe.as_ref().map_or(1, |m| m.groups) as usize;
+                let mut nodes: Vec<Vec<DieId>> = vec![Vec::new(); cx.machine.node_count() as usize];
+                for &d in &dies {
+                    if let Some(n) = nodes.get_mut(cx.machine.node_of(d) as usize) {
+                        n.push(d);
                     }
+                }
+                let hierarchical = self.algorithm == PlacementChoice::EplbHierarchical;
+                let layer = |loads: &Vec<f64>| match () {
+                    _ if loads.is_empty() => Vec::new(),
+                    _ if hierarchical => eplb::place_layer_hierarchical(loads, groups, &nodes, redundant),
+                    _ => eplb::place_layer(loads, &dies, redundant),
                 };
                 stats.loads.iter().map(layer).collect()
             }

@@ -20,6 +20,10 @@ pub enum PlacementChoice {
     /// DeepSeek's EPLB, global policy: replicate the hottest experts into
     /// redundant slots, pack heaviest-first onto the lightest die.
     Eplb,
+    /// DeepSeek's EPLB, hierarchical policy: expert groups packed onto
+    /// nodes (cluster nodes or wafers), then replicated and packed inside
+    /// each node.
+    EplbHierarchical,
 }
 
 impl PlacementChoice {
@@ -28,6 +32,7 @@ impl PlacementChoice {
         ("round_robin", PlacementChoice::RoundRobin),
         ("contiguous", PlacementChoice::Contiguous),
         ("eplb", PlacementChoice::Eplb),
+        ("eplb_hierarchical", PlacementChoice::EplbHierarchical),
     ];
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).

@@ -132,6 +132,26 @@ impl Machine {
         Some(grid.wafer_of(grid.coord(die)?))
     }
 
+    /// The serving node a die belongs to, in the sense of DeepSeek's
+    /// hierarchical EPLB (a level whose inside is much faster than between):
+    /// a cluster's node, a multi-wafer mesh's wafer (row-major), else 0.
+    pub fn node_of(&self, die: DieId) -> u32 {
+        match self.spec.topology {
+            Topology::Cluster { per_node, .. } => die.0 / per_node.max(1),
+            Topology::Mesh { wafers_x, .. } => self.wafer_of(die).map_or(0, |(x, y)| y * wafers_x + x),
+            Topology::Switch { .. } => 0,
+        }
+    }
+
+    /// Nodes in the sense of [`Machine::node_of`].
+    pub fn node_count(&self) -> u32 {
+        match self.spec.topology {
+            Topology::Cluster { nodes, .. } => nodes,
+            Topology::Mesh { wafers_x, wafers_y, .. } => wafers_x * wafers_y,
+            Topology::Switch { .. } => 1,
+        }
+    }
+
     /// The die's short name: "(3, 4)" on meshes, "gpu17" on a switch,
     /// "n1.gpu3" on a cluster.
     pub fn die_label(&self, die: DieId) -> String {

@@ -63,6 +63,9 @@ pub struct StepResult {
     pub spans: Vec<Span>,
     /// Every transfer, when asked for (`record_flows`): for link timelines.
     pub flows: Vec<FlowSpan>,
+    /// Events the simulation processed: instructions completed and
+    /// transfers arrived (the simulator's unit of work, for benchmarks).
+    pub events: u64,
 }
 
 /// One transfer's life, recorded for link timelines.
@@ -277,6 +280,7 @@ pub fn simulate_step(
         now = next.max(now);
         finished.clear();
         net.advance_into(now, &mut finished);
+        result.events += finished.len() as u64;
         for &(id, t, end) in &finished {
             if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
                 result.flows.push(FlowSpan {
@@ -456,6 +460,7 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
 }
 
 fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, start: f64, end: f64) {
+    result.events += 1;
     let op = schedule.programs[d].instrs[i].op.clone();
     result.spans.push(Span {
         die: DieId(d as u32),
