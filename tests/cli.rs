@@ -284,7 +284,10 @@ fn compare_runs_every_placement_on_the_same_workload() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["round_robin", "contiguous", "eplb", "eplb_hierarchical"]);
+    assert_eq!(
+        names,
+        ["round_robin", "contiguous", "eplb", "eplb_hierarchical", "moetuner"]
+    );
     for r in rows {
         assert!(r["compile_s"].as_f64().unwrap() > 0.0 && r["latency"]["p50_s"].as_f64().unwrap() > 0.0);
         assert_eq!(r["steps"], 1);

@@ -232,7 +232,7 @@ fn reports_of_small_runs_are_reviewed_snapshots() {
 #[test]
 fn eplb_replicates_the_measured_hot_experts_and_fills_every_die_equally() {
     let s = schedule("deepseek-v3-wafer.moe", "eplb");
-    let stats = moec_runtime::routing::RoutingStats::measure(&s.model, &s.workload).unwrap();
+    let stats = moec_runtime::routing::RoutingStats::measure(&s.model, &s.workload, false).unwrap();
     for layer in [3usize, 30, 60] {
         let replicas = &s.placement.experts[layer];
         // 256 experts + 64 redundant slots over 64 dies: 5 slots a die.

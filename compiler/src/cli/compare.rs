@@ -119,9 +119,10 @@ fn table(rows: &[Row]) -> String {
             r.model, r.machine, r.workload, r.tokens_per_step, r.steps
         );
     }
+    let name_width = rows.iter().map(|r| r.name.len()).chain([9]).max().unwrap_or(9);
     let _ = writeln!(
         o,
-        "{:<12} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9}",
+        "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9}",
         "placement", "p50", "p99", "all-to-all", "byte-hops", "link max", "die imb", "numerics", "compile"
     );
     for row in rows {
@@ -133,7 +134,7 @@ fn table(rows: &[Row]) -> String {
             .map_or("skipped".to_string(), |n| format!("{:.1e}", n.max_rel_error));
         let _ = writeln!(
             o,
-            "{:<12} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>10} {:>9}",
+            "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>10} {:>9}",
             row.name,
             Seconds(r.latency.p50_s).to_string(),
             Seconds(r.latency.p99_s).to_string(),

@@ -132,6 +132,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         dies: machine.die_count(),
         alive_dies: machine.alive_dies().len() as u32,
         passes: Vec::new(),
+        notes: Vec::new(),
     };
     Ir {
         header,

@@ -220,6 +220,9 @@ pub struct Header {
     pub alive_dies: u32,
     /// Passes run so far, in order.
     pub passes: Vec<String>,
+    /// What passes want a reader to know about how they decided (a
+    /// solver's status and gap), one line each.
+    pub notes: Vec<String>,
 }
 
 /// The IR of one step.

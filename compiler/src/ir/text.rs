@@ -41,6 +41,9 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
         h.passes.join(", ")
     };
     let _ = writeln!(out, "; passes run: {passes}");
+    for note in &h.notes {
+        let _ = writeln!(out, "; note: {note}");
+    }
     let all_alive = machine.alive_dies();
     let mut current_layer = None;
     for (i, n) in ir.nodes() {

@@ -9,6 +9,7 @@
 mod contiguous;
 mod eplb;
 mod manager;
+mod moetuner;
 mod place;
 pub mod registry;
 mod round_robin;
@@ -33,8 +34,10 @@ pub struct PassContext<'a> {
     pub redundant_experts: Option<u64>,
     /// Dies each attention layer is split over by heads (1: data-parallel).
     pub attention_tp: u32,
-    /// Expert loads from the workload's routing, measured on first use.
+    /// Expert loads from the workload's routing, measured on first use;
+    /// and the same with layer-to-layer transitions, when a pass asks.
     stats: std::cell::OnceCell<Result<RoutingStats, String>>,
+    transitions: std::cell::OnceCell<Result<RoutingStats, String>>,
 }
 
 impl<'a> PassContext<'a> {
@@ -53,6 +56,7 @@ impl<'a> PassContext<'a> {
             redundant_experts,
             attention_tp,
             stats: std::cell::OnceCell::new(),
+            transitions: std::cell::OnceCell::new(),
         }
     }
 
@@ -60,7 +64,15 @@ impl<'a> PassContext<'a> {
     /// (measured once, when a pass first asks).
     pub fn stats(&self) -> Result<&RoutingStats, String> {
         self.stats
-            .get_or_init(|| RoutingStats::measure(self.model, self.workload))
+            .get_or_init(|| RoutingStats::measure(self.model, self.workload, false))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// [`PassContext::stats`] with `transitions` counted too.
+    pub fn stats_with_transitions(&self) -> Result<&RoutingStats, String> {
+        self.transitions
+            .get_or_init(|| RoutingStats::measure(self.model, self.workload, true))
             .as_ref()
             .map_err(Clone::clone)
     }

@@ -1,5 +1,5 @@
 //! `place(ALGORITHM)`: the placement pass. Each algorithm (one file each:
-//! `round_robin`, `contiguous`, `eplb`) decides the dies of every expert;
+//! `round_robin`, `contiguous`, `eplb`, `moetuner`) decides the dies of every expert;
 //! this pass applies it to every layer and places everything else
 //! data-parallel: every alive die holds a copy of the embedding, gates,
 //! shared experts, dense FFNs and LM head and serves its share of the
@@ -8,7 +8,7 @@
 //! split by heads over compact groups of `k` dies (`tp_groups`): the
 //! attention nodes list the groups one after another, each in ring order.
 
-use super::{contiguous, eplb, round_robin, tp_groups, Pass, PassContext};
+use super::{contiguous, eplb, moetuner, round_robin, tp_groups, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
 use crate::sema::PlacementChoice;
 use moec_runtime::machine::DieId;
@@ -72,6 +72,11 @@ impl Pass for Place {
                     _ => eplb::place_layer(loads, &dies, redundant),
                 };
                 stats.loads.iter().map(layer).collect()
+            }
+            PlacementChoice::MoeTuner => {
+                let (layouts, notes) = moetuner::place(cx, &dies)?;
+                ir.header.notes.extend(notes);
+                layouts
             }
         };
         let attention = if cx.attention_tp > 1 {

@@ -24,6 +24,10 @@ pub enum PlacementChoice {
     /// nodes (cluster nodes or wafers), then replicated and packed inside
     /// each node.
     EplbHierarchical,
+    /// MoETuner: ILP 1 clusters each layer's experts by load, ILP 2 places
+    /// the clusters on dies so tokens moving between consecutive layers
+    /// cross cheap links.
+    MoeTuner,
 }
 
 impl PlacementChoice {
@@ -33,6 +37,7 @@ impl PlacementChoice {
         ("contiguous", PlacementChoice::Contiguous),
         ("eplb", PlacementChoice::Eplb),
         ("eplb_hierarchical", PlacementChoice::EplbHierarchical),
+        ("moetuner", PlacementChoice::MoeTuner),
     ];
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).

@@ -1,23 +1,40 @@
-//! Routing statistics for the compiler: how many tokens each expert of each
-//! layer receives, measured on the workload's own routing source.
+//! Routing statistics for the compiler, measured on the workload's own
+//! routing source: how many tokens each expert of each layer receives, which
+//! top-k sets of experts tokens choose together and how often, and how
+//! tokens move from the experts of one MoE layer to those of the next.
 //!
-//! Placement passes that balance load (EPLB) read these instead of assuming
-//! uniform routing. They are counted over the first few steps the run will
-//! see, so the statistics and the measurement share their routing.
+//! Placement passes that balance load (EPLB) read the loads instead of
+//! assuming uniform routing; MoETuner reads the layer-to-layer transitions.
+//! They are counted over the first few steps the run will see, so the
+//! statistics and the measurement share their routing.
 
 use super::RoutingGenerator;
 use crate::model::{LayerKind, ModelSpec};
 use crate::workload::WorkloadSpec;
+use std::collections::BTreeMap;
+
+/// Co-activation sets kept per layer (the most frequent).
+pub const KEPT_SETS: usize = 32;
 
 /// Steps sampled at most.
 pub const SAMPLED_STEPS: u64 = 4;
 
-/// Expert loads per layer.
+/// Expert loads, co-activation sets and layer-to-layer transitions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoutingStats {
     /// `loads[layer][expert]`: token choices per step on average (empty
     /// for dense layers).
     pub loads: Vec<Vec<f64>>,
+    /// `transitions[layer]`: for an MoE layer followed by another MoE layer
+    /// (the next one, skipping dense layers), `(e1, e2) -> n`: per step on
+    /// average, tokens that chose `e1` here and `e2` there (a token with
+    /// top-k choices in both counts once for each of the k x k pairs).
+    /// Empty for the last MoE layer and for dense layers.
+    pub transitions: Vec<BTreeMap<(u32, u32), f64>>,
+    /// `coactivation[layer]`: the most frequent sets of experts chosen
+    /// together by one token (sorted ids), with tokens per step on average,
+    /// most frequent first (at most [`KEPT_SETS`]).
+    pub coactivation: Vec<Vec<(Vec<u32>, f64)>>,
     /// How they were obtained, in words.
     pub source: String,
 }
@@ -25,8 +42,10 @@ pub struct RoutingStats {
 impl RoutingStats {
     /// Counts the first `min(steps, SAMPLED_STEPS)` steps of the workload's
     /// routing. With `routing = gate` nothing is known before the run, so the
-    /// loads are uniform and `source` says so.
-    pub fn measure(model: &ModelSpec, workload: &WorkloadSpec) -> Result<RoutingStats, String> {
+    /// loads are uniform and `source` says so. Transitions are counted only
+    /// when asked for (`with_transitions`): k x k pairs per token and layer
+    /// are the costly part.
+    pub fn measure(model: &ModelSpec, workload: &WorkloadSpec, with_transitions: bool) -> Result<RoutingStats, String> {
         let experts = model.moe.as_ref().map_or(0, |m| m.experts as usize);
         let mut loads: Vec<Vec<f64>> = (0..model.layers)
             .map(|l| {
@@ -47,23 +66,56 @@ impl RoutingStats {
             }
             return Ok(RoutingStats {
                 loads,
+                transitions: vec![BTreeMap::new(); model.layers as usize],
+                coactivation: vec![Vec::new(); model.layers as usize],
                 source: "uniform (routing = gate decides only at run time)".into(),
             });
         }
+        let per_step = 1.0 / steps as f64;
+        let mut transitions = vec![BTreeMap::new(); model.layers as usize];
+        let mut sets: Vec<BTreeMap<Vec<u32>, f64>> = vec![BTreeMap::new(); model.layers as usize];
         for t in 0..steps {
             let Some(step) = generator.step(t) else { break };
-            for lr in &step.layers {
-                if let Some(layer) = loads.get_mut(lr.layer as usize) {
+            let k = step.top_k.max(1);
+            for (i, lr) in step.layers.iter().enumerate() {
+                let l = lr.layer as usize;
+                if let Some(layer) = loads.get_mut(l) {
                     for &e in &lr.experts {
                         if let Some(x) = layer.get_mut(e as usize) {
-                            *x += 1.0 / steps as f64;
+                            *x += per_step;
+                        }
+                    }
+                }
+                for chosen in lr.experts.chunks(k) {
+                    let mut set = chosen.to_vec();
+                    set.sort_unstable();
+                    *sets[l].entry(set).or_insert(0.0) += per_step;
+                }
+                // The next MoE layer's choices of the same tokens.
+                if let Some(next) = step.layers.get(i + 1).filter(|_| with_transitions) {
+                    for (here, there) in lr.experts.chunks(k).zip(next.experts.chunks(k)) {
+                        for &a in here {
+                            for &b in there {
+                                *transitions[l].entry((a, b)).or_insert(0.0) += per_step;
+                            }
                         }
                     }
                 }
             }
         }
+        let coactivation = sets
+            .into_iter()
+            .map(|m| {
+                let mut v: Vec<(Vec<u32>, f64)> = m.into_iter().collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                v.truncate(KEPT_SETS);
+                v
+            })
+            .collect();
         Ok(RoutingStats {
             loads,
+            transitions,
+            coactivation,
             source: format!("counted over the first {steps} steps of the workload's routing"),
         })
     }
@@ -91,14 +143,24 @@ mod tests {
                 seed: 1,
             },
         };
-        let stats = RoutingStats::measure(&model, &w).unwrap();
+        let stats = RoutingStats::measure(&model, &w, true).unwrap();
         assert!(stats.loads[0].is_empty() && stats.loads[3].len() == 256);
         let total: f64 = stats.loads[3].iter().sum();
         assert!((total - 256.0 * 8.0).abs() < 1e-6, "{total}");
         let max = stats.loads[3].iter().copied().fold(0.0, f64::max);
         assert!(max > 3.0 * total / 256.0, "skewed: {max}");
+        // Every token moves from its 8 experts in layer 3 to 8 in layer 4.
+        let moved: f64 = stats.transitions[3].values().sum();
+        assert!((moved - 256.0 * 64.0).abs() < 1e-6, "{moved}");
+        assert!(stats.transitions.last().unwrap().is_empty());
+        let sets = &stats.coactivation[3];
+        assert!(!sets.is_empty() && sets.len() <= KEPT_SETS);
+        assert!(sets.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(sets
+            .iter()
+            .all(|(s, _)| s.len() == 8 && s.windows(2).all(|p| p[0] < p[1])));
         w.routing = RoutingSource::Gate { seed: 0 };
-        let uniform = RoutingStats::measure(&model, &w).unwrap();
+        let uniform = RoutingStats::measure(&model, &w, true).unwrap();
         assert!(uniform.loads[3].iter().all(|&x| (x - 8.0).abs() < 1e-9));
     }
 }
