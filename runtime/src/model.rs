@@ -301,15 +301,20 @@ impl ModelSpec {
     /// one GQA head), or, for MLA, the whole latent, since every head reads
     /// it. This is why DeepSeek serves MLA data-parallel.
     pub fn kv_bytes_per_token_per_die(&self, tp: u64) -> Bytes {
+        self.bytes(self.kv_values_per_token_per_die(tp))
+    }
+
+    /// Values (not bytes) behind [`ModelSpec::kv_bytes_per_token_per_die`]:
+    /// the width of one position in a die's KV cache.
+    pub fn kv_values_per_token_per_die(&self, tp: u64) -> u64 {
         let tp = tp.max(1);
-        let elems = match self.attention {
+        match self.attention {
             AttentionSpec::Mha { heads, head_dim } => 2 * (heads / tp) * head_dim,
             AttentionSpec::Gqa { kv_heads, head_dim, .. } => 2 * kv_heads.div_ceil(tp) * head_dim,
             AttentionSpec::Mla {
                 kv_lora_rank, rope_dim, ..
             } => kv_lora_rank + rope_dim,
-        };
-        self.bytes(elems)
+        }
     }
 
     /// Attention FLOPs for one token attending over `context` tokens:

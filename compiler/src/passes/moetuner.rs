@@ -27,6 +27,7 @@
 //! says so. The paper used Gurobi at a 2.5% gap.
 
 use super::PassContext;
+use good_lp::solvers::microlp::MicroLpSolution;
 use good_lp::{
     constraint, microlp, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel, Variable,
     WithInitialSolution, WithTimeLimit,
@@ -137,15 +138,41 @@ pub struct Solved {
     pub objective: f64,
     /// The LP relaxation's bound (`None` when not solved).
     pub bound: Option<f64>,
-    /// `optimal`, `time limit`, or why the greedy solution stands.
-    pub status: String,
+    pub status: Status,
+}
+
+/// How a program's solve ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// Proven optimal by the solver.
+    Optimal,
+    /// Optimal because every feasible solution is equally good.
+    AllEqual(&'static str),
+    /// The time limit ended the search with a feasible solution.
+    TimeLimit,
+    /// The search stopped within the requested gap.
+    GapLimit,
+    /// The greedy solution stands; why.
+    Greedy(String),
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Optimal => f.write_str("optimal"),
+            Status::AllEqual(why) => write!(f, "optimal ({why})"),
+            Status::TimeLimit => f.write_str("time limit"),
+            Status::GapLimit => f.write_str("gap limit"),
+            Status::Greedy(why) => write!(f, "greedy ({why})"),
+        }
+    }
 }
 
 impl Solved {
     /// Relative gap to the bound, when known (0 when proven optimal: the
     /// LP relaxation's bound is weak on these programs).
     pub fn gap(&self) -> Option<f64> {
-        if self.status.starts_with("optimal") {
+        if matches!(self.status, Status::Optimal | Status::AllEqual(_)) {
             return Some(0.0);
         }
         let bound = self.bound?;
@@ -174,16 +201,18 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<
     if cap == 1 {
         // One expert per cluster: every feasible assignment has the same
         // spread, which the LP bound cannot prove in time.
-        let status = "optimal (one expert per cluster: every assignment is equal)".into();
         let solved = Solved {
             objective: greedy_objective,
             bound: Some(greedy_objective),
-            status,
+            status: Status::AllEqual("one expert per cluster: every assignment is equal"),
         };
         return (greedy, solved);
     }
     if experts * clusters > MAX_BINARIES {
-        return (greedy, too_large(greedy_objective, experts * clusters));
+        return (
+            greedy,
+            too_large(greedy_objective, experts * clusters, MAX_BINARIES, "binaries"),
+        );
     }
     let build = |integer: bool| {
         let mut vars = ProblemVariables::new();
@@ -208,7 +237,10 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<
         model.add_constraint(constraint!(x[0][0] == 1.0));
         (model, x, d)
     };
-    let bound = build(false).0.solve().ok().map(|s| objective_of(&s, &build(false).2));
+    let bound = {
+        let (relaxed, _, d) = build(false);
+        relaxed.solve().ok().map(|s| objective_of(&s, &d))
+    };
     let (model, x, d) = build(true);
     // The warm start: the greedy clusters, relabelled so expert 0 is in cluster 0.
     let first = greedy[0];
@@ -233,26 +265,19 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<
         totals[c] += loads[e];
     }
     warm.extend(d.iter().zip(&totals).map(|(&v, t)| (v, (t - mean).abs())));
-    match model.with_initial_solution(warm).with_time_limit(time_limit_s).solve() {
-        Ok(s) => {
-            let assign: Vec<usize> = (0..experts)
-                .map(|e| (0..clusters).find(|&c| s.value(x[c][e]) > 0.5).unwrap_or(0))
-                .collect();
-            let objective = spread(&assign);
-            if objective <= greedy_objective + 1e-9 {
-                return (assign, solved(objective, bound, s.status()));
-            }
-            (start, solved(greedy_objective, bound, s.status()))
-        }
-        Err(e) => (
-            start,
-            Solved {
-                objective: greedy_objective,
-                bound,
-                status: format!("greedy (the solver failed: {e})"),
-            },
-        ),
-    }
+    let outcome = model.with_initial_solution(warm).with_time_limit(time_limit_s).solve();
+    let read = |s: &MicroLpSolution| -> Vec<usize> {
+        (0..experts)
+            .map(|e| (0..clusters).find(|&c| s.value(x[c][e]) > 0.5).unwrap_or(0))
+            .collect()
+    };
+    keep_better(
+        outcome,
+        read,
+        |a: &Vec<usize>| spread(a),
+        (start, greedy_objective),
+        bound,
+    )
 }
 
 /// ILP 2: for each MoE layer (in order) its clusters' devices.
@@ -290,12 +315,14 @@ pub fn assign_devices(
     let greedy_objective = cost(&greedy);
     let binaries = layers * clusters * devices;
     let products = flows.len() * clusters * clusters * devices * devices;
-    if binaries > MAX_BINARIES || products > MAX_PRODUCTS {
-        let mut solved = too_large(greedy_objective, binaries);
-        if binaries <= MAX_BINARIES {
-            solved.status = format!("greedy ({products} product terms, over the {MAX_PRODUCTS} the solver is given)");
-        }
-        return (greedy, solved);
+    if binaries > MAX_BINARIES {
+        return (greedy, too_large(greedy_objective, binaries, MAX_BINARIES, "binaries"));
+    }
+    if products > MAX_PRODUCTS {
+        return (
+            greedy,
+            too_large(greedy_objective, products, MAX_PRODUCTS, "product terms"),
+        );
     }
     let build = |integer: bool| {
         let mut vars = ProblemVariables::new();
@@ -374,31 +401,68 @@ pub fn assign_devices(
     for (l, &v) in z.iter().enumerate() {
         warm.push((v, layer_cost(&flows[l], &greedy[l], &greedy[l + 1], bandwidth)));
     }
-    match model.with_initial_solution(warm).with_time_limit(time_limit_s).solve() {
-        Ok(s) => {
-            let assign: Vec<Vec<usize>> = y
-                .iter()
-                .map(|yl| {
-                    yl.iter()
-                        .map(|yc| (0..devices).find(|&g| s.value(yc[g]) > 0.5).unwrap_or(0))
-                        .collect()
-                })
-                .collect();
-            let objective = cost(&assign);
-            if objective <= greedy_objective + 1e-9 {
-                return (assign, solved(objective, bound, s.status()));
-            }
-            (greedy, solved(greedy_objective, bound, s.status()))
+    let outcome = model.with_initial_solution(warm).with_time_limit(time_limit_s).solve();
+    let read = |s: &MicroLpSolution| -> Vec<Vec<usize>> {
+        y.iter()
+            .map(|yl| {
+                yl.iter()
+                    .map(|yc| (0..devices).find(|&g| s.value(yc[g]) > 0.5).unwrap_or(0))
+                    .collect()
+            })
+            .collect()
+    };
+    keep_better(
+        outcome,
+        read,
+        |a: &Vec<Vec<usize>>| cost(a),
+        (greedy, greedy_objective),
+        bound,
+    )
+}
+
+/// The solver's solution if it is no worse than the greedy one (the warm
+/// start should guarantee it; rounding may not), else the greedy one.
+fn keep_better<T>(
+    outcome: Result<MicroLpSolution, good_lp::ResolutionError>,
+    read: impl Fn(&MicroLpSolution) -> T,
+    cost: impl Fn(&T) -> f64,
+    (greedy, greedy_objective): (T, f64),
+    bound: Option<f64>,
+) -> (T, Solved) {
+    let s = match outcome {
+        Ok(s) => s,
+        Err(e) => {
+            let status = Status::Greedy(format!("the solver failed: {e}"));
+            return (
+                greedy,
+                Solved {
+                    objective: greedy_objective,
+                    bound,
+                    status,
+                },
+            );
         }
-        Err(e) => (
-            greedy,
-            Solved {
-                objective: greedy_objective,
-                bound,
-                status: format!("greedy (the solver failed: {e})"),
-            },
-        ),
-    }
+    };
+    let status = match s.status() {
+        SolutionStatus::Optimal => Status::Optimal,
+        SolutionStatus::TimeLimit => Status::TimeLimit,
+        SolutionStatus::GapLimit => Status::GapLimit,
+    };
+    let found = read(&s);
+    let objective = cost(&found);
+    let (kept, objective) = if objective <= greedy_objective + 1e-9 {
+        (found, objective)
+    } else {
+        (greedy, greedy_objective)
+    };
+    (
+        kept,
+        Solved {
+            objective,
+            bound,
+            status,
+        },
+    )
 }
 
 /// One transition's cost: its worst device pair.
@@ -428,24 +492,12 @@ fn objective_of(s: &impl Solution, vars: &[Variable]) -> f64 {
     vars.iter().map(|&v| s.value(v)).sum()
 }
 
-fn solved(objective: f64, bound: Option<f64>, status: SolutionStatus) -> Solved {
-    let status = match status {
-        SolutionStatus::Optimal => "optimal",
-        SolutionStatus::TimeLimit => "time limit",
-        SolutionStatus::GapLimit => "gap limit",
-    };
-    Solved {
-        objective,
-        bound,
-        status: status.into(),
-    }
-}
-
-fn too_large(objective: f64, binaries: usize) -> Solved {
+/// The greedy solution of a program too large to hand the solver.
+fn too_large(objective: f64, size: usize, cap: usize, what: &str) -> Solved {
     Solved {
         objective,
         bound: None,
-        status: format!("greedy ({binaries} binaries, over the {MAX_BINARIES} the solver is given)"),
+        status: Status::Greedy(format!("{size} {what}, over the {cap} the solver is given")),
     }
 }
 
@@ -542,7 +594,7 @@ mod tests {
                 "{loads:?}: {solved:?} vs {best}"
             );
             assert!((spread(&assign) - best).abs() < 1e-9);
-            assert_eq!(solved.status, "optimal");
+            assert_eq!(solved.status, Status::Optimal);
             assert!(solved.gap().is_some_and(|g| g < 1e-6) || best > 0.0);
         }
     }
@@ -585,7 +637,7 @@ mod tests {
             }
         }
         assert!((solved.objective - best).abs() < 1e-9, "{solved:?} vs {best}");
-        assert_eq!(solved.status, "optimal");
+        assert_eq!(solved.status, Status::Optimal);
         assert!(assign.iter().all(|l| l.len() == 2 && l[0] != l[1]));
         assert!(solved.bound.is_some_and(|b| b <= best + 1e-9));
     }

@@ -66,10 +66,14 @@ impl Pass for Place {
                     }
                 }
                 let hierarchical = self.algorithm == PlacementChoice::EplbHierarchical;
-                let layer = |loads: &Vec<f64>| match () {
-                    _ if loads.is_empty() => Vec::new(),
-                    _ if hierarchical => eplb::place_layer_hierarchical(loads, groups, &nodes, redundant),
-                    _ => eplb::place_layer(loads, &dies, redundant),
+                let layer = |loads: &Vec<f64>| {
+                    if loads.is_empty() {
+                        Vec::new()
+                    } else if hierarchical {
+                        eplb::place_layer_hierarchical(loads, groups, &nodes, redundant)
+                    } else {
+                        eplb::place_layer(loads, &dies, redundant)
+                    }
                 };
                 stats.loads.iter().map(layer).collect()
             }

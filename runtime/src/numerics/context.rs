@@ -4,7 +4,7 @@
 
 use super::batch::TokenLayout;
 use crate::kernels::{Router, SyntheticKvCache};
-use crate::model::{AttentionSpec, LayerKind, ModelSpec};
+use crate::model::{LayerKind, ModelSpec};
 
 /// The numeric model and its step layout.
 #[derive(Clone, Debug)]
@@ -41,13 +41,7 @@ impl NumericContext {
 
     /// Layer `layer`'s synthetic KV cache.
     pub fn cache(&self, layer: u32) -> SyntheticKvCache {
-        let width = match self.model.attention {
-            AttentionSpec::Mha { heads, head_dim } => 2 * heads * head_dim,
-            AttentionSpec::Gqa { kv_heads, head_dim, .. } => 2 * kv_heads * head_dim,
-            AttentionSpec::Mla {
-                kv_lora_rank, rope_dim, ..
-            } => kv_lora_rank + rope_dim,
-        };
-        SyntheticKvCache::new(self.seed, layer, width as usize, self.model.dtype)
+        let width = self.model.kv_values_per_token_per_die(1) as usize;
+        SyntheticKvCache::new(self.seed, layer, width, self.model.dtype)
     }
 }
