@@ -288,6 +288,14 @@ fn compare_runs_every_placement_on_the_same_workload() {
         names,
         ["round_robin", "contiguous", "eplb", "eplb_hierarchical", "moetuner"]
     );
+    // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
+    let skipped: Vec<&str> = doc["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["er_mapping", "tp_contiguous"]);
     for r in rows {
         assert!(r["compile_s"].as_f64().unwrap() > 0.0 && r["latency"]["p50_s"].as_f64().unwrap() > 0.0);
         assert_eq!(r["steps"], 1);

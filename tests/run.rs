@@ -295,3 +295,34 @@ fn tp_attention_rings_take_k_minus_1_hops_of_a_chunk_each() {
     assert!(attention(&result) < attention(&dp_result));
     assert!(result.breakdown.allreduce_s > 0.0 && dp_result.breakdown.allreduce_s == 0.0);
 }
+
+/// MoEntwine's defining property: under ER-Mapping every dispatch transfer
+/// stays inside one token domain (a 2x2 block), and its all-to-all covers
+/// fewer byte-hops than the contiguous-TP baseline's, whose domains spread
+/// over the wafer.
+#[test]
+fn er_mapping_keeps_dispatch_inside_compact_token_domains() {
+    let byte_hops = |plan: &str| -> (u64, Schedule) {
+        let s = schedule("deepseek-v3-wafer.moe", plan);
+        let machine = Machine::build(s.machine.clone()).unwrap();
+        let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(0).unwrap();
+        let traffic = moec_runtime::sim::traffic::step_traffic(&s, &machine, &routing);
+        let domain_of = s.placement.token_domain_of(machine.die_count() as usize);
+        let mut total = 0;
+        for layer in traffic.layers.iter().flatten() {
+            for &(src, dst, bytes) in &layer.dispatch {
+                if plan == "er_mapping" {
+                    assert_eq!(domain_of[src.index()], domain_of[dst.index()], "{src} -> {dst} leaves its domain");
+                }
+                total += bytes * u64::from(machine.hops(src, dst).unwrap());
+            }
+        }
+        (total, s)
+    };
+    let (er, s) = byte_hops("er_mapping");
+    let (contiguous, _) = byte_hops("tp_contiguous");
+    assert_eq!(s.placement.token_domains.len(), 16);
+    assert!(s.placement.token_domains.iter().all(|d| d.len() == 4));
+    eprintln!("dispatch byte-hops: er_mapping {er}, tp_contiguous {contiguous}");
+    assert!(er * 2 < contiguous, "er_mapping {er} vs tp_contiguous {contiguous}");
+}

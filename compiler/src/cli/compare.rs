@@ -49,6 +49,13 @@ struct Row {
     report: RunReport,
 }
 
+/// A placement compare did not run, and why.
+#[derive(Serialize)]
+struct Skipped {
+    name: &'static str,
+    reason: String,
+}
+
 /// Runs `moec compare`.
 pub fn execute(args: Args) -> Result<(), u8> {
     let session = load_checked(&args.file)?;
@@ -57,17 +64,38 @@ pub fn execute(args: Args) -> Result<(), u8> {
         super::EXIT_DIAGNOSTICS
     })?;
     let mut rows = Vec::new();
-    for (name, _) in PlacementChoice::ALL {
+    // Placements that do not apply to this plan, with why.
+    let mut skipped: Vec<Skipped> = Vec::new();
+    for &(name, choice) in PlacementChoice::ALL {
+        if choice.needs_tensor_parallel_attention() && plan.attention.ways() < 2 {
+            let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
+            eprintln!("compare: skipping {name}: {reason}");
+            skipped.push(Skipped { name, reason });
+            continue;
+        }
         let options = CompileOptions {
             plan: Some(plan.name.clone()),
             passes: Some(format!("place({name})")),
             ..Default::default()
         };
         let started = Instant::now();
-        let schedule = session.schedule(&options, &mut |_, _| {}).map_err(|d| {
-            report(&session.loaded.sources, &[d]);
-            super::EXIT_DIAGNOSTICS
-        })?;
+        let schedule = match session.schedule(&options, &mut |_, _| {}) {
+            Ok(s) => s,
+            // One placement that cannot place this plan (a layout that needs
+            // a defect-free mesh, say) does not stop the others.
+            Err(d) if choice.needs_tensor_parallel_attention() => {
+                report(&session.loaded.sources, &[d.clone()]);
+                skipped.push(Skipped {
+                    name,
+                    reason: d.message.clone(),
+                });
+                continue;
+            }
+            Err(d) => {
+                report(&session.loaded.sources, &[d]);
+                return Err(super::EXIT_DIAGNOSTICS);
+            }
+        };
         let compile_s = started.elapsed().as_secs_f64();
         let run_options = RunOptions {
             steps: args.steps,
@@ -102,9 +130,16 @@ pub fn execute(args: Args) -> Result<(), u8> {
     }
     let text = match args.report {
         super::run::ReportFormat::Json => {
-            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap_or_default() + "\n"
+            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "skipped": skipped })).unwrap_or_default()
+                + "\n"
         }
-        super::run::ReportFormat::Text => table(&rows),
+        super::run::ReportFormat::Text => {
+            let mut text = table(&rows);
+            for s in &skipped {
+                text += &format!("skipped {}: {}\n", s.name, s.reason);
+            }
+            text
+        }
     };
     emit(args.output.as_deref(), &text)
 }

@@ -30,6 +30,7 @@ pub enum Code {
     E0021,
     E0022,
     E0023,
+    E0024,
     W0001,
     W0002,
     W0003,
@@ -300,6 +301,16 @@ more dense layers than layers, a workload in the prefill phase with a `context` 
 `seq_len`, a machine whose io edges are given on a switch, a plan whose `attention = tp(k)`
 cannot split the model's heads (or GQA's key/value heads) evenly or needs more dies than the
 machine has alive. The message names both.",
+    },
+    Entry {
+        code: Code::E0024,
+        name: "E0024",
+        title: "token domains need attention groups",
+        explanation: "`placement = er_mapping` and `placement = tp_contiguous` lay out MoEntwine's token domains:
+each takes one die from every tensor-parallel attention group, so the group's all-gather puts every
+token in every domain and dispatch and combine can stay inside one. A plan with data-parallel
+attention has no groups to take them from. Add `attention = tp(k)`; on an 8x8 wafer `tp(16)` gives
+2x2-die domains.",
     },
     Entry {
         code: Code::W0001,

@@ -96,7 +96,8 @@ impl Op {
     }
 }
 
-/// How a node's weights are split over the dies it is placed on.
+/// How a node's weights (or, for dispatch and combine, its all-to-all) are
+/// split over the dies it is placed on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(tag = "form", content = "ways", rename_all = "snake_case")]
 pub enum Sharding {
@@ -109,6 +110,11 @@ pub enum Sharding {
     Cols(u32),
     /// Tensor-parallel over groups of this many dies.
     Tp(u32),
+    /// Dispatch and combine inside token domains (MoEntwine's FTDs) of
+    /// this many dies each, listed one domain after another: a token is
+    /// sent to an expert by its attention group's member in the expert's
+    /// domain.
+    Domains(u32),
 }
 
 impl Sharding {
@@ -116,7 +122,7 @@ impl Sharding {
     pub fn ways(self) -> u32 {
         match self {
             Sharding::Whole => 1,
-            Sharding::Rows(k) | Sharding::Cols(k) | Sharding::Tp(k) => k,
+            Sharding::Rows(k) | Sharding::Cols(k) | Sharding::Tp(k) | Sharding::Domains(k) => k,
         }
     }
 }

@@ -141,6 +141,7 @@ fn placement(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::Di
         Sharding::Rows(k) => format!("rows{k}"),
         Sharding::Cols(k) => format!("cols{k}"),
         Sharding::Tp(k) => format!("tp{k}"),
+        Sharding::Domains(k) => format!("domains{k}"),
     };
     if ann.dies == all_alive {
         return format!("{form}all");

@@ -10,8 +10,11 @@
 //! (between an all-gather and a reduce-scatter in its group, under TP),
 //! then the gate, the dispatch all-to-all, the shared experts (which
 //! overlap the dispatch, since they depend only on attention), the die's
-//! experts, and the combine all-to-all; or the dense FFN. Dead dies get
-//! empty programs.
+//! experts, and the combine all-to-all; or the dense FFN. Under token
+//! domains (`Sharding::Domains` on the dispatch nodes), the gate is
+//! followed by an all-gather of the routed rows in the attention group and
+//! the combine by a reduce-scatter of the members' partial outputs. Dead
+//! dies get empty programs.
 
 use crate::ir::{Ir, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
@@ -24,11 +27,12 @@ use moec_runtime::workload::WorkloadSpec;
 pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadSpec) -> Result<Schedule, String> {
     let placement = placement(ir, model, workload)?;
     let tp = !placement.attention_groups.is_empty();
+    let domains = !placement.token_domains.is_empty();
     let programs = (0..machine.die_count())
         .map(|d| {
             let die = DieId(d);
             let instrs = if machine.is_alive(die) {
-                program(model, tp)
+                program(model, tp, domains)
             } else {
                 Vec::new()
             };
@@ -65,6 +69,7 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
         })
         .collect();
     let mut attention: Option<(Vec<DieId>, Sharding)> = None;
+    let mut token_domains: Vec<Vec<DieId>> = Vec::new();
     for (i, n) in ir.nodes() {
         match (&n.op, n.layer) {
             (Op::Expert { expert, .. }, Some(layer)) => {
@@ -90,6 +95,11 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
                 *slot = n.ann.dies.clone();
             }
             (Op::Attention { .. }, _) if attention.is_none() => attention = Some((n.ann.dies.clone(), n.ann.sharding)),
+            (Op::Dispatch { .. }, _) if token_domains.is_empty() => {
+                if let Sharding::Domains(k) = n.ann.sharding {
+                    token_domains = n.ann.dies.chunks(k.max(1) as usize).map(<[DieId]>::to_vec).collect();
+                }
+            }
             _ => {}
         }
     }
@@ -110,13 +120,15 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
         experts,
         sequences,
         attention_groups,
+        token_domains,
     })
 }
 
 /// The program every alive die runs (the same shape on each; what differs
 /// is which tokens and experts each die holds, which the placement says).
 /// `tp`: attention runs in groups, between an all-gather and a reduce-scatter.
-fn program(model: &ModelSpec, tp: bool) -> Vec<Instr> {
+/// `domains`: tokens are dispatched from token domains.
+fn program(model: &ModelSpec, tp: bool, domains: bool) -> Vec<Instr> {
     let mut instrs: Vec<Instr> = Vec::new();
     let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
         let id = InstrId(instrs.len() as u32);
@@ -140,13 +152,21 @@ fn program(model: &ModelSpec, tp: bool) -> Vec<Instr> {
         };
         prev = match model.layer_kind(l) {
             LayerKind::Moe => {
-                let gate = push(SOp::Gate { layer }, &[attention]);
+                let mut gate = push(SOp::Gate { layer }, &[attention]);
+                if domains {
+                    gate = push(SOp::TokenAllGather { layer }, &[gate]);
+                }
                 let dispatch = push(SOp::Dispatch { layer }, &[gate]);
                 let shared_experts = shared.then(|| push(SOp::SharedExperts { layer }, &[attention]));
                 let experts = push(SOp::Experts { layer }, &[dispatch]);
                 let mut combine_deps = vec![experts];
                 combine_deps.extend(shared_experts);
-                push(SOp::Combine { layer }, &combine_deps)
+                let combine = push(SOp::Combine { layer }, &combine_deps);
+                if domains {
+                    push(SOp::MoeReduceScatter { layer }, &[combine])
+                } else {
+                    combine
+                }
             }
             LayerKind::Dense => push(SOp::DenseFfn { layer }, &[attention]),
         };

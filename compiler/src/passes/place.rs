@@ -7,6 +7,11 @@
 //! are. Attention is data-parallel too, or, under `attention = tp(k)`,
 //! split by heads over compact groups of `k` dies (`tp_groups`): the
 //! attention nodes list the groups one after another, each in ring order.
+//!
+//! `er_mapping` and `tp_contiguous` (MoEntwine) also decide where attention
+//! runs: entwined or compact groups, with token domains, which the
+//! dispatch and combine nodes list (`Sharding::Domains`). Their experts are
+//! placed as global EPLB places them, so the two differ only in layout.
 
 use super::{contiguous, eplb, moetuner, round_robin, tp_groups, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
@@ -55,7 +60,10 @@ impl Pass for Place {
         let layouts: Vec<Vec<Vec<DieId>>> = match self.algorithm {
             PlacementChoice::RoundRobin => uniform(cx, |e| vec![round_robin::expert_die(e, &dies)]),
             PlacementChoice::Contiguous => uniform(cx, |e| vec![contiguous::expert_die(e, experts, &dies)]),
-            PlacementChoice::Eplb | PlacementChoice::EplbHierarchical => {
+            PlacementChoice::Eplb
+            | PlacementChoice::EplbHierarchical
+            | PlacementChoice::ErMapping
+            | PlacementChoice::TpContiguous => {
                 let stats = cx.stats()?;
                 let redundant = cx.redundant_experts.unwrap_or(dies.len() as u64) as usize;
                 let groups = cx.model.moe.as_ref().map_or(1, |m| m.groups) as usize;
@@ -83,8 +91,23 @@ impl Pass for Place {
                 layouts
             }
         };
+        let (groups, domains) = match self.algorithm {
+            PlacementChoice::ErMapping => {
+                let (groups, domains) = tp_groups::entwined(cx.machine, cx.attention_tp)?;
+                (groups, Some(domains))
+            }
+            PlacementChoice::TpContiguous => {
+                let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
+                let domains = tp_groups::positional_domains(&groups);
+                (groups, Some(domains))
+            }
+            _ if cx.attention_tp > 1 => (tp_groups::compact_groups(cx.machine, cx.attention_tp), None),
+            _ => (Vec::new(), None),
+        };
+        if self.algorithm.needs_tensor_parallel_attention() && cx.attention_tp < 2 {
+            return Err(format!("{} needs attention = tp(k)", self.algorithm.name()));
+        }
         let attention = if cx.attention_tp > 1 {
-            let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
             if groups.is_empty() {
                 return Err(format!(
                     "tp({}) needs {} alive dies; the machine has {}",
@@ -116,6 +139,13 @@ impl Pass for Place {
                     sharding: Sharding::Whole,
                 },
                 (Op::Attention { .. }, _) => attention.clone(),
+                (Op::Dispatch { .. } | Op::Combine { .. }, _) if domains.is_some() => {
+                    let domains = domains.as_deref().unwrap_or_default();
+                    Annotation {
+                        dies: domains.concat(),
+                        sharding: Sharding::Domains(domains.first().map_or(1, Vec::len) as u32),
+                    }
+                }
                 _ => Annotation {
                     dies: dies.clone(),
                     sharding: Sharding::Whole,

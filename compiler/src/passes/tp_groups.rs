@@ -1,5 +1,22 @@
-//! Tensor-parallel attention groups laid out compactly: the contiguous-TP
-//! baseline that MoEntwine's entwined mapping is measured against.
+//! Tensor-parallel attention groups and the token domains that go with
+//! them: the compact (contiguous-TP) layout, and MoEntwine's entwined
+//! layout (ER-Mapping, HER-Mapping over several wafers).
+//!
+//! A token domain (MoEntwine's Full Token Domain) takes one die from every
+//! group, so after a group's all-gather each domain holds every token and
+//! MoE dispatch and combine can stay inside it. How compact the domains
+//! are is what the two layouts trade:
+//!
+//! - **Compact** ([`compact_groups`], [`positional_domains`]): each group a
+//!   block walked as a ring of one-link hops; domain `j` is the `j`-th
+//!   member of every group, so domains are spread over the whole wafer
+//!   and their all-to-alls cross in its middle.
+//! - **Entwined** ([`entwined`]): each domain an `a x b` block, and group
+//!   `(ox, oy)` the dies at offset `(ox, oy)` in every block, so the ring
+//!   of a group steps `a` or `b` links from block to block while every
+//!   all-to-all stays inside its block. On several wafers the blocks tile
+//!   each wafer, so a group's ring visits every wafer and the all-to-all
+//!   never leaves one (HER-Mapping).
 //!
 //! On a mesh, each wafer is tiled by blocks of `k` dies as square as `k`
 //! allows (2x2 for 4, 4x2 for 8), and each block is walked as a ring in
@@ -48,6 +65,67 @@ pub fn compact_groups(machine: &Machine, k: u32) -> Vec<Vec<DieId>> {
     };
     let alive: Vec<DieId> = order.into_iter().filter(|&d| machine.is_alive(d)).collect();
     alive.chunks_exact(k).map(<[DieId]>::to_vec).collect()
+}
+
+/// Token domains of the compact layout: domain `j` takes the `j`-th die
+/// (in ring order) of every group.
+pub fn positional_domains(groups: &[Vec<DieId>]) -> Vec<Vec<DieId>> {
+    let k = groups.first().map_or(0, Vec::len);
+    (0..k).map(|j| groups.iter().map(|g| g[j]).collect()).collect()
+}
+
+/// The entwined layout for groups of `k`: the groups (each in ring order)
+/// and the token domains (each a block, in row-major order inside it).
+/// Needs a mesh with every die alive whose wafers the `total / k`-die
+/// blocks tile; otherwise says what does not fit.
+pub fn entwined(machine: &Machine, k: u32) -> Result<(Vec<Vec<DieId>>, Vec<Vec<DieId>>), String> {
+    let grid = machine
+        .grid()
+        .ok_or("the entwined layout needs a mesh of dies (this machine is a switch or cluster)")?;
+    if let Some(d) = (0..machine.die_count()).map(DieId).find(|&d| !machine.is_alive(d)) {
+        return Err(format!(
+            "the entwined layout needs every die alive, and {} is defective",
+            machine.die_label(d)
+        ));
+    }
+    let total = grid.width * grid.height;
+    if k == 0 || total % k != 0 {
+        return Err(format!("tp({k}) does not divide the {total} dies into groups"));
+    }
+    let domain = total / k;
+    let (a, b) = block_shape(grid.wafer_width, grid.wafer_height, domain).ok_or_else(|| {
+        format!(
+            "token domains of {domain} dies (the {total} dies over tp({k})) cannot tile a {}x{} wafer; \
+             on several wafers tp(k) must be a multiple of the wafer count",
+            grid.wafer_width, grid.wafer_height
+        )
+    })?;
+    let (blocks_x, blocks_y) = (grid.width / a, grid.height / b);
+    let at = |x: u32, y: u32| machine.die_at(Coord::new(x, y)).ok_or_else(|| format!("no die at ({x},{y})"));
+    let mut domains = Vec::with_capacity(k as usize);
+    for by in 0..blocks_y {
+        for bx in 0..blocks_x {
+            let mut d = Vec::with_capacity(domain as usize);
+            for oy in 0..b {
+                for ox in 0..a {
+                    d.push(at(bx * a + ox, by * b + oy)?);
+                }
+            }
+            domains.push(d);
+        }
+    }
+    let ring = block_ring(blocks_x, blocks_y);
+    let mut groups = Vec::with_capacity(domain as usize);
+    for oy in 0..b {
+        for ox in 0..a {
+            let g = ring
+                .iter()
+                .map(|&(bx, by)| at(bx * a + ox, by * b + oy))
+                .collect::<Result<Vec<_>, _>>()?;
+            groups.push(g);
+        }
+    }
+    Ok((groups, domains))
 }
 
 /// The block `bw x bh = k` closest to square that tiles a wafer, wider

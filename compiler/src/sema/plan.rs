@@ -28,6 +28,14 @@ pub enum PlacementChoice {
     /// the clusters on dies so tokens moving between consecutive layers
     /// cross cheap links.
     MoeTuner,
+    /// MoEntwine's ER-Mapping (HER-Mapping on several wafers): attention
+    /// groups entwined so every token domain is a compact block; dispatch
+    /// and combine inside domains; experts balanced as EPLB packs them.
+    ErMapping,
+    /// The baseline ER-Mapping is measured against: compact attention
+    /// groups, token domains of the members at one ring position (spread
+    /// over the wafer); experts as in `er_mapping`.
+    TpContiguous,
 }
 
 impl PlacementChoice {
@@ -38,7 +46,15 @@ impl PlacementChoice {
         ("eplb", PlacementChoice::Eplb),
         ("eplb_hierarchical", PlacementChoice::EplbHierarchical),
         ("moetuner", PlacementChoice::MoeTuner),
+        ("er_mapping", PlacementChoice::ErMapping),
+        ("tp_contiguous", PlacementChoice::TpContiguous),
     ];
+
+    /// Whether the choice lays out attention groups and token domains, and
+    /// so needs `attention = tp(k)`.
+    pub fn needs_tensor_parallel_attention(self) -> bool {
+        matches!(self, PlacementChoice::ErMapping | PlacementChoice::TpContiguous)
+    }
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
     pub fn name(self) -> &'static str {
@@ -112,6 +128,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(PlacementChoice::RoundRobin),
     };
     let attention_span = r.span_of("attention").unwrap_or(decl.name.span);
+    let placement_span = r.span_of("placement").unwrap_or(decl.name.span);
     let attention = match r.value("attention") {
         Some(v) => r.check(attention_parallel(v)),
         None => Some(AttentionParallel::DataParallel),
@@ -136,7 +153,29 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     }
     let fits = expert_fits(program, &plan, decl, diags);
     let splits = attention_splits(program, &plan, attention_span, diags);
-    (fits && splits).then_some(plan)
+    let domains = token_domains_have_groups(&plan, placement_span, diags);
+    (fits && splits && domains).then_some(plan)
+}
+
+/// E0024: a placement that lays out token domains needs tensor-parallel
+/// attention groups to take them from.
+fn token_domains_have_groups(plan: &Plan, span: Span, diags: &mut Vec<Diagnostic>) -> bool {
+    if !plan.placement.needs_tensor_parallel_attention() || plan.attention.ways() > 1 {
+        return true;
+    }
+    diags.push(
+        Diagnostic::error(
+            Code::E0024,
+            span,
+            format!(
+                "`{}` lays out token domains over tensor-parallel attention groups, but this plan's attention is data-parallel",
+                plan.placement.name()
+            ),
+        )
+        .with_label("needs attention = tp(k)")
+        .with_hint("add `attention = tp(16)` to the plan: on an 8x8 wafer, 16-die groups give 2x2-die token domains"),
+    );
+    false
 }
 
 /// `dp` or `tp(k)`.

@@ -19,6 +19,13 @@
 //! - `Experts` runs each of the die's experts on the rows it received,
 //!   sorted by token (one grouped call);
 //! - `Combine` copies each output row back to its token's home die;
+//! - under token domains (MoEntwine's FTDs), `TokenAllGather` copies each
+//!   member's normalised rows, choices and gate weights to its whole group;
+//!   each member's `Dispatch` sends the group's rows bound for experts in
+//!   its own domain, `Combine` returns the outputs to that member, and
+//!   `MoeReduceScatter` sends each owner the gate-weighted sum of the
+//!   outputs a member collected for the owner's tokens; finalizing sums the
+//!   members' partials in ring order;
 //! - when a die has all of a layer's parts (the walk's `Finalize`), the
 //!   routed outputs, weighted by the gate, the shared experts' output and
 //!   the residual are summed in the same fixed order as the reference.
@@ -71,6 +78,20 @@ struct Row {
     token: usize,
     choice: usize,
     values: Vec<f32>,
+    /// The die its output returns to: the token's home, or under token
+    /// domains the member that dispatched it.
+    reply_to: usize,
+}
+
+/// Token domains: one member's routed rows of a layer, as its group gathers them.
+#[derive(Clone, Debug, Default)]
+struct GroupRows {
+    tokens: Vec<usize>,
+    /// Normalised FFN input, `tokens x hidden`.
+    rows: Vec<f32>,
+    /// Chosen experts and gate weights, `tokens x top_k`.
+    experts: Vec<u32>,
+    weights: Vec<f32>,
 }
 
 /// One die's activations during a step; per-layer buffers are dropped once
@@ -97,6 +118,12 @@ struct Activations {
     inbox: BTreeMap<(u32, u32), Vec<Row>>,
     /// Expert outputs waiting for `Combine`, per layer.
     outbox: BTreeMap<u32, Vec<Row>>,
+    /// Token domains, per layer: the group's rows by the owner's ring
+    /// position; expert outputs returned to this member by (token, choice);
+    /// the partial MoE outputs of this die's tokens by the sender's position.
+    group_rows: BTreeMap<u32, BTreeMap<usize, GroupRows>>,
+    returned: BTreeMap<u32, BTreeMap<(usize, usize), Vec<f32>>>,
+    moe_partials: BTreeMap<u32, BTreeMap<usize, Vec<f32>>>,
     logits: Vec<f32>,
 }
 
@@ -122,7 +149,7 @@ pub struct Executor {
     programs: Vec<Vec<Op>>,
     walk: Walk,
     dies: Vec<Die>,
-    expert_home: Vec<Vec<usize>>,
+    holdings: Holdings,
     /// Per numeric token: its home die and its row there.
     home: Vec<(usize, usize)>,
     #[cfg(test)]
@@ -213,7 +240,7 @@ impl Executor {
                 .collect(),
             walk,
             dies,
-            expert_home: holdings.expert_home.clone(),
+            holdings: holdings.clone(),
             home,
             #[cfg(test)]
             fault: None,
@@ -287,6 +314,8 @@ impl Executor {
             Op::AllGather { layer } => return self.all_gather(d, layer, w),
             Op::Attention { layer } if tp => return self.partial_attention(ctx, d, layer),
             Op::ReduceScatter { layer } => return self.reduce_scatter(d, layer, w),
+            Op::TokenAllGather { layer } => return self.token_all_gather(d, layer),
+            Op::MoeReduceScatter { layer } => return self.moe_reduce_scatter(d, layer, w, top_k),
             _ => {}
         }
         let die = &mut self.dies[d];
@@ -413,29 +442,44 @@ impl Executor {
         act.ffn_in.insert(layer, rms_norm(&act.x, w));
     }
 
-    /// Copies each of die `d`'s tokens' rows to the die serving each chosen expert.
+    /// Copies each of die `d`'s tokens' rows to the die serving each chosen
+    /// expert; under token domains, each of its group's rows bound for an
+    /// expert whose die `d` is the sender for.
     fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
         let die = &self.dies[d];
-        let (Some((chosen, _)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
-            return;
+        let homes = self.holdings.expert_home.get(layer as usize).map_or(&[][..], |h| &h[..]);
+        let own;
+        let rows: Vec<&GroupRows> = if self.holdings.has_token_domains() {
+            die.act.group_rows.get(&layer).map(|g| g.values().collect()).unwrap_or_default()
+        } else {
+            let (Some((experts, weights)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
+                return;
+            };
+            own = GroupRows {
+                tokens: die.tokens.clone(),
+                rows: h.clone(),
+                experts: experts.clone(),
+                weights: weights.clone(),
+            };
+            vec![&own]
         };
-        let homes = self.expert_home.get(layer as usize).map_or(&[][..], |h| &h[..]);
-        let mut sends = Vec::with_capacity(chosen.len());
-        for (row, &t) in die.tokens.iter().enumerate() {
-            for j in 0..top_k {
-                let e = chosen[row * top_k + j];
-                let Some(&to) = homes.get(e as usize) else { continue };
-                let values = h[row * w..(row + 1) * w].to_vec();
-                sends.push((
-                    to,
-                    e,
-                    Row {
-                        token: t,
-                        choice: j,
-                        values,
-                    },
-                ));
+        let mut sends = Vec::new();
+        for g in rows {
+            for (row, &t) in g.tokens.iter().enumerate() {
+                let home = self.home.get(t).map_or(d, |h| h.0);
+                for j in 0..top_k {
+                    let Some(&to) = g.experts.get(row * top_k + j).and_then(|&e| homes.get(e as usize)) else {
+                        continue;
+                    };
+                    if self.holdings.sender(home, to) != d {
+                        continue;
+                    }
+                    let values = g.rows[row * w..(row + 1) * w].to_vec();
+                    let e = g.experts[row * top_k + j];
+                    let reply_to = d;
+                    sends.push((to, e, Row { token: t, choice: j, values, reply_to }));
+                }
             }
         }
         for (to, e, row) in sends {
@@ -498,21 +542,30 @@ impl Executor {
                 token: r.token,
                 choice: r.choice,
                 values: values.to_vec(),
+                reply_to: r.reply_to,
             });
         }
     }
 
-    /// Copies die `d`'s expert outputs of `layer` back to their tokens' home dies.
+    /// Copies die `d`'s expert outputs of `layer` back to the dies that
+    /// sent their tokens.
     fn combine_send(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
         let rows = self.dies[d].act.outbox.remove(&layer).unwrap_or_default();
         for r in rows {
+            if r.reply_to != d {
+                step.rows_copied += 1;
+            }
+            if self.holdings.has_token_domains() {
+                if let Some(to) = self.dies.get_mut(r.reply_to) {
+                    let returned = to.act.returned.entry(layer).or_default();
+                    returned.insert((r.token, r.choice), r.values);
+                }
+                continue;
+            }
             let Some(&(home, local)) = self.home.get(r.token) else {
                 continue;
             };
-            if home != d {
-                step.rows_copied += 1;
-            }
             let Some(slots) = self.dies[home].act.routed.get_mut(&layer) else {
                 continue;
             };
@@ -523,11 +576,71 @@ impl Executor {
         }
     }
 
+    /// Token domains: sends die `d`'s routed rows, choices and gate weights
+    /// of `layer` to every member of its group.
+    fn token_all_gather(&mut self, d: usize, layer: u32) {
+        let die = &self.dies[d];
+        let (experts, weights) = die.act.chosen.get(&layer).cloned().unwrap_or_default();
+        let rows = GroupRows {
+            tokens: die.tokens.clone(),
+            rows: die.act.ffn_in.get(&layer).cloned().unwrap_or_default(),
+            experts,
+            weights,
+        };
+        let (group, position) = (die.group.clone(), die.position);
+        for m in group {
+            let gathered = self.dies[m].act.group_rows.entry(layer).or_default();
+            gathered.insert(position, rows.clone());
+        }
+    }
+
+    /// Token domains: sends each member of die `d`'s group, for each of its
+    /// tokens, the gate-weighted sum of the expert outputs `d` collected.
+    fn moe_reduce_scatter(&mut self, d: usize, layer: u32, w: usize, top_k: usize) {
+        let act = &mut self.dies[d].act;
+        let returned = act.returned.remove(&layer).unwrap_or_default();
+        let gathered = act.group_rows.remove(&layer).unwrap_or_default();
+        let (group, position) = (self.dies[d].group.clone(), self.dies[d].position);
+        for (at, &m) in group.iter().enumerate() {
+            let Some(g) = gathered.get(&at) else { continue };
+            let mut partial = vec![0.0f32; g.tokens.len() * w];
+            for (row, &t) in g.tokens.iter().enumerate() {
+                for j in 0..top_k {
+                    let (Some(out), Some(&weight)) = (returned.get(&(t, j)), g.weights.get(row * top_k + j)) else {
+                        continue;
+                    };
+                    let dst = &mut partial[row * w..(row + 1) * w];
+                    dst.iter_mut().zip(out).for_each(|(p, o)| *p += weight * o);
+                }
+            }
+            let partials = self.dies[m].act.moe_partials.entry(layer).or_default();
+            partials.insert(position, partial);
+        }
+    }
+
     /// Adds `layer`'s FFN output to die `d`'s residual.
     fn finalize(&mut self, ctx: &NumericContext, d: usize, layer: u32) {
         let (w, top_k) = (ctx.width(), ctx.top_k());
         let act = &mut self.dies[d].act;
-        if ctx.is_moe(layer) {
+        if ctx.is_moe(layer) && self.holdings.has_token_domains() {
+            // The members' partials, in ring order, as `parts` choices of weight 1.
+            act.chosen.remove(&layer);
+            act.routed.remove(&layer);
+            let partials = act.moe_partials.remove(&layer).unwrap_or_default();
+            let parts = partials.len();
+            let n = act.x.len() / w.max(1);
+            let mut stacked = vec![0.0f32; n * parts * w];
+            for (p, rows) in partials.values().enumerate() {
+                for t in 0..n {
+                    let (src, dst) = (t * w..(t + 1) * w, (t * parts + p) * w);
+                    if let Some(src) = rows.get(src) {
+                        stacked[dst..dst + w].copy_from_slice(src);
+                    }
+                }
+            }
+            let shared = act.shared_out.remove(&layer);
+            combine(&mut act.x, w, shared.as_deref(), parts, &vec![1.0; n * parts], &stacked);
+        } else if ctx.is_moe(layer) {
             let gate_weights = act.chosen.remove(&layer).map(|c| c.1).unwrap_or_default();
             let routed = act.routed.remove(&layer).unwrap_or_default();
             let shared = act.shared_out.remove(&layer);

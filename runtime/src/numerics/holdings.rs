@@ -24,6 +24,11 @@ pub struct Holdings {
     /// Per die: its attention group in ring order and its position there
     /// (a die on its own: a group of one).
     pub attention_group: Vec<(Vec<usize>, usize)>,
+    /// Under token domains, `senders[d][f]`: the member of die `d`'s group
+    /// in domain `f` (see `Placement::domain_senders`); empty otherwise.
+    pub senders: Vec<Vec<Option<usize>>>,
+    /// Per die: its token domain, if any.
+    pub token_domain: Vec<Option<usize>>,
     /// Weight copies held across all dies, for the memory budget.
     pub copies: WeightCopies,
 }
@@ -82,10 +87,18 @@ impl Holdings {
             .into_iter()
             .map(|(g, at)| (g.iter().map(|d| d.index()).collect(), at))
             .collect();
+        let senders = schedule
+            .placement
+            .domain_senders(dies)
+            .into_iter()
+            .map(|row| row.into_iter().map(|m| m.map(|m| m.index())).collect())
+            .collect();
         Ok(Holdings {
             sequences,
             expert_home,
             attention_group,
+            senders,
+            token_domain: schedule.placement.token_domain_of(dies),
             copies,
         })
     }
@@ -106,6 +119,33 @@ impl Holdings {
         self.attention_group
             .get(die)
             .is_some_and(|(g, _)| g.iter().any(|&m| self.holds_tokens(m)))
+    }
+
+    /// Whether tokens are dispatched from token domains.
+    pub fn has_token_domains(&self) -> bool {
+        !self.senders.is_empty()
+    }
+
+    /// Whether `die` dispatches tokens: its own (home-die dispatch), or,
+    /// under token domains, any of its attention group's.
+    pub fn dispatches(&self, die: usize) -> bool {
+        if self.has_token_domains() {
+            self.in_tp_group(die) && self.runs_attention(die)
+        } else {
+            self.holds_tokens(die)
+        }
+    }
+
+    /// The die that sends a token homed on `home` to expert die `to`:
+    /// under token domains the member of `home`'s group in `to`'s domain,
+    /// otherwise (or when `to` is in no domain) `home` itself.
+    pub fn sender(&self, home: usize, to: usize) -> usize {
+        self.token_domain
+            .get(to)
+            .copied()
+            .flatten()
+            .and_then(|f| self.senders.get(home).and_then(|row| row.get(f).copied().flatten()))
+            .unwrap_or(home)
     }
 
     /// Dies serving at least one expert of `layer`.

@@ -136,6 +136,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
             .collect(),
         sequences: (0..workload.batch).map(|s| DieId(s as u32 % DIES)).collect(),
         attention_groups: Vec::new(),
+        token_domains: Vec::new(),
     };
     let instrs = program(&model);
     Schedule {
@@ -679,6 +680,7 @@ fn deepseek_v3_numeric_step_timing() {
                 .collect(),
             sequences: (0..256).map(|s| DieId(s % dies)).collect(),
             attention_groups: Vec::new(),
+            token_domains: Vec::new(),
         },
         programs: (0..dies)
             .map(|d| DieProgram {

@@ -12,7 +12,10 @@
 //! been issued. `AllGather` and `ReduceScatter` of a layer complete on every
 //! member of an attention group once every member has issued its own; when
 //! a reduce-scatter completes, each member's attention output is summed
-//! (the walk's `Reduce`). Dies take turns in id order, each issuing all it can, until
+//! (the walk's `Reduce`). Under token domains, `TokenAllGather` and
+//! `MoeReduceScatter` are ring collectives of the group too; every member
+//! with group tokens dispatches, and a member's MoE output is complete once
+//! the MoE reduce-scatter has brought it every member's partial. Dies take turns in id order, each issuing all it can, until
 //! every program ends; no progress before that is a deadlock.
 //!
 //! Since none of this depends on the routing, the walk is planned once and
@@ -66,6 +69,10 @@ struct Progress {
     /// Layers whose attention output is complete on this die.
     attention: BTreeSet<u32>,
     gated: BTreeSet<u32>,
+    /// Token domains: layers whose routed rows the group has gathered, and
+    /// whose expert outputs have come back to this die.
+    token_gathered: BTreeSet<u32>,
+    returned: BTreeSet<u32>,
     shared: BTreeSet<u32>,
     dense: BTreeSet<u32>,
     experts: BTreeSet<u32>,
@@ -106,6 +113,8 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                         | Op::Experts { .. }
                         | Op::SharedExperts { .. }
                         | Op::Combine { .. }
+                        | Op::TokenAllGather { .. }
+                        | Op::MoeReduceScatter { .. }
                 );
                 if (moe_op && !moe) || (matches!(op, Op::DenseFfn { .. }) && moe) {
                     let what = if moe { "an MoE" } else { "a dense" };
@@ -128,6 +137,15 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                 needed.push(Op::Attention { layer });
                 if holdings.in_tp_group(die) {
                     needed.extend([Op::AllGather { layer }, Op::ReduceScatter { layer }]);
+                }
+                let moe = model.layer_kind(u64::from(layer)) == LayerKind::Moe;
+                if moe && holdings.dispatches(die) && holdings.has_token_domains() {
+                    needed.extend([
+                        Op::TokenAllGather { layer },
+                        Op::Dispatch { layer },
+                        Op::Combine { layer },
+                        Op::MoeReduceScatter { layer },
+                    ]);
                 }
             }
         }
@@ -156,7 +174,13 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                     "serves experts of that layer"
                 }
                 Op::Experts { .. } => "serves experts of that layer",
-                Op::Attention { .. } | Op::AllGather { .. } | Op::ReduceScatter { .. }
+                Op::Attention { .. }
+                | Op::AllGather { .. }
+                | Op::ReduceScatter { .. }
+                | Op::TokenAllGather { .. }
+                | Op::Dispatch { .. }
+                | Op::Combine { .. }
+                | Op::MoeReduceScatter { .. }
                     if !holdings.holds_tokens(die) =>
                 {
                     "is in an attention group with numeric tokens"
@@ -199,8 +223,8 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn new(schedule: &'a Schedule, holdings: &'a Holdings) -> Planner<'a> {
         let model = &schedule.model;
-        let holders = (0..schedule.programs.len())
-            .filter(|&d| holdings.holds_tokens(d))
+        let dispatchers = (0..schedule.programs.len())
+            .filter(|&d| holdings.dispatches(d))
             .count();
         let moe_layers: Vec<u32> = (0..model.layers as u32)
             .filter(|&l| model.layer_kind(u64::from(l)) == LayerKind::Moe)
@@ -212,7 +236,7 @@ impl<'a> Planner<'a> {
             pc: vec![0; schedule.programs.len()],
             done: schedule.programs.iter().map(|p| vec![false; p.instrs.len()]).collect(),
             progress: vec![Progress::default(); schedule.programs.len()],
-            dispatch_left: moe_layers.iter().map(|&l| (l, holders)).collect(),
+            dispatch_left: moe_layers.iter().map(|&l| (l, dispatchers)).collect(),
             combine_left: moe_layers.iter().map(|&l| (l, holdings.expert_dies(l).len())).collect(),
             waiting: BTreeMap::new(),
             rings: BTreeMap::new(),
@@ -283,6 +307,7 @@ impl<'a> Planner<'a> {
             ))
         };
         let tp = self.holdings.in_tp_group(die);
+        let domains = self.holdings.has_token_domains();
         match *op {
             Op::Attention { layer } | Op::AllGather { layer }
                 if holder && (tp == matches!(op, Op::AllGather { .. })) =>
@@ -305,7 +330,16 @@ impl<'a> Planner<'a> {
             {
                 return hazard("its attention of that layer has completed");
             }
+            Op::TokenAllGather { layer } if holder && !p.gated.contains(&layer) => {
+                return hazard("its gate of that layer")
+            }
+            Op::Dispatch { layer } if domains && self.holdings.dispatches(die) && !p.token_gathered.contains(&layer) => {
+                return hazard("its token_all_gather of that layer has completed")
+            }
             Op::Dispatch { layer } if holder && !p.gated.contains(&layer) => return hazard("its gate of that layer"),
+            Op::MoeReduceScatter { layer } if self.holdings.dispatches(die) && !p.returned.contains(&layer) => {
+                return hazard("its combine of that layer has completed")
+            }
             Op::Experts { layer } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
                 return hazard("every token of that layer has been dispatched");
             }
@@ -338,7 +372,7 @@ impl<'a> Planner<'a> {
         match *op {
             Op::Dispatch { layer } => {
                 self.waiting.entry(("Dispatch", layer)).or_default().push((die, i));
-                if holder {
+                if self.holdings.dispatches(die) {
                     self.count_down(true, layer);
                 }
                 self.release("Dispatch", layer);
@@ -352,6 +386,8 @@ impl<'a> Planner<'a> {
             }
             Op::AllGather { layer } => self.ring_issue("all_gather", die, i, layer),
             Op::ReduceScatter { layer } => self.ring_issue("reduce_scatter", die, i, layer),
+            Op::TokenAllGather { layer } => self.ring_issue("token_all_gather", die, i, layer),
+            Op::MoeReduceScatter { layer } => self.ring_issue("moe_reduce_scatter", die, i, layer),
             Op::Send { to, tag, .. } => {
                 self.done[die][i] = true;
                 let key = (die, to.index(), tag);
@@ -376,8 +412,8 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// Records `die`'s `AllGather`/`ReduceScatter` (instruction `i`) and,
-    /// once every member of its group has issued it, completes it on all.
+    /// Records `die`'s ring collective `which` (instruction `i`) and, once
+    /// every member of its group has issued it, completes it on all.
     fn ring_issue(&mut self, which: &'static str, die: usize, i: usize, layer: u32) {
         let group = self.holdings.attention_group[die].0.clone();
         let key = (which, group[0], layer);
@@ -390,11 +426,19 @@ impl<'a> Planner<'a> {
         let waiting = self.rings.remove(&key).map(|(_, w)| w).unwrap_or_default();
         for (d, instr) in waiting {
             self.done[d][instr] = true;
-            if which == "all_gather" {
-                self.progress[d].gathered.insert(layer);
-            } else {
-                self.progress[d].attention.insert(layer);
-                self.events.push(Event::Reduce { die: d, layer });
+            let p = &mut self.progress[d];
+            match which {
+                "all_gather" => _ = p.gathered.insert(layer),
+                "token_all_gather" => _ = p.token_gathered.insert(layer),
+                "moe_reduce_scatter" => {
+                    // The partials are summed when the layer finalizes.
+                    p.combined.insert(layer);
+                    self.finalize(d, Some(layer));
+                }
+                _ => {
+                    p.attention.insert(layer);
+                    self.events.push(Event::Reduce { die: d, layer });
+                }
             }
         }
     }
@@ -432,8 +476,13 @@ impl<'a> Planner<'a> {
         for (d, i) in self.waiting.remove(&(which, layer)).unwrap_or_default() {
             self.done[d][i] = true;
             if which == "Combine" {
-                self.progress[d].combined.insert(layer);
-                self.finalize(d, Some(layer));
+                if self.holdings.has_token_domains() {
+                    // The members' partials are summed by the MoE reduce-scatter.
+                    self.progress[d].returned.insert(layer);
+                } else {
+                    self.progress[d].combined.insert(layer);
+                    self.finalize(d, Some(layer));
+                }
             }
         }
     }

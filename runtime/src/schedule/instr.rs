@@ -48,10 +48,19 @@ pub enum Op {
     Experts { layer: u32 },
     /// The shared experts of `layer` on this die's tokens.
     SharedExperts { layer: u32 },
-    /// Send expert outputs back to the tokens' home dies; complete when all
-    /// outputs for this die's tokens have arrived and are summed with the
-    /// gate weights.
+    /// Send expert outputs back to the tokens' home dies (to the member that
+    /// dispatched them, under token domains); complete when all outputs for
+    /// this die's tokens have arrived and are summed with the gate weights.
     Combine { layer: u32 },
+    /// Token domains (MoEntwine's FTDs): ring all-gather in this die's
+    /// attention group of the routed layer's input rows and routing, so
+    /// every member holds all the group's tokens and dispatches them to the
+    /// experts of its own domain.
+    TokenAllGather { layer: u32 },
+    /// Token domains: ring reduce-scatter in this die's attention group of
+    /// the members' partial MoE outputs (each the gate-weighted sum of the
+    /// experts in its domain); each member keeps the rows of its own tokens.
+    MoeReduceScatter { layer: u32 },
     /// The dense FFN of `layer` on this die's tokens.
     DenseFfn { layer: u32 },
     /// Logits of this die's tokens.
@@ -63,6 +72,14 @@ pub enum Op {
 }
 
 impl Op {
+    /// True for the ring collectives of an attention group.
+    pub fn is_ring(&self) -> bool {
+        matches!(
+            self,
+            Op::AllGather { .. } | Op::ReduceScatter { .. } | Op::TokenAllGather { .. } | Op::MoeReduceScatter { .. }
+        )
+    }
+
     /// True for ops that occupy the compute unit.
     pub fn is_compute(&self) -> bool {
         !matches!(
@@ -71,6 +88,8 @@ impl Op {
                 | Op::Combine { .. }
                 | Op::AllGather { .. }
                 | Op::ReduceScatter { .. }
+                | Op::TokenAllGather { .. }
+                | Op::MoeReduceScatter { .. }
                 | Op::Send { .. }
                 | Op::Recv { .. }
         )
@@ -88,6 +107,8 @@ impl Op {
             Op::Experts { .. } => "experts",
             Op::SharedExperts { .. } => "shared_experts",
             Op::Combine { .. } => "combine",
+            Op::TokenAllGather { .. } => "token_all_gather",
+            Op::MoeReduceScatter { .. } => "moe_reduce_scatter",
             Op::DenseFfn { .. } => "dense_ffn",
             Op::LmHead => "lm_head",
             Op::Send { .. } => "send",
@@ -106,6 +127,8 @@ impl Op {
             | Op::Experts { layer }
             | Op::SharedExperts { layer }
             | Op::Combine { layer }
+            | Op::TokenAllGather { layer }
+            | Op::MoeReduceScatter { layer }
             | Op::DenseFfn { layer } => Some(layer),
             _ => None,
         }

@@ -61,6 +61,15 @@ pub struct Placement {
     /// attention, every die on its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attention_groups: Vec<Vec<DieId>>,
+    /// Token domains (MoEntwine's Full Token Domains): each takes one die
+    /// from every attention group, so after the group's all-gather a domain
+    /// holds every token. A token bound for an expert on a die of domain `f`
+    /// is sent by the member of its group that lies in `f`, and its output
+    /// returns there: dispatch and combine stay inside domains, and the
+    /// members' partial outputs are summed by a reduce-scatter in the group.
+    /// Empty: each token is sent from its home die.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_domains: Vec<Vec<DieId>>,
 }
 
 impl Placement {
@@ -76,6 +85,43 @@ impl Placement {
             }
         }
         of
+    }
+
+    /// Per die: the token domain it lies in, if any.
+    pub fn token_domain_of(&self, dies: usize) -> Vec<Option<usize>> {
+        let mut of = vec![None; dies];
+        for (f, domain) in self.token_domains.iter().enumerate() {
+            for d in domain {
+                if let Some(slot) = of.get_mut(d.index()) {
+                    *slot = Some(f);
+                }
+            }
+        }
+        of
+    }
+
+    /// Under token domains, `senders[d][f]`: the member of die `d`'s
+    /// attention group that lies in domain `f` (the die that sends `d`'s
+    /// tokens to the experts of `f`). Empty without token domains.
+    pub fn domain_senders(&self, dies: usize) -> Vec<Vec<Option<DieId>>> {
+        if self.token_domains.is_empty() {
+            return Vec::new();
+        }
+        let domain_of = self.token_domain_of(dies);
+        let mut senders = vec![vec![None; self.token_domains.len()]; dies];
+        for g in &self.attention_groups {
+            for m in g {
+                let Some(f) = domain_of.get(m.index()).copied().flatten() else {
+                    continue;
+                };
+                for d in g {
+                    if let Some(row) = senders.get_mut(d.index()) {
+                        row[f] = Some(*m);
+                    }
+                }
+            }
+        }
+        senders
     }
 }
 
@@ -182,6 +228,43 @@ impl Schedule {
         Ok(())
     }
 
+    /// Token domains are disjoint and each holds exactly one member of
+    /// every attention group.
+    fn check_token_domains(&self, dies: u32) -> Result<(), String> {
+        let domains = &self.placement.token_domains;
+        if domains.is_empty() {
+            return Ok(());
+        }
+        let groups = &self.placement.attention_groups;
+        if groups.is_empty() {
+            return Err("token domains need tensor-parallel attention groups".into());
+        }
+        let group_of = self.placement.attention_group_of(dies as usize);
+        let mut seen = vec![false; dies as usize];
+        for (f, domain) in domains.iter().enumerate() {
+            let mut members = std::collections::BTreeSet::new();
+            for d in domain {
+                if std::mem::replace(&mut seen[d.index()], true) {
+                    return Err(format!("{d} is in two token domains"));
+                }
+                let (group, _) = &group_of[d.index()];
+                if group.len() < 2 || !members.insert(group[0]) {
+                    return Err(format!(
+                        "token domain {f} holds {d}, which is in no attention group or shares one with another die of the domain"
+                    ));
+                }
+            }
+            if members.len() != groups.len() {
+                return Err(format!(
+                    "token domain {f} holds members of {} attention groups of {}: a domain needs one die of every group",
+                    members.len(),
+                    groups.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The schedule as pretty JSON (stable key order).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -213,10 +296,12 @@ impl Schedule {
         if self.placement.experts.iter().flatten().flatten().any(bad)
             || self.placement.sequences.iter().any(bad)
             || self.placement.attention_groups.iter().flatten().any(bad)
+            || self.placement.token_domains.iter().flatten().any(bad)
         {
             return Err("placement names a die the machine does not have".into());
         }
         self.check_attention_groups(dies)?;
+        self.check_token_domains(dies)?;
         let moe_layers = (0..self.model.layers).filter(|&l| self.model.layer_kind(l) == crate::model::LayerKind::Moe);
         let experts = self.model.moe.as_ref().map_or(0, |m| m.experts as usize);
         for l in moe_layers {

@@ -9,7 +9,8 @@
 //! dependencies allow. A `Dispatch` completes on a die once it has issued
 //! its own and every transfer into it has arrived; `Combine` likewise.
 //!
-//! `AllGather` and `ReduceScatter` run the ring algorithm in the die's
+//! `AllGather` and `ReduceScatter` (and, under token domains,
+//! `TokenAllGather` and `MoeReduceScatter`) run the ring algorithm in the die's
 //! attention group of `k`: `k - 1` steps, in each of which every member
 //! sends one chunk (the group's activations over `k`) to the next member of
 //! the ring. A member sends step `j > 0` once it has received step `j - 1`
@@ -85,10 +86,23 @@ const DISPATCH: u64 = 0;
 const COMBINE: u64 = 1;
 const ALL_GATHER: u64 = 2;
 const REDUCE_SCATTER: u64 = 3;
-const KINDS: usize = 4;
+const TOKEN_ALL_GATHER: u64 = 4;
+const MOE_REDUCE_SCATTER: u64 = 5;
+const KINDS: usize = 6;
 
 fn is_ring(kind: u64) -> bool {
-    kind == ALL_GATHER || kind == REDUCE_SCATTER
+    kind >= ALL_GATHER
+}
+
+/// The collective kind of a ring op.
+fn ring_kind(op: &Op) -> Option<u64> {
+    match op {
+        Op::AllGather { .. } => Some(ALL_GATHER),
+        Op::ReduceScatter { .. } => Some(REDUCE_SCATTER),
+        Op::TokenAllGather { .. } => Some(TOKEN_ALL_GATHER),
+        Op::MoeReduceScatter { .. } => Some(MOE_REDUCE_SCATTER),
+        _ => None,
+    }
 }
 
 /// The collectives' bookkeeping, per (kind, layer, die) at `kind][layer * dies + die`.
@@ -119,8 +133,9 @@ impl Collectives {
         for (d, a) in traffic.attention.iter().enumerate() {
             let steps = a.tp.saturating_sub(1) as u32;
             for l in 0..layers {
-                pending[ALL_GATHER as usize][l * dies + d] = steps;
-                pending[REDUCE_SCATTER as usize][l * dies + d] = steps;
+                for kind in [ALL_GATHER, REDUCE_SCATTER, TOKEN_ALL_GATHER, MOE_REDUCE_SCATTER] {
+                    pending[kind as usize][l * dies + d] = steps;
+                }
             }
         }
         Collectives {
@@ -325,13 +340,25 @@ pub fn simulate_step(
             }
         }
     }
+    // Report the die that got least far: the others wait on it.
     if let Some((d, s)) = state
         .iter()
         .enumerate()
-        .find(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x))
+        .filter(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x))
+        .min_by_key(|(_, s)| s.done.iter().position(|x| !x).unwrap_or(s.pc))
     {
+        let waiting = s
+            .done
+            .iter()
+            .position(|x| !x)
+            .map(|i| {
+                let op = &schedule.programs[d].instrs[i].op;
+                let layer = op.layer().map(|l| format!(" of layer {l}")).unwrap_or_default();
+                format!(" ({} {}{layer} never completed)", i, op.name())
+            })
+            .unwrap_or_default();
         return Err(format!(
-            "die {} stalled at instruction {} of {}: the schedule deadlocks",
+            "die {} stalled at instruction {} of {}{waiting}: the schedule deadlocks",
             d,
             s.pc,
             schedule.programs[d].instrs.len()
@@ -414,12 +441,11 @@ fn issue(
                     s.open.push((i, kind, layer as usize));
                 }
             }
-            Op::AllGather { layer } | Op::ReduceScatter { layer } => {
-                let kind = if matches!(instr.op, Op::AllGather { .. }) {
-                    ALL_GATHER
-                } else {
-                    REDUCE_SCATTER
-                };
+            Op::AllGather { layer }
+            | Op::ReduceScatter { layer }
+            | Op::TokenAllGather { layer }
+            | Op::MoeReduceScatter { layer } => {
+                let kind = ring_kind(&instr.op).unwrap_or(ALL_GATHER);
                 let at = layer as usize * dies + d;
                 coll.issued[kind as usize][at] = true;
                 coll.advance_ring((kind, layer as usize, d), now, traffic, net, open_flows)?;
@@ -488,7 +514,8 @@ fn critical_breakdown(result: &StepResult) -> Breakdown {
             Op::Dispatch { .. } => b.dispatch_s += t,
             Op::Experts { .. } => b.expert_s += t,
             Op::Combine { .. } => b.combine_s += t,
-            Op::AllGather { .. } | Op::ReduceScatter { .. } | Op::Send { .. } | Op::Recv { .. } => b.allreduce_s += t,
+            ref op if op.is_ring() => b.allreduce_s += t,
+            Op::Send { .. } | Op::Recv { .. } => b.allreduce_s += t,
             _ => b.other_s += t,
         }
     }

@@ -361,6 +361,11 @@ impl<'m> Network<'m> {
         if !self.flows.is_empty() {
             // `next_finish` always follows the rates in force, current or lagging.
             next = next.min(self.next_finish.max(self.now));
+            if self.dirty {
+                // Flows that started while the rates lag have no rate yet
+                // (they would never finish): the recompute is an event.
+                next = next.min(self.next_recompute.max(self.now));
+            }
         }
         next = self.hold_for_quantum(next);
         next.is_finite().then_some(next)
@@ -464,6 +469,9 @@ impl<'m> Network<'m> {
             let mut next = self.next_finish;
             if let Some(h) = self.heading.peek() {
                 next = next.min(h.transmit_at);
+            }
+            if self.dirty && !self.flows.is_empty() {
+                next = next.min(self.next_recompute);
             }
             next = self.hold_for_quantum(next);
             if !next.is_finite() && !t.is_finite() {
@@ -807,6 +815,29 @@ mod tests {
             let s = net.link_stats()[l.index()];
             assert!(close(s.busy_s, bytes as f64 / W), "{}", s.busy_s);
         }
+    }
+
+    #[test]
+    fn a_flow_starting_while_rates_lag_still_finishes() {
+        // A finishes at ~1 us and the rates are recomputed; with quantum 2
+        // the next recompute waits until ~3 us. C starts meanwhile and B
+        // finishes: when the caller advances to 2.5 us (a compute event),
+        // C transmits at no rate yet, and the recompute must still come.
+        let m = build(mesh(4, 1));
+        let mut net = Network::new(&m).with_quantum(2.0);
+        net.start(0.0, DieId(0), DieId(1), 1_000_000, 1).expect("route");
+        net.start(0.0, DieId(2), DieId(3), 2_000_000, 2).expect("route");
+        let mut done = Vec::new();
+        while done.is_empty() {
+            let t = net.next_event().expect("busy");
+            done = net.advance(t);
+        }
+        assert_eq!(done[0].1, 1);
+        let c = net.start(net.now(), DieId(1), DieId(2), 1_000_000, 3).expect("route");
+        let finished = net.advance(2.5e-6);
+        assert!(finished.is_empty() || finished.iter().all(|f| f.1 == 2), "{finished:?}");
+        let rest = run(&mut net);
+        assert!(rest.iter().any(|f| f.0 == c), "C never finished: {rest:?}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub struct LayerTraffic {
     /// Per die: token-expert pairs it computes (the sum of its loads).
     pub expert_tokens: Vec<u64>,
     /// Dispatch transfers (source, destination, bytes), source != destination,
-    /// sorted. Combine sends the same bytes back the other way.
+    /// sorted; the source is the token's home die, or under token domains
+    /// the member of its group that sends it. Combine sends the same bytes
+    /// back the other way.
     pub dispatch: Vec<(DieId, DieId, u64)>,
     /// Per die: dispatch transfers that arrive at it.
     pub dispatch_in: Vec<u32>,
@@ -60,7 +62,9 @@ pub struct StepTraffic {
 /// A token whose home die holds a replica of its expert uses it; otherwise
 /// the tokens of an expert spread evenly over its replicas (token t to
 /// replica t mod replicas), as serving engines spread a replicated hot
-/// expert's load.
+/// expert's load. Under token domains the sender is the member of the
+/// token's attention group in the expert die's domain (a replica on such a
+/// member is used first, as it needs no transfer).
 pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
     let dies = machine.die_count() as usize;
     let w = &schedule.workload;
@@ -100,6 +104,13 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             }
         })
         .collect();
+    let senders = schedule.placement.domain_senders(dies);
+    let domain_of = schedule.placement.token_domain_of(dies);
+    let sender_for = |home: DieId, target: DieId| -> DieId {
+        domain_of[target.index()]
+            .and_then(|f| senders.get(home.index()).and_then(|row| row[f]))
+            .unwrap_or(home)
+    };
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
         let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
@@ -116,10 +127,16 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else {
                 continue;
             };
-            let target = replica_for(token, home, holders);
+            let target = if senders.is_empty() {
+                replica_for(token, home, holders)
+            } else {
+                let local = holders.iter().find(|&&h| sender_for(home, h) == h);
+                local.copied().unwrap_or_else(|| replica_for(token, home, holders))
+            };
+            let sender = sender_for(home, target);
             *loads[target.0 as usize].entry(e).or_insert(0) += 1;
-            if target != home {
-                pair_tokens[home.0 as usize * dies + target.0 as usize] += 1;
+            if target != sender {
+                pair_tokens[sender.0 as usize * dies + target.0 as usize] += 1;
             }
         }
         let mut t = LayerTraffic {
