@@ -296,7 +296,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
             "zipf(s = 1.1, layer_corr = 0.5, seed = 5)",
             "gate",
         ]),
-        prop::sample::select(vec!["round_robin", "contiguous", "eplb"]),
+        prop::sample::select(vec!["round_robin", "contiguous", "eplb", "tp_contiguous", "er_mapping"]),
         prop::sample::select(vec![1u32, 2, 4]),
     );
     (
@@ -325,6 +325,15 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                 let dies = mesh.0 * mesh.1 - u32::from(defect);
                 // tp(k) as the language allows it: k divides the heads, fits the dies.
                 let tp = if heads % tp == 0 && tp <= dies { tp } else { 1 };
+                // Token domains need groups; the entwined layout also a
+                // defect-free mesh its domains (blocks of dies / tp) tile.
+                let tiles = |domain: u32| (1..=mesh.0).any(|a| mesh.0 % a == 0 && domain % a == 0 && mesh.1 % (domain / a) == 0);
+                let placement = match placement {
+                    "er_mapping" if tp > 1 && !defect && dies % tp == 0 && tiles(dies / tp) => placement,
+                    "er_mapping" | "tp_contiguous" if tp > 1 => "tp_contiguous",
+                    "er_mapping" | "tp_contiguous" => "eplb",
+                    other => other,
+                };
                 SmallCase {
                     attention,
                     heads,

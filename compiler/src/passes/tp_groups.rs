@@ -184,6 +184,89 @@ mod tests {
         ring.windows(2).all(|w| hop(w[0], w[1]) == 1) && hop(ring[ring.len() - 1], ring[0]) == 1
     }
 
+    fn wafers(width: u32, height: u32, wafers_x: u32, wafers_y: u32) -> Machine {
+        use moec_runtime::machine::{Defects, DieSpec, LinkSpec, MachineSpec, RoutingPolicy, Topology};
+        use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
+        let link = LinkSpec {
+            bandwidth: BytesPerSec(1e12),
+            latency: Seconds(5e-9),
+        };
+        Machine::build(MachineSpec {
+            name: "test".into(),
+            topology: Topology::Mesh {
+                width,
+                height,
+                wafers_x,
+                wafers_y,
+            },
+            die: DieSpec {
+                compute: FlopsPerSec(1e15),
+                memory: Bytes(48 << 30),
+                memory_bw: BytesPerSec(2e12),
+                sram: Bytes(40 << 20),
+                launch_overhead: Seconds(2e-6),
+            },
+            link,
+            inter_wafer_link: Some(link),
+            inter_node_link: None,
+            routing: RoutingPolicy::Xy,
+            io: None,
+            defects: Defects::default(),
+        })
+        .expect("valid machine")
+    }
+
+    /// The property: ER-Mapping's token domains are compact (each
+    /// an a x b block: its bounding box holds exactly its dies) and
+    /// disjoint, cover the machine, and take one die of every group; a
+    /// group's ring steps between neighbouring blocks.
+    #[test]
+    fn entwined_domains_are_compact_disjoint_blocks_with_one_die_of_every_group() {
+        for (w, h, wx, wy, k, hop) in [(8, 8, 1, 1, 16, 2), (8, 8, 1, 1, 4, 4), (8, 8, 2, 2, 16, 4)] {
+            let m = wafers(w, h, wx, wy);
+            let (groups, domains) = entwined(&m, k).expect("fits");
+            assert_eq!(domains.len(), k as usize);
+            let mut seen = std::collections::BTreeSet::new();
+            for d in &domains {
+                let coords: Vec<Coord> = d.iter().map(|&x| m.coord(x).expect("mesh")).collect();
+                let (x0, x1) = (coords.iter().map(|c| c.x).min().unwrap(), coords.iter().map(|c| c.x).max().unwrap());
+                let (y0, y1) = (coords.iter().map(|c| c.y).min().unwrap(), coords.iter().map(|c| c.y).max().unwrap());
+                assert_eq!(((x1 - x0 + 1) * (y1 - y0 + 1)) as usize, d.len(), "not a block: {coords:?}");
+                // HER: a domain never spans two wafers.
+                assert_eq!(x0 / w, x1 / w);
+                assert_eq!(y0 / h, y1 / h);
+                assert!(d.iter().all(|x| seen.insert(*x)), "domains overlap");
+                for g in &groups {
+                    assert_eq!(g.iter().filter(|x| d.contains(x)).count(), 1);
+                }
+            }
+            assert_eq!(seen.len(), m.die_count() as usize);
+            for g in &groups {
+                assert_eq!(g.len(), k as usize);
+                for pair in g.windows(2) {
+                    assert_eq!(m.hops(pair[0], pair[1]), Some(hop), "{g:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_compact_baseline_spreads_its_domains_and_entwined_refuses_what_does_not_tile() {
+        let m = wafers(8, 8, 1, 1);
+        let groups = compact_groups(&m, 16);
+        let domains = positional_domains(&groups);
+        assert_eq!(domains.len(), 16);
+        // One die of every 4x4 block: four hops apart.
+        for d in &domains {
+            assert_eq!(d.len(), 4);
+            assert_eq!(m.hops(d[0], d[1]), Some(4));
+        }
+        // 64 dies over tp(3) do not divide; on 4 wafers tp(2) would need
+        // domains of 128 dies, larger than a wafer.
+        assert!(entwined(&m, 3).is_err());
+        assert!(entwined(&wafers(8, 8, 2, 2), 2).unwrap_err().contains("multiple of the wafer count"));
+    }
+
     #[test]
     fn blocks_are_as_square_as_they_can_be_and_tile_the_wafer() {
         assert_eq!(block_shape(8, 8, 4), Some((2, 2)));

@@ -29,6 +29,10 @@ pub struct TrafficReport {
     pub bytes: f64,
     /// Bytes times links crossed.
     pub byte_hops: f64,
+    /// Of those, dispatch and combine's (the MoE all-to-all) and the ring
+    /// collectives' of tensor-parallel attention groups.
+    pub all_to_all_byte_hops: f64,
+    pub collective_byte_hops: f64,
 }
 
 /// Directional link utilisation over the whole run: bytes carried over
@@ -103,6 +107,8 @@ pub struct ReportBuilder<'a> {
     breakdown: Breakdown,
     bytes: f64,
     byte_hops: f64,
+    all_to_all_byte_hops: f64,
+    collective_byte_hops: f64,
     link_bytes: Vec<f64>,
     die_busy: Vec<f64>,
     per_step: Vec<StepSummary>,
@@ -118,6 +124,8 @@ impl<'a> ReportBuilder<'a> {
             breakdown: Breakdown::default(),
             bytes: 0.0,
             byte_hops: 0.0,
+            all_to_all_byte_hops: 0.0,
+            collective_byte_hops: 0.0,
             link_bytes: vec![0.0; machine.links().len()],
             die_busy: vec![0.0; machine.die_count() as usize],
             per_step: Vec::new(),
@@ -137,6 +145,8 @@ impl<'a> ReportBuilder<'a> {
         b.other_s += r.breakdown.other_s;
         self.bytes += r.traffic.bytes as f64;
         self.byte_hops += r.traffic.byte_hops as f64;
+        self.all_to_all_byte_hops += r.all_to_all_byte_hops as f64;
+        self.collective_byte_hops += r.collective_byte_hops as f64;
         for (acc, x) in self.link_bytes.iter_mut().zip(&r.link_bytes) {
             *acc += x;
         }
@@ -216,6 +226,8 @@ impl<'a> ReportBuilder<'a> {
             traffic: TrafficReport {
                 bytes: scale(self.bytes),
                 byte_hops: scale(self.byte_hops),
+                all_to_all_byte_hops: scale(self.all_to_all_byte_hops),
+                collective_byte_hops: scale(self.collective_byte_hops),
             },
             links: LinkReport {
                 max_util: alive_utils.iter().copied().fold(0.0, f64::max),

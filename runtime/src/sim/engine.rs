@@ -58,6 +58,10 @@ pub struct StepResult {
     pub link_bytes: Vec<f64>,
     pub link_busy_s: Vec<f64>,
     pub traffic: Traffic,
+    /// Byte-hops of dispatch and combine (the all-to-all), and of the ring
+    /// collectives of attention groups.
+    pub all_to_all_byte_hops: u64,
+    pub collective_byte_hops: u64,
     /// Tokens the step pushed through the model.
     pub tokens: u64,
     /// Every instruction's span (for the Chrome trace).
@@ -369,6 +373,10 @@ pub fn simulate_step(
     result.link_bytes = net.link_stats().iter().map(|l| l.bytes).collect();
     result.link_busy_s = net.link_stats().iter().map(|l| l.busy_s).collect();
     result.traffic = net.traffic();
+    // The tag's top byte is the collective kind (`tag`).
+    let by_kind = result.traffic.class_byte_hops;
+    result.all_to_all_byte_hops = by_kind[DISPATCH as usize] + by_kind[COMBINE as usize];
+    result.collective_byte_hops = (ALL_GATHER as usize..KINDS).map(|k| by_kind[k]).sum();
     Ok(result)
 }
 

@@ -71,6 +71,10 @@ pub struct Traffic {
     pub bytes: u64,
     /// Bytes times links crossed, summed over flows (saturating).
     pub byte_hops: u64,
+    /// `byte_hops` by traffic class: a flow's class is its tag's top byte
+    /// (classes above 7 count as 7), so a caller can tell its kinds of
+    /// traffic apart.
+    pub class_byte_hops: [u64; 8],
 }
 
 /// Where a cached route's links sit in `Network::route_links`, and how long
@@ -327,6 +331,8 @@ impl<'m> Network<'m> {
         self.traffic.bytes = self.traffic.bytes.saturating_add(bytes);
         let hops = u64::try_from(route.len).unwrap_or(u64::MAX);
         self.traffic.byte_hops = self.traffic.byte_hops.saturating_add(bytes.saturating_mul(hops));
+        let class = &mut self.traffic.class_byte_hops[((tag >> 56) as usize).min(7)];
+        *class = class.saturating_add(bytes.saturating_mul(hops));
         if bytes == 0 || route.len == 0 {
             self.finished.push((id, tag, self.now));
             return Ok(id);
@@ -949,7 +955,8 @@ mod tests {
             net.traffic(),
             Traffic {
                 bytes: 1 << 20,
-                byte_hops: 0
+                byte_hops: 0,
+                class_byte_hops: [0; 8],
             }
         );
         // Errors from the machine come through.
@@ -988,7 +995,9 @@ mod tests {
             net.traffic(),
             Traffic {
                 bytes: total,
-                byte_hops
+                byte_hops,
+                // Tags below 2^56 are all of class 0.
+                class_byte_hops: [byte_hops, 0, 0, 0, 0, 0, 0, 0],
             }
         );
     }
