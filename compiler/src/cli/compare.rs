@@ -56,11 +56,19 @@ pub fn execute(args: Args) -> Result<(), u8> {
         report(&session.loaded.sources, &[d]);
         super::EXIT_DIAGNOSTICS
     })?;
+    // Every built-in placement, and the plan's own placement file when it has one.
+    let mut placements: Vec<(String, String)> = PlacementChoice::ALL
+        .iter()
+        .map(|(name, _)| (name.to_string(), format!("place({name})")))
+        .collect();
+    if let PlacementChoice::File { path, .. } = &plan.placement {
+        placements.push((format!("file(\"{path}\")"), "from_file".to_string()));
+    }
     let mut rows = Vec::new();
-    for (name, _) in PlacementChoice::ALL {
+    for (name, pipeline) in placements {
         let options = CompileOptions {
             plan: Some(plan.name.clone()),
-            passes: Some(format!("place({name})")),
+            passes: Some(pipeline),
             ..Default::default()
         };
         let started = Instant::now();
@@ -81,7 +89,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
             super::EXIT_DIAGNOSTICS
         })?;
         rows.push(Row {
-            name: name.to_string(),
+            name,
             compile_s,
             report: out.report,
         });
