@@ -5,11 +5,13 @@ use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
+use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
 use crate::sema::{self, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
 use moec_runtime::schedule::Schedule;
+use moec_runtime::units::Bytes;
 use moec_runtime::workload::WorkloadSpec;
 use std::path::Path;
 
@@ -115,12 +117,49 @@ impl Session {
     /// Compiles a plan and lowers it to the schedule the runtime executes.
     pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
         let ir = self.compile(options, print)?;
+        self.lower(options, &ir)
+    }
+
+    /// Lowers a compiled plan's IR.
+    fn lower(&self, options: &CompileOptions, ir: &Ir) -> Result<Schedule, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
-        lower::lower(&ir, model, machine, workload).map_err(|e| {
+        lower::lower(ir, model, machine, workload).map_err(|e| {
             Diagnostic::global(Code::E0020, format!("internal error: {e}"))
                 .with_hint("this is a bug in moec; please report it with the input file")
         })
+    }
+
+    /// Compiles a plan and writes its expert placement (the lowered
+    /// schedule's, what `moec run` executes) as a placement file in
+    /// `format`. `pad_slots`: fill dies that hold fewer experts with second
+    /// slots of their own experts, within their free memory, instead of
+    /// refusing (E0039) in the engine formats.
+    pub fn placement_file(
+        &self,
+        options: &CompileOptions,
+        format: Format,
+        pad_slots: bool,
+        print: &mut dyn FnMut(&str, &Ir),
+    ) -> Result<String, Diagnostic> {
+        let ir = self.compile(options, print)?;
+        let schedule = self.lower(options, &ir)?;
+        let plan = self.select_plan(options.plan.as_deref())?;
+        let (model, machine, _) = self.parts(plan)?;
+        let layout = ExpertLayout {
+            experts: schedule.placement.experts,
+        };
+        let free: Vec<Bytes> = ir::memory::die_loads(&ir, machine)
+            .iter()
+            .map(|l| Bytes(machine.spec().die.memory.0.saturating_sub(l.total().0)))
+            .collect();
+        let padding = if pad_slots {
+            Padding::Repeat { free: &free }
+        } else {
+            Padding::Refuse
+        };
+        placement_file::write(format, &layout, &schedule.plan, Target { model, machine }, padding)
+            .map_err(|p| p.into_diagnostic(None))
     }
 }
 

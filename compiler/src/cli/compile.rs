@@ -8,8 +8,7 @@ use moec::diag::Diagnostic;
 use moec::driver::{self, CompileOptions};
 use moec::ir::{self, text::TextOptions};
 use moec::passes::PrintAfter;
-use moec::placement_file::{self, ExpertLayout, Format, Padding, Target};
-use moec_runtime::units::Bytes;
+use moec::placement_file::Format;
 use std::path::PathBuf;
 
 /// The command line of `compile`.
@@ -88,32 +87,10 @@ pub fn run(args: Args) -> Result<(), u8> {
         return emit(args.output.as_deref(), &schedule.to_json());
     }
     if args.emit == Emit::Placement {
-        let ir = session.compile(&options, &mut print).map_err(|d| fail(&session, d))?;
-        let model = session.program.model(plan.model).ok_or(super::EXIT_DIAGNOSTICS)?;
-        let workload = session.program.workload(plan.workload).ok_or(super::EXIT_DIAGNOSTICS)?;
-        // The lowered schedule's placement: what `moec run` would execute.
-        let schedule = moec::lower::lower(&ir, model, machine, workload).map_err(|e| {
-            fail(
-                &session,
-                Diagnostic::global(moec::diag::Code::E0020, format!("internal error: {e}"))
-                    .with_hint("this is a bug in moec; please report it with the input file"),
-            )
-        })?;
-        let layout = ExpertLayout {
-            experts: schedule.placement.experts,
-        };
-        let free: Vec<Bytes> = ir::memory::die_loads(&ir, machine)
-            .iter()
-            .map(|l| Bytes(machine.spec().die.memory.0.saturating_sub(l.total().0)))
-            .collect();
-        let padding = if args.pad_slots {
-            Padding::Repeat { free: &free }
-        } else {
-            Padding::Refuse
-        };
         let format = args.format.unwrap_or(Format::Moec);
-        let text = placement_file::write(format, &layout, &schedule.plan, Target { model, machine }, padding)
-            .map_err(|p| fail(&session, p.into_diagnostic(None)))?;
+        let text = session
+            .placement_file(&options, format, args.pad_slots, &mut print)
+            .map_err(|d| fail(&session, d))?;
         return emit(args.output.as_deref(), &text);
     }
     let ir = session.compile(&options, &mut print).map_err(|d| fail(&session, d))?;

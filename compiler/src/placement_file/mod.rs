@@ -249,15 +249,11 @@ pub fn read(
     target: Target,
 ) -> Result<ExpertLayout, Problem> {
     let shown = path.display();
-    let where_ = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => format!(" (looked in {})", d.display()),
-        _ => String::new(),
-    };
     let bytes = reader.read(path).map_err(|e| {
         Problem::new(
             ProblemKind::Unreadable,
             format!("cannot read placement file `{shown}`: {e}"),
-            format!("paths in file(\"...\") are relative to the .moe file{where_}"),
+            "paths in file(\"...\") are relative to the folder of the .moe file that holds the plan",
         )
     })?;
     if bytes.len() > MAX_FILE_BYTES {

@@ -68,7 +68,7 @@ pub fn read(text: &str, target: Target) -> Result<DeviceSlots, Problem> {
         ));
     }
     let devices = target.devices().len();
-    if physical == 0 || physical % devices != 0 {
+    if physical == 0 || !physical.is_multiple_of(devices) {
         return Err(Problem::new(
             ProblemKind::Slots,
             format!(

@@ -208,9 +208,9 @@ impl DeviceSlots {
                 return Err(Problem::new(
                     ProblemKind::Machine,
                     format!(
-                        "layer {} has {} devices but machine `{machine_name}` has {} alive dies",
-                        l.layer,
+                        "the file has {} devices (in layer {}) but machine `{machine_name}` has {} alive dies",
                         l.devices.len(),
+                        l.layer,
                         devices.len()
                     ),
                     "engine devices are the machine's alive dies in id order; export the placement for this machine",

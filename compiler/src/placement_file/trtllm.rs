@@ -95,7 +95,7 @@ pub fn read(text: &str, target: Target) -> Result<DeviceSlots, Problem> {
         ));
     }
     let slots = num_slots.unwrap_or_else(|| assignments.values().next().map_or(0, |v| v.len() as u64));
-    if slots == 0 || slots % devices as u64 != 0 {
+    if slots == 0 || !slots.is_multiple_of(devices as u64) {
         return Err(Problem::new(
             ProblemKind::Slots,
             format!("num_slots {slots} does not divide over the {devices} devices (the alive dies)"),

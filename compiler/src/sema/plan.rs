@@ -122,6 +122,15 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     let placement = match r.value("placement") {
         Some(v) => match &v.kind {
             ValueKind::Call(c) if c.name.text == "file" => r.check(file_placement(c)),
+            ValueKind::Call(c) => {
+                let calls = [placement_names.as_slice(), &["file"]].concat();
+                r.check(Err(reader::unknown_choice(
+                    c.name.span,
+                    "placement",
+                    &c.name.text,
+                    &calls,
+                )))
+            }
             _ => r
                 .check(reader::choice(v, "placement", &placement_names))
                 .and_then(|name| {
