@@ -9,8 +9,10 @@ mod common;
 use moec::diag::Code;
 use moec::driver::{self, CompileOptions, Session};
 use moec::ir::{Ir, Op};
-use moec::placement_file::{self, Format, Target};
+use moec::placement_file::{self, ExpertLayout, Format, Padding, Target};
 use moec::source::{FsReader, MemoryReader};
+use moec_runtime::machine::DieId;
+use moec_runtime::units::Bytes;
 use std::path::{Path, PathBuf};
 
 const TINY: &str = "tests/placement_files/tiny.moe";
@@ -64,7 +66,7 @@ fn round_trip(example: &str, plan: &str, model: &str, machine: &str, workload: &
         let name = format!("{plan}.{format}");
         std::fs::write(dir.join(&name), export(&source, plan, format, pad)).unwrap();
         moe.push_str(&format!(
-            "plan from_{} {{ model = {model}; machine = {machine}; workload = {workload}; placement = file(\"{name}\") }}\n",
+            "plan read_{} {{ model = {model}; machine = {machine}; workload = {workload}; placement = file(\"{name}\") }}\n",
             format.name().replace('-', "_")
         ));
     }
@@ -72,7 +74,7 @@ fn round_trip(example: &str, plan: &str, model: &str, machine: &str, workload: &
     std::fs::write(&root, moe).unwrap();
     let imported = common::checked(&root);
     for format in Format::ALL {
-        let from = format!("from_{}", format.name().replace('-', "_"));
+        let from = format!("read_{}", format.name().replace('-', "_"));
         let ir = imported.compile(&options(&from), &mut |_, _| {}).unwrap();
         assert_eq!(ir.header.passes, ["from_file"], "{from}");
         assert_eq!(
@@ -156,9 +158,18 @@ fn unequal_dies_are_refused_by_the_engine_formats_unless_padded() {
         .is_ok());
 }
 
+/// The tiny example without its plan that reads a file.
+fn tiny_source() -> String {
+    let text = std::fs::read_to_string(common::root().join(TINY)).unwrap();
+    text.split("// The contiguous placement read back")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// The tiny model and mesh (die (1, 1) dead when `defect`) as a target.
 fn with_target<T>(defect: bool, f: impl FnOnce(Target) -> T) -> T {
-    let text = std::fs::read_to_string(common::root().join(TINY)).unwrap();
+    let text = tiny_source();
     let text = if defect {
         text.replace("latency = 10 ns }", "latency = 10 ns }\n  defects { die(1, 1) }")
     } else {
@@ -167,7 +178,7 @@ fn with_target<T>(defect: bool, f: impl FnOnce(Target) -> T) -> T {
     let mut reader = MemoryReader::default();
     reader.0.insert(PathBuf::from("tiny.moe"), text.into_bytes());
     let session = driver::check(&reader, Path::new("tiny.moe")).unwrap();
-    assert!(!session.has_errors());
+    assert!(!session.has_errors(), "{:?}", session.diagnostics.sorted());
     let target = Target {
         model: session.program.model(0).unwrap(),
         machine: session.program.machine(0).unwrap(),
@@ -251,6 +262,26 @@ fn malformed_files_get_their_codes() {
 }
 
 #[test]
+fn padding_repeats_a_dies_experts_within_its_free_memory() {
+    with_target(false, |t| {
+        // Dies 0..3 hold 3, 2, 1 and 2 experts of each MoE layer.
+        let dies = [0, 0, 0, 1, 1, 2, 3, 3].map(|d| vec![DieId(d)]).to_vec();
+        let layout = ExpertLayout {
+            experts: vec![Vec::new(), dies.clone(), dies.clone(), dies],
+        };
+        let tight = [Bytes(0); 4];
+        let p = placement_file::write(Format::Sglang, &layout, "p", t, Padding::Repeat { free: &tight }).unwrap_err();
+        assert_eq!(p.kind.code(), Code::E0020, "{}", p.message);
+        assert!(p.message.contains("(1, 0)"), "{}", p.message);
+        let roomy = [Bytes(1 << 30); 4];
+        let text = placement_file::write(Format::Sglang, &layout, "p", t, Padding::Repeat { free: &roomy }).unwrap();
+        // Die (0, 1) repeats its one expert twice more.
+        assert!(text.contains("[0, 1, 2, 3, 4, 3, 5, 5, 5, 6, 7, 6]"), "{text}");
+        assert_eq!(placement_file::parse(&text, None, t).unwrap(), layout);
+    });
+}
+
+#[test]
 fn a_file_of_another_format_than_named_says_what_it_looks_like() {
     let text = "{\"physical_to_logical_map\": [[0]]}";
     let p = with_target(false, |t| {
@@ -294,7 +325,7 @@ fn every_prefix_of_every_format_reads_or_fails_without_a_panic() {
 
 #[test]
 fn file_calls_are_checked_in_the_plan() {
-    let tiny = std::fs::read_to_string(common::root().join(TINY)).unwrap();
+    let tiny = tiny_source();
     let codes = |placement: &str| {
         let text = format!(
             "{tiny}\nplan x {{ model = tiny; machine = mesh_2x2; workload = decode; placement = {placement} }}\n"

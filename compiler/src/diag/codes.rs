@@ -280,7 +280,8 @@ deeply than 64 levels. moec refuses such input before parsing it.",
         explanation: "After a pass placed the model, some die holds more than its memory: weights of the
 experts and replicated layers placed on it plus its share of the KV cache. The message names
 the die and the sizes. Use more dies, a placement that spreads experts further, or a
-smaller batch or context.",
+smaller batch or context. `--emit placement --pad-slots` gives this code too when the repeated
+expert slots it adds would not fit a die's free memory.",
     },
     Entry {
         code: Code::E0021,
@@ -378,16 +379,17 @@ Fix: export the placement for this machine, or use the machine it was written fo
 (SGLang: physical experts divided by devices; vllm-ascend: one tensor of layers by devices by
 slots; TensorRT-LLM: `num_slots` divided by devices). Reading, the file's slots do not divide
 evenly over the devices or differ between devices or layers. Writing, the compiled placement
-holds more experts on some dies than on others, which the engine formats cannot express; moec
-does not pad, because a padded slot is memory the engine would reserve that moec did not
-check. The message names the dies and their counts.
+holds more experts on some dies than on others, which the engine formats cannot express. The
+message names the dies and their counts.
 
 Example: `round_robin` of 256 experts over 63 alive dies puts 5 experts on some dies and 4 on
-others.
+others. EPLB gives every die the same number of slots, but when its packing puts two slots of
+one expert on one die, moec holds that expert there once, and the die is one expert short.
 
-Fix: a placement with equal slots (EPLB with `redundant_experts` making experts plus
-redundant slots a multiple of the alive dies), or `--format moec`, which records any
-placement.",
+Fix: `--pad-slots` fills each short die's spare slots with its own experts again (read back,
+they are the same replica; each is a copy of the weights the engine holds, so it must fit the
+die's free memory, else E0020); or `--format moec`, which records any placement; or a
+placement with equal experts per die.",
     },
     Entry {
         code: Code::W0001,
