@@ -6,7 +6,8 @@
 //! `tp(k)` groups, the rest on every alive die). The verifier then checks
 //! that every die holds what the file put on it.
 
-use super::{place, Pass, PassContext};
+use super::place::Place;
+use super::{Pass, PassContext};
 use crate::ir::Ir;
 
 /// The pass; its placement comes from [`PassContext::placement_file`].
@@ -21,6 +22,6 @@ impl Pass for FromFile {
         let layout = cx
             .placement_file
             .ok_or("`from_file` places a plan's `placement = file(\"...\")`, and this plan names no file")?;
-        place::apply(ir, cx, &layout.experts)
+        Place::apply(ir, cx, &layout.experts)
     }
 }

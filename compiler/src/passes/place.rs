@@ -1,6 +1,6 @@
 //! `place(ALGORITHM)`: the placement pass. Each algorithm (one file each:
 //! `round_robin`, `contiguous`, `eplb`, `moetuner`) decides the dies of every expert;
-//! this pass applies it to every layer ([`apply`], which `from_file` shares) and places everything else
+//! this pass applies it to every layer and places everything else ([`Place::apply`], which `from_file` shares)
 //! data-parallel: every alive die holds a copy of the embedding, gates,
 //! shared experts, dense FFNs and LM head and serves its share of the
 //! batch, and dispatch and combine run on every die, as the all-to-all they
@@ -87,56 +87,55 @@ impl Pass for Place {
             // `Place::new` only builds the named algorithms; a file is `from_file`'s.
             PlacementChoice::File { .. } => return Err("a placement file is placed by the `from_file` pass".into()),
         };
-        apply(ir, cx, &layouts)
+        Place::apply(ir, cx, &layouts)
     }
 }
 
-/// Places every expert on the dies `layouts[layer][expert]` gives and
-/// everything else data-parallel (attention, under `tp(k)`, over compact
-/// groups).
-pub(super) fn apply(ir: &mut Ir, cx: &PassContext, layouts: &[Vec<Vec<DieId>>]) -> Result<(), String> {
-    let dies = cx.machine.alive_dies();
-    if dies.is_empty() {
-        return Err("the machine has no alive die".into());
-    }
-    let attention = if cx.attention_tp > 1 {
-        let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
-        if groups.is_empty() {
-            return Err(format!(
-                "tp({}) needs {} alive dies; the machine has {}",
-                cx.attention_tp,
-                cx.attention_tp,
-                dies.len()
-            ));
-        }
-        Annotation {
-            dies: groups.concat(),
-            sharding: Sharding::Tp(cx.attention_tp),
-        }
-    } else {
-        Annotation {
-            dies: dies.clone(),
-            sharding: Sharding::Whole,
-        }
-    };
-    let indices: Vec<_> = ir.graph.node_indices().collect();
-    for i in indices {
-        let node = &mut ir.graph[i];
-        node.ann = match (&node.op, node.layer) {
-            (Op::Expert { expert, .. }, Some(layer)) => Annotation {
-                dies: layouts
-                    .get(layer.0 as usize)
-                    .and_then(|l| l.get(expert.0 as usize))
-                    .cloned()
-                    .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
-                sharding: Sharding::Whole,
-            },
-            (Op::Attention { .. }, _) => attention.clone(),
-            _ => Annotation {
+impl Place {
+    /// Places every expert on the dies `layouts[layer][expert]` gives and
+    /// everything else data-parallel (attention, under `tp(k)`, over compact
+    /// groups).
+    pub(super) fn apply(ir: &mut Ir, cx: &PassContext, layouts: &[Vec<Vec<DieId>>]) -> Result<(), String> {
+        let dies = cx.machine.alive_dies();
+        let attention = if cx.attention_tp > 1 {
+            let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
+            if groups.is_empty() {
+                return Err(format!(
+                    "tp({}) needs {} alive dies; the machine has {}",
+                    cx.attention_tp,
+                    cx.attention_tp,
+                    dies.len()
+                ));
+            }
+            Annotation {
+                dies: groups.concat(),
+                sharding: Sharding::Tp(cx.attention_tp),
+            }
+        } else {
+            Annotation {
                 dies: dies.clone(),
                 sharding: Sharding::Whole,
-            },
+            }
         };
+        let indices: Vec<_> = ir.graph.node_indices().collect();
+        for i in indices {
+            let node = &mut ir.graph[i];
+            node.ann = match (&node.op, node.layer) {
+                (Op::Expert { expert, .. }, Some(layer)) => Annotation {
+                    dies: layouts
+                        .get(layer.0 as usize)
+                        .and_then(|l| l.get(expert.0 as usize))
+                        .cloned()
+                        .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
+                    sharding: Sharding::Whole,
+                },
+                (Op::Attention { .. }, _) => attention.clone(),
+                _ => Annotation {
+                    dies: dies.clone(),
+                    sharding: Sharding::Whole,
+                },
+            };
+        }
+        Ok(())
     }
-    Ok(())
 }
