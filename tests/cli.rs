@@ -303,3 +303,116 @@ fn compare_runs_every_placement_on_the_same_workload() {
     // 8 experts on 16 GPUs: round robin uses GPUs 0-7, contiguous spreads over every other GPU.
     assert_ne!(rows[0]["traffic"]["byte_hops"], rows[1]["traffic"]["byte_hops"]);
 }
+
+const TINY: &str = "tests/placement_files/tiny.moe";
+
+#[test]
+fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
+    let dir = std::env::temp_dir().join(format!("moec-cli-placement-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for format in ["sglang", "vllm-ascend", "trtllm", "moec"] {
+        let out = dir.join(format!("eplb.{format}"));
+        let path = out.to_str().unwrap();
+        let args = [
+            "compile",
+            TINY,
+            "--plan",
+            "eplb",
+            "--emit",
+            "placement",
+            "--format",
+            format,
+            "--pad-slots",
+        ];
+        for _ in 0..2 {
+            let o = moec(&[&args[..], &["-o", path]].concat());
+            assert_eq!(o.status.code(), Some(0), "{format}: {}", text(&o.stderr));
+        }
+        let o = moec(&args);
+        assert_eq!(
+            o.stdout,
+            std::fs::read(&out).unwrap(),
+            "{format}: file and stdout differ"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+    // Without padding, a die holding fewer experts is refused, by name.
+    let o = moec(&[
+        "compile",
+        TINY,
+        "--plan",
+        "eplb",
+        "--emit",
+        "placement",
+        "--format",
+        "trtllm",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("error[E0039]") && err.contains("2 on 1 die ((0, 1))"),
+        "{err}"
+    );
+    // moec's own format is the default and records any placement.
+    let o = moec(&["compile", TINY, "--plan", "eplb", "--emit", "placement"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("\"format\": \"moec-placement\""));
+    // --format belongs to --emit placement, and names a format.
+    assert_eq!(moec(&["compile", TINY, "--format", "sglang"]).status.code(), Some(2));
+    assert_eq!(moec(&["compile", TINY, "--pad-slots"]).status.code(), Some(2));
+    let o = moec(&["compile", TINY, "--emit", "placement", "--format", "vllm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("vllm-ascend"), "{}", text(&o.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
+    let o = moec(&[
+        "compare",
+        TINY,
+        "--plan",
+        "from_sglang",
+        "--steps",
+        "1",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "round_robin",
+            "contiguous",
+            "eplb",
+            "eplb_hierarchical",
+            "moetuner",
+            "file(\"contiguous.sglang.json\")"
+        ]
+    );
+    // The file holds the contiguous placement: the same traffic.
+    assert_eq!(rows[5]["traffic"], rows[1]["traffic"]);
+    // A plan of a built-in placement compares the built-in ones only.
+    let o = moec(&[
+        "compare",
+        TINY,
+        "--plan",
+        "contiguous",
+        "--steps",
+        "1",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["rows"].as_array().unwrap().len(), 5);
+}

@@ -10,7 +10,8 @@
 //! every diagnostic must carry that code, the first one's primary span must
 //! cover exactly the quoted text (`""`: no span, a command-line error), and
 //! the rendered output is a reviewed snapshot. Every code `moec explain`
-//! knows must have a file here.
+//! knows must have a file here. Files the inputs read (placement files) are
+//! in `tests/diagnostics/placements/` and held in memory beside them.
 
 use moec::diag::{render, Code, Diagnostic};
 use moec::driver::{self, CompileOptions};
@@ -42,10 +43,17 @@ fn directive(text: &str) -> (Code, String) {
 }
 
 /// Checks (and compiles, when checking passes) a file held in memory under
-/// its bare name, so rendered paths do not depend on the checkout.
+/// its bare name, so rendered paths do not depend on the checkout; the
+/// placement files are held as `placements/NAME`.
 fn diagnose(name: &str, text: &str) -> (String, Vec<Diagnostic>, String) {
     let mut reader = MemoryReader::default();
     reader.0.insert(PathBuf::from(name), text.as_bytes().to_vec());
+    let placements = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/diagnostics/placements");
+    for entry in std::fs::read_dir(placements).unwrap() {
+        let path = entry.unwrap().path();
+        let held = Path::new("placements").join(path.file_name().unwrap());
+        reader.0.insert(held, std::fs::read(&path).unwrap());
+    }
     let session = driver::check(&reader, Path::new(name)).unwrap();
     let mut diags = session.diagnostics.sorted();
     if !session.has_errors() && !session.program.plans.is_empty() {

@@ -327,7 +327,9 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                 let tp = if heads % tp == 0 && tp <= dies { tp } else { 1 };
                 // Token domains need groups; the entwined layout also a
                 // defect-free mesh its domains (blocks of dies / tp) tile.
-                let tiles = |domain: u32| (1..=mesh.0).any(|a| mesh.0 % a == 0 && domain % a == 0 && mesh.1 % (domain / a) == 0);
+                let tiles = |domain: u32| {
+                    (1..=mesh.0).any(|a| mesh.0 % a == 0 && domain.is_multiple_of(a) && mesh.1 % (domain / a) == 0)
+                };
                 let placement = match placement {
                     "er_mapping" if tp > 1 && !defect && dies % tp == 0 && tiles(dies / tp) => placement,
                     "er_mapping" | "tp_contiguous" if tp > 1 => "tp_contiguous",

@@ -312,7 +312,11 @@ fn er_mapping_keeps_dispatch_inside_compact_token_domains() {
         for layer in traffic.layers.iter().flatten() {
             for &(src, dst, bytes) in &layer.dispatch {
                 if plan == "er_mapping" {
-                    assert_eq!(domain_of[src.index()], domain_of[dst.index()], "{src} -> {dst} leaves its domain");
+                    assert_eq!(
+                        domain_of[src.index()],
+                        domain_of[dst.index()],
+                        "{src} -> {dst} leaves its domain"
+                    );
                 }
                 total += bytes * u64::from(machine.hops(src, dst).unwrap());
             }

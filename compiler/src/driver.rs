@@ -5,11 +5,13 @@ use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
-use crate::sema::{self, Plan, Program};
+use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
+use crate::sema::{self, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
 use moec_runtime::schedule::Schedule;
+use moec_runtime::units::Bytes;
 use moec_runtime::workload::WorkloadSpec;
 use std::path::Path;
 
@@ -23,7 +25,7 @@ pub struct Session {
 /// Reads, parses and checks `path` and its imports.
 pub fn check(reader: &dyn SourceReader, path: &Path) -> Result<Session, RootError> {
     let mut loaded = source::load(reader, path)?;
-    let (program, diags) = sema::analyze(&loaded.sources, &loaded.files);
+    let (program, diags) = sema::analyze(reader, &loaded.sources, &loaded.files);
     let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
     diagnostics.extend(diags);
     Ok(Session {
@@ -98,14 +100,16 @@ impl Session {
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
-        let pipeline = match &options.passes {
-            Some(p) => p.clone(),
-            None => format!("place({})", plan.placement.name()),
+        let pipeline = match (&options.passes, &plan.placement) {
+            (Some(p), _) => p.clone(),
+            (None, PlacementChoice::File { .. }) => "from_file".to_string(),
+            (None, choice) => format!("place({})", choice.name()),
         };
         let specs = parse_pipeline(&pipeline).map_err(|e| Diagnostic::global(Code::E0021, e))?;
         let manager = PassManager::new(&specs, options.print_after.clone()).map_err(|e| pipeline_error(plan, e))?;
         let mut ir = ir::build(&plan.name, model, machine, workload);
-        let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways());
+        let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
+            .with_placement_file(self.program.placement_file(&plan.name));
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }
@@ -113,12 +117,49 @@ impl Session {
     /// Compiles a plan and lowers it to the schedule the runtime executes.
     pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
         let ir = self.compile(options, print)?;
+        self.lower(options, &ir)
+    }
+
+    /// Lowers a compiled plan's IR.
+    fn lower(&self, options: &CompileOptions, ir: &Ir) -> Result<Schedule, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
-        lower::lower(&ir, model, machine, workload).map_err(|e| {
+        lower::lower(ir, model, machine, workload).map_err(|e| {
             Diagnostic::global(Code::E0020, format!("internal error: {e}"))
                 .with_hint("this is a bug in moec; please report it with the input file")
         })
+    }
+
+    /// Compiles a plan and writes its expert placement (the lowered
+    /// schedule's, what `moec run` executes) as a placement file in
+    /// `format`. `pad_slots`: fill dies that hold fewer experts with second
+    /// slots of their own experts, within their free memory, instead of
+    /// refusing (E0039) in the engine formats.
+    pub fn placement_file(
+        &self,
+        options: &CompileOptions,
+        format: Format,
+        pad_slots: bool,
+        print: &mut dyn FnMut(&str, &Ir),
+    ) -> Result<String, Diagnostic> {
+        let ir = self.compile(options, print)?;
+        let schedule = self.lower(options, &ir)?;
+        let plan = self.select_plan(options.plan.as_deref())?;
+        let (model, machine, _) = self.parts(plan)?;
+        let layout = ExpertLayout {
+            experts: schedule.placement.experts,
+        };
+        let free: Vec<Bytes> = ir::memory::die_loads(&ir, machine)
+            .iter()
+            .map(|l| Bytes(machine.spec().die.memory.0.saturating_sub(l.total().0)))
+            .collect();
+        let padding = if pad_slots {
+            Padding::Repeat { free: &free }
+        } else {
+            Padding::Refuse
+        };
+        placement_file::write(format, &layout, &schedule.plan, Target { model, machine }, padding)
+            .map_err(|p| p.into_diagnostic(None))
     }
 }
 
@@ -126,8 +167,9 @@ impl Session {
 /// (E0020, at the plan); broken IR is moec's bug and says so.
 fn pipeline_error(plan: &Plan, e: PipelineError) -> Diagnostic {
     match e {
-        PipelineError::Spec(m) => Diagnostic::global(Code::E0021, m)
-            .with_hint("passes: place(round_robin), place(contiguous); pipelines: baseline; see `moec compile --help`"),
+        PipelineError::Spec(m) => Diagnostic::global(Code::E0021, m).with_hint(
+            "passes: place(round_robin), place(contiguous), from_file; pipelines: baseline; see `moec compile --help`",
+        ),
         PipelineError::Pass { pass, message } => {
             Diagnostic::error(Code::E0020, plan.span, format!("pass {pass} failed: {message}"))
                 .with_label("in this plan")

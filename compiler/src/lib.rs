@@ -5,7 +5,8 @@
 //! `grammar/moe.pest`) and formats them back; [`sema`] checks them into a
 //! [`sema::Program`] of models, machines, workloads and plans; [`ir`] builds
 //! the graph IR of a plan; [`passes`] transform and annotate it; [`driver`]
-//! strings the stages together; [`diag`] is how every stage reports problems.
+//! strings the stages together; [`diag`] is how every stage reports problems;
+//! [`placement_file`] writes and reads placements in serving engines' formats.
 //! The machine model, model and workload descriptions live in the
 //! `moec-runtime` crate, so the compiler's decisions and the runtime's
 //! measurements agree about the hardware.
@@ -19,6 +20,7 @@ pub mod driver;
 pub mod ir;
 pub mod lower;
 pub mod passes;
+pub mod placement_file;
 pub mod sema;
 pub mod source;
 pub mod syntax;

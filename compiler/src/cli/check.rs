@@ -69,7 +69,10 @@ pub fn run(file: &Path) -> Result<(), u8> {
             p.models[plan.model].name,
             p.machines[plan.machine].name,
             p.workloads[plan.workload].name,
-            plan.placement.name()
+            match &plan.placement {
+                moec::sema::PlacementChoice::File { path, .. } => format!("file(\"{path}\")"),
+                choice => choice.name().to_string(),
+            }
         );
     }
     let _ = writeln!(out, "ok: {}", file.display());

@@ -52,7 +52,7 @@ struct Row {
 /// A placement compare did not run, and why.
 #[derive(Serialize)]
 struct Skipped {
-    name: &'static str,
+    name: String,
     reason: String,
 }
 
@@ -63,11 +63,26 @@ pub fn execute(args: Args) -> Result<(), u8> {
         report(&session.loaded.sources, &[d]);
         super::EXIT_DIAGNOSTICS
     })?;
+    // Every built-in placement, and the plan's own placement file when it has one.
+    // (name, pipeline, whether it needs tensor-parallel attention)
+    let mut placements: Vec<(String, String, bool)> = PlacementChoice::ALL
+        .iter()
+        .map(|(name, c)| {
+            (
+                name.to_string(),
+                format!("place({name})"),
+                c.needs_tensor_parallel_attention(),
+            )
+        })
+        .collect();
+    if let PlacementChoice::File { path, .. } = &plan.placement {
+        placements.push((format!("file(\"{path}\")"), "from_file".to_string(), false));
+    }
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
     let mut skipped: Vec<Skipped> = Vec::new();
-    for &(name, choice) in PlacementChoice::ALL {
-        if choice.needs_tensor_parallel_attention() && plan.attention.ways() < 2 {
+    for (name, pipeline, needs_tp) in placements {
+        if needs_tp && plan.attention.ways() < 2 {
             let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
             eprintln!("compare: skipping {name}: {reason}");
             skipped.push(Skipped { name, reason });
@@ -75,7 +90,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         }
         let options = CompileOptions {
             plan: Some(plan.name.clone()),
-            passes: Some(format!("place({name})")),
+            passes: Some(pipeline),
             ..Default::default()
         };
         let started = Instant::now();
@@ -83,12 +98,10 @@ pub fn execute(args: Args) -> Result<(), u8> {
             Ok(s) => s,
             // One placement that cannot place this plan (a layout that needs
             // a defect-free mesh, say) does not stop the others.
-            Err(d) if choice.needs_tensor_parallel_attention() => {
-                report(&session.loaded.sources, &[d.clone()]);
-                skipped.push(Skipped {
-                    name,
-                    reason: d.message.clone(),
-                });
+            Err(d) if needs_tp => {
+                report(&session.loaded.sources, std::slice::from_ref(&d));
+                let reason = d.message.clone();
+                skipped.push(Skipped { name, reason });
                 continue;
             }
             Err(d) => {
@@ -109,7 +122,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
             super::EXIT_DIAGNOSTICS
         })?;
         rows.push(Row {
-            name: name.to_string(),
+            name,
             compile_s,
             report: out.report,
         });

@@ -1,5 +1,6 @@
 //! `moec compile FILE`: a plan's IR through its passes, emitted as text,
-//! JSON or Graphviz.
+//! JSON or Graphviz, or lowered to the schedule, or its expert placement in
+//! a serving engine's format.
 
 use super::output::{emit, load_checked, report};
 use super::Emit;
@@ -7,6 +8,7 @@ use moec::diag::Diagnostic;
 use moec::driver::{self, CompileOptions};
 use moec::ir::{self, text::TextOptions};
 use moec::passes::PrintAfter;
+use moec::placement_file::Format;
 use std::path::PathBuf;
 
 /// The command line of `compile`.
@@ -20,6 +22,13 @@ pub struct Args {
     /// What to write.
     #[arg(long, value_enum, default_value_t = Emit::Ir)]
     emit: Emit,
+    /// The format of `--emit placement`: sglang, vllm-ascend, trtllm or moec (default).
+    #[arg(long, value_parser = parse_format, value_name = "FORMAT")]
+    format: Option<Format>,
+    /// With --emit placement in an engine format: fill dies holding fewer experts with second slots of their own
+    /// experts (checked against their free memory) instead of refusing.
+    #[arg(long)]
+    pad_slots: bool,
     /// Write here (atomically) instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -47,6 +56,10 @@ pub fn run(args: Args) -> Result<(), u8> {
         }
         None => None,
     };
+    if (args.format.is_some() || args.pad_slots) && args.emit != Emit::Placement {
+        eprintln!("error: --format and --pad-slots apply to --emit placement");
+        return Err(super::EXIT_USAGE);
+    }
     let session = load_checked(&args.file)?;
     let print_after = if args.print_after_all {
         PrintAfter::All
@@ -73,12 +86,19 @@ pub fn run(args: Args) -> Result<(), u8> {
         let schedule = session.schedule(&options, &mut print).map_err(|d| fail(&session, d))?;
         return emit(args.output.as_deref(), &schedule.to_json());
     }
+    if args.emit == Emit::Placement {
+        let format = args.format.unwrap_or(Format::Moec);
+        let text = session
+            .placement_file(&options, format, args.pad_slots, &mut print)
+            .map_err(|d| fail(&session, d))?;
+        return emit(args.output.as_deref(), &text);
+    }
     let ir = session.compile(&options, &mut print).map_err(|d| fail(&session, d))?;
     let text = match args.emit {
         Emit::Ir => ir::text::print(&ir, machine, &text_options),
         Emit::Json => ir::json::print(&ir),
         Emit::Dot => ir::dot::print(&ir, machine),
-        Emit::Schedule => String::new(),
+        Emit::Schedule | Emit::Placement => String::new(),
     };
     emit(args.output.as_deref(), &text)
 }
@@ -86,6 +106,14 @@ pub fn run(args: Args) -> Result<(), u8> {
 fn fail(session: &driver::Session, d: Diagnostic) -> u8 {
     report(&session.loaded.sources, &[d]);
     super::EXIT_DIAGNOSTICS
+}
+
+/// A placement format by name (clap's value parser for `--format`).
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+        format!("no placement format `{s}` (formats: {})", names.join(", "))
+    })
 }
 
 /// `3`, `0..3` (inclusive).

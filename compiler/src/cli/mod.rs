@@ -53,8 +53,10 @@ pub enum Command {
   moec compile examples/deepseek-v3-wafer.moe
   moec compile examples/deepseek-v3-wafer.moe --plan default --emit json -o plan.json
   moec compile examples/deepseek-v3-wafer.moe --passes baseline --print-after-all --layers 3..3
+  moec compile examples/deepseek-v3-wafer.moe --plan eplb --emit placement --format sglang -o eplb.json
 
-Passes: place(round_robin), place(contiguous). Named pipelines: baseline = place(round_robin).")]
+Passes: place(round_robin), place(contiguous), place(eplb), from_file. Named pipelines: baseline = place(round_robin).
+Placement formats (--emit placement --format F): sglang, vllm-ascend, trtllm, moec (docs/PLACEMENT_FORMATS.md).")]
     Compile(compile::Args),
     /// Run a plan on the simulated machine with real kernels; report latency, traffic, balance and the numeric check.
     #[command(after_help = "Examples:
@@ -102,6 +104,8 @@ pub enum Emit {
     Dot,
     /// The lowered schedule (JSON) that `moec run` executes.
     Schedule,
+    /// The expert placement in a serving engine's format (`--format`).
+    Placement,
 }
 
 /// Runs a command; `Err` carries the exit status.

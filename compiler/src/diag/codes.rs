@@ -31,6 +31,11 @@ pub enum Code {
     E0022,
     E0023,
     E0024,
+    E0035,
+    E0036,
+    E0037,
+    E0038,
+    E0039,
     W0001,
     W0002,
     W0003,
@@ -276,7 +281,8 @@ deeply than 64 levels. moec refuses such input before parsing it.",
         explanation: "After a pass placed the model, some die holds more than its memory: weights of the
 experts and replicated layers placed on it plus its share of the KV cache. The message names
 the die and the sizes. Use more dies, a placement that spreads experts further, or a
-smaller batch or context.",
+smaller batch or context. `--emit placement --pad-slots` gives this code too when the repeated
+expert slots it adds would not fit a die's free memory.",
     },
     Entry {
         code: Code::E0021,
@@ -311,6 +317,90 @@ each takes one die from every tensor-parallel attention group, so the group's al
 token in every domain and dispatch and combine can stay inside one. A plan with data-parallel
 attention has no groups to take them from. Add `attention = tp(k)`; on an 8x8 wafer `tp(16)` gives
 2x2-die domains.",
+    },
+    Entry {
+        code: Code::E0035,
+        name: "E0035",
+        title: "placement file cannot be read",
+        explanation: "A plan's `placement = file(\"...\")` names a file that cannot be read: it does not exist,
+is not readable, or is larger than 16 MiB. Paths are relative to the .moe file that holds the
+plan, like `import` and `trace(\"...\")`.
+
+Example:
+
+    plan p { model = m; machine = w; workload = d; placement = file(\"eplb.json\") }
+                                                           // error: no eplb.json beside the file
+
+Fix: write the placement first (`moec compile FILE --plan eplb --emit placement --format sglang
+-o eplb.json`) or correct the path.",
+    },
+    Entry {
+        code: Code::E0036,
+        name: "E0036",
+        title: "malformed placement file",
+        explanation: "A placement file is not one of the formats moec reads (docs/PLACEMENT_FORMATS.md): SGLang's
+`{\"physical_to_logical_map\": [...]}`, vllm-ascend's expert map (`moe_layer_count`,
+`layer_list`), TensorRT-LLM's `moe_load_balancer.yaml` (`num_slots`,
+`initial_global_assignments`, `layer_updates_per_iter`) or moec's own versioned JSON. The
+message says what is wrong and where: invalid JSON or YAML, a missing or unknown key, a value
+of the wrong type, an unsupported version, or content of another format than `format = ...`
+names. YAML anchors and aliases are refused (a placement never needs them, and they can make a
+small file expand without bound).
+
+Example:
+
+    {\"physical_to_logical_map\": [[0, 1], [2, \"3\"]]}     // error: \"3\" is a string
+
+Fix: expert ids are integers.",
+    },
+    Entry {
+        code: Code::E0037,
+        name: "E0037",
+        title: "placement file does not match the model",
+        explanation: "A placement file describes another model than the plan's: a different number of layers or
+MoE layers, a layer that is not an MoE layer of this model, an expert id outside
+`0..experts`, or an MoE layer in which some expert has no replica at all (its tokens would have
+nowhere to go). The same code is given when a placement is asked of a model without MoE
+layers.
+
+Example: a file written for DeepSeek-V3 (61 layers, 256 experts) read into a plan for
+Mixtral-8x7B (32 layers, 8 experts).
+
+Fix: export the placement from a plan of the same model, or point the plan at the model the
+file was written for.",
+    },
+    Entry {
+        code: Code::E0038,
+        name: "E0038",
+        title: "placement file does not match the machine",
+        explanation: "A placement file's devices are not the machine's alive dies. The engine formats number
+devices 0, 1, ... and moec maps device d to the d-th alive die in id order, so the file must
+have exactly as many devices as the machine has alive dies. moec's own format names dies by
+id and name: every die it names must exist on this machine, be alive, and have that name.
+
+Example: a vllm-ascend map with `device_count: 8` read into a plan on a 64-die wafer.
+
+Fix: export the placement for this machine, or use the machine it was written for.",
+    },
+    Entry {
+        code: Code::E0039,
+        name: "E0039",
+        title: "unequal slots per device",
+        explanation: "Serving engines give every device the same number of expert slots in every MoE layer
+(SGLang: physical experts divided by devices; vllm-ascend: one tensor of layers by devices by
+slots; TensorRT-LLM: `num_slots` divided by devices). Reading, the file's slots do not divide
+evenly over the devices or differ between devices or layers. Writing, the compiled placement
+holds more experts on some dies than on others, which the engine formats cannot express. The
+message names the dies and their counts.
+
+Example: `round_robin` of 256 experts over 63 alive dies puts 5 experts on some dies and 4 on
+others. EPLB gives every die the same number of slots, but when its packing puts two slots of
+one expert on one die, moec holds that expert there once, and the die is one expert short.
+
+Fix: `--pad-slots` fills each short die's spare slots with its own experts again (read back,
+they are the same replica; each is a copy of the weights the engine holds, so it must fit the
+die's free memory, else E0020); or `--format moec`, which records any placement; or a
+placement with equal experts per die.",
     },
     Entry {
         code: Code::W0001,

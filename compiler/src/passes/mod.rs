@@ -8,6 +8,7 @@
 
 mod contiguous;
 mod eplb;
+mod from_file;
 mod manager;
 mod moetuner;
 mod place;
@@ -19,6 +20,7 @@ pub use manager::{PassManager, PipelineError, PrintAfter};
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 
 use crate::ir::Ir;
+use crate::placement_file::ExpertLayout;
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
 use moec_runtime::routing::RoutingStats;
@@ -34,6 +36,8 @@ pub struct PassContext<'a> {
     pub redundant_experts: Option<u64>,
     /// Dies each attention layer is split over by heads (1: data-parallel).
     pub attention_tp: u32,
+    /// The placement a `placement = file("...")` plan read (for `from_file`).
+    pub placement_file: Option<&'a ExpertLayout>,
     /// Expert loads from the workload's routing, measured on first use;
     /// and the same with layer-to-layer transitions, when a pass asks.
     stats: std::cell::OnceCell<Result<RoutingStats, String>>,
@@ -55,9 +59,16 @@ impl<'a> PassContext<'a> {
             workload,
             redundant_experts,
             attention_tp,
+            placement_file: None,
             stats: std::cell::OnceCell::new(),
             transitions: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The same context with the placement a plan's file gave.
+    pub fn with_placement_file(mut self, layout: Option<&'a ExpertLayout>) -> PassContext<'a> {
+        self.placement_file = layout;
+        self
     }
 
     /// Expert loads per layer, from the workload's own routing source

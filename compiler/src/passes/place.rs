@@ -1,6 +1,6 @@
 //! `place(ALGORITHM)`: the placement pass. Each algorithm (one file each:
 //! `round_robin`, `contiguous`, `eplb`, `moetuner`) decides the dies of every expert;
-//! this pass applies it to every layer and places everything else
+//! this pass applies it to every layer and places everything else ([`Place::apply`], which `from_file` shares)
 //! data-parallel: every alive die holds a copy of the embedding, gates,
 //! shared experts, dense FFNs and LM head and serves its share of the
 //! batch, and dispatch and combine run on every die, as the all-to-all they
@@ -33,7 +33,9 @@ impl Place {
         PlacementChoice::ALL
             .iter()
             .find(|(n, _)| *n == arg)
-            .map(|&(_, algorithm)| Place { algorithm })
+            .map(|(_, algorithm)| Place {
+                algorithm: algorithm.clone(),
+            })
             .ok_or_else(|| format!("no placement algorithm `{arg}` (algorithms: {})", names.join(", ")))
     }
 }
@@ -90,23 +92,59 @@ impl Pass for Place {
                 ir.header.notes.extend(notes);
                 layouts
             }
+            // `Place::new` only builds the named algorithms; a file is `from_file`'s.
+            PlacementChoice::File { .. } => return Err("a placement file is placed by the `from_file` pass".into()),
         };
-        let (groups, domains) = match self.algorithm {
-            PlacementChoice::ErMapping => {
+        let groups = match self.algorithm {
+            PlacementChoice::ErMapping => GroupLayout::Entwined,
+            PlacementChoice::TpContiguous => GroupLayout::CompactWithDomains,
+            _ => GroupLayout::Compact,
+        };
+        Place::apply(ir, cx, &layouts, groups)
+    }
+}
+
+/// How tensor-parallel attention groups are laid out (`tp_groups`), and
+/// whether dispatch and combine run from token domains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum GroupLayout {
+    /// Compact blocks; each token dispatched from its home die.
+    Compact,
+    /// Compact blocks; token domains of the dies at one ring position.
+    CompactWithDomains,
+    /// MoEntwine's entwined groups around compact token domains.
+    Entwined,
+}
+
+impl Place {
+    /// Places every expert on the dies `layouts[layer][expert]` gives and
+    /// everything else data-parallel (attention, under `tp(k)`, over groups
+    /// laid out as `layout` says).
+    pub(super) fn apply(
+        ir: &mut Ir,
+        cx: &PassContext,
+        layouts: &[Vec<Vec<DieId>>],
+        layout: GroupLayout,
+    ) -> Result<(), String> {
+        let dies = cx.machine.alive_dies();
+        if layout != GroupLayout::Compact && cx.attention_tp < 2 {
+            return Err("token domains need attention = tp(k)".into());
+        }
+        let (groups, domains) = match layout {
+            GroupLayout::Entwined => {
                 let (groups, domains) = tp_groups::entwined(cx.machine, cx.attention_tp)?;
                 (groups, Some(domains))
             }
-            PlacementChoice::TpContiguous => {
+            GroupLayout::CompactWithDomains => {
                 let groups = tp_groups::compact_groups(cx.machine, cx.attention_tp);
                 let domains = tp_groups::positional_domains(&groups);
                 (groups, Some(domains))
             }
-            _ if cx.attention_tp > 1 => (tp_groups::compact_groups(cx.machine, cx.attention_tp), None),
-            _ => (Vec::new(), None),
+            GroupLayout::Compact if cx.attention_tp > 1 => {
+                (tp_groups::compact_groups(cx.machine, cx.attention_tp), None)
+            }
+            GroupLayout::Compact => (Vec::new(), None),
         };
-        if self.algorithm.needs_tensor_parallel_attention() && cx.attention_tp < 2 {
-            return Err(format!("{} needs attention = tp(k)", self.algorithm.name()));
-        }
         let attention = if cx.attention_tp > 1 {
             if groups.is_empty() {
                 return Err(format!(

@@ -3,6 +3,7 @@
 //! A spec is `name` or `name(arg)`; a pipeline is specs joined by commas:
 //! `place(round_robin)`. Named pipelines stand for a list of specs.
 
+use super::from_file::FromFile;
 use super::place::Place;
 use super::Pass;
 
@@ -23,10 +24,16 @@ impl std::fmt::Display for PassSpec {
 }
 
 /// Every pass, with what it does (for `--help` and error hints).
-pub const PASSES: &[(&str, &str)] = &[(
-    "place",
-    "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin, contiguous, eplb",
-)];
+pub const PASSES: &[(&str, &str)] = &[
+    (
+        "place",
+        "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin, contiguous, eplb",
+    ),
+    (
+        "from_file",
+        "from_file: experts where the plan's `placement = file(\"...\")` says, the rest as `place`",
+    ),
+];
 
 /// Named pipelines.
 pub const PIPELINES: &[(&str, &str)] = &[("baseline", "place(round_robin)")];
@@ -86,6 +93,10 @@ fn split_top_level(text: &str) -> Vec<&str> {
 pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
     match spec.name.as_str() {
         "place" => Ok(Box::new(Place::new(spec.arg.as_deref())?)),
+        "from_file" => match &spec.arg {
+            None => Ok(Box::new(FromFile)),
+            Some(_) => Err("`from_file` takes no argument: the file is the plan's `placement = file(\"...\")`".into()),
+        },
         other => {
             let names: Vec<&str> = PASSES.iter().map(|(n, _)| *n).collect();
             let hint = crate::sema::suggest::did_you_mean(other, names.iter().copied()).unwrap_or_default();

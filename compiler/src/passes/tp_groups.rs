@@ -74,11 +74,14 @@ pub fn positional_domains(groups: &[Vec<DieId>]) -> Vec<Vec<DieId>> {
     (0..k).map(|j| groups.iter().map(|g| g[j]).collect()).collect()
 }
 
+/// Attention groups (each in ring order) and the token domains that go with them.
+pub type GroupsAndDomains = (Vec<Vec<DieId>>, Vec<Vec<DieId>>);
+
 /// The entwined layout for groups of `k`: the groups (each in ring order)
 /// and the token domains (each a block, in row-major order inside it).
 /// Needs a mesh with every die alive whose wafers the `total / k`-die
 /// blocks tile; otherwise says what does not fit.
-pub fn entwined(machine: &Machine, k: u32) -> Result<(Vec<Vec<DieId>>, Vec<Vec<DieId>>), String> {
+pub fn entwined(machine: &Machine, k: u32) -> Result<GroupsAndDomains, String> {
     let grid = machine
         .grid()
         .ok_or("the entwined layout needs a mesh of dies (this machine is a switch or cluster)")?;
@@ -101,7 +104,11 @@ pub fn entwined(machine: &Machine, k: u32) -> Result<(Vec<Vec<DieId>>, Vec<Vec<D
         )
     })?;
     let (blocks_x, blocks_y) = (grid.width / a, grid.height / b);
-    let at = |x: u32, y: u32| machine.die_at(Coord::new(x, y)).ok_or_else(|| format!("no die at ({x},{y})"));
+    let at = |x: u32, y: u32| {
+        machine
+            .die_at(Coord::new(x, y))
+            .ok_or_else(|| format!("no die at ({x},{y})"))
+    };
     let mut domains = Vec::with_capacity(k as usize);
     for by in 0..blocks_y {
         for bx in 0..blocks_x {
@@ -229,9 +236,19 @@ mod tests {
             let mut seen = std::collections::BTreeSet::new();
             for d in &domains {
                 let coords: Vec<Coord> = d.iter().map(|&x| m.coord(x).expect("mesh")).collect();
-                let (x0, x1) = (coords.iter().map(|c| c.x).min().unwrap(), coords.iter().map(|c| c.x).max().unwrap());
-                let (y0, y1) = (coords.iter().map(|c| c.y).min().unwrap(), coords.iter().map(|c| c.y).max().unwrap());
-                assert_eq!(((x1 - x0 + 1) * (y1 - y0 + 1)) as usize, d.len(), "not a block: {coords:?}");
+                let (x0, x1) = (
+                    coords.iter().map(|c| c.x).min().unwrap(),
+                    coords.iter().map(|c| c.x).max().unwrap(),
+                );
+                let (y0, y1) = (
+                    coords.iter().map(|c| c.y).min().unwrap(),
+                    coords.iter().map(|c| c.y).max().unwrap(),
+                );
+                assert_eq!(
+                    ((x1 - x0 + 1) * (y1 - y0 + 1)) as usize,
+                    d.len(),
+                    "not a block: {coords:?}"
+                );
                 // HER: a domain never spans two wafers.
                 assert_eq!(x0 / w, x1 / w);
                 assert_eq!(y0 / h, y1 / h);
@@ -264,7 +281,9 @@ mod tests {
         // 64 dies over tp(3) do not divide; on 4 wafers tp(2) would need
         // domains of 128 dies, larger than a wafer.
         assert!(entwined(&m, 3).is_err());
-        assert!(entwined(&wafers(8, 8, 2, 2), 2).unwrap_err().contains("multiple of the wafer count"));
+        assert!(entwined(&wafers(8, 8, 2, 2), 2)
+            .unwrap_err()
+            .contains("multiple of the wafer count"));
     }
 
     #[test]

@@ -17,12 +17,14 @@ pub mod workload;
 pub use plan::{AttentionParallel, PlacementChoice, Plan};
 
 use crate::diag::{Code, Diagnostic};
-use crate::source::SourceMap;
+use crate::placement_file::{self, ExpertLayout, Target};
+use crate::source::{SourceMap, SourceReader};
 use crate::syntax::ast::{Decl, DeclKind, Item, SourceFile};
 use crate::syntax::{FileId, Span};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
 use moec_runtime::workload::WorkloadSpec;
+use std::collections::BTreeMap;
 
 /// Everything a set of files defines, checked. Items keep their source order;
 /// an item that failed its checks is present by name only, so a plan that
@@ -33,6 +35,8 @@ pub struct Program {
     pub machines: Vec<Named<Machine>>,
     pub workloads: Vec<Named<WorkloadSpec>>,
     pub plans: Vec<Plan>,
+    /// The placement each `placement = file("...")` plan read, by plan name.
+    pub placement_files: BTreeMap<String, ExpertLayout>,
 }
 
 /// An item by name; `item` is `None` when it had errors.
@@ -81,10 +85,20 @@ impl Program {
     pub fn plan(&self, name: &str) -> Option<&Plan> {
         self.plans.iter().find(|p| p.name == name)
     }
+
+    /// The placement a `placement = file("...")` plan read.
+    pub fn placement_file(&self, plan: &str) -> Option<&ExpertLayout> {
+        self.placement_files.get(plan)
+    }
 }
 
-/// Checks parsed files (root first, then imports) into a program.
-pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program, Vec<Diagnostic>) {
+/// Checks parsed files (root first, then imports) into a program. Placement
+/// files that plans name are read through `reader`.
+pub fn analyze(
+    reader: &dyn SourceReader,
+    sources: &SourceMap,
+    files: &[(FileId, SourceFile)],
+) -> (Program, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut program = Program::default();
     let decls: Vec<(FileId, &Decl)> = files
@@ -109,24 +123,40 @@ pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program,
             DeclKind::Model => program.models.push(named().with(model::check(d, &mut diags))),
             DeclKind::Machine => program.machines.push(named().with(machine::check(d, &mut diags))),
             DeclKind::Workload => {
-                let base = sources
-                    .path(file)
-                    .parent()
-                    .unwrap_or(std::path::Path::new(""))
-                    .to_path_buf();
                 program
                     .workloads
-                    .push(named().with(workload::check(d, &base, &mut diags)))
+                    .push(named().with(workload::check(d, base_dir(sources, file), &mut diags)))
             }
             DeclKind::Plan => {}
         }
     }
-    for &(_, d) in decls.iter().filter(|(_, d)| d.kind == DeclKind::Plan) {
-        if let Some(p) = plan::check(d, &program, &mut diags) {
-            program.plans.push(p);
+    for &(file, d) in decls.iter().filter(|(_, d)| d.kind == DeclKind::Plan) {
+        let Some(p) = plan::check(d, &program, &mut diags) else {
+            continue;
+        };
+        if let PlacementChoice::File { path, format, span } = &p.placement {
+            let (Some(model), Some(machine)) = (program.model(p.model), program.machine(p.machine)) else {
+                continue;
+            };
+            let target = Target { model, machine };
+            match placement_file::read(reader, &base_dir(sources, file).join(path), *format, target) {
+                Ok(layout) => {
+                    program.placement_files.insert(p.name.clone(), layout);
+                }
+                Err(problem) => {
+                    diags.push(problem.into_diagnostic(Some(*span)));
+                    continue;
+                }
+            }
         }
+        program.plans.push(p);
     }
     (program, diags)
+}
+
+/// The folder of a file: where the paths written in it are relative to.
+fn base_dir(sources: &SourceMap, file: FileId) -> &std::path::Path {
+    sources.path(file).parent().unwrap_or(std::path::Path::new(""))
 }
 
 impl Named<()> {

@@ -6,12 +6,13 @@ use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
-use crate::syntax::ast::{Decl, Value, ValueKind};
+use crate::placement_file::Format;
+use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::model::AttentionSpec;
 
 /// How experts are assigned to dies. Each choice is a placement pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlacementChoice {
     /// Expert e of every layer on die e mod N (the expert-parallel baseline).
     RoundRobin,
@@ -36,6 +37,15 @@ pub enum PlacementChoice {
     /// groups, token domains of the members at one ring position (spread
     /// over the wafer); experts as in `er_mapping`.
     TpContiguous,
+    /// `file("path")`: the experts exactly where a placement file says
+    /// (`docs/PLACEMENT_FORMATS.md`); `path` as written, relative to the
+    /// .moe file; `format` when given, else told from the content; `span`
+    /// is the `file(...)` call, where problems with the file are reported.
+    File {
+        path: String,
+        format: Option<Format>,
+        span: Span,
+    },
 }
 
 impl PlacementChoice {
@@ -52,15 +62,18 @@ impl PlacementChoice {
 
     /// Whether the choice lays out attention groups and token domains, and
     /// so needs `attention = tp(k)`.
-    pub fn needs_tensor_parallel_attention(self) -> bool {
+    pub fn needs_tensor_parallel_attention(&self) -> bool {
         matches!(self, PlacementChoice::ErMapping | PlacementChoice::TpContiguous)
     }
 
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
+        if let PlacementChoice::File { .. } = self {
+            return "file";
+        }
         Self::ALL
             .iter()
-            .find(|(_, c)| *c == self)
+            .find(|(_, c)| c == self)
             .map(|(n, _)| *n)
             .unwrap_or("round_robin")
     }
@@ -122,9 +135,27 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         diags,
     );
     let placement_names: Vec<&str> = PlacementChoice::ALL.iter().map(|(n, _)| *n).collect();
-    let placement = match r.choice("placement", &placement_names) {
-        Some((name, _)) => PlacementChoice::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c),
-        None if r.span_of("placement").is_some() => None,
+    let placement = match r.value("placement") {
+        Some(v) => match &v.kind {
+            ValueKind::Call(c) if c.name.text == "file" => r.check(file_placement(c)),
+            ValueKind::Call(c) => {
+                let calls = [placement_names.as_slice(), &["file"]].concat();
+                r.check(Err(reader::unknown_choice(
+                    c.name.span,
+                    "placement",
+                    &c.name.text,
+                    &calls,
+                )))
+            }
+            _ => r
+                .check(reader::choice(v, "placement", &placement_names))
+                .and_then(|name| {
+                    PlacementChoice::ALL
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, c)| c.clone())
+                }),
+        },
         None => Some(PlacementChoice::RoundRobin),
     };
     let attention_span = r.span_of("attention").unwrap_or(decl.name.span);
@@ -176,6 +207,56 @@ fn token_domains_have_groups(plan: &Plan, span: Span, diags: &mut Vec<Diagnostic
         .with_hint("add `attention = tp(16)` to the plan: on an 8x8 wafer, 16-die groups give 2x2-die token domains"),
     );
     false
+}
+
+/// `file("path")` or `file("path", format = "sglang")`.
+fn file_placement(c: &Call) -> Result<PlacementChoice, Diagnostic> {
+    const HINT: &str = "write file(\"placements/eplb.json\") or file(\"eplb.yaml\", format = \"trtllm\")";
+    let mut path = None;
+    let mut format = None;
+    for a in &c.args {
+        match (a.name.as_ref().map(|n| n.text.as_str()), &a.value.kind) {
+            (None, ValueKind::Str(s)) if path.is_none() => path = Some(s.clone()),
+            (None, other) if path.is_none() => {
+                return Err(reader::wrong_type(
+                    &a.value,
+                    "file",
+                    "a file name in quotes",
+                    other.describe(),
+                ))
+            }
+            (Some("format"), ValueKind::Str(s) | ValueKind::Name(s)) if format.is_none() => {
+                let names: Vec<&str> = Format::ALL.iter().map(|f| f.name()).collect();
+                format =
+                    Some(Format::parse(s).ok_or_else(|| reader::unknown_choice(a.value.span, "format", s, &names))?);
+            }
+            (Some("format"), other) if format.is_none() => {
+                return Err(reader::wrong_type(
+                    &a.value,
+                    "format",
+                    "a format name in quotes",
+                    other.describe(),
+                ))
+            }
+            _ => {
+                return Err(
+                    Diagnostic::error(Code::E0018, a.value.span, "`file` does not take this argument")
+                        .with_label("unexpected")
+                        .with_hint(HINT),
+                )
+            }
+        }
+    }
+    let path = path.ok_or_else(|| {
+        Diagnostic::error(Code::E0018, c.span, "`file` needs the placement file's path")
+            .with_label("no path")
+            .with_hint(HINT)
+    })?;
+    Ok(PlacementChoice::File {
+        path,
+        format,
+        span: c.span,
+    })
 }
 
 /// `dp` or `tp(k)`.

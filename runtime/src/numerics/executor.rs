@@ -448,10 +448,18 @@ impl Executor {
     fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
         let die = &self.dies[d];
-        let homes = self.holdings.expert_home.get(layer as usize).map_or(&[][..], |h| &h[..]);
+        let homes = self
+            .holdings
+            .expert_home
+            .get(layer as usize)
+            .map_or(&[][..], |h| &h[..]);
         let own;
         let rows: Vec<&GroupRows> = if self.holdings.has_token_domains() {
-            die.act.group_rows.get(&layer).map(|g| g.values().collect()).unwrap_or_default()
+            die.act
+                .group_rows
+                .get(&layer)
+                .map(|g| g.values().collect())
+                .unwrap_or_default()
         } else {
             let (Some((experts, weights)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
                 return;
@@ -478,7 +486,16 @@ impl Executor {
                     let values = g.rows[row * w..(row + 1) * w].to_vec();
                     let e = g.experts[row * top_k + j];
                     let reply_to = d;
-                    sends.push((to, e, Row { token: t, choice: j, values, reply_to }));
+                    sends.push((
+                        to,
+                        e,
+                        Row {
+                            token: t,
+                            choice: j,
+                            values,
+                            reply_to,
+                        },
+                    ));
                 }
             }
         }

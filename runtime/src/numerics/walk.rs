@@ -223,9 +223,7 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn new(schedule: &'a Schedule, holdings: &'a Holdings) -> Planner<'a> {
         let model = &schedule.model;
-        let dispatchers = (0..schedule.programs.len())
-            .filter(|&d| holdings.dispatches(d))
-            .count();
+        let dispatchers = (0..schedule.programs.len()).filter(|&d| holdings.dispatches(d)).count();
         let moe_layers: Vec<u32> = (0..model.layers as u32)
             .filter(|&l| model.layer_kind(u64::from(l)) == LayerKind::Moe)
             .collect();
@@ -333,7 +331,9 @@ impl<'a> Planner<'a> {
             Op::TokenAllGather { layer } if holder && !p.gated.contains(&layer) => {
                 return hazard("its gate of that layer")
             }
-            Op::Dispatch { layer } if domains && self.holdings.dispatches(die) && !p.token_gathered.contains(&layer) => {
+            Op::Dispatch { layer }
+                if domains && self.holdings.dispatches(die) && !p.token_gathered.contains(&layer) =>
+            {
                 return hazard("its token_all_gather of that layer has completed")
             }
             Op::Dispatch { layer } if holder && !p.gated.contains(&layer) => return hazard("its gate of that layer"),

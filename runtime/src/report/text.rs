@@ -28,7 +28,10 @@ pub fn render(r: &RunReport) -> String {
         ("bytes a step", Bytes(r.traffic.bytes as u64).to_string()),
         ("byte-hops a step", Bytes(r.traffic.byte_hops as u64).to_string()),
         ("  all-to-all", Bytes(r.traffic.all_to_all_byte_hops as u64).to_string()),
-        ("  tp collectives", Bytes(r.traffic.collective_byte_hops as u64).to_string()),
+        (
+            "  tp collectives",
+            Bytes(r.traffic.collective_byte_hops as u64).to_string(),
+        ),
         ("link util max", format!("{:.1}%", 100.0 * r.links.max_util)),
         ("link util mean", format!("{:.1}%", 100.0 * r.links.mean_util)),
         ("die busy max", s(r.dies.busy_max_s)),
