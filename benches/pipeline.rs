@@ -36,6 +36,22 @@ fn compile_deepseek_v3_wafer() -> Schedule {
     main_job()
 }
 
+/// Issue 4's aim: `placement = auto` on DeepSeek-V3 over four wafers
+/// (every applicable placement compiled and timed on two simulated steps;
+/// `her_mapping`'s `tp(16)` lets the token-domain layouts take part) in
+/// under a minute.
+#[divan::bench(sample_count = 2, sample_size = 1)]
+fn compile_deepseek_v3_four_wafers_auto() -> Schedule {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deepseek-v3-4wafers.moe");
+    let session = driver::check(&FsReader, &path).expect("readable");
+    let options = CompileOptions {
+        plan: Some("her_mapping".into()),
+        passes: Some("place(auto)".into()),
+        ..Default::default()
+    };
+    session.schedule(&options, &mut |_, _| {}).expect("compiles")
+}
+
 /// One decode step of the main job, timing only; the counter is the
 /// simulator's events (items/s = events per second).
 #[divan::bench(args = [0.0, 0.02], sample_count = 3, sample_size = 1)]

@@ -6,6 +6,7 @@
 //! [`PIPELINES`]. The [`PassManager`] runs a pipeline like LLVM's `opt`: the
 //! verifier after every pass, the IR printed after the passes asked for.
 
+mod auto;
 mod contiguous;
 mod eplb;
 mod from_file;

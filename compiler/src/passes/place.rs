@@ -13,7 +13,7 @@
 //! dispatch and combine nodes list (`Sharding::Domains`). Their experts are
 //! placed as global EPLB places them, so the two differ only in layout.
 
-use super::{contiguous, eplb, moetuner, round_robin, tp_groups, Pass, PassContext};
+use super::{auto, contiguous, eplb, moetuner, round_robin, tp_groups, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
 use crate::sema::PlacementChoice;
 use moec_runtime::machine::DieId;
@@ -87,6 +87,7 @@ impl Pass for Place {
                 };
                 stats.loads.iter().map(layer).collect()
             }
+            PlacementChoice::Auto => return auto::place(ir, cx),
             PlacementChoice::MoeTuner => {
                 let (layouts, notes) = moetuner::place(cx, &dies)?;
                 ir.header.notes.extend(notes);

@@ -37,6 +37,9 @@ pub enum PlacementChoice {
     /// groups, token domains of the members at one ring position (spread
     /// over the wafer); experts as in `er_mapping`.
     TpContiguous,
+    /// Every placement above that applies to the plan, each timed on the
+    /// simulator; the fastest is kept (`passes/auto.rs`).
+    Auto,
     /// `file("path")`: the experts exactly where a placement file says
     /// (`docs/PLACEMENT_FORMATS.md`); `path` as written, relative to the
     /// .moe file; `format` when given, else told from the content; `span`
@@ -58,6 +61,7 @@ impl PlacementChoice {
         ("moetuner", PlacementChoice::MoeTuner),
         ("er_mapping", PlacementChoice::ErMapping),
         ("tp_contiguous", PlacementChoice::TpContiguous),
+        ("auto", PlacementChoice::Auto),
     ];
 
     /// Whether the choice lays out attention groups and token domains, and

@@ -51,6 +51,9 @@ const TIE: f64 = 1e-9;
 /// link (see `recompute`).
 const FLOW_PASSES: u32 = 3;
 
+/// Flows in transmission below which a quantum holds no event back.
+const HOLD_MIN_FLOWS: usize = 2048;
+
 /// One transfer's identity, in the order transfers were started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FlowId(pub u64);
@@ -494,8 +497,11 @@ impl<'m> Network<'m> {
     /// With a quantum, nothing changes the rates before `next_recompute`, so
     /// events before it are handled together there (each finish still
     /// carries its exact time).
+    /// Only while many flows transmit: then each event is costly (a pass over
+    /// the flows) and batching pays; with few, holding would only delay
+    /// chains of small dependent transfers (ring steps) by whole quanta.
     fn hold_for_quantum(&self, next: f64) -> f64 {
-        if self.quantum > 0.0 && next.is_finite() && next < self.next_recompute {
+        if self.quantum > 0.0 && self.flows.len() >= HOLD_MIN_FLOWS && next.is_finite() && next < self.next_recompute {
             self.next_recompute
         } else {
             next
@@ -518,6 +524,7 @@ impl<'m> Network<'m> {
             dirty,
             heading,
             scratch,
+            bandwidth,
             ..
         } = self;
         if due {
@@ -548,8 +555,10 @@ impl<'m> Network<'m> {
                     let fill = &mut scratch.links[l as usize];
                     if fill.count == 0 {
                         // It may be listed already if it emptied since the
-                        // last recompute; `recompute` drops duplicates.
+                        // last recompute; `recompute` drops duplicates. An
+                        // empty link carries nothing: all its bandwidth is free.
                         scratch.active.push(l);
+                        fill.capacity = bandwidth[l as usize];
                     }
                     fill.count += 1;
                 }

@@ -1,0 +1,83 @@
+//! `place(auto)`: tries every placement that applies to the plan and keeps
+//! the one whose simulated step is fastest.
+//!
+//! Each candidate runs as its own `place(...)` on a copy of the IR, must
+//! pass the verifier (a placement that does not fit is dropped, with its
+//! reason in a note), is lowered, and is timed on the simulator over the
+//! first steps of the workload's own routing, without numerics and at a
+//! coarser network quantum than `moec run` uses: ranking needs the order,
+//! not the last percent. The winner's annotations replace the IR's; every
+//! candidate's time is left in `Header::notes`, so `moec compile` shows why
+//! the winner won. Ties go to the earlier candidate in `PlacementChoice::ALL`
+//! (the simpler placement).
+
+use super::place::Place;
+use super::{Pass, PassContext};
+use crate::ir::{verify_placed, Ir};
+use crate::lower::lower;
+use crate::sema::PlacementChoice;
+use moec_runtime::run::{run, RunOptions};
+
+/// Steps each candidate is timed on.
+const STEPS: u64 = 2;
+
+/// The network quantum of the ranking runs (`moec run` uses 0.02).
+const QUANTUM: f64 = 0.05;
+
+/// The placements `auto` tries for this plan: every built-in one, less
+/// those that need tensor-parallel attention when the plan has none.
+pub fn candidates(cx: &PassContext) -> Vec<PlacementChoice> {
+    PlacementChoice::ALL
+        .iter()
+        .map(|(_, c)| c.clone())
+        .filter(|c| *c != PlacementChoice::Auto)
+        .filter(|c| !c.needs_tensor_parallel_attention() || cx.attention_tp > 1)
+        .collect()
+}
+
+/// Places `ir` with the fastest candidate; errors only when none fits.
+pub fn place(ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
+    let mut best: Option<(f64, PlacementChoice, Ir)> = None;
+    let mut notes = Vec::new();
+    for choice in candidates(cx) {
+        let name = choice.name();
+        match time(ir, cx, &choice) {
+            Ok((seconds, trial)) => {
+                notes.push(format!("auto: {name} {:.3} ms a step (simulated)", seconds * 1e3));
+                if best.as_ref().is_none_or(|(b, _, _)| seconds < *b) {
+                    best = Some((seconds, choice, trial));
+                }
+            }
+            Err(why) => notes.push(format!("auto: {name} skipped: {why}")),
+        }
+    }
+    let Some((seconds, choice, trial)) = best else {
+        return Err(format!("no placement fits this plan ({})", notes.join("; ")));
+    };
+    *ir = trial;
+    ir.header.notes.extend(notes);
+    ir.header.notes.push(format!(
+        "auto: chose {} at {:.3} ms a step",
+        choice.name(),
+        seconds * 1e3
+    ));
+    Ok(())
+}
+
+/// Places a copy of `ir` with `choice`, checks it, and times it.
+fn time(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(f64, Ir), String> {
+    let mut trial = ir.clone();
+    Place::new(Some(choice.name()))?.run(&mut trial, cx)?;
+    if let Some(e) = verify_placed(&trial, cx.machine).first() {
+        return Err(e.to_string());
+    }
+    let schedule = lower(&trial, cx.model, cx.machine, cx.workload)?;
+    let options = RunOptions {
+        steps: Some(STEPS.min(cx.workload.steps.max(1))),
+        numerics: None,
+        trace_steps: 0,
+        network_quantum: QUANTUM,
+    };
+    let out = run(&schedule, &options, &mut |_, _| {})?;
+    Ok((out.report.latency.mean_s, trial))
+}
