@@ -6,6 +6,7 @@
 //! with cross-layer correlation and drift), a recorded trace (`trace.rs`), or
 //! the real gate over real activations (the numeric executor fills one in).
 
+mod alias;
 mod source;
 pub mod stats;
 pub mod synthetic;
