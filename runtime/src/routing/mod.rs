@@ -7,6 +7,7 @@
 //! the real gate over real activations (the numeric executor fills one in).
 
 mod alias;
+pub mod counts;
 pub mod inclusion;
 mod source;
 pub mod stats;

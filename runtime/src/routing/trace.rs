@@ -356,7 +356,7 @@ fn nearest(recorded: &[u32], layer: u32) -> usize {
 }
 
 /// A readable list of layer numbers: runs of consecutive ones as `a-b`.
-fn list_layers(layers: &[u32]) -> String {
+pub(crate) fn list_layers(layers: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < layers.len() {
