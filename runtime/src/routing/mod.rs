@@ -7,6 +7,8 @@
 //! the real gate over real activations (the numeric executor fills one in).
 
 mod alias;
+pub mod calibrate;
+pub mod count_sampler;
 pub mod counts;
 pub mod inclusion;
 mod source;
