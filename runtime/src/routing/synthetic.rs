@@ -322,9 +322,46 @@ impl Synthetic {
         Synthetic::new(model, tokens, params, seed)
     }
 
+    /// Zipf-skewed routing with its own exponent per MoE layer
+    /// (`exponents[l]` for the l-th MoE layer; `params.s` is not used): what
+    /// `calibrated(...)` runs once it has solved for the exponents.
+    pub fn with_exponents(
+        model: &ModelSpec,
+        tokens: usize,
+        exponents: &[f64],
+        params: ZipfParams,
+        seed: u64,
+    ) -> Result<Synthetic, String> {
+        Synthetic::from_shape(RoutingShape::of(model)?, tokens, exponents, params, seed)
+    }
+
     fn new(model: &ModelSpec, tokens: usize, params: ZipfParams, seed: u64) -> Result<Synthetic, String> {
         params.check()?;
         let shape = RoutingShape::of(model)?;
+        let exponents = vec![params.s; shape.layers.len()];
+        Synthetic::from_shape(shape, tokens, &exponents, params, seed)
+    }
+
+    /// The generator for `shape` directly (calibration samples a shape with
+    /// fewer layers than the model), one Zipf exponent per MoE layer.
+    pub(crate) fn from_shape(
+        shape: RoutingShape,
+        tokens: usize,
+        exponents: &[f64],
+        params: ZipfParams,
+        seed: u64,
+    ) -> Result<Synthetic, String> {
+        ZipfParams { s: 0.0, ..params }.check()?;
+        if exponents.len() != shape.layers.len() {
+            return Err(format!(
+                "zipf: {} exponents for {} MoE layers",
+                exponents.len(),
+                shape.layers.len()
+            ));
+        }
+        if let Some(s) = exponents.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return Err(format!("zipf: s = {s} must be a finite number >= 0"));
+        }
         shape.choices_per_step(tokens as u64)?;
         let root = Rng::new(seed);
         let ranks = root.fork(SALT_RANKS);
@@ -342,10 +379,11 @@ impl Synthetic {
             .collect();
         let start: Vec<Vec<f64>> = order
             .iter()
-            .map(|perm| {
+            .zip(exponents)
+            .map(|(perm, &s)| {
                 let mut logits = vec![0.0; e];
                 for (r, &x) in perm.iter().enumerate() {
-                    logits[x as usize] = -params.s * ((r + 1) as f64).ln();
+                    logits[x as usize] = -s * ((r + 1) as f64).ln();
                 }
                 logits
             })
