@@ -10,7 +10,8 @@
 //! every diagnostic must carry that code, the first one's primary span must
 //! cover exactly the quoted text (`""`: no span, a command-line error), and
 //! the rendered output is a reviewed snapshot. Every code `moec explain`
-//! knows must have a file here.
+//! knows must have a file here. Data files an input names (routing counts)
+//! live in `tests/diagnostics/data/` and are read as `data/<name>`.
 
 use moec::diag::{render, Code, Diagnostic};
 use moec::driver::{self, CompileOptions};
@@ -46,6 +47,11 @@ fn directive(text: &str) -> (Code, String) {
 fn diagnose(name: &str, text: &str) -> (String, Vec<Diagnostic>, String) {
     let mut reader = MemoryReader::default();
     reader.0.insert(PathBuf::from(name), text.as_bytes().to_vec());
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/diagnostics/data");
+    for entry in std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()) {
+        let rel = Path::new("data").join(entry.file_name().unwrap());
+        reader.0.insert(rel, std::fs::read(&entry).unwrap());
+    }
     let session = driver::check(&reader, Path::new(name)).unwrap();
     let mut diags = session.diagnostics.sorted();
     if !session.has_errors() && !session.program.plans.is_empty() {

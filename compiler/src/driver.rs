@@ -23,7 +23,7 @@ pub struct Session {
 /// Reads, parses and checks `path` and its imports.
 pub fn check(reader: &dyn SourceReader, path: &Path) -> Result<Session, RootError> {
     let mut loaded = source::load(reader, path)?;
-    let (program, diags) = sema::analyze(&loaded.sources, &loaded.files);
+    let (program, diags) = sema::analyze(&loaded.sources, &loaded.files, reader);
     let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
     diagnostics.extend(diags);
     Ok(Session {

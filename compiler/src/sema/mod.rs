@@ -15,9 +15,10 @@ pub mod units;
 pub mod workload;
 
 pub use plan::{AttentionParallel, PlacementChoice, Plan};
+pub use workload::RoutingSite;
 
 use crate::diag::{Code, Diagnostic};
-use crate::source::SourceMap;
+use crate::source::{SourceMap, SourceReader};
 use crate::syntax::ast::{Decl, DeclKind, Item, SourceFile};
 use crate::syntax::{FileId, Span};
 use moec_runtime::machine::Machine;
@@ -32,6 +33,9 @@ pub struct Program {
     pub models: Vec<Named<ModelSpec>>,
     pub machines: Vec<Named<Machine>>,
     pub workloads: Vec<Named<WorkloadSpec>>,
+    /// Where each workload's `routing = ...` is written (parallel to
+    /// `workloads`; None when it is left at its default).
+    pub routing_sites: Vec<Option<RoutingSite>>,
     pub plans: Vec<Plan>,
 }
 
@@ -83,8 +87,13 @@ impl Program {
     }
 }
 
-/// Checks parsed files (root first, then imports) into a program.
-pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program, Vec<Diagnostic>) {
+/// Checks parsed files (root first, then imports) into a program. `reader`
+/// reads the data files workloads name (routing counts).
+pub fn analyze(
+    sources: &SourceMap,
+    files: &[(FileId, SourceFile)],
+    reader: &dyn SourceReader,
+) -> (Program, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut program = Program::default();
     let decls: Vec<(FileId, &Decl)> = files
@@ -114,9 +123,9 @@ pub fn analyze(sources: &SourceMap, files: &[(FileId, SourceFile)]) -> (Program,
                     .parent()
                     .unwrap_or(std::path::Path::new(""))
                     .to_path_buf();
-                program
-                    .workloads
-                    .push(named().with(workload::check(d, &base, &mut diags)))
+                let (spec, site) = workload::check(d, &base, reader, &mut diags);
+                program.workloads.push(named().with(spec));
+                program.routing_sites.push(site);
             }
             DeclKind::Plan => {}
         }
@@ -246,5 +255,48 @@ mod tests {
             2,
             "machine q and workload r, not model m: {codes:?}"
         );
+    }
+
+    #[test]
+    fn count_and_calibrated_routing_read_their_arguments() {
+        use moec_runtime::routing::calibrate::SkewTarget;
+        let sglang = r#"{"logical_count": [[3, 1, 2, 2, 1, 1, 1, 1], [1, 1, 1, 5, 2, 2, 2, 2]], "rank": 0}"#;
+        let model = "model m { layers = 2; hidden = 64; vocab = 10; attention mha { heads = 2; head_dim = 32 }
+                       moe { experts = 8; top_k = 1; expert_ffn = 64 } }
+                     machine s { topology = switch(2); die { compute = 1 TFLOPS; memory = 1 TB; memory_bw = 1 TB/s }
+                       link { bandwidth = 1 GB/s; latency = 1 ns } }";
+        let text = format!(
+            "{model}
+             workload a {{ phase = decode; batch = 4; context = 8; routing = counts(\"d/sg.json\", seed = 3) }}
+             workload b {{ phase = decode; batch = 4; context = 8
+               routing = calibrated(skew = [1.2, 1.4], dependency = 0.7, drift = 0.01, seed = 2) }}
+             plan p {{ model = m; machine = s; workload = a }}
+             plan q {{ model = m; machine = s; workload = b }}"
+        );
+        let s = session(&[("w.moe", &text), ("d/sg.json", sglang)]);
+        assert!(!s.has_errors(), "{:?}", s.diagnostics.sorted());
+        let RoutingSource::Counts { counts, seed } = &s.program.workload(0).unwrap().routing else {
+            panic!("counts");
+        };
+        assert_eq!((counts.experts, counts.recorded_layers(), *seed), (8, vec![0, 1], 3));
+        assert_eq!(
+            s.program.workload(1).unwrap().routing,
+            RoutingSource::Calibrated {
+                skew: SkewTarget::PerLayer(vec![1.2, 1.4]),
+                dependency: Some(0.7),
+                drift: 0.01,
+                seed: 2
+            }
+        );
+        // The plan under the calibrated workload keeps what it achieved.
+        assert!(s.program.plan("p").unwrap().calibration.is_none());
+        let c = s.program.plan("q").unwrap().calibration.as_ref().unwrap();
+        assert_eq!(c.skew.len(), 2);
+        assert!((c.skew[1].achieved / 1.4 - 1.0).abs() < 0.05, "{c:?}");
+        assert!((c.dependency.unwrap() - 0.7).abs() < 0.02, "{c:?}");
+        // The sites point at the arguments.
+        let site = s.program.routing_sites[1].as_ref().unwrap();
+        let src = s.loaded.sources.text(crate::syntax::FileId(0));
+        assert_eq!(&src[site.arg("dependency").range()], "0.7");
     }
 }

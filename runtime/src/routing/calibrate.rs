@@ -131,6 +131,9 @@ pub enum CalibrationError {
     DependencyTooLow { dependency: f64, min: f64 },
     /// A dependency above what `layer_corr = 1` gives.
     DependencyTooHigh { dependency: f64, max: f64 },
+    /// A dependency below 1 asked of a model with at most [`SUCCESSORS`]
+    /// experts, where every successor is among the most frequent.
+    FewExperts { dependency: f64, experts: usize },
     /// A dependency asked of a model with one MoE layer.
     OneLayer,
     /// The model cannot be routed at all.
@@ -173,6 +176,11 @@ impl fmt::Display for CalibrationError {
             CalibrationError::DependencyTooHigh { dependency, max } => write!(
                 f,
                 "dependency = {dependency} cannot be reached: layer_corr = 1 gives {max:.3}"
+            ),
+            CalibrationError::FewExperts { dependency, experts } => write!(
+                f,
+                "dependency = {dependency} cannot be reached: with {experts} experts every successor is among the \
+                 {SUCCESSORS} most frequent, so the dependency is always 1"
             ),
             CalibrationError::OneLayer => write!(
                 f,
@@ -287,6 +295,12 @@ fn solve_shape(
     };
     if targets.len() < 2 {
         return Err(CalibrationError::OneLayer);
+    }
+    if shape.experts <= SUCCESSORS && d < 1.0 {
+        return Err(CalibrationError::FewExperts {
+            dependency: d,
+            experts: shape.experts,
+        });
     }
     // Alternate: layer_corr for the current exponents, then the followers'
     // exponents for that layer_corr. The second round moves little.
@@ -639,6 +653,15 @@ mod tests {
         let e = solve(1.2, Some(1.5)).unwrap_err();
         assert!(matches!(e, CalibrationError::DependencyOutOfRange { .. }), "{e}");
         // One MoE layer has no pair to depend between.
+        let few = model(4, 1, 1, 1, 0, 2);
+        let e = super::solve(&few, &target(SkewTarget::Every(1.2), Some(0.7)), 1, 1 << 12).unwrap_err();
+        assert_eq!(
+            e,
+            CalibrationError::FewExperts {
+                dependency: 0.7,
+                experts: 4
+            }
+        );
         let one = model(8, 2, 1, 1, 0, 1);
         let e = super::solve(&one, &target(SkewTarget::Every(1.2), Some(0.7)), 1, 1 << 12).unwrap_err();
         assert_eq!(e, CalibrationError::OneLayer);

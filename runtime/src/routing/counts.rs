@@ -964,6 +964,25 @@ impl RoutingCounts {
     pub fn recorded_layers(&self) -> Vec<u32> {
         self.layers.iter().map(|l| l.layer).collect()
     }
+
+    /// Per MoE layer of `model`, (model layer, the recorded layer whose
+    /// counts it follows): the nearest, the earlier on a tie, as a trace
+    /// replay maps layers. Empty for a model without MoE layers or counts
+    /// without layers.
+    pub fn layer_map(&self, model: &ModelSpec) -> Vec<(u32, u32)> {
+        let recorded = self.recorded_layers();
+        let Ok(shape) = RoutingShape::of(model) else {
+            return Vec::new();
+        };
+        if recorded.is_empty() {
+            return Vec::new();
+        }
+        shape
+            .layers
+            .iter()
+            .map(|&m| (m, recorded[super::trace::nearest(&recorded, m)]))
+            .collect()
+    }
 }
 
 #[cfg(test)]
