@@ -641,4 +641,58 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn sglang_logical_count_round_trips_through_sampling() {
+        // A DeepSeek-like record: a dense layer 0 (its row all zero), then
+        // two MoE layers of 6 experts at top-2, as SGLang's recorder dumps it.
+        let recorded: Vec<Vec<u64>> = vec![
+            vec![0; 6],
+            vec![900, 700, 500, 400, 300, 200],
+            vec![350, 350, 350, 350, 800, 800],
+        ];
+        let text = serde_json::json!({ "logical_count": recorded, "rank": 0 }).to_string();
+        let counts = select(
+            &parse_counts(&text, "r.json").unwrap(),
+            "r.json",
+            &CountSelection::default(),
+            None,
+        )
+        .unwrap();
+        let m = model(6, 2, 1, 1, 1, 2);
+        let sampler = CountSampler::new(&counts, &m, 30_000, 8).unwrap();
+        // Record the sampled routing the way SGLang does: per model layer,
+        // every top-k selection of each logical expert, over 2 steps.
+        let mut logical = vec![vec![0u64; 6]; 3];
+        for t in 0..2 {
+            for l in &sampler.step(t).layers {
+                for &e in &l.experts {
+                    logical[l.layer as usize][e as usize] += 1;
+                }
+            }
+        }
+        let dumped = serde_json::json!({ "logical_count": [logical.clone()] }).to_string();
+        let again = select(
+            &parse_counts(&dumped, "d.json").unwrap(),
+            "d.json",
+            &CountSelection::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (again.experts, again.model_layers, again.recorded_layers()),
+            (6, Some(3), vec![1, 2])
+        );
+        assert_eq!(again.fit(&m), Ok(()));
+        for l in 1..3 {
+            let total: u64 = recorded[l].iter().sum();
+            let expected: Vec<f64> = recorded[l]
+                .iter()
+                .map(|&c| c as f64 * 120_000.0 / total as f64)
+                .collect();
+            let chi = chi_square(&logical[l], &expected);
+            assert!(chi < 20.5, "layer {l}: {chi}\n{:?}\n{expected:?}", logical[l]);
+            // 5 degrees of freedom, 0.999
+        }
+    }
 }

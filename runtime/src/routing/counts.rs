@@ -889,6 +889,9 @@ impl RoutingCounts {
     pub fn fit(&self, model: &ModelSpec) -> Result<(), String> {
         let shape = RoutingShape::of(model)?;
         let name = &model.name;
+        // What `select` guarantees, checked again for counts read back from
+        // a schedule file.
+        self.check_shape()?;
         if self.experts as usize != shape.experts {
             return Err(format!(
                 "the counts cover {} experts but model `{name}` has {}",
@@ -955,6 +958,42 @@ impl RoutingCounts {
                         100.0 / k as f64
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers ascending and not empty, every count array `experts`
+    /// long, every crosslayer matrix `experts` square between two recorded
+    /// layers, `from < to`.
+    fn check_shape(&self) -> Result<(), String> {
+        let e = self.experts as usize;
+        if self.layers.is_empty() {
+            return Err("the counts hold no layer".into());
+        }
+        if let Some(w) = self.layers.windows(2).find(|w| w[0].layer >= w[1].layer) {
+            return Err(format!(
+                "counted layers must ascend, but {} comes after {}",
+                w[1].layer, w[0].layer
+            ));
+        }
+        if let Some(l) = self.layers.iter().find(|l| l.counts.len() != e) {
+            return Err(format!(
+                "layer {} has {} counts for {e} experts",
+                l.layer,
+                l.counts.len()
+            ));
+        }
+        for p in &self.crosslayer {
+            let recorded = |l: u32| self.layers.iter().any(|x| x.layer == l);
+            if p.from >= p.to || !recorded(p.from) || !recorded(p.to) {
+                return Err(format!(
+                    "crosslayer pair {}->{} does not join two counted layers in order",
+                    p.from, p.to
+                ));
+            }
+            if p.counts.len() != e || p.counts.iter().any(|r| r.len() != e) {
+                return Err(format!("crosslayer pair {}->{} is not {e} x {e}", p.from, p.to));
             }
         }
         Ok(())
@@ -1201,5 +1240,22 @@ pub(super) mod tests {
             Ok(()),
             "a dense layer 0 records nothing"
         );
+        // Counts edited in a schedule file are checked as well.
+        let mut broken = mistral.clone();
+        broken.layers.clear();
+        assert!(broken.fit(&model(8, 2, 1, 1, 0, 32)).unwrap_err().contains("no layer"));
+        let mut broken = mistral.clone();
+        broken.layers[1].counts.pop();
+        assert!(broken
+            .fit(&model(8, 2, 1, 1, 0, 32))
+            .unwrap_err()
+            .contains("7 counts for 8 experts"));
+        let mut broken = mistral.clone();
+        broken.crosslayer.push(CrossLayerCounts {
+            from: 7,
+            to: 0,
+            counts: vec![vec![1; 8]; 8],
+        });
+        assert!(broken.fit(&model(8, 2, 1, 1, 0, 32)).unwrap_err().contains("7->0"));
     }
 }
