@@ -246,6 +246,35 @@ fn a_compiled_schedule_runs_without_its_source() {
 }
 
 #[test]
+fn recorded_and_calibrated_routing_check_and_run_from_a_schedule() {
+    const REAL: &str = "examples/mixtral-8x7b-real-routing.moe";
+    let o = moec(&["check", REAL]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("routing: counts from traces/olmoe-routing-analysis/expert_counts.json: model mistral, pooled over 5 domains"),
+        "{out}"
+    );
+    assert!(
+        out.contains("MoE layers 0-3 follow counted layer 0, 4-11 layer 7, 12-31 layer 15"),
+        "{out}"
+    );
+    assert!(out.contains("routing: calibrated: skew 1.170 achieved 1."), "{out}");
+    // The counts travel inside the schedule: it runs from another folder,
+    // with no count file beside it, exactly as the source does.
+    let dir = std::env::temp_dir().join(format!("moec-counts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let o = moec(&["compile", REAL, "--emit", "schedule", "-o", plan.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let run = |what: &str| moec(&["run", what, "--steps", "2", "--no-numerics", "--report", "json"]);
+    let (a, b) = (run(plan.to_str().unwrap()), run(REAL));
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn netbench_sweeps_load_on_a_mesh() {
     let o = moec(&[
         "netbench",

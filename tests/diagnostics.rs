@@ -10,8 +10,9 @@
 //! every diagnostic must carry that code, the first one's primary span must
 //! cover exactly the quoted text (`""`: no span, a command-line error), and
 //! the rendered output is a reviewed snapshot. Every code `moec explain`
-//! knows must have a file here. Files the inputs read (placement files) are
-//! in `tests/diagnostics/placements/` and held in memory beside them.
+//! knows must have a file here. Files the inputs read are held in memory
+//! beside them: placement files from `tests/diagnostics/placements/`, data
+//! files (routing counts) from `tests/diagnostics/data/` as `data/<name>`.
 
 use moec::diag::{render, Code, Diagnostic};
 use moec::driver::{self, CompileOptions};
@@ -53,6 +54,11 @@ fn diagnose(name: &str, text: &str) -> (String, Vec<Diagnostic>, String) {
         let path = entry.unwrap().path();
         let held = Path::new("placements").join(path.file_name().unwrap());
         reader.0.insert(held, std::fs::read(&path).unwrap());
+    }
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/diagnostics/data");
+    for entry in std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().path()) {
+        let rel = Path::new("data").join(entry.file_name().unwrap());
+        reader.0.insert(rel, std::fs::read(&entry).unwrap());
     }
     let session = driver::check(&reader, Path::new(name)).unwrap();
     let mut diags = session.diagnostics.sorted();

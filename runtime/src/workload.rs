@@ -1,5 +1,7 @@
 //! The workload description: what is being served and how tokens route.
 
+use crate::routing::calibrate::SkewTarget;
+use crate::routing::counts::RoutingCounts;
 use serde::{Deserialize, Serialize};
 
 /// Inference phase.
@@ -29,6 +31,19 @@ pub enum RoutingSource {
     },
     /// A recorded trace file (the path resolved against the .moe file's folder).
     Trace { path: String },
+    /// Recorded expert counts (`counts("file", ...)`, docs/TRACES.md): each
+    /// step's choices are drawn so every layer's loads follow them. The
+    /// selected counts travel with the workload, so a schedule needs no file.
+    Counts { counts: Box<RoutingCounts>, seed: u64 },
+    /// The Zipf generator with each layer's exponent and `layer_corr` solved
+    /// so the load skew (max / mean) and the cross-layer dependency equal
+    /// `skew` and `dependency` (`calibrated(...)`); `drift` as for `Zipf`.
+    Calibrated {
+        skew: SkewTarget,
+        dependency: Option<f64>,
+        drift: f64,
+        seed: u64,
+    },
     /// The model's own gate over real activations (the numeric executor's
     /// router decides; at reduced width, see docs/RUNTIME.md).
     Gate { seed: u64 },

@@ -24,22 +24,32 @@ pub fn examples() -> Vec<PathBuf> {
     v
 }
 
-/// Every .moe file under examples/, imported ones included, sorted.
-pub fn all_example_files() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Every file under examples/ whose name passes `keep`, sorted.
+fn walk_examples(keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+    fn walk(dir: &Path, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).expect("readable").flatten() {
             let p = e.path();
             if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "moe") {
+                walk(&p, keep, out);
+            } else if keep(&p) {
                 out.push(p);
             }
         }
     }
     let mut v = Vec::new();
-    walk(&root().join("examples"), &mut v);
+    walk(&root().join("examples"), keep, &mut v);
     v.sort();
     v
+}
+
+/// Every .moe file under examples/, imported ones included, sorted.
+pub fn all_example_files() -> Vec<PathBuf> {
+    walk_examples(&|p| p.extension().is_some_and(|x| x == "moe"))
+}
+
+/// The data files under examples/ that .moe files name (routing counts), sorted.
+pub fn example_data_files() -> Vec<PathBuf> {
+    walk_examples(&|p| p.extension().is_some_and(|x| x == "json" || x == "csv"))
 }
 
 /// Checks a file from disk; panics with the rendered diagnostics on errors.

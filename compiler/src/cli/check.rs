@@ -2,7 +2,9 @@
 //! with the derived figures a user checks first.
 
 use super::output::{emit, load_checked};
+use moec_runtime::routing::calibrate::Calibration;
 use moec_runtime::units::BytesPerSec;
+use moec_runtime::workload::RoutingSource;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -74,7 +76,74 @@ pub fn run(file: &Path) -> Result<(), u8> {
                 choice => choice.name().to_string(),
             }
         );
+        if let (Some(model), Some(w)) = (p.model(plan.model), p.workload(plan.workload)) {
+            if let RoutingSource::Counts { counts, .. } = &w.routing {
+                let _ = writeln!(
+                    out,
+                    "  routing: counts from {}; {}",
+                    counts.source,
+                    describe_map(&counts.layer_map(model))
+                );
+            }
+        }
+        if let Some(c) = &plan.calibration {
+            let _ = writeln!(out, "  routing: {}", describe_calibration(c));
+        }
     }
     let _ = writeln!(out, "ok: {}", file.display());
     emit(None, &out)
+}
+
+/// "MoE layers 0-3 follow counted layer 0, 4-11 layer 7, ...".
+fn describe_map(map: &[(u32, u32)]) -> String {
+    let mut runs: Vec<(u32, u32, u32)> = Vec::new();
+    for &(m, r) in map {
+        match runs.last_mut() {
+            Some((_, end, rec)) if *rec == r && *end + 1 == m => *end = m,
+            _ => runs.push((m, m, r)),
+        }
+    }
+    let parts: Vec<String> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, b, r))| {
+            let layers = if a == b { format!("{a}") } else { format!("{a}-{b}") };
+            let what = if i == 0 { "follow counted layer" } else { "layer" };
+            format!("{layers} {what} {r}")
+        })
+        .collect();
+    format!("MoE layers {}", parts.join(", "))
+}
+
+/// Targets against achieved figures, with the solved parameters.
+fn describe_calibration(c: &Calibration) -> String {
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        let v: Vec<f64> = v.collect();
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+        if (hi - lo).abs() < 5e-4 {
+            format!("{lo:.3}")
+        } else {
+            format!("{lo:.3}-{hi:.3}")
+        }
+    };
+    let layers = c.skew.len();
+    let mut text = format!(
+        "calibrated: skew {} achieved {} over {layers} MoE layer{} (Zipf s = {})",
+        range(&mut c.skew.iter().map(|l| l.target)),
+        range(&mut c.skew.iter().map(|l| l.achieved)),
+        if layers == 1 { "" } else { "s" },
+        range(&mut c.skew.iter().map(|l| l.exponent)),
+    );
+    match (c.dependency_target, c.dependency) {
+        (Some(t), Some(a)) => text.push_str(&format!(
+            ", dependency {t} achieved {a:.3} (layer_corr = {:.3})",
+            c.solution.layer_corr
+        )),
+        (None, Some(a)) => text.push_str(&format!(", dependency {a:.3} (independent layers)")),
+        _ => {}
+    }
+    text.push_str(&format!("; measured on {} tokens", c.sample_tokens));
+    text
 }

@@ -31,6 +31,11 @@ pub enum Code {
     E0022,
     E0023,
     E0024,
+    E0030,
+    E0031,
+    E0032,
+    E0033,
+    E0034,
     E0035,
     E0036,
     E0037,
@@ -317,6 +322,80 @@ each takes one die from every tensor-parallel attention group, so the group's al
 token in every domain and dispatch and combine can stay inside one. A plan with data-parallel
 attention has no groups to take them from. Add `attention = tp(k)`; on an 8x8 wafer `tp(16)` gives
 2x2-die domains.",
+    },
+    Entry {
+        code: Code::E0030,
+        name: "E0030",
+        title: "routing data cannot be read",
+        explanation: "A workload's `routing = counts(\"...\")` (or its `crosslayer = \"...\"`) names a file that does
+not exist, cannot be read, is not UTF-8 text or is larger than moec reads (16 MiB). Paths are
+relative to the .moe file.
+
+Example:
+
+    routing = counts(\"traces/expert_counts.jsn\")   // error: no such file
+
+Fix: `counts(\"traces/expert_counts.json\")`. An SGLang record of many steps can be summed
+over its steps first to make it smaller.",
+    },
+    Entry {
+        code: Code::E0031,
+        name: "E0031",
+        title: "malformed routing data",
+        explanation: "A count file is none of the kinds moec reads, or breaks its own rules: JSON that does not
+parse, counts that are not whole numbers >= 0, layers of one model with different numbers of
+experts, a CSV without the header `model,domain,variant,layer,expert,count` or with a bad row,
+a crosslayer matrix that is not square or pairs layers the counts do not record, a layer with
+no counts at all. The message names the file and, where it can, the line or the entry.
+docs/TRACES.md describes the formats: the OLMoE routing analysis's JSON and CSV, its crosslayer
+file, and SGLang's `logical_count`.",
+    },
+    Entry {
+        code: Code::E0032,
+        name: "E0032",
+        title: "no such entry in routing data",
+        explanation: "`counts(...)` asks a file for a model, domain or variant it does not hold (or leaves out the
+model of a file that holds several), or the crosslayer file lacks what the counts were chosen
+by. The message lists what the file has.
+
+Example:
+
+    routing = counts(\"expert_counts.json\", model = \"mixtral\")
+    // error: expert_counts.json has no model `mixtral` (it has: mistral, olmoe, ...)
+
+Fix: `model = \"mistral\"`. Leaving `domain` out pools every domain.",
+    },
+    Entry {
+        code: Code::E0033,
+        name: "E0033",
+        title: "routing counts do not fit the model",
+        explanation: "A plan runs a model under counts recorded for another: a different number of experts or
+top_k, a counted layer that is not an MoE layer of the model, an SGLang record with another
+number of layers (or an MoE layer without counts), fewer experts with counts than top_k, or an
+expert with more than 1/top_k of a layer's selections (no token chooses an expert twice, so the
+counts were recorded with a smaller top_k).
+
+Example:
+
+    model m { ... moe { experts = 16; top_k = 2 } }
+    workload w { ... routing = counts(\"expert_counts.json\", model = \"mistral\") }   // 8 experts
+    plan p { model = m; workload = w; ... }   // error: the counts cover 8 experts but m has 16",
+    },
+    Entry {
+        code: Code::E0034,
+        name: "E0034",
+        title: "calibration target cannot be reached",
+        explanation: "`calibrated(skew = ..., dependency = ...)` asks for figures no Zipf popularity and layer
+correlation give on the plan's model: a skew (max / mean expert load) below 1, or above
+experts / top_k (the hottest expert chosen by every token); a dependency below what
+independent layers already show (popularity alone puts tokens among the 4 most frequent
+successors) or above what `layer_corr = 1` gives; a dependency on a model with one MoE layer;
+a per-layer skew list whose length is not the number of MoE layers. The message gives the
+reachable bound.
+
+Example:
+
+    routing = calibrated(skew = 5)   // on 8 experts, top-2: max / mean is at most 4",
     },
     Entry {
         code: Code::E0035,

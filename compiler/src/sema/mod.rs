@@ -15,6 +15,7 @@ pub mod units;
 pub mod workload;
 
 pub use plan::{AttentionParallel, PlacementChoice, Plan};
+pub use workload::RoutingSite;
 
 use crate::diag::{Code, Diagnostic};
 use crate::placement_file::{self, ExpertLayout, Target};
@@ -34,6 +35,9 @@ pub struct Program {
     pub models: Vec<Named<ModelSpec>>,
     pub machines: Vec<Named<Machine>>,
     pub workloads: Vec<Named<WorkloadSpec>>,
+    /// Where each workload's `routing = ...` is written (parallel to
+    /// `workloads`; None when it is left at its default).
+    pub routing_sites: Vec<Option<RoutingSite>>,
     pub plans: Vec<Plan>,
     /// The placement each `placement = file("...")` plan read, by plan name.
     pub placement_files: BTreeMap<String, ExpertLayout>,
@@ -92,8 +96,9 @@ impl Program {
     }
 }
 
-/// Checks parsed files (root first, then imports) into a program. Placement
-/// files that plans name are read through `reader`.
+/// Checks parsed files (root first, then imports) into a program. Files
+/// that items name (a plan's placement file, a workload's routing counts)
+/// are read through `reader`.
 pub fn analyze(
     reader: &dyn SourceReader,
     sources: &SourceMap,
@@ -123,9 +128,9 @@ pub fn analyze(
             DeclKind::Model => program.models.push(named().with(model::check(d, &mut diags))),
             DeclKind::Machine => program.machines.push(named().with(machine::check(d, &mut diags))),
             DeclKind::Workload => {
-                program
-                    .workloads
-                    .push(named().with(workload::check(d, base_dir(sources, file), &mut diags)))
+                let (spec, site) = workload::check(d, base_dir(sources, file), reader, &mut diags);
+                program.workloads.push(named().with(spec));
+                program.routing_sites.push(site);
             }
             DeclKind::Plan => {}
         }
@@ -276,5 +281,48 @@ mod tests {
             2,
             "machine q and workload r, not model m: {codes:?}"
         );
+    }
+
+    #[test]
+    fn count_and_calibrated_routing_read_their_arguments() {
+        use moec_runtime::routing::calibrate::SkewTarget;
+        let sglang = r#"{"logical_count": [[3, 1, 2, 2, 1, 1, 1, 1], [1, 1, 1, 5, 2, 2, 2, 2]], "rank": 0}"#;
+        let model = "model m { layers = 2; hidden = 64; vocab = 10; attention mha { heads = 2; head_dim = 32 }
+                       moe { experts = 8; top_k = 1; expert_ffn = 64 } }
+                     machine s { topology = switch(2); die { compute = 1 TFLOPS; memory = 1 TB; memory_bw = 1 TB/s }
+                       link { bandwidth = 1 GB/s; latency = 1 ns } }";
+        let text = format!(
+            "{model}
+             workload a {{ phase = decode; batch = 4; context = 8; routing = counts(\"d/sg.json\", seed = 3) }}
+             workload b {{ phase = decode; batch = 4; context = 8
+               routing = calibrated(skew = [1.2, 1.4], dependency = 0.7, drift = 0.01, seed = 2) }}
+             plan p {{ model = m; machine = s; workload = a }}
+             plan q {{ model = m; machine = s; workload = b }}"
+        );
+        let s = session(&[("w.moe", &text), ("d/sg.json", sglang)]);
+        assert!(!s.has_errors(), "{:?}", s.diagnostics.sorted());
+        let RoutingSource::Counts { counts, seed } = &s.program.workload(0).unwrap().routing else {
+            panic!("counts");
+        };
+        assert_eq!((counts.experts, counts.recorded_layers(), *seed), (8, vec![0, 1], 3));
+        assert_eq!(
+            s.program.workload(1).unwrap().routing,
+            RoutingSource::Calibrated {
+                skew: SkewTarget::PerLayer(vec![1.2, 1.4]),
+                dependency: Some(0.7),
+                drift: 0.01,
+                seed: 2
+            }
+        );
+        // The plan under the calibrated workload keeps what it achieved.
+        assert!(s.program.plan("p").unwrap().calibration.is_none());
+        let c = s.program.plan("q").unwrap().calibration.as_ref().unwrap();
+        assert_eq!(c.skew.len(), 2);
+        assert!((c.skew[1].achieved / 1.4 - 1.0).abs() < 0.05, "{c:?}");
+        assert!((c.dependency.unwrap() - 0.7).abs() < 0.02, "{c:?}");
+        // The sites point at the arguments.
+        let site = s.program.routing_sites[1].as_ref().unwrap();
+        let src = s.loaded.sources.text(crate::syntax::FileId(0));
+        assert_eq!(&src[site.arg("dependency").range()], "0.7");
     }
 }

@@ -10,6 +10,8 @@ use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::model::AttentionSpec;
+use moec_runtime::routing::calibrate::{self, Calibration, CalibrationError, CalibrationTarget};
+use moec_runtime::workload::RoutingSource;
 
 /// How experts are assigned to dies. Each choice is a placement pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +118,9 @@ pub struct Plan {
     /// `None`: one per alive die.
     pub redundant_experts: Option<u64>,
     pub attention: AttentionParallel,
+    /// With `routing = calibrated(...)`: the solved parameters and the
+    /// figures they achieve on this plan's model (`moec check` prints them).
+    pub calibration: Option<Calibration>,
     pub span: Span,
 }
 
@@ -171,6 +176,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     let redundant_experts = r.int("redundant_experts", 0, 1 << 20);
     let parallel_ok = r.choice("parallel", &["ep"]).is_some() || r.span_of("parallel").is_none();
     let migration_ok = r.choice("migration", &["none"]).is_some() || r.span_of("migration").is_none();
+    let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
 
     let plan = Plan {
@@ -181,6 +187,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         placement: placement?,
         redundant_experts,
         attention: attention?,
+        calibration: None,
         span: decl.name.span,
     };
     if !(parallel_ok && migration_ok) {
@@ -189,7 +196,11 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     let fits = expert_fits(program, &plan, decl, diags);
     let splits = attention_splits(program, &plan, attention_span, diags);
     let domains = token_domains_have_groups(&plan, placement_span, diags);
-    (fits && splits && domains).then_some(plan)
+    let routing = routing_fits(program, &plan, model_span, diags);
+    let (true, true, true, Some(calibration)) = (fits, splits, domains, routing) else {
+        return None;
+    };
+    Some(Plan { calibration, ..plan })
 }
 
 /// E0024: a placement that lays out token domains needs tensor-parallel
@@ -261,6 +272,62 @@ fn file_placement(c: &Call) -> Result<PlacementChoice, Diagnostic> {
         format,
         span: c.span,
     })
+}
+
+/// E0033 / E0034: the workload's routing source on the plan's model.
+/// Recorded counts must fit the model; a calibration must reach its
+/// targets on it, and then its solution and achieved figures are kept
+/// (the outer None is "refused").
+fn routing_fits(
+    program: &Program,
+    plan: &Plan,
+    model_span: Span,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Option<Calibration>> {
+    let (Some(model), Some(workload)) = (program.model(plan.model), program.workload(plan.workload)) else {
+        return None;
+    };
+    let Some(site) = program.routing_sites.get(plan.workload).cloned().flatten() else {
+        return Some(None);
+    };
+    let used_by = format!("plan `{}` runs it on model `{}`", plan.name, model.name);
+    match &workload.routing {
+        RoutingSource::Counts { counts, .. } => match counts.fit(model) {
+            Ok(()) => Some(None),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(Code::E0033, site.value, format!("{}: {e}", counts.source))
+                        .with_label("these counts")
+                        .with_secondary(model_span, used_by)
+                        .with_hint("use counts recorded on this model, or a model with the counts' experts and top_k"),
+                );
+                None
+            }
+        },
+        RoutingSource::Calibrated {
+            skew, dependency, seed, ..
+        } => {
+            let target = CalibrationTarget {
+                skew: skew.clone(),
+                dependency: *dependency,
+            };
+            match calibrate::calibrate(model, &target, *seed, calibrate::SAMPLE_TOKENS) {
+                Ok(c) => Some(Some(c)),
+                Err(e) => {
+                    let at = match e {
+                        CalibrationError::DependencyTooLow { .. }
+                        | CalibrationError::DependencyTooHigh { .. }
+                        | CalibrationError::FewExperts { .. }
+                        | CalibrationError::OneLayer => site.arg("dependency"),
+                        _ => site.arg("skew"),
+                    };
+                    diags.push(super::workload::calibration_error(&e, at).with_secondary(model_span, used_by));
+                    None
+                }
+            }
+        }
+        _ => Some(None),
+    }
 }
 
 /// `dp` or `tp(k)`.

@@ -1,14 +1,77 @@
-//! Checking a `workload` item into a [`WorkloadSpec`].
+//! Checking a `workload` item into a [`WorkloadSpec`], its routing source
+//! included: a trace path must exist; count files are read (through the
+//! [`SourceReader`], like the .moe files), parsed and selected from here, so
+//! their errors point at the argument at fault; calibration targets get the
+//! checks that need no model (the rest waits for a plan, `plan.rs`).
 
 use super::reader::{self, wrong_type, BlockReader};
+use super::suggest::did_you_mean;
 use crate::diag::{Code, Diagnostic};
-use crate::syntax::ast::{Decl, Value, ValueKind};
+use crate::source::{SourceReader, MAX_FILE_BYTES};
+use crate::syntax::ast::{Arg, Decl, Value, ValueKind};
+use crate::syntax::Span;
+use moec_runtime::routing::calibrate::{CalibrationError, CalibrationTarget, SkewTarget};
+use moec_runtime::routing::counts::{
+    parse_counts, parse_crosslayer, select, CountFileRole, CountKey, CountSelection, CountVariant, CountsError,
+};
 use moec_runtime::workload::{Phase, RoutingSource, WorkloadSpec};
 use std::path::Path;
 
-/// Reads a workload. `base_dir` is the folder of its file, against which a
-/// trace path is resolved.
-pub fn check(decl: &Decl, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Option<WorkloadSpec> {
+/// Where a workload's `routing = ...` is written: plan-level diagnostics
+/// about the source (counts that do not fit the model, an unreachable
+/// calibration) point here.
+#[derive(Clone, Debug)]
+pub struct RoutingSite {
+    /// The whole value, e.g. `counts(...)`.
+    pub value: Span,
+    /// Each named argument's value.
+    pub args: Vec<(String, Span)>,
+}
+
+impl RoutingSite {
+    /// The value of argument `name`, or the whole value when it is not written.
+    pub fn arg(&self, name: &str) -> Span {
+        self.args
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(self.value, |(_, s)| *s)
+    }
+}
+
+/// Reads a workload. `base_dir` is the folder of its file, against which
+/// trace and count paths are resolved; `files` reads the count files. Also
+/// gives where its routing is written, when it is.
+pub fn check(
+    decl: &Decl,
+    base_dir: &Path,
+    files: &dyn SourceReader,
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<WorkloadSpec>, Option<RoutingSite>) {
+    let site = decl.body.stmts.iter().find_map(|s| match s {
+        crate::syntax::ast::Stmt::Assign { key, value, .. } if key.text == "routing" => Some(site_of(value)),
+        _ => None,
+    });
+    (check_spec(decl, base_dir, files, diags), site)
+}
+
+fn site_of(v: &Value) -> RoutingSite {
+    let args = match &v.kind {
+        ValueKind::Call(c) => c
+            .args
+            .iter()
+            .filter_map(|a| Some((a.name.as_ref()?.text.clone(), a.value.span)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    RoutingSite { value: v.span, args }
+}
+
+fn check_spec(
+    decl: &Decl,
+    base_dir: &Path,
+    files: &dyn SourceReader,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<WorkloadSpec> {
     let what = format!("workload `{}`", decl.name.text);
     let mut r = BlockReader::new(&what, decl.name.span, &decl.body);
     let phase = match r.choice("phase", &["decode", "prefill"]) {
@@ -26,7 +89,7 @@ pub fn check(decl: &Decl, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Optio
     let seq_len = r.int("seq_len", 1, 1 << 24);
     let steps = r.int("steps", 1, 1 << 24).unwrap_or(1);
     let routing = match r.value("routing") {
-        Some(v) => r.check(routing(v, base_dir)),
+        Some(v) => r.check(routing(v, base_dir, files)),
         None => Some(RoutingSource::Uniform { seed: 0 }),
     };
     let (context_span, seq_span) = (r.span_of("context"), r.span_of("seq_len"));
@@ -87,9 +150,13 @@ pub fn check(decl: &Decl, base_dir: &Path, diags: &mut Vec<Diagnostic>) -> Optio
     })
 }
 
+/// Every routing source's name, for "unknown routing" hints.
+const SOURCES: &[&str] = &["uniform", "zipf", "trace", "counts", "calibrated", "gate"];
+
 /// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`, `trace("file")`,
-/// `gate` / `gate(seed = 1)`.
-fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
+/// `counts("file", model = "m", domain = "d", variant = topk, crosslayer = "file", seed = 1)`,
+/// `calibrated(skew = 1.3, dependency = 0.64, drift = 0.02, seed = 1)`, `gate` / `gate(seed = 1)`.
+fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<RoutingSource, Diagnostic> {
     let (name, args) = match &v.kind {
         ValueKind::Name(n) => (n.as_str(), &[][..]),
         ValueKind::Call(c) => (c.name.text.as_str(), c.args.as_slice()),
@@ -97,7 +164,7 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
             return Err(wrong_type(
                 v,
                 "routing",
-                "uniform, zipf(...) or trace(\"file\")",
+                "uniform, zipf(...), trace(\"file\"), counts(\"file\", ...), calibrated(...) or gate",
                 other.describe(),
             ))
         }
@@ -111,19 +178,15 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
         "uniform" | "gate" => &["seed"],
         "zipf" => &["s", "layer_corr", "drift", "seed"],
         "trace" => &[],
-        other => {
-            return Err(reader::unknown_choice(
-                v.span,
-                "routing",
-                other,
-                &["uniform", "zipf", "trace"],
-            ))
-        }
+        "counts" => &["model", "domain", "variant", "crosslayer", "seed"],
+        "calibrated" => &["skew", "dependency", "drift", "seed"],
+        other => return Err(reader::unknown_choice(v.span, "routing", other, SOURCES)),
     };
+    let takes_path = matches!(name, "trace" | "counts");
     for a in args {
         let ok = match &a.name {
             Some(n) => allowed.contains(&n.text.as_str()),
-            None => name == "trace",
+            None => takes_path,
         };
         if !ok {
             return Err(Diagnostic::error(
@@ -134,8 +197,17 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
             .with_label("unexpected")
             .with_hint(match name {
                 "uniform" => "write uniform or uniform(seed = 7)",
+                "gate" => "write gate or gate(seed = 7)",
                 "zipf" => {
                     "write zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7); every argument is optional but s"
+                }
+                "counts" => {
+                    "write counts(\"expert_counts.json\", model = \"mistral\", domain = \"arxiv\", variant = topk, \
+                     crosslayer = \"crosslayer_counts.json\", seed = 1); all but the file are optional"
+                }
+                "calibrated" => {
+                    "write calibrated(skew = 1.3, dependency = 0.64, drift = 0.02, seed = 1); skew may be a list with \
+                     one value per MoE layer, and all but skew are optional"
                 }
                 _ => "write trace(\"path/to/trace.json\")",
             }));
@@ -172,22 +244,41 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
                 seed,
             })
         }
-        _ => {
-            let path = match args {
-                [a] => match &a.value.kind {
-                    ValueKind::Str(s) => (s, a.value.span),
-                    other => return Err(wrong_type(&a.value, "trace", "a file name in quotes", other.describe())),
-                },
-                _ => {
-                    return Err(Diagnostic::error(Code::E0018, v.span, "trace takes one file name")
-                        .with_label("here")
-                        .with_hint("write trace(\"path/to/trace.json\")"))
+        "counts" => counts(v, args, base_dir, files, seed),
+        "calibrated" => {
+            let skew = match named("skew") {
+                Some(x) => skew(x)?,
+                None => {
+                    return Err(
+                        Diagnostic::error(Code::E0018, v.span, "calibrated needs the `skew` to aim at")
+                            .with_label("no `skew`")
+                            .with_hint(
+                                "write calibrated(skew = 1.3), or with a cross-layer dependency \
+                                        calibrated(skew = 1.3, dependency = 0.64)",
+                            ),
+                    )
                 }
             };
-            let resolved = base_dir.join(path.0);
+            let dependency = named("dependency")
+                .map(|x| reader::float(x, "dependency", 0.0, 1.0))
+                .transpose()?;
+            let drift = named("drift")
+                .map(|x| reader::float(x, "drift", 0.0, 1.0))
+                .transpose()?
+                .unwrap_or(0.0);
+            Ok(RoutingSource::Calibrated {
+                skew,
+                dependency,
+                drift,
+                seed,
+            })
+        }
+        _ => {
+            let (text, span) = path_arg(v, args, "trace")?;
+            let resolved = base_dir.join(text);
             if !resolved.is_file() {
                 return Err(
-                    Diagnostic::error(Code::E0022, path.1, format!("routing trace `{}` not found", path.0))
+                    Diagnostic::error(Code::E0022, span, format!("routing trace `{text}` not found"))
                         .with_label(format!("looked for {}", resolved.display()))
                         .with_hint("trace paths are relative to the .moe file"),
                 );
@@ -196,5 +287,214 @@ fn routing(v: &Value, base_dir: &Path) -> Result<RoutingSource, Diagnostic> {
                 path: resolved.display().to_string(),
             })
         }
+    }
+}
+
+/// The one positional file name of `trace(...)` or `counts(...)`.
+fn path_arg<'a>(v: &Value, args: &'a [Arg], what: &str) -> Result<(&'a str, Span), Diagnostic> {
+    let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
+    let example = if what == "trace" {
+        "write trace(\"path/to/trace.json\")"
+    } else {
+        "write counts(\"path/to/expert_counts.json\", ...): the file first, then the named settings"
+    };
+    match positional.as_slice() {
+        [a] => match &a.value.kind {
+            ValueKind::Str(s) => Ok((s.as_str(), a.value.span)),
+            other => Err(wrong_type(&a.value, what, "a file name in quotes", other.describe())),
+        },
+        _ => Err(
+            Diagnostic::error(Code::E0018, v.span, format!("{what} takes one file name"))
+                .with_label("here")
+                .with_hint(example),
+        ),
+    }
+}
+
+/// A skew: one number, or a list with one per MoE layer; each at least 1
+/// (E0034 below: max / mean cannot be below 1).
+fn skew(v: &Value) -> Result<SkewTarget, Diagnostic> {
+    let one = |x: &Value| -> Result<f64, Diagnostic> {
+        let s = reader::float(x, "skew", 0.0, 1e9)?;
+        let target = CalibrationTarget {
+            skew: SkewTarget::Every(s),
+            dependency: None,
+        };
+        target.check().map_err(|e| calibration_error(&e, x.span))?;
+        Ok(s)
+    };
+    match &v.kind {
+        ValueKind::List(items) if !items.is_empty() => {
+            Ok(SkewTarget::PerLayer(items.iter().map(one).collect::<Result<_, _>>()?))
+        }
+        ValueKind::List(_) => Err(wrong_type(v, "skew", "a number or a list of numbers", "an empty list")),
+        _ => one(v).map(SkewTarget::Every),
+    }
+}
+
+/// E0034 for an unreachable calibration target, at `span`.
+pub fn calibration_error(e: &CalibrationError, span: Span) -> Diagnostic {
+    let hint = match e {
+        CalibrationError::SkewBelowOne { .. } => {
+            "skew = 1 is uniform routing; real layers measure 1.07 (Mixtral) to 7.8 \
+                                                  (OLMoE per domain)"
+                .to_string()
+        }
+        CalibrationError::SkewTooHigh { max, .. } => format!("aim at {max:.2} or less"),
+        CalibrationError::SkewList { layers, .. } => {
+            format!("give one skew for every layer, or a list of {layers} values")
+        }
+        CalibrationError::DependencyTooLow { min, .. } => {
+            format!("aim at {min:.3} or more, or leave `dependency` out for independent layers")
+        }
+        CalibrationError::DependencyTooHigh { max, .. } => format!("aim at {max:.3} or less"),
+        CalibrationError::OneLayer => "leave `dependency` out".to_string(),
+        CalibrationError::FewExperts { .. } => "leave `dependency` out, or aim at 1".to_string(),
+        CalibrationError::DependencyOutOfRange { .. } => "a fraction between 0 and 1".to_string(),
+        CalibrationError::Model(_) => "fix the model first".to_string(),
+    };
+    Diagnostic::error(Code::E0034, span, e.to_string())
+        .with_label("cannot be reached")
+        .with_hint(hint)
+}
+
+/// `counts("file", model = "m", domain = "d", variant = topk, crosslayer = "file", seed = 1)`:
+/// reads, parses and selects now, so every error has its argument's span.
+fn counts(
+    v: &Value,
+    args: &[Arg],
+    base_dir: &Path,
+    files: &dyn SourceReader,
+    seed: u64,
+) -> Result<RoutingSource, Diagnostic> {
+    let arg = |key: &str| {
+        args.iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.text == key))
+            .map(|a| &a.value)
+    };
+    let string = |key: &str| -> Result<Option<(String, Span)>, Diagnostic> {
+        match arg(key) {
+            None => Ok(None),
+            Some(x) => match &x.kind {
+                ValueKind::Str(s) => Ok(Some((s.clone(), x.span))),
+                other => Err(wrong_type(x, key, "a name in quotes", other.describe())),
+            },
+        }
+    };
+    let (path, path_span) = path_arg(v, args, "counts")?;
+    let variant = match arg("variant") {
+        None => None,
+        Some(x) => {
+            let names: Vec<&'static str> = CountVariant::ALL.iter().map(|(n, _)| *n).collect();
+            let n = reader::choice(x, "variant", &names)?;
+            CountVariant::ALL.iter().find(|(m, _)| *m == n).map(|(_, c)| *c)
+        }
+    };
+    let model = string("model")?;
+    let domain = string("domain")?;
+    let cross = string("crosslayer")?;
+    let text = read_data(base_dir, path, path_span, files)?;
+    let file = parse_counts(&text, path).map_err(|e| counts_error(&e, v, path_span, None, args))?;
+    let cross_file = match &cross {
+        Some((c, span)) => {
+            let text = read_data(base_dir, c, *span, files)?;
+            Some(parse_crosslayer(&text, c).map_err(|e| counts_error(&e, v, path_span, Some(*span), args))?)
+        }
+        None => None,
+    };
+    let selection = CountSelection {
+        model: model.map(|m| m.0),
+        domain: domain.map(|d| d.0),
+        variant,
+    };
+    let picked = select(
+        &file,
+        path,
+        &selection,
+        cross_file.as_ref().zip(cross.as_ref().map(|c| c.0.as_str())),
+    )
+    .map_err(|e| counts_error(&e, v, path_span, cross.as_ref().map(|c| c.1), args))?;
+    Ok(RoutingSource::Counts {
+        counts: Box::new(picked),
+        seed,
+    })
+}
+
+/// The text of a routing data file, or E0030.
+fn read_data(base_dir: &Path, path: &str, span: Span, files: &dyn SourceReader) -> Result<String, Diagnostic> {
+    let resolved = base_dir.join(path);
+    let unreadable = |why: String| {
+        Diagnostic::error(
+            Code::E0030,
+            span,
+            format!("routing data `{path}` cannot be read: {why}"),
+        )
+        .with_label(format!("looked for {}", resolved.display()))
+        .with_hint("data paths are relative to the .moe file")
+    };
+    let bytes = files.read(&resolved).map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(unreadable(format!(
+            "it is {} bytes; moec reads files up to {MAX_FILE_BYTES} bytes",
+            bytes.len()
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        unreadable(format!(
+            "it is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// A count-file error as a diagnostic at the argument at fault: E0031 at
+/// the file, E0032 at the setting that names nothing (or the call, when the
+/// setting is missing), E0018 at a setting the file kind does not take.
+fn counts_error(e: &CountsError, v: &Value, path: Span, cross: Option<Span>, args: &[Arg]) -> Diagnostic {
+    let arg_span = |key: CountKey| {
+        args.iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.text == key.name()))
+            .map(|a| a.value.span)
+    };
+    let file_span = |role: CountFileRole| match role {
+        CountFileRole::Crosslayer => cross.unwrap_or(path),
+        CountFileRole::Counts => path,
+    };
+    match e {
+        CountsError::Malformed { role, .. } => Diagnostic::error(Code::E0031, file_span(*role), e.to_string())
+            .with_label("not usable routing data")
+            .with_hint("docs/TRACES.md describes the count formats moec reads"),
+        CountsError::NotFound {
+            role,
+            key,
+            given,
+            present,
+            ..
+        } => {
+            let (span, label) = match (arg_span(*key), role) {
+                (Some(s), CountFileRole::Counts) => (s, "not in the file".to_string()),
+                (_, CountFileRole::Crosslayer) => (file_span(*role), format!("lacks this {}", key.name())),
+                (None, CountFileRole::Counts) if given.is_some() => (path, format!("lacks this {}", key.name())),
+                (None, CountFileRole::Counts) => (v.span, format!("which {}?", key.name())),
+            };
+            let hint = given
+                .as_deref()
+                .and_then(|g| did_you_mean(g, present.iter().map(String::as_str)))
+                .map(|d| format!("{d} ({}s in the file: {})", key.name(), present.join(", ")))
+                .unwrap_or_else(|| match key {
+                    CountKey::Variant => format!("the variants there: {}", present.join(", ")),
+                    _ => format!("write {} = \"...\", one of: {}", key.name(), present.join(", ")),
+                });
+            Diagnostic::error(Code::E0032, span, e.to_string())
+                .with_label(label)
+                .with_hint(hint)
+        }
+        CountsError::NotApplicable { key, why, .. } => Diagnostic::error(
+            Code::E0018,
+            arg_span(*key).unwrap_or(cross.unwrap_or(v.span)),
+            format!("`counts` does not take `{}` for this file: {why}", key.name()),
+        )
+        .with_label("does not apply")
+        .with_hint("an SGLang record takes counts(\"file.json\", seed = 1)"),
     }
 }

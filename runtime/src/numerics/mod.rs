@@ -80,7 +80,11 @@ pub struct Numerics {
 /// The seed a workload's numbers are drawn from.
 fn seed_of(workload: &WorkloadSpec) -> u64 {
     match workload.routing {
-        RoutingSource::Uniform { seed } | RoutingSource::Zipf { seed, .. } | RoutingSource::Gate { seed } => seed,
+        RoutingSource::Uniform { seed }
+        | RoutingSource::Zipf { seed, .. }
+        | RoutingSource::Gate { seed }
+        | RoutingSource::Counts { seed, .. }
+        | RoutingSource::Calibrated { seed, .. } => seed,
         RoutingSource::Trace { .. } => 0,
     }
 }

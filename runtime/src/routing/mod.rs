@@ -6,6 +6,11 @@
 //! with cross-layer correlation and drift), a recorded trace (`trace.rs`), or
 //! the real gate over real activations (the numeric executor fills one in).
 
+mod alias;
+pub mod calibrate;
+pub mod count_sampler;
+pub mod counts;
+pub mod inclusion;
 mod source;
 pub mod stats;
 pub mod synthetic;

@@ -2,10 +2,15 @@
 //! turns its `routing = ...` into a [`StepRouting`] for every step.
 //!
 //! `uniform` and `zipf(...)` draw from the seeded synthetic generator
-//! (`synthetic.rs`), `trace("...")` replays a recorded trace (`trace.rs`,
-//! format in `docs/TRACES.md`), and `gate` yields nothing: the numeric
-//! executor runs the model's own router and produces the routing itself.
+//! (`synthetic.rs`), `calibrated(...)` from the same generator once
+//! `calibrate.rs` has solved its parameters, `trace("...")` replays a
+//! recorded trace (`trace.rs`, format in `docs/TRACES.md`), `counts(...)`
+//! samples recorded expert counts (`count_sampler.rs`), and `gate` yields
+//! nothing: the numeric executor runs the model's own router and produces
+//! the routing itself.
 
+use super::calibrate::{self, CalibrationTarget};
+use super::count_sampler::CountSampler;
 use super::synthetic::{Synthetic, ZipfParams};
 use super::trace::{read_trace, TraceReplay};
 use super::StepRouting;
@@ -23,6 +28,7 @@ pub struct RoutingGenerator {
 enum Inner {
     Synthetic(Box<Synthetic>),
     Trace(Box<TraceReplay>),
+    Counts(Box<CountSampler>),
     /// The real gate decides at run time.
     Gate,
     /// A model without MoE layers: every step routes nothing.
@@ -48,7 +54,11 @@ impl RoutingGenerator {
         let has_moe = model.moe.is_some() && model.moe_layers() > 0;
         let inner = match &workload.routing {
             RoutingSource::Gate { .. } => Inner::Gate,
-            RoutingSource::Uniform { .. } | RoutingSource::Zipf { .. } if !has_moe => Inner::Dense { tokens },
+            RoutingSource::Uniform { .. } | RoutingSource::Zipf { .. } | RoutingSource::Calibrated { .. }
+                if !has_moe =>
+            {
+                Inner::Dense { tokens }
+            }
             RoutingSource::Uniform { seed } => Inner::Synthetic(Box::new(Synthetic::uniform(model, tokens, *seed)?)),
             &RoutingSource::Zipf {
                 s,
@@ -65,6 +75,34 @@ impl RoutingGenerator {
                 let trace = read_trace(Path::new(path))?;
                 Inner::Trace(Box::new(TraceReplay::new(trace, path, model, tokens)?))
             }
+            RoutingSource::Counts { counts, seed } => Inner::Counts(Box::new(
+                CountSampler::new(counts, model, tokens, *seed).map_err(|e| format!("{}: {e}", counts.source))?,
+            )),
+            RoutingSource::Calibrated {
+                skew,
+                dependency,
+                drift,
+                seed,
+            } => {
+                let target = CalibrationTarget {
+                    skew: skew.clone(),
+                    dependency: *dependency,
+                };
+                let solved = calibrate::solve(model, &target, *seed, calibrate::SAMPLE_TOKENS)
+                    .map_err(|e| format!("calibrated routing: {e}"))?;
+                let params = ZipfParams {
+                    s: 0.0,
+                    layer_corr: solved.layer_corr,
+                    drift: *drift,
+                };
+                Inner::Synthetic(Box::new(Synthetic::with_exponents(
+                    model,
+                    tokens,
+                    &solved.exponents,
+                    params,
+                    *seed,
+                )?))
+            }
         };
         Ok(RoutingGenerator { inner })
     }
@@ -77,6 +115,7 @@ impl RoutingGenerator {
         match &mut self.inner {
             Inner::Synthetic(g) => Some(g.step(t)),
             Inner::Trace(r) => Some(r.step(t)),
+            Inner::Counts(c) => Some(c.step(t)),
             Inner::Gate => None,
             Inner::Dense { tokens } => Some(StepRouting {
                 tokens: *tokens,
@@ -95,6 +134,14 @@ impl RoutingGenerator {
     pub fn trace(&self) -> Option<&TraceReplay> {
         match &self.inner {
             Inner::Trace(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The sampler, when the source is recorded counts (for its layer mapping).
+    pub fn counts(&self) -> Option<&CountSampler> {
+        match &self.inner {
+            Inner::Counts(c) => Some(c),
             _ => None,
         }
     }
@@ -214,5 +261,49 @@ mod tests {
         };
         let e = RoutingGenerator::new(&model(16, 2, 1, 1, 0, 3), &workload(Phase::Decode, 8, 1, bad)).unwrap_err();
         assert!(e.contains("zipf: s = NaN"), "{e}");
+    }
+
+    #[test]
+    fn count_and_calibrated_sources_route_through_the_generator() {
+        use super::super::calibrate::SkewTarget;
+        use super::super::counts::{parse_counts, select, CountSelection};
+        let text = r#"{"logical_count": [[40, 30, 20, 10], [10, 20, 30, 40]]}"#;
+        let counts = select(&parse_counts(text, "s").unwrap(), "s", &CountSelection::default(), None).unwrap();
+        let m = model(4, 2, 1, 1, 0, 2);
+        let routing = RoutingSource::Counts {
+            counts: Box::new(counts.clone()),
+            seed: 3,
+        };
+        let mut g = RoutingGenerator::new(&m, &workload(Phase::Decode, 64, 16, routing.clone())).unwrap();
+        let direct = CountSampler::new(&counts, &m, 64, 3).unwrap();
+        assert_eq!(g.step(5), Some(direct.step(5)));
+        assert_eq!(g.counts().map(|c| c.layer_map()), Some(vec![(0, 0), (1, 1)]));
+        // The counts do not fit a model with other experts: the error names them.
+        let e = RoutingGenerator::new(&model(8, 2, 1, 1, 0, 2), &workload(Phase::Decode, 4, 1, routing)).unwrap_err();
+        assert!(
+            e.starts_with("s: SGLang logical_count") && e.contains("cover 4 experts"),
+            "{e}"
+        );
+
+        let calibrated = RoutingSource::Calibrated {
+            skew: SkewTarget::Every(1.2),
+            dependency: Some(0.8),
+            drift: 0.0,
+            seed: 1,
+        };
+        let m = model(8, 2, 1, 1, 0, 3);
+        let mut g = RoutingGenerator::new(&m, &workload(Phase::Decode, 32, 16, calibrated.clone())).unwrap();
+        let s = g.step(0).unwrap();
+        assert_eq!((s.tokens, s.layers.len()), (32, 3));
+        let mut again = RoutingGenerator::new(&m, &workload(Phase::Decode, 32, 16, calibrated)).unwrap();
+        assert_eq!(again.step(0), Some(s));
+        let bad = RoutingSource::Calibrated {
+            skew: SkewTarget::Every(9.0),
+            dependency: None,
+            drift: 0.0,
+            seed: 1,
+        };
+        let e = RoutingGenerator::new(&m, &workload(Phase::Decode, 8, 1, bad)).unwrap_err();
+        assert!(e.starts_with("calibrated routing: skew = 9 cannot be reached"), "{e}");
     }
 }

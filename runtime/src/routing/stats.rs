@@ -163,4 +163,44 @@ mod tests {
         let uniform = RoutingStats::measure(&model, &w, true).unwrap();
         assert!(uniform.loads[3].iter().all(|&x| (x - 8.0).abs() < 1e-9));
     }
+
+    #[test]
+    fn count_and_calibrated_sources_give_stats_too() {
+        use crate::routing::calibrate::SkewTarget;
+        use crate::routing::counts::{parse_counts, select, CountSelection};
+        use crate::routing::synthetic::tests::model;
+        let text = r#"{"logical_count": [[0, 0, 0, 0], [50, 30, 15, 5], [10, 20, 30, 40]]}"#;
+        let counts = select(&parse_counts(text, "s").unwrap(), "s", &CountSelection::default(), None).unwrap();
+        let m = model(4, 2, 1, 1, 1, 2);
+        let mut w = WorkloadSpec {
+            name: "w".into(),
+            phase: Phase::Prefill,
+            batch: 8,
+            seq_len: 4096,
+            steps: 4,
+            routing: RoutingSource::Counts {
+                counts: Box::new(counts),
+                seed: 1,
+            },
+        };
+        let stats = RoutingStats::measure(&m, &w, true).unwrap();
+        assert!(stats.loads[0].is_empty());
+        // 32,768 tokens x 2 choices a step, split 50 : 30 : 15 : 5 in layer 1.
+        for (got, share) in stats.loads[1].iter().zip([0.5, 0.3, 0.15, 0.05]) {
+            assert!((got / (65_536.0 * share) - 1.0).abs() < 0.02, "{:?}", stats.loads[1]);
+        }
+        assert!(!stats.transitions[1].is_empty() && stats.transitions[2].is_empty());
+
+        w.routing = RoutingSource::Calibrated {
+            skew: SkewTarget::Every(1.5),
+            dependency: None,
+            drift: 0.0,
+            seed: 2,
+        };
+        let m = model(8, 2, 1, 1, 0, 2);
+        let stats = RoutingStats::measure(&m, &w, false).unwrap();
+        let mean = 65_536.0 / 8.0;
+        let max = stats.loads[0].iter().copied().fold(0.0, f64::max);
+        assert!((max / mean / 1.5 - 1.0).abs() < 0.03, "{:?}", stats.loads[0]);
+    }
 }

@@ -45,6 +45,7 @@
 //! from step 0 (recomputed from the seed, no cache of routings), so
 //! `step(t)` is the same whatever was asked before.
 
+use super::alias::{pick_weighted, Alias};
 use super::{LayerRouting, StepRouting};
 use crate::model::{LayerKind, ModelSpec};
 use crate::rng::Rng;
@@ -209,60 +210,6 @@ impl ZipfParams {
     }
 }
 
-/// Walker's alias table: O(1) draws from a fixed discrete distribution.
-#[derive(Clone, Debug)]
-struct Alias {
-    /// Keep the drawn slot when the low 32 random bits fall below this
-    /// (out of 2^32), else take its alias.
-    cut: Vec<u64>,
-    alias: Vec<u32>,
-}
-
-const ONE: u64 = 1 << 32;
-
-impl Alias {
-    /// A table over `weights` (non-negative; all zero, or not finite, gives
-    /// uniform, so a fully underflowed popularity still draws something).
-    fn new(weights: &[f64]) -> Alias {
-        let n = weights.len();
-        let clean = |w: f64| if w.is_finite() && w > 0.0 { w } else { 0.0 };
-        let total: f64 = weights.iter().map(|&w| clean(w)).sum();
-        let mut scaled: Vec<f64> = if total > 0.0 && total.is_finite() {
-            weights.iter().map(|&w| clean(w) * n as f64 / total).collect()
-        } else {
-            vec![1.0; n]
-        };
-        let mut cut = vec![ONE; n];
-        let mut alias: Vec<u32> = (0..n as u32).collect();
-        let (mut small, mut large): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| scaled[i] < 1.0);
-        // Vose's method: pair each under-full slot with an over-full one.
-        while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
-            small.pop();
-            cut[s] = ((scaled[s] * ONE as f64) as u64).min(ONE);
-            alias[s] = l as u32;
-            scaled[l] += scaled[s] - 1.0;
-            if scaled[l] < 1.0 {
-                large.pop();
-                small.push(l);
-            }
-        }
-        // Slots left on either list are full up to rounding: they keep `ONE`.
-        Alias { cut, alias }
-    }
-
-    /// One draw: the high 32 bits pick the slot, the low 32 bits the coin.
-    #[inline]
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let r = rng.next_u64();
-        let i = (((r >> 32) * self.cut.len() as u64) >> 32) as usize;
-        if (r & (ONE - 1)) < self.cut[i] {
-            i
-        } else {
-            self.alias[i] as usize
-        }
-    }
-}
-
 /// What one MoE layer draws from at the current step.
 #[derive(Clone, Debug)]
 struct LayerTables {
@@ -375,9 +322,46 @@ impl Synthetic {
         Synthetic::new(model, tokens, params, seed)
     }
 
+    /// Zipf-skewed routing with its own exponent per MoE layer
+    /// (`exponents[l]` for the l-th MoE layer; `params.s` is not used): what
+    /// `calibrated(...)` runs once it has solved for the exponents.
+    pub fn with_exponents(
+        model: &ModelSpec,
+        tokens: usize,
+        exponents: &[f64],
+        params: ZipfParams,
+        seed: u64,
+    ) -> Result<Synthetic, String> {
+        Synthetic::from_shape(RoutingShape::of(model)?, tokens, exponents, params, seed)
+    }
+
     fn new(model: &ModelSpec, tokens: usize, params: ZipfParams, seed: u64) -> Result<Synthetic, String> {
         params.check()?;
         let shape = RoutingShape::of(model)?;
+        let exponents = vec![params.s; shape.layers.len()];
+        Synthetic::from_shape(shape, tokens, &exponents, params, seed)
+    }
+
+    /// The generator for `shape` directly (calibration samples a shape with
+    /// fewer layers than the model), one Zipf exponent per MoE layer.
+    pub(crate) fn from_shape(
+        shape: RoutingShape,
+        tokens: usize,
+        exponents: &[f64],
+        params: ZipfParams,
+        seed: u64,
+    ) -> Result<Synthetic, String> {
+        ZipfParams { s: 0.0, ..params }.check()?;
+        if exponents.len() != shape.layers.len() {
+            return Err(format!(
+                "zipf: {} exponents for {} MoE layers",
+                exponents.len(),
+                shape.layers.len()
+            ));
+        }
+        if let Some(s) = exponents.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return Err(format!("zipf: s = {s} must be a finite number >= 0"));
+        }
         shape.choices_per_step(tokens as u64)?;
         let root = Rng::new(seed);
         let ranks = root.fork(SALT_RANKS);
@@ -395,10 +379,11 @@ impl Synthetic {
             .collect();
         let start: Vec<Vec<f64>> = order
             .iter()
-            .map(|perm| {
+            .zip(exponents)
+            .map(|(perm, &s)| {
                 let mut logits = vec![0.0; e];
                 for (r, &x) in perm.iter().enumerate() {
-                    logits[x as usize] = -params.s * ((r + 1) as f64).ln();
+                    logits[x as usize] = -s * ((r + 1) as f64).ln();
                 }
                 logits
             })
@@ -679,32 +664,6 @@ fn draw_expert_in_groups(rng: &mut Rng, tables: &LayerTables, gs: usize, s: &Scr
         .flat_map(|&g| g * gs..(g + 1) * gs)
         .filter(|&e| s.expert_stamp[e] != s.stamp);
     pick_weighted(rng, free, |e| tables.p[e]) as u32
-}
-
-/// One of `items` in proportion to `weight` by an exact scan; uniform when
-/// their weights sum to nothing (underflow). `items` is never empty here:
-/// the shape checks leave every token enough free experts and groups.
-fn pick_weighted(rng: &mut Rng, items: impl Iterator<Item = usize> + Clone, weight: impl Fn(usize) -> f64) -> usize {
-    let total: f64 = items.clone().map(&weight).sum();
-    if total > 0.0 && total.is_finite() {
-        let mut u = rng.next_f64() * total;
-        let mut last = 0;
-        for i in items {
-            let w = weight(i);
-            if w > 0.0 {
-                last = i;
-                if u < w {
-                    return i;
-                }
-                u -= w;
-            }
-        }
-        // Rounding ran past the end: the last item with weight.
-        return last;
-    }
-    let n = items.clone().count();
-    let pick = rng.below(n as u64) as usize;
-    items.into_iter().nth(pick).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -1048,22 +1007,6 @@ pub(super) mod tests {
         assert!(e.contains("fewer than top_k"), "{e}");
         let e = Synthetic::uniform(&model(64, 2, 1, 1, 0, 2), 1 << 31, 0).unwrap_err();
         assert!(e.contains("2^31"), "{e}");
-    }
-
-    #[test]
-    fn alias_tables_draw_their_distribution() {
-        let w = [0.5, 0.0, 0.25, 0.125, 0.125];
-        let a = Alias::new(&w);
-        let mut rng = Rng::new(1);
-        let mut counts = [0u32; 5];
-        let n = 200_000;
-        for _ in 0..n {
-            counts[a.sample(&mut rng)] += 1;
-        }
-        for (c, p) in counts.iter().zip(w) {
-            assert!((f64::from(*c) / n as f64 - p).abs() < 0.005, "{counts:?}");
-        }
-        assert_eq!(counts[1], 0);
     }
 
     /// DeepSeek-V3 prefill (65,536 tokens x 58 layers x top-8): run with

@@ -345,7 +345,7 @@ fn tile<T: Copy>(src: &[T], len: usize) -> Vec<T> {
 
 /// Index in `recorded` (ascending, non-empty) of the layer nearest to
 /// `layer`, the earlier one on a tie.
-fn nearest(recorded: &[u32], layer: u32) -> usize {
+pub(crate) fn nearest(recorded: &[u32], layer: u32) -> usize {
     let mut best = 0;
     for (i, &r) in recorded.iter().enumerate() {
         if r.abs_diff(layer) < recorded[best].abs_diff(layer) {
@@ -356,7 +356,7 @@ fn nearest(recorded: &[u32], layer: u32) -> usize {
 }
 
 /// A readable list of layer numbers: runs of consecutive ones as `a-b`.
-fn list_layers(layers: &[u32]) -> String {
+pub(crate) fn list_layers(layers: &[u32]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < layers.len() {
