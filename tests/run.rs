@@ -179,7 +179,12 @@ fn the_network_quantum_trades_little_accuracy() {
         fast.latency_s,
         exact.latency_s
     );
-    assert!(rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05);
+    assert!(
+        rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05,
+        "dispatch {} vs {}",
+        fast.breakdown.dispatch_s,
+        exact.breakdown.dispatch_s
+    );
     assert_eq!(fast.traffic, exact.traffic);
 }
 

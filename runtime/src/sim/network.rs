@@ -51,8 +51,9 @@ const TIE: f64 = 1e-9;
 /// link (see `recompute`).
 const FLOW_PASSES: u32 = 3;
 
-/// Flows in transmission below which a quantum holds no event back.
-const HOLD_MIN_FLOWS: usize = 2048;
+/// Flows in transmission below which the quantum is off: every change
+/// recomputes the rates and no event is held back (see `hold_for_quantum`).
+const HOLD_MIN_FLOWS: usize = 256;
 
 /// One transfer's identity, in the order transfers were started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -247,6 +248,8 @@ pub struct Network<'m> {
     /// Rates are recomputed at most every `quantum x (now - busy_since)`
     /// seconds (0: at every change, exact). See [`Network::with_quantum`].
     quantum: f64,
+    /// Flows in transmission from which the quantum acts (`HOLD_MIN_FLOWS`).
+    hold_min_flows: usize,
     /// When the network last went from idle to busy.
     busy_since: f64,
     /// The earliest time the rates may be recomputed again.
@@ -276,6 +279,7 @@ impl<'m> Network<'m> {
             dirty: false,
             rates_since: 0.0,
             quantum: 0.0,
+            hold_min_flows: HOLD_MIN_FLOWS,
             busy_since: 0.0,
             next_recompute: 0.0,
             next_finish: f64::INFINITY,
@@ -297,7 +301,8 @@ impl<'m> Network<'m> {
     /// fraction of the time the network has been busy, so every result is
     /// pessimistic by at most about `quantum`. An all-to-all whose flows all
     /// differ in size then costs hundreds of recomputes instead of one per
-    /// flow. 0 (the default) is exact.
+    /// flow. 0 (the default) is exact. The quantum only acts while at least
+    /// `HOLD_MIN_FLOWS` flows transmit; with fewer the network is exact.
     pub fn with_quantum(mut self, quantum: f64) -> Network<'m> {
         self.quantum = if quantum.is_finite() && quantum > 0.0 {
             quantum
@@ -464,7 +469,7 @@ impl<'m> Network<'m> {
             // Everything due at this instant is one batch: one recompute.
             self.settle();
             if self.dirty {
-                if self.now >= self.next_recompute {
+                if self.now >= self.next_recompute || self.flows.len() < self.hold_min_flows {
                     self.recompute();
                     self.next_recompute = self.now + self.quantum * (self.now - self.busy_since);
                 } else {
@@ -501,7 +506,11 @@ impl<'m> Network<'m> {
     /// the flows) and batching pays; with few, holding would only delay
     /// chains of small dependent transfers (ring steps) by whole quanta.
     fn hold_for_quantum(&self, next: f64) -> f64 {
-        if self.quantum > 0.0 && self.flows.len() >= HOLD_MIN_FLOWS && next.is_finite() && next < self.next_recompute {
+        if self.quantum > 0.0
+            && self.flows.len() >= self.hold_min_flows
+            && next.is_finite()
+            && next < self.next_recompute
+        {
             self.next_recompute
         } else {
             next
@@ -840,6 +849,8 @@ mod tests {
         // C transmits at no rate yet, and the recompute must still come.
         let m = build(mesh(4, 1));
         let mut net = Network::new(&m).with_quantum(2.0);
+        // Three flows: let the quantum act on so few.
+        net.hold_min_flows = 0;
         net.start(0.0, DieId(0), DieId(1), 1_000_000, 1).expect("route");
         net.start(0.0, DieId(2), DieId(3), 2_000_000, 2).expect("route");
         let mut done = Vec::new();
