@@ -37,7 +37,7 @@ fn compile_deepseek_v3_wafer() -> Schedule {
 }
 
 /// Issue 4's aim: `placement = auto` on DeepSeek-V3 over four wafers
-/// (every applicable placement compiled and timed on two simulated steps;
+/// (every applicable placement compiled and timed on one simulated step;
 /// `her_mapping`'s `tp(16)` lets the token-domain layouts take part) in
 /// under a minute.
 #[divan::bench(sample_count = 2, sample_size = 1)]
