@@ -38,9 +38,12 @@ pub fn candidates(cx: &PassContext) -> Vec<PlacementChoice> {
         .collect()
 }
 
+/// A candidate, placed and lowered, or why it could not be.
+type Placed = (PlacementChoice, Result<(Ir, Schedule), String>);
+
 /// Places `ir` with the fastest candidate; errors only when none fits.
 pub fn place(ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
-    let placed: Vec<(PlacementChoice, Result<(Ir, Schedule), String>)> = candidates(cx)
+    let placed: Vec<Placed> = candidates(cx)
         .into_iter()
         .map(|c| (c.clone(), placed(ir, cx, &c)))
         .collect();
@@ -85,7 +88,7 @@ fn placed(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(Ir, Sc
 
 /// The mean simulated step of every lowered candidate (in order), the
 /// candidates shared out over the cores.
-fn simulate_all(placed: &[(PlacementChoice, Result<(Ir, Schedule), String>)]) -> Vec<Result<f64, String>> {
+fn simulate_all(placed: &[Placed]) -> Vec<Result<f64, String>> {
     let time = |schedule: &Schedule| -> Result<f64, String> {
         let options = RunOptions {
             steps: Some(STEPS),
