@@ -298,19 +298,19 @@ fn netbench_sweeps_load_on_a_mesh() {
     );
 }
 
+/// `moec compare ARGS --steps 1 --no-numerics --report json`, which must succeed.
+fn compare_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["compare"];
+    all.extend_from_slice(args);
+    all.extend(["--steps", "1", "--no-numerics", "--report", "json"]);
+    let o = moec(&all);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 #[test]
 fn compare_runs_every_placement_on_the_same_workload() {
-    let o = moec(&[
-        "compare",
-        "examples/mixtral-8x7b-h200.moe",
-        "--steps",
-        "1",
-        "--no-numerics",
-        "--report",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = compare_json(&["examples/mixtral-8x7b-h200.moe"]);
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -409,19 +409,7 @@ fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
 
 #[test]
 fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
-    let o = moec(&[
-        "compare",
-        TINY,
-        "--plan",
-        "from_sglang",
-        "--steps",
-        "1",
-        "--no-numerics",
-        "--report",
-        "json",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = compare_json(&[TINY, "--plan", "from_sglang"]);
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -439,17 +427,6 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     // The file holds the contiguous placement: the same traffic.
     assert_eq!(rows[6]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only.
-    let o = moec(&[
-        "compare",
-        TINY,
-        "--plan",
-        "contiguous",
-        "--steps",
-        "1",
-        "--no-numerics",
-        "--report",
-        "json",
-    ]);
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = compare_json(&[TINY, "--plan", "contiguous"]);
     assert_eq!(doc["rows"].as_array().unwrap().len(), 6);
 }

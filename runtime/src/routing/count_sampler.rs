@@ -53,7 +53,7 @@ use super::counts::{CountVariant, RoutingCounts};
 use super::inclusion::weights_for_inclusion;
 use super::synthetic::{RoutingShape, REJECTIONS};
 use super::trace::nearest;
-use super::{LayerRouting, StepRouting};
+use super::StepRouting;
 use crate::model::ModelSpec;
 use crate::rng::Rng;
 
@@ -255,21 +255,7 @@ impl CountSampler {
             }
             layers.push(out);
         }
-        StepRouting {
-            tokens: self.tokens,
-            top_k: k,
-            layers: self
-                .shape
-                .layers
-                .iter()
-                .zip(layers)
-                .map(|(&layer, experts)| LayerRouting {
-                    layer,
-                    experts,
-                    weights: Vec::new(),
-                })
-                .collect(),
-        }
+        self.shape.step_routing(self.tokens, layers)
     }
 
     /// Fits each conditioned layer's column scales, earliest first (a later

@@ -84,6 +84,25 @@ pub struct RoutingShape {
 }
 
 impl RoutingShape {
+    /// A step's routing from each MoE layer's choices (`tokens x top_k`
+    /// expert ids, in the order of `layers`), without gate weights.
+    pub fn step_routing(&self, tokens: usize, layers: Vec<Vec<u32>>) -> StepRouting {
+        StepRouting {
+            tokens,
+            top_k: self.top_k,
+            layers: self
+                .layers
+                .iter()
+                .zip(layers)
+                .map(|(&layer, experts)| LayerRouting {
+                    layer,
+                    experts,
+                    weights: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
     /// The shape of `model`'s MoE layers, checked: the compiler checks the
     /// same rules, but a schedule file can carry any model.
     pub fn of(model: &ModelSpec) -> Result<RoutingShape, String> {
@@ -471,21 +490,7 @@ impl Synthetic {
                 }
             });
         }
-        StepRouting {
-            tokens: self.tokens,
-            top_k: k,
-            layers: self
-                .shape
-                .layers
-                .iter()
-                .zip(layers)
-                .map(|(&layer, experts)| LayerRouting {
-                    layer,
-                    experts,
-                    weights: Vec::new(),
-                })
-                .collect(),
-        }
+        self.shape.step_routing(self.tokens, layers)
     }
 
     /// Routes the tokens from `first` on into `outs` (per MoE layer, the
