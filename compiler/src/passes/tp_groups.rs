@@ -87,7 +87,7 @@ pub fn entwined(machine: &Machine, k: u32) -> Result<GroupsAndDomains, String> {
         .ok_or("the entwined layout needs a mesh of dies (this machine is a switch or cluster)")?;
     if let Some(d) = (0..machine.die_count()).map(DieId).find(|&d| !machine.is_alive(d)) {
         return Err(format!(
-            "the entwined layout needs every die alive, and {} is defective",
+            "the entwined layout needs every die alive, and {} is defective (`tp_contiguous` lays its compact groups around defects)",
             machine.die_label(d)
         ));
     }
