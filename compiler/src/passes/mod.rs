@@ -9,8 +9,13 @@
 mod contiguous;
 mod eplb;
 mod from_file;
+mod hd_moe;
+mod hungarian;
+mod layer_all_to_all;
+mod link_balance;
 mod manager;
 mod moetuner;
+mod node_balance;
 mod place;
 pub mod registry;
 mod round_robin;

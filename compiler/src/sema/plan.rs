@@ -37,6 +37,11 @@ pub enum PlacementChoice {
     /// groups, token domains of the members at one ring position (spread
     /// over the wafer); experts as in `er_mapping`.
     TpContiguous,
+    /// HD-MoE: NodeBalance's program splits each layer's experts over the
+    /// dies (placed as replicas until expert tensor parallelism exists),
+    /// then LinkBalance maps the nodes onto mesh positions by simulated
+    /// all-to-all time.
+    HdMoe,
     /// `file("path")`: the experts exactly where a placement file says
     /// (`docs/PLACEMENT_FORMATS.md`); `path` as written, relative to the
     /// .moe file; `format` when given, else told from the content; `span`
@@ -58,6 +63,7 @@ impl PlacementChoice {
         ("moetuner", PlacementChoice::MoeTuner),
         ("er_mapping", PlacementChoice::ErMapping),
         ("tp_contiguous", PlacementChoice::TpContiguous),
+        ("hd_moe", PlacementChoice::HdMoe),
     ];
 
     /// Whether the choice lays out attention groups and token domains, and
