@@ -286,7 +286,7 @@ fn compare_runs_every_placement_on_the_same_workload() {
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["round_robin", "contiguous", "eplb", "eplb_hierarchical", "moetuner"]
+        ["round_robin", "contiguous", "eplb", "eplb_hierarchical", "moetuner", "hd_moe"]
     );
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]
@@ -396,11 +396,12 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
             "eplb",
             "eplb_hierarchical",
             "moetuner",
+            "hd_moe",
             "file(\"contiguous.sglang.json\")"
         ]
     );
     // The file holds the contiguous placement: the same traffic.
-    assert_eq!(rows[5]["traffic"], rows[1]["traffic"]);
+    assert_eq!(rows[6]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only.
     let o = moec(&[
         "compare",
@@ -414,5 +415,5 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
         "json",
     ]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(doc["rows"].as_array().unwrap().len(), 6);
 }

@@ -433,6 +433,63 @@ fn node_balance_note(solved: &[Option<NodeBalance>], experts: usize, nodes: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::{self, CompileOptions};
+    use crate::ir::Op;
+    use crate::source::MemoryReader;
+    use std::path::Path;
+
+    /// A small MoE model compiled with `place(hd_moe)` on `topology` with
+    /// dies of `compute` and `memory` and links of `bandwidth`.
+    fn compiled(topology: &str, compute: &str, memory: &str, bandwidth: &str) -> Ir {
+        let src = format!(
+            "model m {{ layers = 3; hidden = 64; vocab = 50; attention mha {{ heads = 4; head_dim = 16 }}
+                      moe {{ experts = 8; top_k = 2; expert_ffn = 256 }} }}
+             machine x {{ topology = {topology}; die {{ compute = {compute}; memory = {memory}; memory_bw = 1 TB/s }}
+                         link {{ bandwidth = {bandwidth}; latency = 10 ns }} }}
+             workload d {{ phase = decode; batch = 64; context = 32;
+                           routing = zipf(s = 1.0, layer_corr = 0.5, seed = 3) }}
+             plan default {{ model = m; machine = x; workload = d }}"
+        );
+        let mut reader = MemoryReader::default();
+        reader.0.insert("t.moe".into(), src.into_bytes());
+        let session = driver::check(&reader, Path::new("t.moe")).unwrap();
+        let options = CompileOptions {
+            passes: Some("place(hd_moe)".into()),
+            ..Default::default()
+        };
+        session.compile(&options, &mut |_, _| {}).unwrap()
+    }
+
+    fn note<'a>(ir: &'a Ir, prefix: &str) -> &'a str {
+        ir.header.notes.iter().find(|n| n.starts_with(prefix)).unwrap()
+    }
+
+    #[test]
+    fn a_mesh_gets_every_step_and_every_expert_a_die() {
+        // Slow links: experts mostly whole, so there is traffic to map.
+        let ir = compiled("mesh(4, 2)", "100 TFLOPS", "1 GB", "1 GB/s");
+        assert!(note(&ir, "hd_moe gamma ").contains("least squares"), "{:?}", ir.header.notes);
+        assert!(note(&ir, "hd_moe NodeBalance").contains("3 layers, 8 experts on 8 nodes"));
+        assert!(note(&ir, "hd_moe LinkBalance").contains("evaluations"), "{:#?}", ir.header.notes);
+        assert!(note(&ir, "hd_moe replicas").contains("0 of"));
+        for (_, n) in ir.nodes() {
+            if let Op::Expert { .. } = n.op {
+                assert!(!n.ann.dies.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_switch_skips_link_balance_and_tight_memory_keeps_fewer_copies() {
+        let ir = compiled("switch(8)", "100 TFLOPS", "1 GB", "1 GB/s");
+        assert!(note(&ir, "hd_moe LinkBalance skipped").contains("not a mesh"));
+        // Fast links and slow compute: every expert split over every die,
+        // but a die has room for only a few copies beside the rest (the
+        // verifier, run after the pass, checks they fit).
+        let tight = compiled("mesh(4, 2)", "1 TFLOPS", "700 KB", "10 GB/s");
+        let replicas = note(&tight, "hd_moe replicas");
+        assert!(!replicas.contains("; 0 of"), "{replicas}");
+    }
 
     #[test]
     fn memory_keeps_copies_spread_over_every_expert_and_never_the_last_one() {
