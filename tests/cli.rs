@@ -286,7 +286,14 @@ fn compare_runs_every_placement_on_the_same_workload() {
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["round_robin", "contiguous", "eplb", "eplb_hierarchical", "moetuner", "hd_moe"]
+        [
+            "round_robin",
+            "contiguous",
+            "eplb",
+            "eplb_hierarchical",
+            "moetuner",
+            "hd_moe"
+        ]
     );
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]

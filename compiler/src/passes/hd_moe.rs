@@ -324,57 +324,66 @@ fn physical(replicas: &[Vec<(usize, f64)>], position: &[usize], dies: &[DieId]) 
 /// The replicas kept within memory: `candidates[layer][expert]` the dies
 /// that would hold a copy with the share of the expert each stands for,
 /// `slots[die]` the experts a die has room for. Every expert first keeps
-/// one copy (its largest share on a die with room, ties to the emptier
-/// die), then in rounds each expert gets its next copy where there is
-/// room, so the copies memory allows are spread over all experts and
-/// layers, largest shares first. An expert whose dies are all full keeps
+/// one copy (its largest share on a die with room), then in rounds each
+/// expert gets its next copy where there is room, so the copies memory
+/// allows are spread over all experts and layers, largest shares first;
+/// among equal shares the die with the fewest copies of that layer's
+/// experts, so each layer's copies spread over the dies. An expert whose dies are all full keeps
 /// its largest share anyway, for the verifier to refuse with the sizes.
 /// Returns the layouts and how many candidates were dropped.
 fn keep_within_memory(candidates: &[Vec<Vec<(DieId, f64)>>], slots: &[usize]) -> (Layouts, usize) {
-    let mut used = vec![0usize; slots.len()];
-    let room = |used: &[usize], d: DieId| used.get(d.index()) < slots.get(d.index());
-    // Each expert's candidates, largest share first (ties: lower die).
-    let ordered: Vec<Vec<Vec<(DieId, f64)>>> = candidates
-        .iter()
-        .map(|layer| {
-            layer
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    c
-                })
-                .collect()
-        })
-        .collect();
-    let mut kept: Layouts = ordered.iter().map(|layer| vec![Vec::new(); layer.len()]).collect();
-    let take = |used: &mut Vec<usize>, kept: &mut Layouts, l: usize, e: usize, d: DieId| {
+    let dies = slots.len();
+    let mut used = vec![0usize; dies];
+    // Copies of each layer's experts on each die: the runtime balances a
+    // layer only over the dies its experts are on.
+    let mut in_layer = vec![vec![0usize; dies]; candidates.len()];
+    let mut kept: Layouts = candidates.iter().map(|layer| vec![Vec::new(); layer.len()]).collect();
+    // The next copy of expert `e` of layer `l`: the largest share on a die
+    // with room (ties: the die with the fewest copies of this layer, then
+    // the emptier, then the lower); with `forced`, the largest share anyway.
+    let mut next = |l: usize, e: usize, forced: bool, used: &mut Vec<usize>, kept: &mut Layouts| -> bool {
+        let key = |&(d, share): &(DieId, f64)| {
+            let i = d.index();
+            (
+                std::cmp::Reverse((share * 1e9).round() as i64),
+                in_layer[l].get(i).copied().unwrap_or(0),
+                used.get(i).copied().unwrap_or(0),
+                d,
+            )
+        };
+        let open = |&&(d, _): &&(DieId, f64)| !kept[l][e].contains(&d);
+        let room = |&&(d, _): &&(DieId, f64)| used.get(d.index()) < slots.get(d.index());
+        let c = &candidates[l][e];
+        let pick = c.iter().filter(open).filter(room).min_by_key(|x| key(x));
+        let pick = if forced {
+            pick.or_else(|| {
+                c.iter()
+                    .filter(open)
+                    .min_by_key(|x| (std::cmp::Reverse((x.1 * 1e9).round() as i64), x.0))
+            })
+        } else {
+            pick
+        };
+        let Some(&(d, _)) = pick else { return false };
         if let Some(u) = used.get_mut(d.index()) {
             *u += 1;
         }
+        if let Some(n) = in_layer[l].get_mut(d.index()) {
+            *n += 1;
+        }
         kept[l][e].push(d);
+        true
     };
-    for (l, layer) in ordered.iter().enumerate() {
-        for (e, c) in layer.iter().enumerate() {
-            let best = c.iter().filter(|&&(d, _)| room(&used, d)).min_by(|a, b| {
-                b.1.total_cmp(&a.1)
-                    .then(used.get(a.0.index()).cmp(&used.get(b.0.index())))
-                    .then(a.0.cmp(&b.0))
-            });
-            if let Some(&(d, _)) = best.or(c.first()) {
-                take(&mut used, &mut kept, l, e, d);
-            }
+    for (l, layer) in candidates.iter().enumerate() {
+        for e in 0..layer.len() {
+            next(l, e, true, &mut used, &mut kept);
         }
     }
     loop {
         let mut progress = false;
-        for (l, layer) in ordered.iter().enumerate() {
-            for (e, c) in layer.iter().enumerate() {
-                let next = c.iter().find(|&&(d, _)| !kept[l][e].contains(&d) && room(&used, d));
-                if let Some(&(d, _)) = next {
-                    take(&mut used, &mut kept, l, e, d);
-                    progress = true;
-                }
+        for (l, layer) in candidates.iter().enumerate() {
+            for e in 0..layer.len() {
+                progress |= next(l, e, false, &mut used, &mut kept);
             }
         }
         if !progress {
@@ -468,9 +477,17 @@ mod tests {
     fn a_mesh_gets_every_step_and_every_expert_a_die() {
         // Slow links: experts mostly whole, so there is traffic to map.
         let ir = compiled("mesh(4, 2)", "100 TFLOPS", "1 GB", "1 GB/s");
-        assert!(note(&ir, "hd_moe gamma ").contains("least squares"), "{:?}", ir.header.notes);
+        assert!(
+            note(&ir, "hd_moe gamma ").contains("least squares"),
+            "{:?}",
+            ir.header.notes
+        );
         assert!(note(&ir, "hd_moe NodeBalance").contains("3 layers, 8 experts on 8 nodes"));
-        assert!(note(&ir, "hd_moe LinkBalance").contains("evaluations"), "{:#?}", ir.header.notes);
+        assert!(
+            note(&ir, "hd_moe LinkBalance").contains("evaluations"),
+            "{:#?}",
+            ir.header.notes
+        );
         assert!(note(&ir, "hd_moe replicas").contains("0 of"));
         for (_, n) in ir.nodes() {
             if let Op::Expert { .. } = n.op {
@@ -508,6 +525,17 @@ mod tests {
         for holders in kept.iter().flatten() {
             // One or two copies each, never none: no layer is left to one die.
             assert!((1..=2).contains(&holders.len()), "{kept:?}");
+        }
+        // Each layer's six copies spread over the four dies.
+        for layer in &kept {
+            let mut count = [0; 4];
+            for d in layer.iter().flatten() {
+                count[d.index()] += 1;
+            }
+            assert!(
+                count.iter().max().unwrap() - count.iter().min().unwrap() <= 1,
+                "{layer:?}"
+            );
         }
         // Larger shares are kept first.
         let uneven = vec![vec![vec![(DieId(0), 0.2), (DieId(1), 0.8)]]];

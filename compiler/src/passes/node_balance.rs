@@ -34,14 +34,29 @@
 //! the estimate against the simulated dispatch + combine time of a few
 //! expert-parallel placements, as HD-MoE fits it.
 //!
+//! The stats keep only the most frequent sets (32 a layer). With few
+//! experts that is every set (Mixtral's top-2 of 8 has 28), and the
+//! program is exactly the paper's. With fine-grained experts (DeepSeekMoE's
+//! top-6 of 64) the kept sets cover a few percent of the tokens, so the
+//! estimate adds the rest: a token of a set not kept reaches node `c` when
+//! any of its experts is there, each expert taken as chosen independently
+//! with its share of the uncovered activations ([`LayerProblem::set_traffic`]).
+//! That term is not linear, so such a layer keeps the greedy placement
+//! (which is chosen on the full estimate) instead of a program that would
+//! see a few percent of its traffic.
+//!
 //! Solved with microlp (the solver good_lp wraps, called directly for its
-//! deterministic node budget: the same input gives the same placement on
-//! any machine, unless the wall-clock safety limit is reached first), warm
-//! started from the best of three greedy placements (expert parallel by
-//! load-balanced packing, EPLB's compute-balanced replication, and every
-//! expert split evenly over every node). Nodes are interchangeable, so the
-//! heaviest expert is put on node 0. Programs beyond [`MAX_BINARIES`] keep
-//! the greedy placement and say so.
+//! deterministic node budget, [`NODE_WORK`]: the same input gives the same
+//! placement on any machine, unless the wall-clock safety limit is reached
+//! first, which the note then says), warm started from the best of three
+//! greedy placements (expert parallel by load-balanced packing, EPLB's
+//! compute-balanced replication, and every expert split evenly over every
+//! node). Nodes are interchangeable, so the heaviest expert is put on node
+//! 0. Programs beyond [`MAX_PAIRS`] expert-node pairs or [`MAX_BINARIES`]
+//! keep the greedy placement and say so. The gap is against the best bound
+//! the search proved (the LP relaxation's at the root, tightened by the
+//! nodes searched); it stays wide, as the relaxation of `Y >= Z / |g|` is
+//! weak.
 
 use super::eplb;
 use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOptions, TerminationReason, Variable};
