@@ -321,6 +321,7 @@ fn compare_runs_every_placement_on_the_same_workload() {
             "eplb",
             "eplb_hierarchical",
             "moetuner",
+            "hd_moe",
             "auto"
         ]
     );
@@ -420,13 +421,14 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
             "eplb",
             "eplb_hierarchical",
             "moetuner",
+            "hd_moe",
             "auto",
             "file(\"contiguous.sglang.json\")"
         ]
     );
     // The file holds the contiguous placement: the same traffic.
-    assert_eq!(rows[6]["traffic"], rows[1]["traffic"]);
+    assert_eq!(rows[7]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only.
     let doc = compare_json(&[TINY, "--plan", "contiguous"]);
-    assert_eq!(doc["rows"].as_array().unwrap().len(), 6);
+    assert_eq!(doc["rows"].as_array().unwrap().len(), 7);
 }

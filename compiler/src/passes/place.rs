@@ -1,5 +1,5 @@
 //! `place(ALGORITHM)`: the placement pass. Each algorithm (one file each:
-//! `round_robin`, `contiguous`, `eplb`, `moetuner`) decides the dies of every expert;
+//! `round_robin`, `contiguous`, `eplb`, `moetuner`, `hd_moe`) decides the dies of every expert;
 //! this pass applies it to every layer and places everything else ([`Place::apply`], which `from_file` shares)
 //! data-parallel: every alive die holds a copy of the embedding, gates,
 //! shared experts, dense FFNs and LM head and serves its share of the
@@ -13,7 +13,7 @@
 //! dispatch and combine nodes list (`Sharding::Domains`). Their experts are
 //! placed as global EPLB places them, so the two differ only in layout.
 
-use super::{auto, contiguous, eplb, moetuner, round_robin, tp_groups, Pass, PassContext};
+use super::{auto, contiguous, eplb, hd_moe, moetuner, round_robin, tp_groups, Pass, PassContext};
 use crate::ir::{Annotation, Ir, Op, Sharding};
 use crate::sema::PlacementChoice;
 use moec_runtime::machine::DieId;
@@ -92,6 +92,11 @@ impl Pass for Place {
                 let (layouts, notes) = moetuner::place(cx, &dies)?;
                 ir.header.notes.extend(notes);
                 layouts
+            }
+            PlacementChoice::HdMoe => {
+                let placed = hd_moe::place(ir, cx, &dies)?;
+                ir.header.notes.extend(placed.notes);
+                placed.layouts
             }
             // `Place::new` only builds the named algorithms; a file is `from_file`'s.
             PlacementChoice::File { .. } => return Err("a placement file is placed by the `from_file` pass".into()),

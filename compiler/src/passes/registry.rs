@@ -27,7 +27,8 @@ impl std::fmt::Display for PassSpec {
 pub const PASSES: &[(&str, &str)] = &[
     (
         "place",
-        "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: round_robin, contiguous, eplb",
+        "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: any `placement = ...` name \
+         (round_robin, contiguous, eplb, eplb_hierarchical, moetuner, er_mapping, tp_contiguous, hd_moe, auto)",
     ),
     (
         "from_file",
@@ -108,6 +109,14 @@ pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_place_help_names_every_placement() {
+        let help = PASSES.iter().find(|(n, _)| *n == "place").unwrap().1;
+        for (name, _) in crate::sema::PlacementChoice::ALL {
+            assert!(help.contains(name), "`place` help misses {name}");
+        }
+    }
 
     #[test]
     fn pipelines_parse_into_specs() {

@@ -39,6 +39,11 @@ pub enum PlacementChoice {
     /// groups, token domains of the members at one ring position (spread
     /// over the wafer); experts as in `er_mapping`.
     TpContiguous,
+    /// HD-MoE: NodeBalance's program splits each layer's experts over the
+    /// dies (placed as replicas until expert tensor parallelism exists),
+    /// then LinkBalance maps the nodes onto mesh positions by simulated
+    /// all-to-all time.
+    HdMoe,
     /// Every placement above that applies to the plan, each timed on the
     /// simulator; the fastest is kept (`passes/auto.rs`).
     Auto,
@@ -63,6 +68,7 @@ impl PlacementChoice {
         ("moetuner", PlacementChoice::MoeTuner),
         ("er_mapping", PlacementChoice::ErMapping),
         ("tp_contiguous", PlacementChoice::TpContiguous),
+        ("hd_moe", PlacementChoice::HdMoe),
         ("auto", PlacementChoice::Auto),
     ];
 
