@@ -6,9 +6,9 @@
 //! reason in a note), is lowered, and is timed on the simulator over the
 //! first step of the workload's own routing, without numerics and at a
 //! coarser network quantum than `moec run` uses: ranking needs the order,
-//! not the last percent. Placing runs in turn (the passes share the
-//! context's routing statistics); the simulations, the costly part, run on
-//! every core at once. The winner's annotations replace the IR's; every
+//! not the last percent. The candidates run on every core at once, each
+//! placed, lowered and simulated by one worker (the routing statistics are
+//! measured once, first, and shared). The winner's annotations replace the IR's; every
 //! candidate's time is left in `Header::notes`, so `moec compile` shows why
 //! the winner won. Ties go to the earlier candidate in `PlacementChoice::ALL`
 //! (the simpler placement).
@@ -19,7 +19,6 @@ use crate::ir::{verify_placed, Ir};
 use crate::lower::lower;
 use crate::sema::PlacementChoice;
 use moec_runtime::run::{run, RunOptions};
-use moec_runtime::schedule::Schedule;
 
 /// Steps each candidate is timed on.
 const STEPS: u64 = 1;
@@ -38,21 +37,17 @@ pub fn candidates(cx: &PassContext) -> Vec<PlacementChoice> {
         .collect()
 }
 
-/// A candidate, placed and lowered, or why it could not be.
-type Placed = (PlacementChoice, Result<(Ir, Schedule), String>);
-
 /// Places `ir` with the fastest candidate; errors only when none fits.
 pub fn place(ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
-    let placed: Vec<Placed> = candidates(cx)
-        .into_iter()
-        .map(|c| (c.clone(), placed(ir, cx, &c)))
-        .collect();
-    let times = simulate_all(&placed);
-    let mut best: Option<(f64, PlacementChoice, Ir)> = None;
+    // Measure the routing statistics once, before the workers share them.
+    let _ = cx.stats();
+    let choices = candidates(cx);
+    let trials = on_every_core(&choices, |choice| trial(ir, cx, choice));
+    let mut best: Option<(f64, &PlacementChoice, Ir)> = None;
     let mut notes = Vec::new();
-    for ((choice, trial), time) in placed.into_iter().zip(times) {
+    for (choice, trial) in choices.iter().zip(trials) {
         let name = choice.name();
-        match trial.and_then(|(ir, _)| time.map(|t| (t, ir))) {
+        match trial {
             Ok((seconds, trial)) => {
                 notes.push(format!("auto: {name} {:.3} ms a step (simulated)", seconds * 1e3));
                 if best.as_ref().is_none_or(|(b, _, _)| seconds < *b) {
@@ -75,53 +70,64 @@ pub fn place(ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
     Ok(())
 }
 
-/// Places a copy of `ir` with `choice`, checks it, and lowers it.
-fn placed(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(Ir, Schedule), String> {
+/// Places a copy of `ir` with `choice`, checks it, lowers it and times it.
+fn trial(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(f64, Ir), String> {
     let mut trial = ir.clone();
     Place::new(Some(choice.name()))?.run(&mut trial, cx)?;
     if let Some(e) = verify_placed(&trial, cx.machine).first() {
         return Err(e.to_string());
     }
     let schedule = lower(&trial, cx.model, cx.machine, cx.workload)?;
-    Ok((trial, schedule))
+    let options = RunOptions {
+        steps: Some(STEPS),
+        numerics: None,
+        trace_steps: 0,
+        network_quantum: QUANTUM,
+    };
+    let seconds = run(&schedule, &options, &mut |_, _| {})?.report.latency.mean_s;
+    Ok((seconds, trial))
 }
 
-/// The mean simulated step of every lowered candidate (in order), the
-/// candidates shared out over the cores.
-fn simulate_all(placed: &[Placed]) -> Vec<Result<f64, String>> {
-    let time = |schedule: &Schedule| -> Result<f64, String> {
-        let options = RunOptions {
-            steps: Some(STEPS),
-            numerics: None,
-            trace_steps: 0,
-            network_quantum: QUANTUM,
-        };
-        Ok(run(schedule, &options, &mut |_, _| {})?.report.latency.mean_s)
-    };
-    let schedules: Vec<Option<&Schedule>> = placed.iter().map(|(_, p)| p.as_ref().ok().map(|(_, s)| s)).collect();
+/// `work` on every item, results in the items' order, the items taken by
+/// the cores in turn from a shared counter, last item first. Each item's work depends on
+/// the item alone, so which core ran it does not change what it gives.
+fn on_every_core<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Vec<Result<R, String>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(schedules.len().max(1));
-    let mut times: Vec<Result<f64, String>> = vec![Err("the simulation did not finish".into()); schedules.len()];
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut out: Vec<Option<Result<R, String>>> = (0..items.len()).map(|_| None).collect();
     std::thread::scope(|scope| {
+        let (work, next) = (&work, &next);
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let schedules = &schedules;
+            .map(|_| {
                 scope.spawn(move || {
-                    // Candidate i goes to worker i mod workers: a fixed
-                    // split, so the result does not depend on timing.
-                    (w..schedules.len())
-                        .step_by(workers)
-                        .filter_map(|i| schedules[i].map(|s| (i, time(s))))
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    // Last first: the later placements cost more to compute
+                    // (MoETuner, the token-domain layouts, HD-MoE), and the
+                    // quick ones fill in around them.
+                    loop {
+                        let taken = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(i) = items.len().checked_sub(taken + 1) else {
+                            break;
+                        };
+                        done.push((i, work(&items[i])));
+                    }
+                    done
                 })
             })
             .collect();
         for h in handles {
-            for (i, t) in h.join().unwrap_or_default() {
-                times[i] = t;
+            for (i, r) in h.join().unwrap_or_default() {
+                out[i] = Some(r);
             }
         }
     });
-    times
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("its worker stopped".into())))
+        .collect()
 }

@@ -46,8 +46,8 @@ pub struct PassContext<'a> {
     pub placement_file: Option<&'a ExpertLayout>,
     /// Expert loads from the workload's routing, measured on first use;
     /// and the same with layer-to-layer transitions, when a pass asks.
-    stats: std::cell::OnceCell<Result<RoutingStats, String>>,
-    transitions: std::cell::OnceCell<Result<RoutingStats, String>>,
+    stats: std::sync::OnceLock<Result<RoutingStats, String>>,
+    transitions: std::sync::OnceLock<Result<RoutingStats, String>>,
 }
 
 impl<'a> PassContext<'a> {
@@ -66,8 +66,8 @@ impl<'a> PassContext<'a> {
             redundant_experts,
             attention_tp,
             placement_file: None,
-            stats: std::cell::OnceCell::new(),
-            transitions: std::cell::OnceCell::new(),
+            stats: std::sync::OnceLock::new(),
+            transitions: std::sync::OnceLock::new(),
         }
     }
 
