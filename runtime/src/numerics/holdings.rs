@@ -9,8 +9,9 @@
 //! only first replicas are materialised: the others would never be read.
 
 use super::width::WeightCopies;
+use crate::machine::DieId;
 use crate::model::LayerKind;
-use crate::schedule::{Op, Schedule};
+use crate::schedule::{Op, Schedule, Senders};
 use std::collections::BTreeSet;
 
 /// Who holds what, for one schedule and numeric batch.
@@ -24,11 +25,8 @@ pub struct Holdings {
     /// Per die: its attention group in ring order and its position there
     /// (a die on its own: a group of one).
     pub attention_group: Vec<(Vec<usize>, usize)>,
-    /// Under token domains, `senders[d][f]`: the member of die `d`'s group
-    /// in domain `f` (see `Placement::domain_senders`); empty otherwise.
-    pub senders: Vec<Vec<Option<usize>>>,
-    /// Per die: its token domain, if any.
-    pub token_domain: Vec<Option<usize>>,
+    /// Who sends each token to each expert die.
+    pub senders: Senders,
     /// Weight copies held across all dies, for the memory budget.
     pub copies: WeightCopies,
 }
@@ -87,18 +85,11 @@ impl Holdings {
             .into_iter()
             .map(|(g, at)| (g.iter().map(|d| d.index()).collect(), at))
             .collect();
-        let senders = schedule
-            .placement
-            .domain_senders(dies)
-            .into_iter()
-            .map(|row| row.into_iter().map(|m| m.map(|m| m.index())).collect())
-            .collect();
         Ok(Holdings {
             sequences,
             expert_home,
             attention_group,
-            senders,
-            token_domain: schedule.placement.token_domain_of(dies),
+            senders: schedule.placement.senders(dies),
             copies,
         })
     }
@@ -123,7 +114,7 @@ impl Holdings {
 
     /// Whether tokens are dispatched from token domains.
     pub fn has_token_domains(&self) -> bool {
-        !self.senders.is_empty()
+        self.senders.from_domains()
     }
 
     /// Whether `die` dispatches tokens: its own (home-die dispatch), or,
@@ -140,12 +131,7 @@ impl Holdings {
     /// under token domains the member of `home`'s group in `to`'s domain,
     /// otherwise (or when `to` is in no domain) `home` itself.
     pub fn sender(&self, home: usize, to: usize) -> usize {
-        self.token_domain
-            .get(to)
-            .copied()
-            .flatten()
-            .and_then(|f| self.senders.get(home).and_then(|row| row.get(f).copied().flatten()))
-            .unwrap_or(home)
+        self.senders.sender(DieId(home as u32), DieId(to as u32)).index()
     }
 
     /// Dies serving at least one expert of `layer`.

@@ -100,28 +100,59 @@ impl Placement {
         of
     }
 
-    /// Under token domains, `senders[d][f]`: the member of die `d`'s
-    /// attention group that lies in domain `f` (the die that sends `d`'s
-    /// tokens to the experts of `f`). Empty without token domains.
-    pub fn domain_senders(&self, dies: usize) -> Vec<Vec<Option<DieId>>> {
-        if self.token_domains.is_empty() {
-            return Vec::new();
-        }
+    /// Who sends each token to each expert die (see [`Senders`]).
+    pub fn senders(&self, dies: usize) -> Senders {
         let domain_of = self.token_domain_of(dies);
-        let mut senders = vec![vec![None; self.token_domains.len()]; dies];
+        if self.token_domains.is_empty() {
+            return Senders {
+                member_in: Vec::new(),
+                domain_of,
+            };
+        }
+        let mut member_in = vec![vec![None; self.token_domains.len()]; dies];
         for g in &self.attention_groups {
             for m in g {
                 let Some(f) = domain_of.get(m.index()).copied().flatten() else {
                     continue;
                 };
                 for d in g {
-                    if let Some(row) = senders.get_mut(d.index()) {
+                    if let Some(row) = member_in.get_mut(d.index()) {
                         row[f] = Some(*m);
                     }
                 }
             }
         }
-        senders
+        Senders { member_in, domain_of }
+    }
+}
+
+/// Which die sends a token to an expert: the token's home, or under token
+/// domains the member of its home's attention group in the expert die's
+/// domain. The simulator's traffic and the numeric executor both ask here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Senders {
+    /// `member_in[d][f]`: the member of die `d`'s group in domain `f`;
+    /// empty without token domains.
+    member_in: Vec<Vec<Option<DieId>>>,
+    /// Per die: its token domain, if any.
+    domain_of: Vec<Option<usize>>,
+}
+
+impl Senders {
+    /// Whether tokens are dispatched from token domains.
+    pub fn from_domains(&self) -> bool {
+        !self.member_in.is_empty()
+    }
+
+    /// The die that sends a token homed on `home` to expert die `to`
+    /// (`home` itself without domains or when `to` is in none).
+    pub fn sender(&self, home: DieId, to: DieId) -> DieId {
+        self.domain_of
+            .get(to.index())
+            .copied()
+            .flatten()
+            .and_then(|f| self.member_in.get(home.index()).and_then(|row| row[f]))
+            .unwrap_or(home)
     }
 }
 

@@ -104,13 +104,7 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             }
         })
         .collect();
-    let senders = schedule.placement.domain_senders(dies);
-    let domain_of = schedule.placement.token_domain_of(dies);
-    let sender_for = |home: DieId, target: DieId| -> DieId {
-        domain_of[target.index()]
-            .and_then(|f| senders.get(home.index()).and_then(|row| row[f]))
-            .unwrap_or(home)
-    };
+    let senders = schedule.placement.senders(dies);
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
         let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
@@ -127,13 +121,13 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else {
                 continue;
             };
-            let target = if senders.is_empty() {
-                replica_for(token, home, holders)
-            } else {
-                let local = holders.iter().find(|&&h| sender_for(home, h) == h);
+            let target = if senders.from_domains() {
+                let local = holders.iter().find(|&&h| senders.sender(home, h) == h);
                 local.copied().unwrap_or_else(|| replica_for(token, home, holders))
+            } else {
+                replica_for(token, home, holders)
             };
-            let sender = sender_for(home, target);
+            let sender = senders.sender(home, target);
             *loads[target.0 as usize].entry(e).or_insert(0) += 1;
             if target != sender {
                 pair_tokens[sender.0 as usize * dies + target.0 as usize] += 1;
