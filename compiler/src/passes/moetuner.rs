@@ -175,12 +175,17 @@ impl Solved {
         if matches!(self.status, Status::Optimal | Status::AllEqual(_)) {
             return Some(0.0);
         }
-        let bound = self.bound?;
-        Some(if self.objective.abs() < 1e-12 {
-            0.0
-        } else {
-            ((self.objective - bound) / self.objective.abs()).max(0.0)
-        })
+        Some(relative_gap(self.objective, self.bound?))
+    }
+}
+
+/// How far `objective` may be above the optimum that `bound` proves, as a
+/// fraction of it (0 for an objective of 0). NodeBalance reports the same.
+pub fn relative_gap(objective: f64, bound: f64) -> f64 {
+    if objective.abs() < 1e-12 {
+        0.0
+    } else {
+        ((objective - bound) / objective.abs()).max(0.0)
     }
 }
 

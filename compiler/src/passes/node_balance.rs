@@ -170,12 +170,7 @@ impl Solved {
         if self.status == Status::Optimal {
             return Some(0.0);
         }
-        let bound = self.bound?;
-        Some(if self.objective.abs() < 1e-15 {
-            0.0
-        } else {
-            ((self.objective - bound) / self.objective.abs()).max(0.0)
-        })
+        Some(super::moetuner::relative_gap(self.objective, self.bound?))
     }
 }
 
