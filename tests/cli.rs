@@ -298,6 +298,17 @@ fn netbench_sweeps_load_on_a_mesh() {
     );
 }
 
+/// The rows `moec compare` gives a plan with data-parallel attention, in order.
+const DATA_PARALLEL_PLACEMENTS: [&str; 7] = [
+    "round_robin",
+    "contiguous",
+    "eplb",
+    "eplb_hierarchical",
+    "moetuner",
+    "hd_moe",
+    "auto",
+];
+
 /// `moec compare ARGS --steps 1 --no-numerics --report json`, which must succeed.
 fn compare_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["compare"];
@@ -313,18 +324,7 @@ fn compare_runs_every_placement_on_the_same_workload() {
     let doc = compare_json(&["examples/mixtral-8x7b-h200.moe"]);
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "round_robin",
-            "contiguous",
-            "eplb",
-            "eplb_hierarchical",
-            "moetuner",
-            "hd_moe",
-            "auto"
-        ]
-    );
+    assert_eq!(names, DATA_PARALLEL_PLACEMENTS);
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]
         .as_array()
@@ -413,19 +413,9 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     let doc = compare_json(&[TINY, "--plan", "from_sglang"]);
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(
-        names,
-        [
-            "round_robin",
-            "contiguous",
-            "eplb",
-            "eplb_hierarchical",
-            "moetuner",
-            "hd_moe",
-            "auto",
-            "file(\"contiguous.sglang.json\")"
-        ]
-    );
+    let mut expected = DATA_PARALLEL_PLACEMENTS.to_vec();
+    expected.push("file(\"contiguous.sglang.json\")");
+    assert_eq!(names, expected);
     // The file holds the contiguous placement: the same traffic.
     assert_eq!(rows[7]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only.
