@@ -453,38 +453,37 @@ impl Executor {
             .expert_home
             .get(layer as usize)
             .map_or(&[][..], |h| &h[..]);
-        let own;
-        let rows: Vec<&GroupRows> = if self.holdings.has_token_domains() {
+        // (tokens, their normalised rows, their chosen experts) per block:
+        // the group's gathered blocks, or the die's own tokens.
+        let blocks: Vec<(&[usize], &[f32], &[u32])> = if self.holdings.has_token_domains() {
             die.act
                 .group_rows
                 .get(&layer)
-                .map(|g| g.values().collect())
+                .map(|g| {
+                    g.values()
+                        .map(|r| (&r.tokens[..], &r.rows[..], &r.experts[..]))
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
-            let (Some((experts, weights)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
+            let (Some((experts, _)), Some(h)) = (die.act.chosen.get(&layer), die.act.ffn_in.get(&layer)) else {
                 return;
             };
-            own = GroupRows {
-                tokens: die.tokens.clone(),
-                rows: h.clone(),
-                experts: experts.clone(),
-                weights: weights.clone(),
-            };
-            vec![&own]
+            vec![(&die.tokens[..], &h[..], &experts[..])]
         };
         let mut sends = Vec::new();
-        for g in rows {
-            for (row, &t) in g.tokens.iter().enumerate() {
+        for (tokens, rows, experts) in blocks {
+            for (row, &t) in tokens.iter().enumerate() {
                 let home = self.home.get(t).map_or(d, |h| h.0);
                 for j in 0..top_k {
-                    let Some(&to) = g.experts.get(row * top_k + j).and_then(|&e| homes.get(e as usize)) else {
+                    let Some(&e) = experts.get(row * top_k + j) else {
                         continue;
                     };
+                    let Some(&to) = homes.get(e as usize) else { continue };
                     if self.holdings.sender(home, to) != d {
                         continue;
                     }
-                    let values = g.rows[row * w..(row + 1) * w].to_vec();
-                    let e = g.experts[row * top_k + j];
+                    let values = rows[row * w..(row + 1) * w].to_vec();
                     let reply_to = d;
                     sends.push((
                         to,
