@@ -64,25 +64,19 @@ pub fn execute(args: Args) -> Result<(), u8> {
         super::EXIT_DIAGNOSTICS
     })?;
     // Every built-in placement, and the plan's own placement file when it has one.
-    // (name, pipeline, whether it needs tensor-parallel attention)
-    let mut placements: Vec<(String, String, bool)> = PlacementChoice::ALL
+    // (name, pipeline, the built-in choice; None for the file)
+    let mut placements: Vec<(String, String, Option<PlacementChoice>)> = PlacementChoice::ALL
         .iter()
-        .map(|(name, c)| {
-            (
-                name.to_string(),
-                format!("place({name})"),
-                c.needs_tensor_parallel_attention(),
-            )
-        })
+        .map(|(name, c)| (name.to_string(), format!("place({name})"), Some(c.clone())))
         .collect();
     if let PlacementChoice::File { path, .. } = &plan.placement {
-        placements.push((format!("file(\"{path}\")"), "from_file".to_string(), false));
+        placements.push((format!("file(\"{path}\")"), "from_file".to_string(), None));
     }
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
     let mut skipped: Vec<Skipped> = Vec::new();
-    for (name, pipeline, needs_tp) in placements {
-        if needs_tp && plan.attention.ways() < 2 {
+    for (name, pipeline, choice) in placements {
+        if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {
             let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
             eprintln!("compare: skipping {name}: {reason}");
             skipped.push(Skipped { name, reason });
@@ -98,7 +92,11 @@ pub fn execute(args: Args) -> Result<(), u8> {
             Ok(s) => s,
             // One placement that cannot place this plan (a layout that needs
             // a defect-free mesh, say) does not stop the others.
-            Err(d) if needs_tp => {
+            Err(d)
+                if choice
+                    .as_ref()
+                    .is_some_and(PlacementChoice::needs_tensor_parallel_attention) =>
+            {
                 report(&session.loaded.sources, std::slice::from_ref(&d));
                 let reason = d.message.clone();
                 skipped.push(Skipped { name, reason });

@@ -33,7 +33,7 @@ pub fn candidates(cx: &PassContext) -> Vec<PlacementChoice> {
         .iter()
         .map(|(_, c)| c.clone())
         .filter(|c| *c != PlacementChoice::Auto)
-        .filter(|c| !c.needs_tensor_parallel_attention() || cx.attention_tp > 1)
+        .filter(|c| c.applies_with(cx.attention_tp))
         .collect()
 }
 

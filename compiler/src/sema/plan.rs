@@ -78,6 +78,12 @@ impl PlacementChoice {
         matches!(self, PlacementChoice::ErMapping | PlacementChoice::TpContiguous)
     }
 
+    /// Whether the choice can place a plan whose attention layers are split
+    /// over `attention_ways` dies (1: data-parallel).
+    pub fn applies_with(&self, attention_ways: u32) -> bool {
+        !self.needs_tensor_parallel_attention() || attention_ways > 1
+    }
+
     /// The spelling in the language (and the pass argument: `place(round_robin)`).
     pub fn name(&self) -> &'static str {
         if let PlacementChoice::File { .. } = self {
@@ -212,7 +218,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
 /// E0024: a placement that lays out token domains needs tensor-parallel
 /// attention groups to take them from.
 fn token_domains_have_groups(plan: &Plan, span: Span, diags: &mut Vec<Diagnostic>) -> bool {
-    if !plan.placement.needs_tensor_parallel_attention() || plan.attention.ways() > 1 {
+    if plan.placement.applies_with(plan.attention.ways()) {
         return true;
     }
     diags.push(
