@@ -61,13 +61,18 @@ pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
             }
             _ => (Bytes(n.weights.0.div_ceil(ways)), Bytes(n.state.0.div_ceil(replicas))),
         };
-        for d in &n.ann.dies {
+        for (i, d) in n.ann.dies.iter().enumerate() {
             let Some(load) = loads.get_mut(d.0 as usize) else {
                 continue;
             };
-            if matches!(n.op, Op::Expert { .. }) {
+            if let Op::Expert { ffn, .. } = n.op {
                 load.experts += 1;
-                load.expert_bytes += weights;
+                load.expert_bytes += if n.ann.columns.is_empty() {
+                    weights
+                } else {
+                    let (part, of) = n.ann.share(i, ffn);
+                    Bytes((u128::from(n.weights.0) * u128::from(part)).div_ceil(u128::from(of)) as u64)
+                };
             } else {
                 load.other_bytes += weights;
             }

@@ -133,9 +133,27 @@ pub struct Annotation {
     /// The dies that hold this node's weights (or a shard of them) and run it.
     pub dies: Vec<DieId>,
     pub sharding: Sharding,
+    /// A split expert (`Sharding::Cols(k)`): the FFN columns each die of
+    /// `dies` holds, parallel to it; each run of `k` dies covers the
+    /// expert's FFN once (one copy). Empty for everything else.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<u64>,
+    /// An expert that runs as its own kernel launch (one per part) instead
+    /// of inside its die's grouped kernel.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unfused: bool,
 }
 
 impl Annotation {
+    /// Placed on `dies` with `sharding` (no split columns, fused).
+    pub fn new(dies: Vec<DieId>, sharding: Sharding) -> Annotation {
+        Annotation {
+            dies,
+            sharding,
+            ..Annotation::default()
+        }
+    }
+
     /// True once a pass has placed the node.
     pub fn is_placed(&self) -> bool {
         !self.dies.is_empty()
@@ -144,6 +162,16 @@ impl Annotation {
     /// Full copies of the weights: dies over shard ways.
     pub fn replicas(&self) -> u32 {
         self.dies.len() as u32 / self.sharding.ways().max(1)
+    }
+
+    /// The share of the node's weights die `dies[i]` holds, as a fraction
+    /// `(numerator, denominator)`: its columns of `ffn` for a split expert,
+    /// else one over the shard ways.
+    pub fn share(&self, i: usize, ffn: u64) -> (u64, u64) {
+        match self.columns.get(i) {
+            Some(&c) => (c, ffn.max(1)),
+            None => (1, u64::from(self.sharding.ways().max(1))),
+        }
     }
 }
 

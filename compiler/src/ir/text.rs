@@ -132,9 +132,29 @@ fn op_text(op: &Op) -> String {
 }
 
 fn placement(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::DieId]) -> String {
+    let text = dies(n, machine, all_alive);
+    if n.ann.unfused {
+        text + " unfused"
+    } else {
+        text
+    }
+}
+
+fn dies(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::DieId]) -> String {
     let ann = &n.ann;
     if !ann.is_placed() {
         return "?".into();
+    }
+    let even = |ffn: u64, k: usize| ann.columns.iter().all(|&c| c * k as u64 == ffn);
+    if let (false, Op::Expert { ffn, .. }) = (ann.columns.is_empty(), &n.op) {
+        let k = ann.sharding.ways().max(1) as usize;
+        if !even(*ffn, k) {
+            // Uneven parts (HD-MoE's hybrid): each die with its columns.
+            let parts: Vec<String> = (ann.dies.iter().zip(&ann.columns))
+                .map(|(&d, c)| format!("{}:{c}", machine.die_label(d)))
+                .collect();
+            return format!("cols[{}]", parts.join(", "));
+        }
     }
     let form = match ann.sharding {
         Sharding::Whole => String::new(),

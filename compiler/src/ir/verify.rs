@@ -5,7 +5,7 @@
 //! user's infeasible request and says exactly what does not fit where.
 
 use super::memory::die_loads;
-use super::{Ir, Op};
+use super::{Ir, Node, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::units::Bytes;
 use petgraph::Direction;
@@ -169,7 +169,40 @@ fn annotations(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
                 ann.dies.len()
             )));
         }
+        if let Some(problem) = split_problem(n) {
+            errors.push(VerifyError::Broken(format!("{} {problem}", describe(i.index(), n))));
+        }
     }
+}
+
+/// Why a split expert's columns do not cover it exactly once per copy, if
+/// they do not: one count per die, none zero, each run of `ways` dies
+/// adding up to the expert's FFN.
+fn split_problem(n: &Node) -> Option<String> {
+    let ann = &n.ann;
+    if ann.columns.is_empty() {
+        return None;
+    }
+    let Op::Expert { ffn, .. } = n.op else {
+        return Some("has expert columns but is not an expert".into());
+    };
+    let ways = ann.sharding.ways().max(1) as usize;
+    if !matches!(ann.sharding, Sharding::Cols(_)) || ann.columns.len() != ann.dies.len() {
+        return Some(format!(
+            "has {} column counts for {} dies ({:?})",
+            ann.columns.len(),
+            ann.dies.len(),
+            ann.sharding
+        ));
+    }
+    if ann.columns.contains(&0) {
+        return Some("holds a part of no columns".into());
+    }
+    ann.columns
+        .chunks(ways)
+        .map(|copy| copy.iter().sum::<u64>())
+        .find(|&sum| sum != ffn)
+        .map(|sum| format!("has a copy whose parts cover {sum} of its {ffn} columns"))
 }
 
 fn memory(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {

@@ -25,14 +25,14 @@ use moec_runtime::workload::WorkloadSpec;
 /// Lowers a fully placed IR. Fails (with a message naming the node) if
 /// something the schedule needs is not placed.
 pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadSpec) -> Result<Schedule, String> {
-    let placement = placement(ir, model, workload)?;
+    let (placement, unfused) = placement(ir, model, workload)?;
     let tp = !placement.attention_groups.is_empty();
     let domains = !placement.token_domains.is_empty();
     let programs = (0..machine.die_count())
         .map(|d| {
             let die = DieId(d);
             let instrs = if machine.is_alive(die) {
-                program(model, tp, domains)
+                program(model, tp, domains, &unfused)
             } else {
                 Vec::new()
             };
@@ -55,9 +55,10 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
     Ok(schedule)
 }
 
-/// Expert replicas per layer from the `Expert` nodes; sequence homes from
-/// the attention nodes' dies.
-fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Placement, String> {
+/// Expert replicas (or split copies) per layer from the `Expert` nodes;
+/// sequence homes from the attention nodes' dies; per layer, whether its
+/// experts launch one kernel per part (any of its experts unfused).
+fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<(Placement, Vec<bool>), String> {
     let experts_per_layer = model.moe.as_ref().map_or(0, |m| m.experts as usize);
     let mut experts: Vec<Vec<Vec<DieId>>> = (0..model.layers)
         .map(|l| {
@@ -68,6 +69,8 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
             }
         })
         .collect();
+    let mut expert_columns: Vec<Vec<Vec<u64>>> = vec![Vec::new(); model.layers as usize];
+    let mut unfused = vec![false; model.layers as usize];
     let mut attention: Option<(Vec<DieId>, Sharding)> = None;
     let mut token_domains: Vec<Vec<DieId>> = Vec::new();
     for (i, n) in ir.nodes() {
@@ -93,6 +96,14 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
                     ));
                 }
                 *slot = n.ann.dies.clone();
+                if !n.ann.columns.is_empty() {
+                    let columns = &mut expert_columns[layer.0 as usize];
+                    columns.resize(experts_per_layer, Vec::new());
+                    columns[expert.0 as usize] = n.ann.columns.clone();
+                }
+                if n.ann.unfused {
+                    unfused[layer.0 as usize] = true;
+                }
             }
             (Op::Attention { .. }, _) if attention.is_none() => attention = Some((n.ann.dies.clone(), n.ann.sharding)),
             (Op::Dispatch { .. }, _) if token_domains.is_empty() => {
@@ -116,19 +127,25 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<Plac
     let sequences = (0..workload.batch)
         .map(|s| homes[(s * n / workload.batch.max(1)) as usize])
         .collect();
-    Ok(Placement {
+    if expert_columns.iter().all(Vec::is_empty) {
+        expert_columns.clear();
+    }
+    let placement = Placement {
         experts,
+        expert_columns,
         sequences,
         attention_groups,
         token_domains,
-    })
+    };
+    Ok((placement, unfused))
 }
 
 /// The program every alive die runs (the same shape on each; what differs
 /// is which tokens and experts each die holds, which the placement says).
 /// `tp`: attention runs in groups, between an all-gather and a reduce-scatter.
-/// `domains`: tokens are dispatched from token domains.
-fn program(model: &ModelSpec, tp: bool, domains: bool) -> Vec<Instr> {
+/// `domains`: tokens are dispatched from token domains. `unfused[layer]`:
+/// that layer's experts launch one kernel per part.
+fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool]) -> Vec<Instr> {
     let mut instrs: Vec<Instr> = Vec::new();
     let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
         let id = InstrId(instrs.len() as u32);
@@ -158,7 +175,8 @@ fn program(model: &ModelSpec, tp: bool, domains: bool) -> Vec<Instr> {
                 }
                 let dispatch = push(SOp::Dispatch { layer }, &[gate]);
                 let shared_experts = shared.then(|| push(SOp::SharedExperts { layer }, &[attention]));
-                let experts = push(SOp::Experts { layer }, &[dispatch]);
+                let unfused = unfused.get(l as usize).copied().unwrap_or(false);
+                let experts = push(SOp::Experts { layer, unfused }, &[dispatch]);
                 let mut combine_deps = vec![experts];
                 combine_deps.extend(shared_experts);
                 let combine = push(SOp::Combine { layer }, &combine_deps);

@@ -160,40 +160,31 @@ impl Place {
                     dies.len()
                 ));
             }
-            Annotation {
-                dies: groups.concat(),
-                sharding: Sharding::Tp(cx.attention_tp),
-            }
+            Annotation::new(groups.concat(), Sharding::Tp(cx.attention_tp))
         } else {
-            Annotation {
-                dies: dies.clone(),
-                sharding: Sharding::Whole,
-            }
+            Annotation::new(dies.clone(), Sharding::Whole)
         };
         let indices: Vec<_> = ir.graph.node_indices().collect();
         for i in indices {
             let node = &mut ir.graph[i];
             node.ann = match (&node.op, node.layer) {
-                (Op::Expert { expert, .. }, Some(layer)) => Annotation {
-                    dies: layouts
+                (Op::Expert { expert, .. }, Some(layer)) => Annotation::new(
+                    layouts
                         .get(layer.0 as usize)
                         .and_then(|l| l.get(expert.0 as usize))
                         .cloned()
                         .ok_or_else(|| format!("no layout for expert e{} of layer {}", expert.0, layer.0))?,
-                    sharding: Sharding::Whole,
-                },
+                    Sharding::Whole,
+                ),
                 (Op::Attention { .. }, _) => attention.clone(),
                 (Op::Dispatch { .. } | Op::Combine { .. }, _) if domains.is_some() => {
                     let domains = domains.as_deref().unwrap_or_default();
-                    Annotation {
-                        dies: domains.concat(),
-                        sharding: Sharding::Domains(domains.first().map_or(1, Vec::len) as u32),
-                    }
+                    Annotation::new(
+                        domains.concat(),
+                        Sharding::Domains(domains.first().map_or(1, Vec::len) as u32),
+                    )
                 }
-                _ => Annotation {
-                    dies: dies.clone(),
-                    sharding: Sharding::Whole,
-                },
+                _ => Annotation::new(dies.clone(), Sharding::Whole),
             };
         }
         Ok(())

@@ -27,10 +27,38 @@ impl FfnWeights {
     pub fn params(&self) -> usize {
         self.gate.len() + self.up.len() + self.down.len()
     }
+
+    /// The part of this FFN that holds intermediate columns `columns`: the
+    /// gate and up projections' columns and the down projection's rows.
+    /// The parts of a partition of `0..ffn` sum to the whole FFN's output
+    /// (the activation is elementwise, so no column needs another's).
+    pub fn part(&self, columns: std::ops::Range<usize>) -> FfnWeights {
+        let columns = columns.start.min(self.ffn)..columns.end.min(self.ffn);
+        let take_columns = |m: &[f32]| -> Vec<f32> {
+            if m.is_empty() {
+                return Vec::new();
+            }
+            m.chunks_exact(self.ffn)
+                .flat_map(|row| row[columns.clone()].iter().copied())
+                .collect()
+        };
+        FfnWeights {
+            hidden: self.hidden,
+            ffn: columns.len(),
+            activation: self.activation,
+            gate: take_columns(&self.gate),
+            up: take_columns(&self.up),
+            down: self.down[columns.start * self.hidden..columns.end * self.hidden].to_vec(),
+        }
+    }
 }
 
 /// The FFN of `w` on `n` rows (`n x hidden`), giving `n x hidden`.
 pub fn ffn(w: &FfnWeights, rows: &[f32], n: usize) -> Vec<f32> {
+    if w.ffn == 0 {
+        // A part too narrow to hold a column at this width adds nothing.
+        return vec![0.0; n * w.hidden];
+    }
     let mut inner = matmul(rows, &w.up, n, w.hidden, w.ffn);
     match w.activation {
         Activation::Swiglu => {
@@ -115,6 +143,32 @@ mod tests {
         (0..w.hidden)
             .map(|o| (0..w.ffn).map(|j| inner[j] * w.down[j * w.hidden + o]).sum())
             .collect()
+    }
+
+    #[test]
+    fn column_parts_sum_to_the_whole_expert() {
+        let mut rng = Rng::new(4);
+        for activation in [Activation::Swiglu, Activation::Gelu, Activation::Relu] {
+            let w = weights(&mut rng, 6, 7, activation);
+            let rows: Vec<f32> = (0..12).map(|_| rng.normal() as f32).collect();
+            let whole = ffn(&w, &rows, 2);
+            let mut sum = vec![0.0f32; whole.len()];
+            for cut in [0..3, 3..3, 3..4, 4..7] {
+                let part = w.part(cut.clone());
+                assert_eq!(part.ffn, cut.len());
+                sum.iter_mut().zip(ffn(&part, &rows, 2)).for_each(|(s, p)| *s += p);
+            }
+            for (s, h) in sum.iter().zip(&whole) {
+                assert!((s - h).abs() < 1e-5 * (1.0 + h.abs()), "{activation:?}: {s} vs {h}");
+            }
+            // A part that misses a column does not.
+            let short: f32 = ffn(&w.part(0..6), &rows, 2)
+                .iter()
+                .zip(&whole)
+                .map(|(a, b)| (a - b).abs())
+                .sum();
+            assert!(short > 1e-3, "{activation:?}");
+        }
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //!   cache) over all the group's rows, `ReduceScatter` sends each member
 //!   the partial outputs of its rows, and the walk's `Reduce` sums them in
 //!   ring order into the residual;
-//! - `Dispatch` copies each token's normalised row to the die serving each
-//!   of its chosen experts (the first replica of the expert, as the
-//!   schedule does not say how tokens spread over replicas);
-//! - `Experts` runs each of the die's experts on the rows it received,
-//!   sorted by token (one grouped call);
-//! - `Combine` copies each output row back to its token's home die;
+//! - `Dispatch` copies each token's normalised row to the dies of the copy
+//!   of each chosen expert it uses (`Placement::copy_for`, as in the
+//!   simulator): the one die of a whole replica, or every part of a split
+//!   copy;
+//! - `Experts` runs each of the die's experts and expert parts on the rows
+//!   it received, sorted by token (one grouped call); a part computes its
+//!   columns' partial output (`FfnWeights::part`);
+//! - `Combine` copies each output row back to its token's home die, where
+//!   the partial outputs of a split expert's parts are summed;
 //! - under token domains (MoEntwine's FTDs), `TokenAllGather` copies each
 //!   member's normalised rows, choices and gate weights to its whole group;
 //!   each member's `Dispatch` sends the group's rows bound for experts in
@@ -33,9 +36,9 @@
 //! Bytes copied counts rows that cross dies (a copy within a die moves
 //! nothing over a link), each `hidden` values of the model's dtype at the
 //! numeric width. A simulator sending the numeric tokens to the same
-//! (first) replicas moves `rows_copied * hidden * dtype bytes` at full
-//! width for them: one row out and one back per token choice whose expert
-//! is on another die than the token.
+//! copies moves `rows_copied * hidden * dtype bytes` at full width for
+//! them: one row out and one back per token choice and part of its copy on
+//! another die than the token.
 
 use super::batch::TokenLayout;
 use super::context::NumericContext;
@@ -69,8 +72,13 @@ struct DieWeights {
     router: BTreeMap<u32, Vec<f32>>,
     shared: BTreeMap<u32, Vec<FfnWeights>>,
     dense: BTreeMap<u32, FfnWeights>,
-    experts: BTreeMap<(u32, u32), FfnWeights>,
+    /// Whole experts and expert parts, by (layer, expert, first column of
+    /// the part in the model's FFN: 0 for a whole replica).
+    experts: BTreeMap<PartKey, FfnWeights>,
 }
+
+/// (layer, expert, first column of the part in the model's FFN).
+type PartKey = (u32, u32, u64);
 
 /// A row in flight: which token and which of its choices it belongs to.
 #[derive(Clone, Debug)]
@@ -114,8 +122,8 @@ struct Activations {
     dense_out: BTreeMap<u32, Vec<f32>>,
     /// Routed outputs arrived from expert dies, `tokens x top_k x hidden`.
     routed: BTreeMap<u32, Vec<f32>>,
-    /// Rows received for (layer, expert).
-    inbox: BTreeMap<(u32, u32), Vec<Row>>,
+    /// Rows received for (layer, expert, part).
+    inbox: BTreeMap<PartKey, Vec<Row>>,
     /// Expert outputs waiting for `Combine`, per layer.
     outbox: BTreeMap<u32, Vec<Row>>,
     /// Token domains, per layer: the group's rows by the owner's ring
@@ -222,13 +230,25 @@ impl Executor {
             }
             dies[d].group_sequences = seqs;
         }
-        for (layer, homes) in holdings.expert_home.iter().enumerate() {
+        let model_ffn = schedule.model.moe.as_ref().map_or(1, |m| m.expert_ffn.max(1));
+        for (layer, copies) in holdings.expert_copies.iter().enumerate() {
             let Some(LayerFfn::Moe { experts, .. }) = weights.layers.get(layer).map(|l| &l.ffn) else {
                 continue;
             };
-            for (e, (&d, expert)) in homes.iter().zip(experts).enumerate() {
-                if let Some(die) = dies.get_mut(d) {
-                    die.weights.experts.insert((layer as u32, e as u32), expert.clone());
+            for (e, (copies, expert)) in copies.iter().zip(experts).enumerate() {
+                for part in copies.iter().flatten() {
+                    let Some(die) = dies.get_mut(part.die.index()) else {
+                        continue;
+                    };
+                    let key = (layer as u32, e as u32, part.columns.start);
+                    let held = if part.columns.end - part.columns.start >= model_ffn {
+                        expert.clone()
+                    } else {
+                        // The part's columns at the numeric width.
+                        let at = |c: u64| (u128::from(c) * expert.ffn as u128 / u128::from(model_ffn)) as usize;
+                        expert.part(at(part.columns.start)..at(part.columns.end))
+                    };
+                    die.weights.experts.insert(key, held);
                 }
             }
         }
@@ -309,7 +329,7 @@ impl Executor {
         let tp = self.dies[d].group.len() > 1;
         match *op {
             Op::Dispatch { layer } => return self.dispatch(step, d, layer),
-            Op::Experts { layer } => return self.experts(d, layer, w),
+            Op::Experts { layer, .. } => return self.experts(d, layer, w),
             Op::Combine { layer } => return self.combine_send(step, d, layer),
             Op::AllGather { layer } => return self.all_gather(d, layer, w),
             Op::Attention { layer } if tp => return self.partial_attention(ctx, d, layer),
@@ -448,11 +468,6 @@ impl Executor {
     fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
         let die = &self.dies[d];
-        let homes = self
-            .holdings
-            .expert_home
-            .get(layer as usize)
-            .map_or(&[][..], |h| &h[..]);
         // (tokens, their normalised rows, their chosen experts) per block:
         // the group's gathered blocks, or the die's own tokens.
         let blocks: Vec<(&[usize], &[f32], &[u32])> = if self.holdings.has_token_domains() {
@@ -479,26 +494,27 @@ impl Executor {
                     let Some(&e) = experts.get(row * top_k + j) else {
                         continue;
                     };
-                    let Some(&to) = homes.get(e as usize) else { continue };
-                    if self.holdings.sender(home, to) != d {
+                    let Some(copy) = self.holdings.copy_for(layer, e, t, home) else {
                         continue;
-                    }
-                    let values = rows[row * w..(row + 1) * w].to_vec();
-                    let reply_to = d;
-                    sends.push((
-                        to,
-                        e,
-                        Row {
+                    };
+                    for part in copy {
+                        let to = part.die.index();
+                        if self.holdings.sender(home, to) != d {
+                            continue;
+                        }
+                        let values = rows[row * w..(row + 1) * w].to_vec();
+                        let row = Row {
                             token: t,
                             choice: j,
                             values,
-                            reply_to,
-                        },
-                    ));
+                            reply_to: d,
+                        };
+                        sends.push((to, (layer, e, part.columns.start), row));
+                    }
                 }
             }
         }
-        for (to, e, row) in sends {
+        for (to, key, row) in sends {
             if to != d {
                 let lost = self.loses_row(step.rows_copied);
                 step.rows_copied += 1;
@@ -507,7 +523,7 @@ impl Executor {
                 }
             }
             if let Some(target) = self.dies.get_mut(to) {
-                target.act.inbox.entry((layer, e)).or_default().push(row);
+                target.act.inbox.entry(key).or_default().push(row);
             }
         }
     }
@@ -526,9 +542,9 @@ impl Executor {
     /// Runs die `d`'s experts of `layer` on the rows they received.
     fn experts(&mut self, d: usize, layer: u32, w: usize) {
         let Die { weights, act, .. } = &mut self.dies[d];
-        let keys: Vec<(u32, u32)> = act
+        let keys: Vec<PartKey> = act
             .inbox
-            .range((layer, 0)..=(layer, u32::MAX))
+            .range((layer, 0, 0)..=(layer, u32::MAX, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
         let mut received: Vec<(&FfnWeights, Vec<Row>, Vec<f32>)> = Vec::with_capacity(keys.len());
@@ -575,7 +591,8 @@ impl Executor {
             if self.holdings.has_token_domains() {
                 if let Some(to) = self.dies.get_mut(r.reply_to) {
                     let returned = to.act.returned.entry(layer).or_default();
-                    returned.insert((r.token, r.choice), r.values);
+                    let sum = returned.entry((r.token, r.choice)).or_insert_with(|| vec![0.0; w]);
+                    sum.iter_mut().zip(&r.values).for_each(|(s, v)| *s += v);
                 }
                 continue;
             }
@@ -586,8 +603,9 @@ impl Executor {
                 continue;
             };
             let at = (local * top_k + r.choice) * w;
+            // A split expert's parts each return a partial output: summed.
             if let Some(dst) = slots.get_mut(at..at + w) {
-                dst.iter_mut().zip(&r.values).for_each(|(s, v)| *s = *v);
+                dst.iter_mut().zip(&r.values).for_each(|(s, v)| *s += v);
             }
         }
     }

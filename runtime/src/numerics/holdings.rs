@@ -4,14 +4,14 @@
 //! A die holding tokens materialises the weights of every non-expert
 //! instruction it runs (embedding, each layer's attention, router, shared
 //! experts or dense FFN, the LM head). Expert weights live only on the dies
-//! in `placement.experts[layer][e]`; a token is sent to the first replica in
-//! that list (the schedule does not say how tokens spread over replicas), so
-//! only first replicas are materialised: the others would never be read.
+//! of the expert's copies (`Placement::expert_copies`): a whole replica on
+//! one die, or a split copy's column parts on several; a token uses the
+//! copy `Placement::copy_for` picks, as in the simulator.
 
 use super::width::WeightCopies;
 use crate::machine::DieId;
 use crate::model::LayerKind;
-use crate::schedule::{Op, Schedule, Senders};
+use crate::schedule::{ExpertCopy, Op, Placement, Schedule, Senders};
 use std::collections::BTreeSet;
 
 /// Who holds what, for one schedule and numeric batch.
@@ -19,9 +19,11 @@ use std::collections::BTreeSet;
 pub struct Holdings {
     /// Per die, the numeric sequences homed on it, ascending.
     pub sequences: Vec<Vec<usize>>,
-    /// Per layer, per expert, the die serving it (its first replica); empty
-    /// for dense layers.
-    pub expert_home: Vec<Vec<usize>>,
+    /// Per layer, per expert, its copies (each a whole replica or the column
+    /// parts of a split copy); empty for dense layers.
+    pub expert_copies: Vec<Vec<Vec<ExpertCopy>>>,
+    /// Per layer, the dies holding a copy or a part of one of its experts.
+    serving: Vec<BTreeSet<usize>>,
     /// Per die: its attention group in ring order and its position there
     /// (a die on its own: a group of one).
     pub attention_group: Vec<(Vec<usize>, usize)>,
@@ -50,35 +52,41 @@ impl Holdings {
                 .ok_or_else(|| format!("sequence {s} is homed on {die}, which the machine lacks"))?
                 .push(s);
         }
-        let experts = model.moe.as_ref().map_or(0, |m| m.experts) as usize;
-        let mut expert_home = Vec::new();
+        let (experts, ffn) = model
+            .moe
+            .as_ref()
+            .map_or((0, 0), |m| (m.experts as usize, m.expert_ffn));
+        let mut expert_copies = Vec::new();
         for layer in 0..model.layers {
             if model.layer_kind(layer) == LayerKind::Dense {
-                expert_home.push(Vec::new());
+                expert_copies.push(Vec::new());
                 continue;
             }
-            let replicas = schedule
+            let placed = schedule
                 .placement
                 .experts
                 .get(layer as usize)
                 .ok_or_else(|| format!("the placement has no experts for layer {layer}"))?;
-            if replicas.len() != experts {
-                return Err(format!("layer {layer} places {} experts of {experts}", replicas.len()));
+            if placed.len() != experts {
+                return Err(format!("layer {layer} places {} experts of {experts}", placed.len()));
             }
-            let homes = replicas
-                .iter()
-                .enumerate()
-                .map(|(e, dies_of)| match dies_of.first() {
-                    Some(d) if d.index() < dies => Ok(d.index()),
-                    Some(d) => Err(format!(
-                        "expert {e} of layer {layer} is on {d}, which the machine lacks"
-                    )),
-                    None => Err(format!("expert {e} of layer {layer} is placed on no die")),
-                })
-                .collect::<Result<Vec<usize>, String>>()?;
-            expert_home.push(homes);
+            let mut of_layer = Vec::with_capacity(experts);
+            for e in 0..experts {
+                let copies = schedule.placement.expert_copies(layer as usize, e, ffn);
+                if copies.is_empty() {
+                    return Err(format!("expert {e} of layer {layer} is placed on no die"));
+                }
+                if let Some(p) = copies.iter().flatten().find(|p| p.die.index() >= dies) {
+                    return Err(format!(
+                        "expert {e} of layer {layer} is on {}, which the machine lacks",
+                        p.die
+                    ));
+                }
+                of_layer.push(copies);
+            }
+            expert_copies.push(of_layer);
         }
-        let copies = count_copies(schedule, &sequences, &expert_home);
+        let copies = count_copies(schedule, &sequences, &expert_copies);
         let attention_group = schedule
             .placement
             .attention_group_of(dies)
@@ -87,7 +95,11 @@ impl Holdings {
             .collect();
         Ok(Holdings {
             sequences,
-            expert_home,
+            serving: expert_copies
+                .iter()
+                .map(|l| l.iter().flatten().flatten().map(|p| p.die.index()).collect())
+                .collect(),
+            expert_copies,
             attention_group,
             senders: schedule.placement.senders(dies),
             copies,
@@ -134,18 +146,24 @@ impl Holdings {
         self.senders.sender(DieId(home as u32), DieId(to as u32)).index()
     }
 
-    /// Dies serving at least one expert of `layer`.
-    pub fn expert_dies(&self, layer: u32) -> BTreeSet<usize> {
-        self.expert_home
-            .get(layer as usize)
-            .map(|h| h.iter().copied().collect())
-            .unwrap_or_default()
+    /// Dies serving at least one expert (or expert part) of `layer`.
+    pub fn expert_dies(&self, layer: u32) -> &BTreeSet<usize> {
+        static NONE: BTreeSet<usize> = BTreeSet::new();
+        self.serving.get(layer as usize).unwrap_or(&NONE)
+    }
+
+    /// The copy of expert `e` of `layer` that token `token` (homed on
+    /// `home`) uses.
+    pub fn copy_for(&self, layer: u32, e: u32, token: usize, home: usize) -> Option<&ExpertCopy> {
+        let copies = self.expert_copies.get(layer as usize)?.get(e as usize)?;
+        Placement::copy_for(copies, token, DieId(home as u32), &self.senders)
     }
 }
 
 /// The copies each kind of weight has: per token-holding die, one per
-/// distinct (instruction kind, layer) it runs; one per expert.
-fn count_copies(schedule: &Schedule, sequences: &[Vec<usize>], expert_home: &[Vec<usize>]) -> WeightCopies {
+/// distinct (instruction kind, layer) it runs; one per expert copy (a split
+/// copy's parts add up to one).
+fn count_copies(schedule: &Schedule, sequences: &[Vec<usize>], expert_copies: &[Vec<Vec<ExpertCopy>>]) -> WeightCopies {
     let mut c = WeightCopies::default();
     for (die, program) in schedule.programs.iter().enumerate() {
         if sequences.get(die).is_none_or(|s| s.is_empty()) {
@@ -175,6 +193,6 @@ fn count_copies(schedule: &Schedule, sequences: &[Vec<usize>], expert_home: &[Ve
             }
         }
     }
-    c.experts = expert_home.iter().map(|h| h.len() as u64).sum();
+    c.experts = expert_copies.iter().flatten().map(|copies| copies.len() as u64).sum();
     c
 }

@@ -114,7 +114,7 @@ fn program(model: &ModelSpec) -> Vec<Instr> {
             let gate = p.push(Op::Gate { layer }, &[attention]);
             let dispatch = p.push(Op::Dispatch { layer }, &[gate]);
             p.push(Op::SharedExperts { layer }, &[attention]);
-            let experts = p.push(Op::Experts { layer }, &[dispatch]);
+            let experts = p.push(Op::Experts { layer, unfused: false }, &[dispatch]);
             last = p.push(Op::Combine { layer }, &[experts]);
         } else {
             last = p.push(Op::DenseFfn { layer }, &[attention]);
@@ -137,6 +137,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         sequences: (0..workload.batch).map(|s| DieId(s as u32 % DIES)).collect(),
         attention_groups: Vec::new(),
         token_domains: Vec::new(),
+        expert_columns: Vec::new(),
     };
     let instrs = program(&model);
     Schedule {
@@ -174,7 +175,7 @@ fn tp_program(model: &ModelSpec) -> Vec<Instr> {
             let gate = p.push(Op::Gate { layer }, &[reduced]);
             let dispatch = p.push(Op::Dispatch { layer }, &[gate]);
             p.push(Op::SharedExperts { layer }, &[reduced]);
-            let experts = p.push(Op::Experts { layer }, &[dispatch]);
+            let experts = p.push(Op::Experts { layer, unfused: false }, &[dispatch]);
             last = p.push(Op::Combine { layer }, &[experts]);
         } else {
             last = p.push(Op::DenseFfn { layer }, &[reduced]);
@@ -535,7 +536,12 @@ fn schedules_that_compute_on_missing_data_are_refused() {
         .expect("present");
     let experts = program
         .iter()
-        .position(|i| i.op == Op::Experts { layer: 1 })
+        .position(|i| {
+            i.op == Op::Experts {
+                layer: 1,
+                unfused: false,
+            }
+        })
         .expect("present");
     program[experts].deps = vec![InstrId(gate as u32)];
     let err = check(&s);
@@ -681,6 +687,7 @@ fn deepseek_v3_numeric_step_timing() {
             sequences: (0..256).map(|s| DieId(s % dies)).collect(),
             attention_groups: Vec::new(),
             token_domains: Vec::new(),
+            expert_columns: Vec::new(),
         },
         programs: (0..dies)
             .map(|d| DieProgram {
@@ -732,5 +739,48 @@ fn schedule_file_numeric_step_timing() {
             started.elapsed(),
             r.max_rel_error
         );
+    }
+}
+
+/// Every expert of every MoE layer split into two copies of two uneven
+/// column parts, `[d, d + 1]` and `[d + 2, d + 3]` (mod 4) for `d` the
+/// expert's round-robin die.
+fn split_schedule(model: ModelSpec, workload: WorkloadSpec) -> Schedule {
+    let mut s = schedule(model.clone(), workload);
+    let ffn = model.moe.as_ref().map_or(0, |m| m.expert_ffn);
+    let (first, second) = (ffn * 3 / 8, ffn - ffn * 3 / 8);
+    for (l, layer) in s.placement.experts.iter_mut().enumerate() {
+        let mut columns = Vec::new();
+        for (e, dies) in layer.iter_mut().enumerate() {
+            let d = e as u32;
+            *dies = (0..4).map(|i| DieId((d + i) % DIES)).collect();
+            columns.push(vec![first, second, first, second]);
+        }
+        s.placement.expert_columns.resize(l + 1, Vec::new());
+        if !layer.is_empty() {
+            s.placement.expert_columns[l] = columns;
+        }
+    }
+    s.validate().expect("valid split schedule");
+    s
+}
+
+#[test]
+fn split_experts_sum_their_parts_to_the_reference() {
+    for workload in [decode(8, 5), prefill(4, 3)] {
+        let s = split_schedule(tiny_model(mha()), workload.clone());
+        assert!(s.placement.has_split_experts());
+        let mut n = Numerics::new(&s, &full_width()).expect("split schedule runs");
+        let step = n.step(0, None);
+        assert!(step.max_rel_error < 1e-5, "{:?}: {step:?}", workload.phase);
+        // Two parts per choice: each a row out and a partial back unless on
+        // the token's die; both copies are used (a token homed on a die of
+        // the second copy uses it).
+        assert!(step.rows_copied > 0);
+        let holdings = Holdings::new(&s, s.workload.batch as usize).expect("holdings");
+        assert_eq!(holdings.expert_copies[1][0].len(), 2);
+        assert_eq!(holdings.expert_dies(1).len(), 4);
+        n.executor.fault = Some(Fault::DropDispatchedRow);
+        assert!(!n.step(0, None).passed(), "a lost part is caught");
     }
 }

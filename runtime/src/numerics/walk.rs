@@ -162,10 +162,9 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                 }
             }
         }
-        for (layer, homes) in holdings.expert_home.iter().enumerate() {
-            if homes.contains(&die) {
-                let layer = layer as u32;
-                needed.extend([Op::Experts { layer }, Op::Combine { layer }]);
+        for layer in 0..model.layers as u32 {
+            if holdings.expert_dies(layer).contains(&die) {
+                needed.extend([Op::Experts { layer, unfused: false }, Op::Combine { layer }]);
             }
         }
         if let Some(missing) = needed.into_iter().find(|op| !has(op.clone())) {
@@ -340,7 +339,7 @@ impl<'a> Planner<'a> {
             Op::MoeReduceScatter { layer } if self.holdings.dispatches(die) && !p.returned.contains(&layer) => {
                 return hazard("its combine of that layer has completed")
             }
-            Op::Experts { layer } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
+            Op::Experts { layer, .. } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
                 return hazard("every token of that layer has been dispatched");
             }
             Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&layer) => {
@@ -366,7 +365,7 @@ impl<'a> Planner<'a> {
             Op::Gate { layer } => _ = p.gated.insert(layer),
             Op::SharedExperts { layer } => _ = p.shared.insert(layer),
             Op::DenseFfn { layer } => _ = p.dense.insert(layer),
-            Op::Experts { layer } => _ = p.experts.insert(layer),
+            Op::Experts { layer, .. } => _ = p.experts.insert(layer),
             _ => {}
         }
         match *op {
@@ -445,10 +444,7 @@ impl<'a> Planner<'a> {
 
     /// Whether `die` serves an expert of `layer`.
     fn serves(&self, die: usize, layer: u32) -> bool {
-        self.holdings
-            .expert_home
-            .get(layer as usize)
-            .is_some_and(|h| h.contains(&die))
+        self.holdings.expert_dies(layer).contains(&die)
     }
 
     fn count_down(&mut self, dispatch: bool, layer: u32) {

@@ -43,9 +43,14 @@ pub enum Op {
     /// experts; complete when every token routed to this die's experts has
     /// arrived.
     Dispatch { layer: u32 },
-    /// Run this die's experts of `layer` on the tokens they received (one
-    /// grouped kernel over all of them).
-    Experts { layer: u32 },
+    /// Run this die's experts of `layer` (whole, or its parts of split
+    /// experts) on the tokens they received: one grouped kernel over all of
+    /// them, or with `unfused` one launch per expert part.
+    Experts {
+        layer: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unfused: bool,
+    },
     /// The shared experts of `layer` on this die's tokens.
     SharedExperts { layer: u32 },
     /// Send expert outputs back to the tokens' home dies (to the member that
@@ -124,7 +129,7 @@ impl Op {
             | Op::ReduceScatter { layer }
             | Op::Gate { layer }
             | Op::Dispatch { layer }
-            | Op::Experts { layer }
+            | Op::Experts { layer, .. }
             | Op::SharedExperts { layer }
             | Op::Combine { layer }
             | Op::TokenAllGather { layer }

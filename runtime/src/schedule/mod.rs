@@ -16,8 +16,10 @@
 //! their transfers follow the step's routing, so their volume is what the
 //! tokens really send.
 
+mod copies;
 mod instr;
 
+pub use copies::{ExpertCopy, ExpertPart};
 pub use instr::{Instr, InstrId, Op};
 
 use crate::machine::{DieId, MachineSpec};
@@ -50,6 +52,14 @@ pub struct Placement {
     /// `experts[layer][expert]`: the dies holding a replica of that expert
     /// (empty for dense layers). A token is sent to one replica.
     pub experts: Vec<Vec<Vec<DieId>>>,
+    /// `expert_columns[layer][expert]`, parallel to `experts[layer][expert]`:
+    /// the FFN columns each of those dies holds when the expert is split
+    /// (expert tensor parallelism, MoEShard, HD-MoE's hybrid); consecutive
+    /// dies whose columns add up to the expert's `expert_ffn` form one copy
+    /// (see `copies.rs`). Empty (for all layers, a layer or an expert):
+    /// every die holds a whole replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expert_columns: Vec<Vec<Vec<u64>>>,
     /// `sequences[s]`: the die that is home to sequence `s`'s tokens: it
     /// holds their hidden states between layers, routes them, and runs
     /// their attention (with its attention group, under tensor parallelism).
@@ -333,6 +343,8 @@ impl Schedule {
         }
         self.check_attention_groups(dies)?;
         self.check_token_domains(dies)?;
+        self.placement
+            .check_expert_columns(self.model.moe.as_ref().map_or(0, |m| m.expert_ffn))?;
         let moe_layers = (0..self.model.layers).filter(|&l| self.model.layer_kind(l) == crate::model::LayerKind::Moe);
         let experts = self.model.moe.as_ref().map_or(0, |m| m.experts as usize);
         for l in moe_layers {

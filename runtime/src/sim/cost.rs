@@ -12,6 +12,14 @@ use crate::model::ModelSpec;
 use crate::units::{Bytes, Flops, Seconds};
 use crate::workload::{Phase, WorkloadSpec};
 
+/// The tokens one expert, or one part of a split expert, received on a die.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartLoad {
+    pub tokens: u64,
+    /// FFN columns the die holds (the expert's whole `expert_ffn` unless split).
+    pub columns: u64,
+}
+
 /// FLOPs and bytes of one kernel launch.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Cost {
@@ -87,18 +95,26 @@ impl<'a> CostModel<'a> {
         }
     }
 
-    /// One grouped launch over a die's experts; `loads` are the tokens each
-    /// local expert received this step.
-    pub fn experts(&self, loads: &[u64]) -> Cost {
-        let tokens: u64 = loads.iter().sum();
+    /// One grouped launch over a die's experts and expert parts; `loads`
+    /// are the tokens each received this step. A part of `c` of the
+    /// expert's `f` FFN columns does `c / f` of its FLOPs and reads `c / f`
+    /// of its weights; every token's row still comes in and a (partial)
+    /// row goes out.
+    pub fn experts(&self, loads: &[PartLoad]) -> Cost {
+        let tokens: u64 = loads.iter().map(|p| p.tokens).sum();
         if tokens == 0 {
             return Cost::default();
         }
-        let touched = loads.iter().filter(|&&t| t > 0).count() as u64;
-        let flops = Flops(2.0 * (tokens * self.model.expert_params()) as f64);
+        let ffn = self.model.moe.as_ref().map_or(1, |m| m.expert_ffn.max(1)) as f64;
+        let (mut flops, mut weights) = (0.0, 0.0);
+        for p in loads.iter().filter(|p| p.tokens > 0) {
+            let share = p.columns as f64 / ffn;
+            flops += 2.0 * (p.tokens * self.model.expert_params()) as f64 * share;
+            weights += self.model.expert_bytes().0 as f64 * share;
+        }
         Cost {
-            flops,
-            bytes: self.model.expert_bytes() * touched + self.act(tokens) * 2,
+            flops: Flops(flops),
+            bytes: Bytes(weights.round() as u64) + self.act(tokens) * 2,
         }
     }
 

@@ -21,9 +21,10 @@
 use super::cost::{Cost, CostModel};
 use super::network::{Network, Traffic};
 use super::traffic::{step_traffic, StepTraffic};
-use crate::machine::{DieId, Machine};
+use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
 use crate::schedule::{Op, Schedule};
+use crate::units::Seconds;
 
 /// Where a step's time went, on its critical die (the one that finished last).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -411,8 +412,7 @@ fn issue(
         if s.running.is_some() {
             return Ok(false);
         }
-        let cost = compute_cost(&instr.op, traffic, costs, d);
-        let t = cost.time(&schedule.machine.die).0;
+        let t = compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0;
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;
         if t <= 0.0 {
@@ -475,6 +475,21 @@ fn issue(
     Ok(true)
 }
 
+/// How long compute instruction `op` runs on die `d`: one roofline kernel,
+/// or for unfused experts one launch per expert part.
+fn compute_time(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize, die: &DieSpec) -> Seconds {
+    let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
+    if let Op::Experts {
+        layer: l,
+        unfused: true,
+    } = *op
+    {
+        let loads = layer(l).map_or(&[][..], |t| &t.expert_loads[d][..]);
+        return Seconds(loads.iter().map(|p| costs.experts(&[*p]).time(die).0).sum());
+    }
+    compute_cost(op, traffic, costs, d).time(die)
+}
+
 fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> Cost {
     let tokens = traffic.home_tokens[d];
     let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
@@ -485,7 +500,7 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
             costs.attention(a.tokens, a.sequences, a.tp)
         }
         Op::Gate { .. } => costs.gate(tokens),
-        Op::Experts { layer: l } => layer(l).map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
+        Op::Experts { layer: l, .. } => layer(l).map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
         Op::SharedExperts { .. } => costs.shared_experts(tokens),
         Op::DenseFfn { .. } => costs.dense_ffn(tokens),
         Op::LmHead => costs.lm_head(tokens),

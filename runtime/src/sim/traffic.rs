@@ -5,20 +5,20 @@
 //! This is where imbalance becomes real: the volumes come from the step's
 //! actual token-to-expert choices, not from averages.
 
-use super::cost::CostModel;
+use super::cost::{CostModel, PartLoad};
 use crate::machine::{DieId, Machine};
 use crate::routing::StepRouting;
-use crate::schedule::Schedule;
+use crate::schedule::{ExpertCopy, Placement, Schedule};
 use crate::workload::Phase;
 use std::collections::BTreeMap;
 
 /// One MoE layer's traffic.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerTraffic {
-    /// Per die: tokens received by each expert replica it holds (one entry
-    /// per replica with at least one token).
-    pub expert_loads: Vec<Vec<u64>>,
-    /// Per die: token-expert pairs it computes (the sum of its loads).
+    /// Per die: tokens received by each expert replica or expert part it
+    /// holds (one entry per replica or part with at least one token).
+    pub expert_loads: Vec<Vec<PartLoad>>,
+    /// Per die: token-expert(-part) pairs it computes (the sum of its loads).
     pub expert_tokens: Vec<u64>,
     /// Dispatch transfers (source, destination, bytes), source != destination,
     /// sorted; the source is the token's home die, or under token domains
@@ -59,12 +59,11 @@ pub struct StepTraffic {
 }
 
 /// Works out a step's traffic from its routing and the schedule's placement.
-/// A token whose home die holds a replica of its expert uses it; otherwise
-/// the tokens of an expert spread evenly over its replicas (token t to
-/// replica t mod replicas), as serving engines spread a replicated hot
-/// expert's load. Under token domains the sender is the member of the
-/// token's attention group in the expert die's domain (a replica on such a
-/// member is used first, as it needs no transfer).
+/// A token uses one copy of each chosen expert ([`Placement::copy_for`]:
+/// its home die's, else spread by token) and is sent to every part of that
+/// copy (one part for a whole replica); each part's output comes back.
+/// Under token domains the sender is the member of the token's attention
+/// group in the part die's domain.
 pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
     let dies = machine.die_count() as usize;
     let w = &schedule.workload;
@@ -105,37 +104,41 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         })
         .collect();
     let senders = schedule.placement.senders(dies);
+    let ffn = schedule.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
     let mut layers = vec![None; schedule.model.layers as usize];
     for lr in &routing.layers {
-        let Some(replicas) = schedule.placement.experts.get(lr.layer as usize) else {
-            continue;
-        };
-        if replicas.is_empty() {
+        let l = lr.layer as usize;
+        if schedule.placement.experts.get(l).is_none_or(|e| e.is_empty()) {
             continue;
         }
+        let copies: Vec<Vec<ExpertCopy>> = (0..schedule.placement.experts[l].len())
+            .map(|e| schedule.placement.expert_copies(l, e, ffn))
+            .collect();
         let mut pair_tokens = vec![0u64; dies * dies];
-        let mut loads: Vec<BTreeMap<u32, u64>> = vec![BTreeMap::new(); dies];
+        // Per die: (expert, first column) -> its load.
+        let mut loads: Vec<BTreeMap<(u32, u64), PartLoad>> = vec![BTreeMap::new(); dies];
         for (i, &e) in lr.experts.iter().enumerate() {
             let token = i / routing.top_k.max(1);
             let home = home_of(token);
-            let Some(holders) = replicas.get(e as usize).filter(|h| !h.is_empty()) else {
+            let Some(copy) = copies
+                .get(e as usize)
+                .and_then(|c| Placement::copy_for(c, token, home, &senders))
+            else {
                 continue;
             };
-            let target = if senders.from_domains() {
-                let local = holders.iter().find(|&&h| senders.sender(home, h) == h);
-                local.copied().unwrap_or_else(|| replica_for(token, home, holders))
-            } else {
-                replica_for(token, home, holders)
-            };
-            let sender = senders.sender(home, target);
-            *loads[target.0 as usize].entry(e).or_insert(0) += 1;
-            if target != sender {
-                pair_tokens[sender.0 as usize * dies + target.0 as usize] += 1;
+            for part in copy {
+                let sender = senders.sender(home, part.die);
+                let load = loads[part.die.index()].entry((e, part.columns.start)).or_default();
+                load.tokens += 1;
+                load.columns = part.columns.end - part.columns.start;
+                if part.die != sender {
+                    pair_tokens[sender.index() * dies + part.die.index()] += 1;
+                }
             }
         }
         let mut t = LayerTraffic {
             expert_loads: loads.iter().map(|m| m.values().copied().collect()).collect(),
-            expert_tokens: loads.iter().map(|m| m.values().sum()).collect(),
+            expert_tokens: loads.iter().map(|m| m.values().map(|p| p.tokens).sum()).collect(),
             dispatch: Vec::new(),
             dispatch_in: vec![0; dies],
             combine_in: vec![0; dies],
@@ -148,21 +151,12 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
                 t.combine_in[src] += 1;
             }
         }
-        layers[lr.layer as usize] = Some(t);
+        layers[l] = Some(t);
     }
     StepTraffic {
         home_tokens,
         home_sequences,
         attention,
         layers,
-    }
-}
-
-/// The replica a token uses: its home die's own, else spread by token.
-fn replica_for(token: usize, home: DieId, holders: &[DieId]) -> DieId {
-    if holders.contains(&home) {
-        home
-    } else {
-        holders[token % holders.len()]
     }
 }
