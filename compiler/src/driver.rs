@@ -2,11 +2,12 @@
 //! the tests both go through here.
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::ir::Form;
 use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
 use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
-use crate::sema::{self, PlacementChoice, Plan, Program};
+use crate::sema::{self, ParallelChoice, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
@@ -104,6 +105,11 @@ impl Session {
             (Some(p), _) => p.clone(),
             (None, PlacementChoice::File { .. }) => "from_file".to_string(),
             (None, choice) => format!("place({})", choice.name()),
+        };
+        // A plan's `parallel` (other than plain EP) runs after its placement.
+        let pipeline = match (&options.passes, plan.parallel) {
+            (None, ParallelChoice::Fixed(Form::EP)) | (Some(_), _) => pipeline,
+            (None, parallel) => format!("{pipeline},{}", parallel.pass()),
         };
         let specs = parse_pipeline(&pipeline).map_err(|e| Diagnostic::global(Code::E0021, e))?;
         let manager = PassManager::new(&specs, options.print_after.clone()).map_err(|e| pipeline_error(plan, e))?;

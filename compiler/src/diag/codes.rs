@@ -41,6 +41,7 @@ pub enum Code {
     E0037,
     E0038,
     E0039,
+    E0040,
     W0001,
     W0002,
     W0003,
@@ -480,6 +481,21 @@ Fix: `--pad-slots` fills each short die's spare slots with its own experts again
 they are the same replica; each is a copy of the weights the engine holds, so it must fit the
 die's free memory, else E0020); or `--format moec`, which records any placement; or a
 placement with equal experts per die.",
+    },
+    Entry {
+        code: Code::E0040,
+        name: "E0040",
+        title: "parallel form does not fit the machine",
+        explanation: "A plan's `parallel = tp(k)` or `moeshard(k)` splits every expert over groups of `k`
+dies, but the machine has fewer than `k` alive dies, or the expert's FFN has fewer than `k`
+columns to split. The message names both sizes.
+
+Example:
+
+    parallel = moeshard(128)           // error: a 64-die wafer has no group of 128
+
+Fix: a group size between 1 and the alive dies; `tp` or `moeshard` without a size takes all of
+them.",
     },
     Entry {
         code: Code::W0001,

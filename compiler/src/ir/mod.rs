@@ -16,12 +16,14 @@
 
 mod build;
 pub mod dot;
+mod form;
 pub mod json;
 pub mod memory;
 pub mod text;
 mod verify;
 
 pub use build::build;
+pub use form::{Form, FormKind};
 pub use verify::{verify, verify_placed, VerifyError};
 
 use moec_runtime::machine::DieId;

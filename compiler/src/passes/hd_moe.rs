@@ -23,7 +23,7 @@
 //!    then more in rounds, largest shares first); the notes say how many
 //!    were dropped.
 
-use super::layer_all_to_all::LayerAllToAll;
+use super::layer_all_to_all::{LayerAllToAll, LayerLayout};
 use super::link_balance;
 use super::node_balance::{self, LayerProblem, NodeBalance, Status};
 use super::place::{GroupLayout, Place};
@@ -51,6 +51,21 @@ const MIN_EVALUATIONS: usize = 4;
 /// The seed of every layer's LinkBalance search (salted with the layer).
 const LINK_BALANCE_SEED: u64 = 0x0048_444d_6f45;
 
+/// What HD-MoE's fractional placement becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    /// `place(hd_moe)`: whole replicas on every node with a real share.
+    Replicas,
+    /// `parallel = hybrid`: each expert split by FFN columns in
+    /// proportion to NodeBalance's fractions (expert tensor parallelism
+    /// where it is spread, whole where it is not).
+    Hybrid,
+    /// `parallel = compute_balanced`: the baseline HD-MoE compares with,
+    /// EPLB's compute-balanced split ([`node_balance::compute_balanced`])
+    /// in place of NodeBalance and dies in order (no LinkBalance).
+    ComputeBalanced,
+}
+
 /// HD-MoE's placement of a plan.
 #[derive(Clone, Debug)]
 pub struct HdMoe {
@@ -60,8 +75,11 @@ pub struct HdMoe {
     /// Per model layer, the die each logical node was mapped to by LinkBalance
     /// (the alive dies in order where it did not run; empty for dense layers).
     pub node_die: Vec<Vec<DieId>>,
-    /// The replicas the runtime gets.
+    /// The replicas the runtime gets, or the dies of the split experts' parts.
     pub layouts: Layouts,
+    /// Split modes: `columns[layer][expert]`, the FFN columns each die of
+    /// `layouts[layer][expert]` holds (empty for replicas).
+    pub columns: Vec<Vec<Vec<u64>>>,
     /// The gamma NodeBalance used.
     pub gamma: f64,
     /// One line per step on how it went, for the IR's notes.
@@ -69,7 +87,7 @@ pub struct HdMoe {
 }
 
 /// HD-MoE's placement of the experts of every layer over the alive `dies`.
-pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId]) -> Result<HdMoe, String> {
+pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId], mode: Mode) -> Result<HdMoe, String> {
     let layers = cx.model.layers as usize;
     let experts = cx.model.moe.as_ref().map_or(0, |m| m.experts) as usize;
     let moe_layers: Vec<usize> = (0..cx.model.layers)
@@ -80,6 +98,7 @@ pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId]) -> Result<HdMoe, String>
         node_balance: vec![None; layers],
         node_die: vec![Vec::new(); layers],
         layouts: vec![Vec::new(); layers],
+        columns: vec![Vec::new(); layers],
         gamma: 1.0,
         notes: Vec::new(),
     };
@@ -129,16 +148,34 @@ pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId]) -> Result<HdMoe, String>
             .push("hd_moe gamma 1: routing = gate is only known at run time, nothing to fit".into()),
     }
 
-    // 2. NodeBalance, 3. replicas on logical nodes.
+    // 2. NodeBalance (or the compute-balanced split), 3. the holders of
+    // each expert on logical nodes: replicas, or every node with a part.
+    let ffn = cx.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
     let mut replicas: Vec<Vec<Vec<(usize, f64)>>> = vec![Vec::new(); layers];
     for &l in &moe_layers {
         let Some(problem) = &problems[l] else { continue };
+        if mode == Mode::ComputeBalanced {
+            replicas[l] = parts_of(&node_balance::compute_balanced(problem), ffn);
+            continue;
+        }
         let solved = node_balance::solve(problem, out.gamma);
-        replicas[l] = replicas_of(&solved.fractions);
+        replicas[l] = match mode {
+            Mode::Replicas => replicas_of(&solved.fractions),
+            _ => parts_of(&solved.fractions, ffn),
+        };
         out.node_balance[l] = Some(solved);
     }
-    out.notes
-        .push(node_balance_note(&out.node_balance, experts, dies.len(), out.gamma));
+    let split = mode != Mode::Replicas;
+    if mode == Mode::ComputeBalanced {
+        out.notes.push(format!(
+            "compute_balanced: EPLB's replication of each layer's {experts} experts over {} nodes read as a split, \
+             communication not considered",
+            dies.len()
+        ));
+    } else {
+        out.notes
+            .push(node_balance_note(&out.node_balance, experts, dies.len(), out.gamma));
+    }
 
     // 4. LinkBalance.
     let positions: Option<Vec<(f64, f64)>> = dies
@@ -149,9 +186,16 @@ pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId]) -> Result<HdMoe, String>
         out.node_die[l] = dies.to_vec();
     }
     let note = match (&mut probe, positions) {
-        (Some(probe), Some(positions)) => {
-            link_balance_layers(probe, &positions, &replicas, &moe_layers, dies, &mut out.node_die)?
-        }
+        _ if mode == Mode::ComputeBalanced => "compute_balanced: nodes on the dies in order (no LinkBalance)".into(),
+        (Some(probe), Some(positions)) => link_balance_layers(
+            probe,
+            &positions,
+            &replicas,
+            &moe_layers,
+            dies,
+            &mut out.node_die,
+            split,
+        )?,
         (None, _) => "hd_moe LinkBalance skipped: routing = gate is only known at run time".into(),
         (_, None) => format!(
             "hd_moe LinkBalance skipped: `{}` is not a mesh (every die is one port from every other)",
@@ -173,6 +217,38 @@ pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId]) -> Result<HdMoe, String>
                     .collect()
             })
             .collect();
+    }
+
+    if split {
+        // A split copy is one copy of the weights: nothing to drop.
+        for &l in &moe_layers {
+            let identity: Vec<usize> = (0..dies.len()).collect();
+            let position: Vec<usize> = out.node_die[l]
+                .iter()
+                .filter_map(|d| dies.iter().position(|x| x == d))
+                .collect();
+            let position = if position.len() == dies.len() {
+                position
+            } else {
+                identity
+            };
+            let layout = physical(&replicas[l], &position, dies, split);
+            out.layouts[l] = layout.dies;
+            out.columns[l] = layout.columns;
+        }
+        let parts: usize = out.layouts.iter().flatten().map(Vec::len).sum();
+        let split_experts = out.layouts.iter().flatten().filter(|d| d.len() > 1).count();
+        out.notes.push(format!(
+            "{} parts: {split_experts} of {} experts split over several dies, {:.2} dies an expert on average",
+            if mode == Mode::Hybrid {
+                "hybrid"
+            } else {
+                "compute_balanced"
+            },
+            moe_layers.len() * experts,
+            parts as f64 / (moe_layers.len() * experts).max(1) as f64
+        ));
+        return Ok(out);
     }
 
     // 5. Memory.
@@ -201,7 +277,7 @@ fn fit_gamma(
     let identity: Vec<usize> = (0..dies.len()).collect();
     let mut samples = Vec::new();
     for fractions in node_balance::fit_placements(problem) {
-        let layout = physical(&replicas_of(&fractions), &identity, dies);
+        let layout = physical(&replicas_of(&fractions), &identity, dies, false);
         samples.push((problem.comm_estimate(&fractions), probe.time(layer, &layout)?));
     }
     Ok(match node_balance::fit_gamma(&samples) {
@@ -237,19 +313,20 @@ fn link_balance_layers(
     moe_layers: &[usize],
     dies: &[DieId],
     node_die: &mut [Vec<DieId>],
+    split: bool,
 ) -> Result<String, String> {
     let Some(&first) = moe_layers.first() else {
         return Ok(String::new());
     };
     let identity: Vec<usize> = (0..dies.len()).collect();
-    let transfers = probe.transfers(first, &physical(&replicas[first], &identity, dies));
+    let transfers = probe.transfers(first, &physical(&replicas[first], &identity, dies, split));
     let per_layer = 2 * transfers.max(1) * moe_layers.len();
     let budget = (TRANSFER_BUDGET / per_layer).clamp(MIN_EVALUATIONS, link_balance::EVALUATIONS);
     let (mut before, mut after, mut evaluations) = (0.0, 0.0, 0);
     for &l in moe_layers {
         let seed = LINK_BALANCE_SEED ^ (l as u64).wrapping_mul(0x9E37_79B9);
         let mapping = link_balance::search(positions, budget, seed, |position| {
-            probe.time(l, &physical(&replicas[l], position, dies))
+            probe.time(l, &physical(&replicas[l], position, dies, split))
         })?;
         before += mapping.identity;
         after += mapping.best;
@@ -306,19 +383,76 @@ fn replicas_of(fractions: &[Vec<f64>]) -> Vec<Vec<(usize, f64)>> {
     fractions.iter().map(|row| node_balance::replica_nodes(row)).collect()
 }
 
-/// Each expert's dies with logical node `c` at `dies[position[c]]`.
-fn physical(replicas: &[Vec<(usize, f64)>], position: &[usize], dies: &[DieId]) -> Vec<Vec<DieId>> {
-    replicas
+/// Each expert's parts on logical nodes, with the FFN columns each holds
+/// (as a count in the `f64`): NodeBalance's fractions of `ffn` columns by
+/// largest remainders, parts that round to no column dropped.
+fn parts_of(fractions: &[Vec<f64>], ffn: u64) -> Vec<Vec<(usize, f64)>> {
+    fractions
         .iter()
-        .map(|holders| {
-            let mut d: Vec<DieId> = holders
-                .iter()
-                .filter_map(|&(c, _)| position.get(c).and_then(|&p| dies.get(p)).copied())
-                .collect();
-            d.sort();
-            d
+        .map(|row| {
+            columns_by_largest_remainder(row, ffn)
+                .into_iter()
+                .enumerate()
+                .filter(|&(_, c)| c > 0)
+                .map(|(node, c)| (node, c as f64))
+                .collect()
         })
         .collect()
+}
+
+/// `ffn` columns shared in proportion to `weights` (largest remainders;
+/// ties to the lower index), summing to `ffn` exactly.
+fn columns_by_largest_remainder(weights: &[f64], ffn: u64) -> Vec<u64> {
+    let total: f64 = weights.iter().map(|w| w.max(0.0)).sum();
+    if total <= 0.0 || weights.is_empty() {
+        let mut c = vec![0; weights.len()];
+        if let Some(first) = c.first_mut() {
+            *first = ffn;
+        }
+        return c;
+    }
+    let exact: Vec<f64> = weights.iter().map(|w| w.max(0.0) / total * ffn as f64).collect();
+    let mut columns: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
+    let short = ffn.saturating_sub(columns.iter().sum());
+    for &i in order.iter().cycle().take(short as usize) {
+        columns[i] += 1;
+    }
+    columns
+}
+
+/// Each expert's layout with logical node `c` at `dies[position[c]]`:
+/// whole replicas (dies sorted), or with `split` one copy of parts whose
+/// columns the holders' counts give, in die order.
+fn physical(replicas: &[Vec<(usize, f64)>], position: &[usize], dies: &[DieId], split: bool) -> LayerLayout {
+    let mut layout = LayerLayout::default();
+    for holders in replicas {
+        let mut parts: Vec<(DieId, u64)> = holders
+            .iter()
+            .filter_map(|&(c, share)| {
+                let die = position.get(c).and_then(|&p| dies.get(p)).copied()?;
+                Some((die, share.round() as u64))
+            })
+            .collect();
+        parts.sort();
+        layout.dies.push(parts.iter().map(|p| p.0).collect());
+        if split {
+            layout.columns.push(if parts.len() > 1 {
+                parts.iter().map(|p| p.1).collect()
+            } else {
+                Vec::new()
+            });
+        }
+    }
+    if split && layout.columns.iter().all(Vec::is_empty) {
+        layout.columns.clear();
+    }
+    layout
 }
 
 /// The replicas kept within memory: `candidates[layer][expert]` the dies

@@ -25,6 +25,25 @@ use moec_runtime::sim::traffic::{step_traffic, LayerTraffic};
 /// all-to-all).
 const SEARCH_QUANTUM: f64 = 0.1;
 
+/// One layer's expert layout: per expert its dies, and when split the
+/// FFN columns each holds (parallel to the dies, whole copies one after
+/// another; empty: every die a whole replica), as `Placement` keeps them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerLayout {
+    pub dies: Vec<Vec<DieId>>,
+    pub columns: Vec<Vec<u64>>,
+}
+
+impl LayerLayout {
+    /// Whole replicas on `dies[expert]`.
+    pub fn replicas(dies: Vec<Vec<DieId>>) -> LayerLayout {
+        LayerLayout {
+            dies,
+            columns: Vec::new(),
+        }
+    }
+}
+
 /// A lowered schedule and one step's routing, ready to time any layout of
 /// one layer's experts.
 pub struct LayerAllToAll<'a> {
@@ -58,29 +77,32 @@ impl<'a> LayerAllToAll<'a> {
         }
     }
 
-    /// The dispatch transfers of `layer` with its experts on
-    /// `replicas[expert]` (what one [`LayerAllToAll::time`] simulates, twice).
-    pub fn transfers(&mut self, layer: usize, replicas: &[Vec<DieId>]) -> usize {
-        self.traffic(layer, replicas).map_or(0, |t| t.dispatch.len())
+    /// The dispatch transfers of `layer` with its experts laid out as
+    /// `layout` (what one [`LayerAllToAll::time`] simulates, twice).
+    pub fn transfers(&mut self, layer: usize, layout: &LayerLayout) -> usize {
+        self.traffic(layer, layout).map_or(0, |t| t.dispatch.len())
     }
 
-    /// The traffic of `layer` alone with its experts on `replicas[expert]`.
-    fn traffic(&mut self, layer: usize, replicas: &[Vec<DieId>]) -> Option<LayerTraffic> {
+    /// The traffic of `layer` alone with its experts laid out as `layout`.
+    pub fn traffic(&mut self, layer: usize, layout: &LayerLayout) -> Option<LayerTraffic> {
         let routing = self.layers.get(layer)?.as_ref()?;
-        let slot = self.schedule.placement.experts.get_mut(layer)?;
-        let kept = std::mem::replace(slot, replicas.to_vec());
-        let mut traffic = step_traffic(&self.schedule, self.machine, routing);
-        if let Some(slot) = self.schedule.placement.experts.get_mut(layer) {
-            *slot = kept;
+        let placement = &mut self.schedule.placement;
+        let kept = std::mem::replace(placement.experts.get_mut(layer)?, layout.dies.clone());
+        if placement.expert_columns.len() <= layer {
+            placement.expert_columns.resize(placement.experts.len(), Vec::new());
         }
+        let kept_columns = std::mem::replace(&mut placement.expert_columns[layer], layout.columns.clone());
+        let mut traffic = step_traffic(&self.schedule, self.machine, routing);
+        self.schedule.placement.experts[layer] = kept;
+        self.schedule.placement.expert_columns[layer] = kept_columns;
         traffic.layers.get_mut(layer)?.take()
     }
 
     /// Seconds from the first dispatch transfer to the last combine transfer
-    /// of `layer` with its experts on `replicas[expert]` (0 when nothing
+    /// of `layer` with its experts laid out as `layout` (0 when nothing
     /// leaves its die).
-    pub fn time(&mut self, layer: usize, replicas: &[Vec<DieId>]) -> Result<f64, String> {
-        let Some(t) = self.traffic(layer, replicas) else {
+    pub fn time(&mut self, layer: usize, layout: &LayerLayout) -> Result<f64, String> {
+        let Some(t) = self.traffic(layer, layout) else {
             return Ok(0.0);
         };
         let mut net = Network::new(self.machine).with_quantum(SEARCH_QUANTUM);

@@ -9,6 +9,7 @@
 mod auto;
 mod contiguous;
 mod eplb;
+mod form_graph;
 mod from_file;
 mod hd_moe;
 mod hungarian;
@@ -17,9 +18,11 @@ mod link_balance;
 mod manager;
 mod moetuner;
 mod node_balance;
+mod parallel;
 mod place;
 pub mod registry;
 mod round_robin;
+mod select_parallel;
 mod tp_groups;
 
 pub use manager::{PassManager, PipelineError, PrintAfter};

@@ -94,7 +94,7 @@ impl Pass for Place {
                 layouts
             }
             PlacementChoice::HdMoe => {
-                let placed = hd_moe::place(ir, cx, &dies)?;
+                let placed = hd_moe::place(ir, cx, &dies, hd_moe::Mode::Replicas)?;
                 ir.header.notes.extend(placed.notes);
                 placed.layouts
             }

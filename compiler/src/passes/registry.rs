@@ -4,6 +4,7 @@
 //! `place(round_robin)`. Named pipelines stand for a list of specs.
 
 use super::from_file::FromFile;
+use super::parallel::Parallel;
 use super::place::Place;
 use super::Pass;
 
@@ -29,6 +30,11 @@ pub const PASSES: &[(&str, &str)] = &[
         "place",
         "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: any `placement = ...` name \
          (round_robin, contiguous, eplb, eplb_hierarchical, moetuner, er_mapping, tp_contiguous, hd_moe, auto)",
+    ),
+    (
+        "parallel",
+        "parallel(FORM): the form of every MoE layer's experts on the placed dies; FORM: any `parallel = ...` \
+         value (ep, tp(k), moeshard(k), hybrid, compute_balanced, each optionally with `fused = false`; auto)",
     ),
     (
         "from_file",
@@ -94,6 +100,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
 pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
     match spec.name.as_str() {
         "place" => Ok(Box::new(Place::new(spec.arg.as_deref())?)),
+        "parallel" => Ok(Box::new(Parallel::new(spec.arg.as_deref())?)),
         "from_file" => match &spec.arg {
             None => Ok(Box::new(FromFile)),
             Some(_) => Err("`from_file` takes no argument: the file is the plan's `placement = file(\"...\")`".into()),

@@ -14,7 +14,7 @@ pub mod suggest;
 pub mod units;
 pub mod workload;
 
-pub use plan::{AttentionParallel, PlacementChoice, Plan};
+pub use plan::{AttentionParallel, ParallelChoice, PlacementChoice, Plan};
 pub use workload::RoutingSite;
 
 use crate::diag::{Code, Diagnostic};

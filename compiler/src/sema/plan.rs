@@ -6,11 +6,13 @@ use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
+use crate::ir::{Form, FormKind};
 use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::model::AttentionSpec;
 use moec_runtime::routing::calibrate::{self, Calibration, CalibrationError, CalibrationTarget};
+use moec_runtime::units::Bytes;
 use moec_runtime::workload::RoutingSource;
 
 /// How experts are assigned to dies. Each choice is a placement pass.
@@ -97,6 +99,60 @@ impl PlacementChoice {
     }
 }
 
+/// In what form the experts live (`parallel = ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParallelChoice {
+    /// One form for every MoE layer.
+    Fixed(Form),
+    /// A form per layer chosen by equality saturation over the machine
+    /// model's cost (`passes/select_parallel.rs`).
+    Auto,
+}
+
+impl ParallelChoice {
+    /// The forms `moec compare` shows beside the placements, for a machine
+    /// of `alive` dies whose attention groups are `attention_ways` wide:
+    /// EP; TP over the attention groups (or 2) and over every die;
+    /// MoEShard over every die; HD-MoE's hybrid and its compute-balanced
+    /// baseline; auto.
+    pub fn compared(alive: u32, attention_ways: u32) -> Vec<ParallelChoice> {
+        let group = if attention_ways > 1 { attention_ways } else { 2 };
+        let mut kinds = vec![FormKind::Ep];
+        if group < alive {
+            kinds.push(FormKind::Tp(group));
+        }
+        kinds.extend([
+            FormKind::Tp(alive),
+            FormKind::Shard(alive),
+            FormKind::Hybrid,
+            FormKind::ComputeBalanced,
+        ]);
+        let mut out: Vec<ParallelChoice> = kinds
+            .into_iter()
+            .map(|kind| ParallelChoice::Fixed(Form { kind, fused: true }))
+            .collect();
+        out.push(ParallelChoice::Auto);
+        out
+    }
+
+    /// The pass argument: `parallel(tp(4))`, `parallel(auto)`.
+    pub fn pass(self) -> String {
+        match self {
+            ParallelChoice::Fixed(form) => format!("parallel({form})"),
+            ParallelChoice::Auto => "parallel(auto)".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ParallelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParallelChoice::Fixed(form) => write!(f, "{form}"),
+            ParallelChoice::Auto => write!(f, "auto"),
+        }
+    }
+}
+
 /// How attention layers are spread over dies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionParallel {
@@ -130,6 +186,8 @@ pub struct Plan {
     /// `None`: one per alive die.
     pub redundant_experts: Option<u64>,
     pub attention: AttentionParallel,
+    /// The experts' form (`parallel = ...`; EP when absent).
+    pub parallel: ParallelChoice,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -186,7 +244,17 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(AttentionParallel::DataParallel),
     };
     let redundant_experts = r.int("redundant_experts", 0, 1 << 20);
-    let parallel_ok = r.choice("parallel", &["ep"]).is_some() || r.span_of("parallel").is_none();
+    let alive = program
+        .machine(machine.flatten().unwrap_or(usize::MAX))
+        .map(|m| m.alive_dies().len() as u32);
+    let ffn = program
+        .model(model.flatten().unwrap_or(usize::MAX))
+        .and_then(|m| m.moe.as_ref().map(|moe| moe.expert_ffn));
+    let parallel = match r.value("parallel") {
+        Some(v) => r.check(parallel_choice(v, alive, ffn)),
+        None => Some(ParallelChoice::Fixed(Form::EP)),
+    };
+    let parallel_ok = parallel.is_some();
     let migration_ok = r.choice("migration", &["none"]).is_some() || r.span_of("migration").is_none();
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
@@ -199,6 +267,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         placement: placement?,
         redundant_experts,
         attention: attention?,
+        parallel: parallel?,
         calibration: None,
         span: decl.name.span,
     };
@@ -342,6 +411,91 @@ fn routing_fits(
     }
 }
 
+/// `ep`, `tp`, `tp(k)`, `moeshard`, `moeshard(k)`, `hybrid`,
+/// `compute_balanced`, each optionally with `fused = false` (`ep(fused =
+/// false)`), or `auto`. A size must fit `alive` dies and `ffn` columns
+/// (E0040); without one, all alive dies.
+fn parallel_choice(v: &Value, alive: Option<u32>, ffn: Option<u64>) -> Result<ParallelChoice, Diagnostic> {
+    const FORMS: &[&str] = &["ep", "tp", "moeshard", "hybrid", "compute_balanced", "auto"];
+    let all = alive.unwrap_or(1).max(1);
+    let (name, args, span) = match &v.kind {
+        ValueKind::Name(_) => (reader::choice(v, "parallel", FORMS)?, &[][..], v.span),
+        ValueKind::Call(c) if FORMS.contains(&c.name.text.as_str()) && c.name.text != "auto" => (
+            FORMS.iter().copied().find(|f| *f == c.name.text).unwrap_or("ep"),
+            &c.args[..],
+            c.span,
+        ),
+        ValueKind::Call(c) => return Err(reader::unknown_choice(c.name.span, "parallel", &c.name.text, FORMS)),
+        other => {
+            return Err(reader::wrong_type(
+                v,
+                "parallel",
+                "a parallel form such as moeshard(4)",
+                other.describe(),
+            ))
+        }
+    };
+    if name == "auto" {
+        return Ok(ParallelChoice::Auto);
+    }
+    let sized = matches!(name, "tp" | "moeshard");
+    let mut ways = None;
+    let mut fused = true;
+    for a in args {
+        match a.name.as_ref().map(|n| n.text.as_str()) {
+            None if sized && ways.is_none() => {
+                ways = Some((reader::int(&a.value, name, 1, 1 << 16)? as u32, a.value.span))
+            }
+            Some("fused") => fused = reader::choice(&a.value, "fused", &["true", "false"])? == "true",
+            _ => {
+                let takes = if sized {
+                    "an optional group size and `fused = true|false`"
+                } else {
+                    "only `fused = true|false`"
+                };
+                return Err(
+                    Diagnostic::error(Code::E0018, a.value.span, format!("`{name}` takes {takes}")).with_hint(
+                        if sized {
+                            "write moeshard(4) or tp(8, fused = false)"
+                        } else {
+                            "write ep(fused = false)"
+                        },
+                    ),
+                );
+            }
+        }
+    }
+    let k = ways.map_or(all, |(k, _)| k);
+    if let (Some((k, span)), Some(alive)) = (ways, alive) {
+        if k > alive {
+            return Err(Diagnostic::error(
+                Code::E0040,
+                span,
+                format!("`{name}({k})` needs groups of {k} dies, but the machine has {alive} alive"),
+            )
+            .with_hint(format!(
+                "a group size from 1 to {alive}; `{name}` alone takes all of them"
+            )));
+        }
+    }
+    if let Some(ffn) = ffn.filter(|&f| sized && u64::from(k) > f) {
+        return Err(Diagnostic::error(
+            Code::E0040,
+            ways.map_or(span, |(_, s)| s),
+            format!("`{name}` would split each expert's {ffn} FFN columns over {k} dies"),
+        )
+        .with_hint(format!("a group of at most {ffn} dies")));
+    }
+    let kind = match name {
+        "tp" => FormKind::Tp(k),
+        "moeshard" => FormKind::Shard(k),
+        "hybrid" => FormKind::Hybrid,
+        "compute_balanced" => FormKind::ComputeBalanced,
+        _ => FormKind::Ep,
+    };
+    Ok(ParallelChoice::Fixed(Form { kind, fused }))
+}
+
 /// `dp` or `tp(k)`.
 fn attention_parallel(v: &Value) -> Result<AttentionParallel, Diagnostic> {
     const EXPECTED: &str = "dp or tp(k)";
@@ -475,7 +629,15 @@ fn expert_fits(program: &Program, plan: &Plan, decl: &Decl, diags: &mut Vec<Diag
     let (Some(model), Some(machine)) = (program.model(plan.model), program.machine(plan.machine)) else {
         return false;
     };
-    let need = model.expert_bytes();
+    // A split form holds one part of each expert per die.
+    let ways = match plan.parallel {
+        ParallelChoice::Fixed(Form {
+            kind: FormKind::Tp(k) | FormKind::Shard(k),
+            ..
+        }) => u64::from(k.max(1)),
+        _ => 1,
+    };
+    let need = Bytes(model.expert_bytes().0.div_ceil(ways));
     let have = machine.spec().die.memory;
     if need > have {
         diags.push(
@@ -488,8 +650,8 @@ fn expert_fits(program: &Program, plan: &Plan, decl: &Decl, diags: &mut Vec<Diag
                     machine.spec().name
                 ),
             )
-            .with_label("this plan cannot place a whole expert on a die")
-            .with_hint("use a machine with more memory per die; sharded forms come with `parallel`"),
+            .with_label(if ways > 1 { "this plan cannot place even one part of an expert on a die" } else { "this plan cannot place a whole expert on a die" })
+            .with_hint("use a machine with more memory per die, or split experts over more dies: `parallel = tp(k)` or `moeshard(k)`"),
         );
         return false;
     }

@@ -1,0 +1,304 @@
+//! `parallel(FORM)`: in what form each MoE layer's experts live on the dies
+//! the placement chose: whole (EP), split by FFN columns over a group
+//! (expert TP), sharded over every die of a group (MoEShard), or split per
+//! expert as HD-MoE's NodeBalance says; `parallel(auto)` picks a form per
+//! layer by equality saturation over the machine model's cost.
+//!
+//! Runs after a placement pass: EP keeps its dies; `tp(k)` turns each
+//! expert into one copy split over the compact group of `k` dies
+//! (`tp_groups::compact_groups`) holding its placed die (an expert the
+//! placement replicated gets one copy per distinct group); `moeshard(k)`
+//! gives every group of `k` a copy of every expert, a column shard on each
+//! die (MoEShard: tokens go to every die of their home's group, each die
+//! runs its shards of all experts in one grouped kernel, the partial
+//! outputs are summed at the token's home); `hybrid` and
+//! `compute_balanced` lay out HD-MoE's fractions (`hd_moe.rs`, split mode)
+//! whatever the placement said. Columns are shared evenly, the first
+//! `ffn mod k` parts one wider. `fused = false` marks the experts to launch
+//! one kernel per part, for measuring what fusion saves.
+//!
+//! The annotation of a split expert: `Sharding::Cols(k)`, its dies copy
+//! after copy, and the columns each holds (`Annotation::columns`); the
+//! verifier checks every copy covers the FFN exactly once, and memory
+//! counts each die's share.
+
+use super::hd_moe::{self, Mode};
+use super::layer_all_to_all::LayerLayout;
+use super::tp_groups::compact_groups;
+use super::{Pass, PassContext};
+use crate::ir::{Form, FormKind, Ir, Op, Sharding};
+use moec_runtime::machine::DieId;
+use moec_runtime::model::LayerKind;
+use std::collections::BTreeMap;
+
+/// The `parallel(...)` pass.
+pub struct Parallel {
+    /// One form for every layer, or `None` for `auto`.
+    form: Option<Form>,
+    /// The spec as written, for `name()`.
+    spec: String,
+}
+
+impl Parallel {
+    /// From the pass argument: a form as the language spells it, or `auto`.
+    /// `tp` and `moeshard` without a size are resolved when the pass runs
+    /// (all alive dies).
+    pub fn new(arg: Option<&str>) -> Result<Parallel, String> {
+        let arg = arg.ok_or("`parallel` needs a form: parallel(ep), parallel(tp(4)), parallel(moeshard), parallel(hybrid), parallel(auto)")?;
+        let form = if arg.trim() == "auto" {
+            None
+        } else {
+            // Checked now (with a placeholder size), resolved in `run`.
+            Some(Form::parse(arg, 1)?)
+        };
+        Ok(Parallel {
+            form,
+            spec: arg.trim().to_string(),
+        })
+    }
+}
+
+impl Pass for Parallel {
+    fn name(&self) -> String {
+        format!("parallel({})", self.spec)
+    }
+
+    fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
+        let alive = cx.machine.alive_dies();
+        let moe_layers: Vec<u32> = (0..cx.model.layers)
+            .filter(|&l| cx.model.layer_kind(l) == LayerKind::Moe)
+            .map(|l| l as u32)
+            .collect();
+        let forms: BTreeMap<u32, Form> = match self.form {
+            Some(_) => {
+                let form = Form::parse(&self.spec, alive.len() as u32)?;
+                moe_layers.iter().map(|&l| (l, form)).collect()
+            }
+            None => super::select_parallel::select(ir, cx, &moe_layers)?,
+        };
+        lay_out(ir, cx, &forms)
+    }
+}
+
+/// Lays out every MoE layer's experts in its form.
+pub fn lay_out(ir: &mut Ir, cx: &PassContext, forms: &BTreeMap<u32, Form>) -> Result<(), String> {
+    let (layouts, notes) = layouts(ir, cx, forms)?;
+    ir.header.notes.extend(notes);
+    annotate(ir, &layouts, forms);
+    ir.header.notes.push(note(forms, &layouts));
+    Ok(())
+}
+
+/// The layout of every MoE layer in `forms` on the placed `ir`, and the
+/// notes of the HD-MoE passes that laid out any hybrid.
+pub fn layouts(
+    ir: &Ir,
+    cx: &PassContext,
+    forms: &BTreeMap<u32, Form>,
+) -> Result<(BTreeMap<u32, LayerLayout>, Vec<String>), String> {
+    let alive = cx.machine.alive_dies();
+    let ffn = cx.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
+    let placed = placed_experts(ir);
+    // HD-MoE's layouts are computed once for all layers that ask.
+    let mut hd: BTreeMap<Mode, hd_moe::HdMoe> = BTreeMap::new();
+    for mode in [Mode::Hybrid, Mode::ComputeBalanced] {
+        if forms.values().any(|f| hd_mode(f.kind) == Some(mode)) {
+            hd.insert(mode, hd_moe::place(ir, cx, &alive, mode)?);
+        }
+    }
+    let mut layouts: BTreeMap<u32, LayerLayout> = BTreeMap::new();
+    for (&layer, form) in forms {
+        let Some(experts) = placed.get(&layer) else { continue };
+        let layout = match form.kind {
+            FormKind::Ep => LayerLayout::replicas(experts.clone()),
+            FormKind::Tp(k) => tensor_parallel(cx, experts, k, ffn)?,
+            FormKind::Shard(k) => sharded(cx, experts.len(), k, ffn)?,
+            FormKind::Hybrid | FormKind::ComputeBalanced => {
+                let plan = hd_mode(form.kind)
+                    .and_then(|m| hd.get(&m))
+                    .ok_or("HD-MoE layout missing")?;
+                LayerLayout {
+                    dies: plan.layouts[layer as usize].clone(),
+                    columns: plan.columns[layer as usize].clone(),
+                }
+            }
+        };
+        layouts.insert(layer, layout);
+    }
+    let notes = hd.into_values().flat_map(|h| h.notes).collect();
+    Ok((layouts, notes))
+}
+
+/// The HD-MoE mode a form is laid out by, if any.
+fn hd_mode(kind: FormKind) -> Option<Mode> {
+    match kind {
+        FormKind::Hybrid => Some(Mode::Hybrid),
+        FormKind::ComputeBalanced => Some(Mode::ComputeBalanced),
+        _ => None,
+    }
+}
+
+/// Per MoE layer, per expert: the dies the placement put it on.
+fn placed_experts(ir: &Ir) -> BTreeMap<u32, Vec<Vec<DieId>>> {
+    let mut placed: BTreeMap<u32, Vec<Vec<DieId>>> = BTreeMap::new();
+    for (_, n) in ir.nodes() {
+        if let (Op::Expert { expert, .. }, Some(layer)) = (&n.op, n.layer) {
+            let experts = placed.entry(layer.0 as u32).or_default();
+            let e = expert.0 as usize;
+            if experts.len() <= e {
+                experts.resize(e + 1, Vec::new());
+            }
+            experts[e] = n.ann.dies.clone();
+        }
+    }
+    placed
+}
+
+/// `ffn` columns over `k` parts, the first `ffn mod k` one wider.
+fn even_columns(ffn: u64, k: u32) -> Vec<u64> {
+    let k = u64::from(k.max(1));
+    (0..k).map(|i| ffn / k + u64::from(i < ffn % k)).collect()
+}
+
+/// The compact groups of `k` alive dies, refusing sizes that leave an
+/// expert part without a column or no group at all.
+fn groups(cx: &PassContext, k: u32, ffn: u64) -> Result<Vec<Vec<DieId>>, String> {
+    let alive = cx.machine.alive_dies().len() as u32;
+    if k == 0 || k > alive {
+        return Err(format!("a group of {k} dies: the machine has {alive} alive"));
+    }
+    if u64::from(k) > ffn {
+        return Err(format!("an expert FFN of {ffn} columns cannot be split over {k} dies"));
+    }
+    Ok(compact_groups(cx.machine, k))
+}
+
+/// Expert TP: each expert one copy over the group of each distinct group
+/// its placed dies lie in.
+fn tensor_parallel(cx: &PassContext, experts: &[Vec<DieId>], k: u32, ffn: u64) -> Result<LayerLayout, String> {
+    if k == 1 {
+        return Ok(LayerLayout::replicas(experts.to_vec()));
+    }
+    let groups = groups(cx, k, ffn)?;
+    let mut group_of: BTreeMap<DieId, usize> = BTreeMap::new();
+    for (g, dies) in groups.iter().enumerate() {
+        for &d in dies {
+            group_of.insert(d, g);
+        }
+    }
+    let columns = even_columns(ffn, k);
+    let mut layout = LayerLayout::default();
+    for (e, placed) in experts.iter().enumerate() {
+        let mut chosen: Vec<usize> = Vec::new();
+        for d in placed {
+            // A die outside every group (left over) sends its expert to
+            // the group its index falls in.
+            let g = group_of.get(d).copied().unwrap_or(e % groups.len());
+            if !chosen.contains(&g) {
+                chosen.push(g);
+            }
+        }
+        layout
+            .dies
+            .push(chosen.iter().flat_map(|&g| groups[g].clone()).collect());
+        layout.columns.push(columns.repeat(chosen.len()));
+    }
+    Ok(layout)
+}
+
+/// MoEShard: every group a copy of every expert, a shard on each die.
+fn sharded(cx: &PassContext, experts: usize, k: u32, ffn: u64) -> Result<LayerLayout, String> {
+    let groups = groups(cx, k, ffn)?;
+    let dies: Vec<DieId> = groups.concat();
+    let columns = if k == 1 {
+        Vec::new()
+    } else {
+        even_columns(ffn, k).repeat(groups.len())
+    };
+    Ok(LayerLayout {
+        dies: vec![dies; experts],
+        columns: if k == 1 { Vec::new() } else { vec![columns; experts] },
+    })
+}
+
+/// Writes the layouts into the experts' annotations.
+fn annotate(ir: &mut Ir, layouts: &BTreeMap<u32, LayerLayout>, forms: &BTreeMap<u32, Form>) {
+    let indices: Vec<_> = ir.graph.node_indices().collect();
+    for i in indices {
+        let node = &mut ir.graph[i];
+        let (Op::Expert { expert, ffn, .. }, Some(layer)) = (&node.op, node.layer) else {
+            continue;
+        };
+        let ffn = *ffn;
+        let layer = layer.0 as u32;
+        let (Some(layout), Some(form)) = (layouts.get(&layer), forms.get(&layer)) else {
+            continue;
+        };
+        let e = expert.0 as usize;
+        let dies = layout.dies.get(e).cloned().unwrap_or_default();
+        let columns = layout.columns.get(e).cloned().unwrap_or_default();
+        node.ann.sharding = match parts_per_copy(&columns, ffn) {
+            Some(k) if k > 1 => Sharding::Cols(k),
+            _ => Sharding::Whole,
+        };
+        node.ann.columns = if matches!(node.ann.sharding, Sharding::Cols(_)) {
+            columns
+        } else {
+            Vec::new()
+        };
+        node.ann.dies = dies;
+        node.ann.unfused = !form.fused;
+    }
+}
+
+/// Parts in the first copy of a split expert of `ffn` columns (every copy
+/// has as many: the layouts above make them so), or `None` when whole.
+fn parts_per_copy(columns: &[u64], ffn: u64) -> Option<u32> {
+    let mut at = 0;
+    for (i, c) in columns.iter().enumerate() {
+        at += c;
+        if at >= ffn {
+            return Some((i + 1) as u32);
+        }
+    }
+    None
+}
+
+/// One line on the forms laid out.
+fn note(forms: &BTreeMap<u32, Form>, layouts: &BTreeMap<u32, LayerLayout>) -> String {
+    let mut by_form: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (&l, f) in forms {
+        by_form.entry(f.to_string()).or_default().push(l);
+    }
+    let parts: usize = layouts.values().flat_map(|l| l.dies.iter()).map(Vec::len).sum();
+    let experts: usize = layouts.values().map(|l| l.dies.len()).sum();
+    let forms: Vec<String> = by_form
+        .iter()
+        .map(|(f, layers)| {
+            format!(
+                "{f} on {} layer{}",
+                layers.len(),
+                if layers.len() == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    format!(
+        "parallel: {}; {:.2} dies hold a part or copy of an expert on average",
+        forms.join(", "),
+        parts as f64 / experts.max(1) as f64
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_split_evenly_and_copies_are_counted() {
+        assert_eq!(even_columns(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(even_columns(8, 1), vec![8]);
+        assert_eq!(parts_per_copy(&[3, 3, 2, 2, 3, 3, 2, 2], 10), Some(4));
+        assert_eq!(parts_per_copy(&[5, 5], 10), Some(2));
+        assert_eq!(parts_per_copy(&[], 10), None);
+    }
+}
