@@ -81,6 +81,11 @@ impl Session {
     }
 
     /// The model, machine and workload a plan names.
+    /// The machine a plan runs on (`None` when it has errors).
+    pub fn machine_of(&self, plan: &Plan) -> Option<&Machine> {
+        self.parts(plan).ok().map(|(_, m, _)| m)
+    }
+
     fn parts(&self, plan: &Plan) -> Result<(&ModelSpec, &Machine, &WorkloadSpec), Diagnostic> {
         match (
             self.program.model(plan.model),

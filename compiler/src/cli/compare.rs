@@ -1,10 +1,12 @@
-//! `moec compare FILE`: every placement on the same plan's model, machine
-//! and workload, run over the same steps and routing, in one table (and as
-//! JSON rows with the run report's keys, and an SVG bar chart).
+//! `moec compare FILE`: every placement, and every parallel form after the
+//! plan's own placement, on the same plan's model, machine and workload,
+//! run over the same steps and routing, in one table (and as JSON rows with
+//! the run report's keys, and an SVG bar chart).
 
 use super::output::{emit, load_checked, report, write_atomic};
 use moec::driver::CompileOptions;
-use moec::sema::PlacementChoice;
+use moec::ir::Form;
+use moec::sema::{ParallelChoice, PlacementChoice};
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{bars, RunReport};
 use moec_runtime::run::{run, RunOptions};
@@ -72,10 +74,25 @@ pub fn execute(args: Args) -> Result<(), u8> {
     if let PlacementChoice::File { path, .. } = &plan.placement {
         placements.push((format!("file(\"{path}\")"), "from_file".to_string(), None));
     }
+    // Every parallel form after the plan's own placement (EP is its row above).
+    let own = match &plan.placement {
+        PlacementChoice::File { .. } => "from_file".to_string(),
+        c => format!("place({})", c.name()),
+    };
+    let alive = session.machine_of(plan).map_or(1, |m| m.alive_dies().len() as u32);
+    let forms: Vec<ParallelChoice> = ParallelChoice::compared(alive, plan.attention.ways())
+        .into_iter()
+        .filter(|f| *f != ParallelChoice::Fixed(Form::EP))
+        .collect();
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
     let mut skipped: Vec<Skipped> = Vec::new();
+    let parallel_rows = forms
+        .iter()
+        .map(|f| (format!("{} + parallel = {f}", plan.placement.name()), format!("{own},{}", f.pass()), None));
+    let placements: Vec<(String, String, Option<PlacementChoice>)> = placements.into_iter().chain(parallel_rows).collect();
     for (name, pipeline, choice) in placements {
+        let parallel = choice.is_none() && pipeline.contains("parallel(");
         if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {
             let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
             eprintln!("compare: skipping {name}: {reason}");
@@ -92,10 +109,12 @@ pub fn execute(args: Args) -> Result<(), u8> {
             Ok(s) => s,
             // One placement that cannot place this plan (a layout that needs
             // a defect-free mesh, say) does not stop the others.
+            // Nor does a parallel form that does not fit (memory, group sizes).
             Err(d)
-                if choice
-                    .as_ref()
-                    .is_some_and(PlacementChoice::needs_tensor_parallel_attention) =>
+                if parallel
+                    || choice
+                        .as_ref()
+                        .is_some_and(PlacementChoice::needs_tensor_parallel_attention) =>
             {
                 report(&session.loaded.sources, std::slice::from_ref(&d));
                 let reason = d.message.clone();
