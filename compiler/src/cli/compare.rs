@@ -87,10 +87,15 @@ pub fn execute(args: Args) -> Result<(), u8> {
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
     let mut skipped: Vec<Skipped> = Vec::new();
-    let parallel_rows = forms
-        .iter()
-        .map(|f| (format!("{} + parallel = {f}", plan.placement.name()), format!("{own},{}", f.pass()), None));
-    let placements: Vec<(String, String, Option<PlacementChoice>)> = placements.into_iter().chain(parallel_rows).collect();
+    let parallel_rows = forms.iter().map(|f| {
+        (
+            format!("{} + parallel = {f}", plan.placement.name()),
+            format!("{own},{}", f.pass()),
+            None,
+        )
+    });
+    let placements: Vec<(String, String, Option<PlacementChoice>)> =
+        placements.into_iter().chain(parallel_rows).collect();
     for (name, pipeline, choice) in placements {
         let parallel = choice.is_none() && pipeline.contains("parallel(");
         if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {

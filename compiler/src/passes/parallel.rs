@@ -292,6 +292,111 @@ fn note(forms: &BTreeMap<u32, Form>, layouts: &BTreeMap<u32, LayerLayout>) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::{self, CompileOptions};
+    use crate::source::MemoryReader;
+    use moec_runtime::run::{run, RunOptions};
+    use moec_runtime::schedule::{Op as SOp, Schedule};
+    use std::path::Path;
+
+    /// A small MoE model on a 4x4 mesh, compiled with `passes`, lowered.
+    fn compiled(passes: &str) -> (Ir, Schedule) {
+        let src = "model m { layers = 3; dense_layers = 1; dense_ffn = 128; hidden = 64; vocab = 128; dtype = fp32
+                     attention mha { heads = 4; head_dim = 16 }
+                     moe { experts = 8; top_k = 2; expert_ffn = 96 } }
+                   machine mesh { topology = mesh(4, 4)
+                     die { compute = 10 TFLOPS; memory = 4 GiB; memory_bw = 600 GB/s }
+                     link { bandwidth = 50 GB/s; latency = 50 ns } }
+                   workload w { phase = decode; batch = 32; context = 64; steps = 1
+                     routing = zipf(s = 1.2, seed = 3) }
+                   plan p { model = m; machine = mesh; workload = w }";
+        let mut reader = MemoryReader::default();
+        reader.0.insert("t.moe".into(), src.as_bytes().to_vec());
+        let session = driver::check(&reader, Path::new("t.moe")).expect("checks");
+        let options = CompileOptions {
+            passes: Some(passes.into()),
+            ..Default::default()
+        };
+        let ir = session.compile(&options, &mut |_, _| {}).expect("compiles");
+        let schedule = session.schedule(&options, &mut |_, _| {}).expect("lowers");
+        (ir, schedule)
+    }
+
+    fn experts(ir: &Ir) -> Vec<&crate::ir::Annotation> {
+        ir.nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Expert { .. }))
+            .map(|(_, n)| &n.ann)
+            .collect()
+    }
+
+    #[test]
+    fn every_form_runs_with_the_numeric_check_passing() {
+        let options = RunOptions {
+            steps: Some(1),
+            numerics: Some(moec_runtime::numerics::NumericConfig::default()),
+            trace_steps: 0,
+            network_quantum: 0.0,
+        };
+        for form in [
+            "ep",
+            "tp(2)",
+            "tp(16)",
+            "moeshard",
+            "moeshard(4, fused = false)",
+            "hybrid",
+            "compute_balanced",
+            "auto",
+        ] {
+            let (_, schedule) = compiled(&format!("place(round_robin),parallel({form})"));
+            let out = run(&schedule, &options, &mut |_, _| {}).expect("runs");
+            let check = out.report.numeric_check.as_ref().expect("numerics ran");
+            assert!(check.max_rel_error < 1e-4, "{form}: {check:?}");
+        }
+    }
+
+    #[test]
+    fn moeshard_puts_a_shard_of_every_expert_on_every_die_of_each_group() {
+        let (ir, schedule) = compiled("place(round_robin),parallel(moeshard(4))");
+        for ann in experts(&ir) {
+            assert_eq!(ann.sharding, Sharding::Cols(4));
+            assert_eq!(ann.dies.len(), 16, "four copies of four shards");
+            assert_eq!(ann.columns, vec![24; 16]);
+        }
+        assert!(schedule.placement.has_split_experts());
+        // Every die holds a shard of every expert of every MoE layer.
+        let all: std::collections::BTreeSet<_> = ir.nodes().flat_map(|(_, n)| n.ann.dies.clone()).collect();
+        assert_eq!(all.len(), 16);
+    }
+
+    #[test]
+    fn tp_splits_each_expert_over_the_group_of_its_placed_die() {
+        let (ep, schedule) = compiled("place(round_robin)");
+        let (tp, _) = compiled("place(round_robin),parallel(tp(4))");
+        let machine = moec_runtime::machine::Machine::build(schedule.machine.clone()).expect("machine");
+        let groups = compact_groups(&machine, 4);
+        for (whole, split) in experts(&ep).iter().zip(experts(&tp)) {
+            let group = groups.iter().find(|g| g.contains(&whole.dies[0])).expect("in a group");
+            assert_eq!(&split.dies, group);
+            assert_eq!(split.columns.iter().sum::<u64>(), 96);
+        }
+    }
+
+    #[test]
+    fn unfused_forms_launch_per_part_and_hybrid_parts_cover_each_expert() {
+        let (_, schedule) = compiled("place(round_robin),parallel(moeshard(fused = false))");
+        let unfused = schedule.programs[0]
+            .instrs
+            .iter()
+            .filter(|i| matches!(i.op, SOp::Experts { unfused: true, .. }))
+            .count();
+        assert_eq!(unfused, 2, "both MoE layers");
+        let (ir, _) = compiled("place(round_robin),parallel(hybrid)");
+        for ann in experts(&ir) {
+            if !ann.columns.is_empty() {
+                assert_eq!(ann.columns.iter().sum::<u64>(), 96);
+                assert_eq!(ann.sharding, Sharding::Cols(ann.dies.len() as u32));
+            }
+        }
+    }
 
     #[test]
     fn columns_split_evenly_and_copies_are_counted() {
