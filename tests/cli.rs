@@ -422,3 +422,41 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     let doc = compare_json(&[TINY, "--plan", "contiguous"]);
     assert_eq!(doc["rows"].as_array().unwrap().len(), 7);
 }
+
+#[test]
+fn skewed_routing_checks_and_runs_from_a_schedule() {
+    const SWITCH: &str = "examples/switch-base-128-a100.moe";
+    let o = moec(&["check", SWITCH]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(
+            "routing: skewed: experts 0-12 of 128 hot, probability 0.0691 each (the others 8.878e-4); \
+             0.898 of the top-1 choices expected on them"
+        ),
+        "{out}"
+    );
+    // The source travels inside the schedule and gives the same run.
+    let dir = std::env::temp_dir().join(format!("moec-skewed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.json");
+    let o = moec(&[
+        "compile",
+        SWITCH,
+        "--plan",
+        "batch_10",
+        "--emit",
+        "schedule",
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(std::fs::read_to_string(&plan).unwrap().contains("\"kind\": \"skewed\""));
+    let (a, b) = (
+        moec(&["run", plan.to_str().unwrap(), "--no-numerics", "--report", "json"]),
+        moec(&["run", SWITCH, "--plan", "batch_10", "--no-numerics", "--report", "json"]),
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -29,6 +29,11 @@ pub enum RoutingSource {
         drift: f64,
         seed: u64,
     },
+    /// MoEShard's skewed router (`skewed(...)`, `routing/skewed.rs`): the
+    /// first `ceil(hot x experts)` experts of every MoE layer get `boost`
+    /// added to the uniform 1/experts, renormalised; a token's `top_k`
+    /// choices are drawn without replacement. Layers independent, no drift.
+    Skewed { hot: f64, boost: f64, seed: u64 },
     /// A recorded trace file (the path resolved against the .moe file's folder).
     Trace { path: String },
     /// Recorded expert counts (`counts("file", ...)`, docs/TRACES.md): each

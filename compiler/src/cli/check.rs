@@ -2,7 +2,9 @@
 //! with the derived figures a user checks first.
 
 use super::output::{emit, load_checked};
+use moec_runtime::model::ModelSpec;
 use moec_runtime::routing::calibrate::Calibration;
+use moec_runtime::routing::skewed::SkewedParams;
 use moec_runtime::units::BytesPerSec;
 use moec_runtime::workload::RoutingSource;
 use std::fmt::Write;
@@ -86,6 +88,13 @@ pub fn run(file: &Path) -> Result<(), u8> {
                 );
             }
         }
+        if let (Some(model), Some(w)) = (p.model(plan.model), p.workload(plan.workload)) {
+            if let RoutingSource::Skewed { hot, boost, .. } = w.routing {
+                if let Some(line) = describe_skewed(model, SkewedParams { hot, boost }) {
+                    let _ = writeln!(out, "  routing: {line}");
+                }
+            }
+        }
         if let Some(c) = &plan.calibration {
             let _ = writeln!(out, "  routing: {}", describe_calibration(c));
         }
@@ -113,6 +122,29 @@ fn describe_map(map: &[(u32, u32)]) -> String {
         })
         .collect();
     format!("MoE layers {}", parts.join(", "))
+}
+
+/// "skewed: experts 0-12 of 128 hot, probability 0.0691 each (the others 8.878e-4); 0.898 of the top-1
+/// choices expected on them" (the share only without group limiting, which the inclusion probabilities assume).
+fn describe_skewed(model: &ModelSpec, params: SkewedParams) -> Option<String> {
+    let moe = model.moe.as_ref().filter(|_| model.moe_layers() > 0)?;
+    let (experts, top_k) = (usize::try_from(moe.experts).ok()?, usize::try_from(moe.top_k).ok()?);
+    let n = params.hot_experts(experts);
+    let p = params.popularity(experts);
+    let hot = if n == 1 {
+        "expert 0".to_string()
+    } else {
+        format!("experts 0-{}", n - 1)
+    };
+    let cold = p.get(n).map_or(String::new(), |c| format!(" (the others {c:.3e})"));
+    let mut text = format!("skewed: {hot} of {experts} hot, probability {:.4} each{cold}", p[0]);
+    if moe.topk_groups >= moe.groups {
+        text.push_str(&format!(
+            "; {:.3} of the top-{top_k} choices expected on them",
+            params.hot_share(experts, top_k)
+        ));
+    }
+    Some(text)
 }
 
 /// Targets against achieved figures, with the solved parameters.

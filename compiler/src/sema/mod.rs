@@ -254,6 +254,46 @@ mod tests {
     }
 
     #[test]
+    fn skewed_routing_takes_moeshards_defaults_and_refuses_out_of_range_arguments() {
+        let workload =
+            |routing: &str| format!("workload w {{ phase = decode; batch = 4; context = 8; routing = {routing} }}");
+        for (routing, expected) in [
+            ("skewed", (0.1, 0.6, 0)),
+            ("skewed(seed = 7)", (0.1, 0.6, 7)),
+            ("skewed(hot = 0.25, boost = 2, seed = 3)", (0.25, 2.0, 3)),
+            ("skewed(hot = 1, boost = 0)", (1.0, 0.0, 0)),
+        ] {
+            let s = session(&[("w.moe", &workload(routing))]);
+            assert!(!s.has_errors(), "{routing}: {:?}", s.diagnostics.sorted());
+            let (hot, boost, seed) = expected;
+            assert_eq!(
+                s.program.workload(0).unwrap().routing,
+                RoutingSource::Skewed { hot, boost, seed },
+                "{routing}"
+            );
+        }
+        for (routing, at) in [
+            ("skewed(hot = 0)", "0"),
+            ("skewed(hot = 1.5, seed = 7)", "1.5"),
+            ("skewed(boost = -1)", "-1"),
+        ] {
+            let s = session(&[("w.moe", &workload(routing))]);
+            let d = s.diagnostics.sorted();
+            assert_eq!(d.len(), 1, "{routing}: {d:?}");
+            assert_eq!(d[0].code.as_str(), "E0008", "{routing}");
+            let src = s.loaded.sources.text(crate::syntax::FileId(0));
+            assert_eq!(&src[d[0].span.range()], at, "{routing}");
+            assert!(d[0].hint.as_deref().is_some_and(|h| h.contains("MoEShard")), "{d:?}");
+        }
+        // An argument skewed does not take, or a source name misspelt.
+        let s = session(&[("w.moe", &workload("skewed(s = 1.2)"))]);
+        assert_eq!(s.diagnostics.sorted()[0].code.as_str(), "E0018");
+        let s = session(&[("w.moe", &workload("skewd"))]);
+        let d = s.diagnostics.sorted();
+        assert!(d[0].hint.as_deref().is_some_and(|h| h.contains("skewed")), "{d:?}");
+    }
+
+    #[test]
     fn names_are_unique_across_imports_and_imports_are_read_once() {
         let s = session(&[
             (

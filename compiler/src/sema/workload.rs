@@ -14,6 +14,7 @@ use moec_runtime::routing::calibrate::{CalibrationError, CalibrationTarget, Skew
 use moec_runtime::routing::counts::{
     parse_counts, parse_crosslayer, select, CountFileRole, CountKey, CountSelection, CountVariant, CountsError,
 };
+use moec_runtime::routing::skewed::SkewedParams;
 use moec_runtime::workload::{Phase, RoutingSource, WorkloadSpec};
 use std::path::Path;
 
@@ -151,9 +152,10 @@ fn check_spec(
 }
 
 /// Every routing source's name, for "unknown routing" hints.
-const SOURCES: &[&str] = &["uniform", "zipf", "trace", "counts", "calibrated", "gate"];
+const SOURCES: &[&str] = &["uniform", "zipf", "skewed", "trace", "counts", "calibrated", "gate"];
 
-/// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`, `trace("file")`,
+/// `uniform`, `uniform(seed = 1)`, `zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7)`,
+/// `skewed(hot = 0.1, boost = 0.6, seed = 7)`, `trace("file")`,
 /// `counts("file", model = "m", domain = "d", variant = topk, crosslayer = "file", seed = 1)`,
 /// `calibrated(skew = 1.3, dependency = 0.64, drift = 0.02, seed = 1)`, `gate` / `gate(seed = 1)`.
 fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<RoutingSource, Diagnostic> {
@@ -164,7 +166,7 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
             return Err(wrong_type(
                 v,
                 "routing",
-                "uniform, zipf(...), trace(\"file\"), counts(\"file\", ...), calibrated(...) or gate",
+                "uniform, zipf(...), skewed(...), trace(\"file\"), counts(\"file\", ...), calibrated(...) or gate",
                 other.describe(),
             ))
         }
@@ -177,6 +179,7 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
     let allowed: &[&str] = match name {
         "uniform" | "gate" => &["seed"],
         "zipf" => &["s", "layer_corr", "drift", "seed"],
+        "skewed" => &["hot", "boost", "seed"],
         "trace" => &[],
         "counts" => &["model", "domain", "variant", "crosslayer", "seed"],
         "calibrated" => &["skew", "dependency", "drift", "seed"],
@@ -201,6 +204,7 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
                 "zipf" => {
                     "write zipf(s = 1.2, layer_corr = 0.6, drift = 0.02, seed = 7); every argument is optional but s"
                 }
+                "skewed" => "write skewed(hot = 0.1, boost = 0.6, seed = 7); every argument is optional",
                 "counts" => {
                     "write counts(\"expert_counts.json\", model = \"mistral\", domain = \"arxiv\", variant = topk, \
                      crosslayer = \"crosslayer_counts.json\", seed = 1); all but the file are optional"
@@ -243,6 +247,22 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
                 drift,
                 seed,
             })
+        }
+        "skewed" => {
+            let defaults = SkewedParams::MOESHARD;
+            let hot = named("hot").map(skewed_hot).transpose()?.unwrap_or(defaults.hot);
+            let boost = named("boost")
+                .map(|x| {
+                    reader::float(x, "boost", 0.0, 1e15).map_err(|d| {
+                        d.with_hint(
+                            "the probability added to each hot expert before renormalising, >= 0 \
+                             (MoEShard's is 0.6; 0 is uniform routing)",
+                        )
+                    })
+                })
+                .transpose()?
+                .unwrap_or(defaults.boost);
+            Ok(RoutingSource::Skewed { hot, boost, seed })
         }
         "counts" => counts(v, args, base_dir, files, seed),
         "calibrated" => {
@@ -287,6 +307,28 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
                 path: resolved.display().to_string(),
             })
         }
+    }
+}
+
+/// `skewed`'s `hot`: the fraction of the experts that are hot, in (0, 1]
+/// (E0008 outside: no expert hot, or more than all of them).
+fn skewed_hot(v: &Value) -> Result<f64, Diagnostic> {
+    match &v.kind {
+        ValueKind::Number(n) if n.value > 0.0 && n.value <= 1.0 => Ok(n.value),
+        ValueKind::Number(n) => Err(Diagnostic::error(
+            Code::E0008,
+            v.span,
+            format!(
+                "`hot` = {} is out of range: it must be more than 0 and at most 1",
+                n.text
+            ),
+        )
+        .with_label("out of range")
+        .with_hint(
+            "the fraction of the experts that are hot: the first ceil(hot x experts), at least one \
+             (MoEShard's is 0.1; 1 is uniform routing)",
+        )),
+        other => Err(wrong_type(v, "hot", "a number", other.describe())),
     }
 }
 

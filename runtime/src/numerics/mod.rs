@@ -82,6 +82,7 @@ fn seed_of(workload: &WorkloadSpec) -> u64 {
     match workload.routing {
         RoutingSource::Uniform { seed }
         | RoutingSource::Zipf { seed, .. }
+        | RoutingSource::Skewed { seed, .. }
         | RoutingSource::Gate { seed }
         | RoutingSource::Counts { seed, .. }
         | RoutingSource::Calibrated { seed, .. } => seed,

@@ -447,7 +447,7 @@ fn draw_free(rng: &mut Rng, d: &Dist, s: &Stamp) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::counts::tests::example;
     use super::super::counts::{parse_counts, parse_crosslayer, select, CountSelection, LayerCounts};
     use super::super::synthetic::tests::model;
@@ -471,7 +471,7 @@ mod tests {
     }
 
     /// Pearson's statistic of `loads` against `expected` (same total).
-    fn chi_square(loads: &[u64], expected: &[f64]) -> f64 {
+    pub fn chi_square(loads: &[u64], expected: &[f64]) -> f64 {
         loads
             .iter()
             .zip(expected)

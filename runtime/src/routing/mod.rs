@@ -3,14 +3,17 @@
 //! A [`StepRouting`] holds, for every MoE layer of the model, each token's
 //! `top_k` expert choices (and, when the source knows them, the gate weights).
 //! Sources: the synthetic generator (`synthetic.rs`: uniform, or Zipf-skewed
-//! with cross-layer correlation and drift), a recorded trace (`trace.rs`), or
-//! the real gate over real activations (the numeric executor fills one in).
+//! with cross-layer correlation and drift; `skewed.rs`: MoEShard's skewed
+//! router), a recorded trace (`trace.rs`), recorded counts
+//! (`count_sampler.rs`), or the real gate over real activations (the numeric
+//! executor fills one in).
 
 mod alias;
 pub mod calibrate;
 pub mod count_sampler;
 pub mod counts;
 pub mod inclusion;
+pub mod skewed;
 mod source;
 pub mod stats;
 pub mod synthetic;

@@ -2,7 +2,8 @@
 //! turns its `routing = ...` into a [`StepRouting`] for every step.
 //!
 //! `uniform` and `zipf(...)` draw from the seeded synthetic generator
-//! (`synthetic.rs`), `calibrated(...)` from the same generator once
+//! (`synthetic.rs`), `skewed(...)` from the same generator with MoEShard's
+//! fixed popularity (`skewed.rs`), `calibrated(...)` from it once
 //! `calibrate.rs` has solved its parameters, `trace("...")` replays a
 //! recorded trace (`trace.rs`, format in `docs/TRACES.md`), `counts(...)`
 //! samples recorded expert counts (`count_sampler.rs`), and `gate` yields
@@ -11,6 +12,7 @@
 
 use super::calibrate::{self, CalibrationTarget};
 use super::count_sampler::CountSampler;
+use super::skewed::{self, SkewedParams};
 use super::synthetic::{Synthetic, ZipfParams};
 use super::trace::{read_trace, TraceReplay};
 use super::StepRouting;
@@ -54,7 +56,10 @@ impl RoutingGenerator {
         let has_moe = model.moe.is_some() && model.moe_layers() > 0;
         let inner = match &workload.routing {
             RoutingSource::Gate { .. } => Inner::Gate,
-            RoutingSource::Uniform { .. } | RoutingSource::Zipf { .. } | RoutingSource::Calibrated { .. }
+            RoutingSource::Uniform { .. }
+            | RoutingSource::Zipf { .. }
+            | RoutingSource::Skewed { .. }
+            | RoutingSource::Calibrated { .. }
                 if !has_moe =>
             {
                 Inner::Dense { tokens }
@@ -69,6 +74,12 @@ impl RoutingGenerator {
                 model,
                 tokens,
                 ZipfParams { s, layer_corr, drift },
+                seed,
+            )?)),
+            &RoutingSource::Skewed { hot, boost, seed } => Inner::Synthetic(Box::new(skewed::generator(
+                model,
+                tokens,
+                SkewedParams { hot, boost },
                 seed,
             )?)),
             RoutingSource::Trace { path } => {
@@ -198,6 +209,16 @@ mod tests {
         .unwrap();
         assert_eq!(direct.step(0), s);
 
+        // skewed(...) is the same generator with MoEShard's popularity.
+        let skewed = RoutingSource::Skewed {
+            hot: 0.1,
+            boost: 0.6,
+            seed: 7,
+        };
+        let mut k = RoutingGenerator::new(&m, &workload(Phase::Decode, 256, 4096, skewed)).unwrap();
+        let direct = skewed::generator(&m, 256, SkewedParams::MOESHARD, 7).unwrap().step(2);
+        assert_eq!(k.step(2), Some(direct));
+
         let mut u =
             RoutingGenerator::new(&m, &workload(Phase::Decode, 16, 1, RoutingSource::Uniform { seed: 1 })).unwrap();
         assert_eq!(u.step(3).unwrap().layers.len(), 58);
@@ -261,6 +282,13 @@ mod tests {
         };
         let e = RoutingGenerator::new(&model(16, 2, 1, 1, 0, 3), &workload(Phase::Decode, 8, 1, bad)).unwrap_err();
         assert!(e.contains("zipf: s = NaN"), "{e}");
+        let bad = RoutingSource::Skewed {
+            hot: 0.0,
+            boost: 0.6,
+            seed: 0,
+        };
+        let e = RoutingGenerator::new(&model(16, 2, 1, 1, 0, 3), &workload(Phase::Decode, 8, 1, bad)).unwrap_err();
+        assert!(e.starts_with("skewed: hot = 0"), "{e}");
     }
 
     #[test]

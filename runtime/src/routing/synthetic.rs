@@ -1,4 +1,6 @@
-//! Synthetic routing: the `uniform` and `zipf(...)` routing sources.
+//! Synthetic routing: the `uniform` and `zipf(...)` routing sources, and
+//! the generator `skewed(...)` runs with a fixed popularity (`skewed.rs`,
+//! [`Synthetic::with_popularity`]).
 //!
 //! This file owns the routing shape every source shares ([`RoutingShape`]:
 //! experts, `top_k`, group limiting, which model layers are MoE) and the
@@ -407,6 +409,61 @@ impl Synthetic {
                 logits
             })
             .collect();
+        Ok(Synthetic::from_start(shape, tokens, params, seed, &order, start))
+    }
+
+    /// A generator whose every MoE layer draws from the same fixed
+    /// `popularity` over experts (finite, positive; normalised here), with
+    /// no cross-layer dependency and no drift: what `skewed(...)` runs
+    /// (`skewed.rs`). Experts keep their ids, so the popularity says which
+    /// experts are hot in every layer; the successor map is the identity
+    /// (the same ranking in every layer), unused without `layer_corr`.
+    pub fn with_popularity(
+        model: &ModelSpec,
+        tokens: usize,
+        popularity: &[f64],
+        seed: u64,
+    ) -> Result<Synthetic, String> {
+        let shape = RoutingShape::of(model)?;
+        if popularity.len() != shape.experts {
+            return Err(format!(
+                "a popularity over {} experts for a model with {}",
+                popularity.len(),
+                shape.experts
+            ));
+        }
+        if let Some(p) = popularity.iter().find(|p| !(p.is_finite() && **p > 0.0)) {
+            return Err(format!("popularity {p} must be a finite number > 0"));
+        }
+        shape.choices_per_step(tokens as u64)?;
+        // Ranks by popularity, the lower id first on a tie.
+        let mut rank: Vec<u32> = (0..shape.experts as u32).collect();
+        rank.sort_by(|&a, &b| popularity[b as usize].total_cmp(&popularity[a as usize]));
+        let logits: Vec<f64> = popularity.iter().map(|p| p.ln()).collect();
+        let layers = shape.layers.len();
+        let (order, start) = (vec![rank; layers], vec![logits; layers]);
+        Ok(Synthetic::from_start(
+            shape,
+            tokens,
+            ZipfParams::UNIFORM,
+            seed,
+            &order,
+            start,
+        ))
+    }
+
+    /// The generator from its step-0 logits and each layer's ranking
+    /// (`order[l][r]`: the expert of rank r + 1 in MoE layer l), which the
+    /// successor maps join rank to rank.
+    fn from_start(
+        shape: RoutingShape,
+        tokens: usize,
+        params: ZipfParams,
+        seed: u64,
+        order: &[Vec<u32>],
+        start: Vec<Vec<f64>>,
+    ) -> Synthetic {
+        let e = shape.experts;
         let successor = order
             .windows(2)
             .map(|w| {
@@ -418,7 +475,7 @@ impl Synthetic {
             })
             .collect();
         let tables = start.iter().map(|l| LayerTables::new(l, &shape)).collect();
-        Ok(Synthetic {
+        Synthetic {
             logits: start.clone(),
             shape,
             tokens,
@@ -428,7 +485,7 @@ impl Synthetic {
             successor,
             cursor: 0,
             tables,
-        })
+        }
     }
 
     /// The routing shape this generator draws for.
