@@ -9,6 +9,7 @@
 mod auto;
 mod contiguous;
 mod eplb;
+pub mod form_graph;
 mod from_file;
 mod hd_moe;
 mod hungarian;
