@@ -52,6 +52,26 @@ impl Form {
         fused: true,
     };
 
+    /// The tie rule of `parallel(auto)`: among forms of equal cost the one
+    /// with the smaller key wins. The simpler layout first (EP, then TP and
+    /// MoEShard by fewer ways, then hybrid), and a fused launch before
+    /// separate ones: on equal predicted time, the form with less to go wrong.
+    pub fn tie_key(self) -> (FormKind, bool) {
+        (self.kind, !self.fused)
+    }
+
+    /// Whether this form is one `parallel(auto)` searches on `dies` alive
+    /// dies: `k` divides the dies; hybrid only when available; never the
+    /// compute-balanced baseline.
+    pub fn fits(self, dies: u32, hybrid: bool) -> bool {
+        match self.kind {
+            FormKind::Ep => true,
+            FormKind::Tp(k) | FormKind::Shard(k) => k >= 1 && k <= dies && dies.is_multiple_of(k),
+            FormKind::Hybrid => hybrid,
+            FormKind::ComputeBalanced => false,
+        }
+    }
+
     /// The form's name in the language, without arguments.
     pub fn name(self) -> &'static str {
         match self.kind {

@@ -9,7 +9,7 @@
 mod auto;
 mod contiguous;
 mod eplb;
-mod form_graph;
+pub mod form_graph;
 mod from_file;
 mod hd_moe;
 mod hungarian;
