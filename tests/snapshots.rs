@@ -27,7 +27,13 @@ fn ir_after_every_pass_for_every_example_plan() {
                 let printed = common::compile_printing(&session, &plan.name, Some(0..=second_moe as u32));
                 assert!(!printed.is_empty(), "{stem}/{}: no pass ran", plan.name);
                 for (pass, text) in printed {
-                    let pass = pass.replace(['(', ')'], "_").trim_end_matches('_').to_string();
+                    // `parallel(moeshard(4, fused = false))` -> `parallel_moeshard_4_fused_false`.
+                    let words: Vec<&str> = pass.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').collect();
+                    let pass = words
+                        .into_iter()
+                        .filter(|w| !w.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("_");
                     insta::assert_snapshot!(format!("{stem}.{}.{pass}", plan.name), text);
                 }
             }
