@@ -309,6 +309,22 @@ const DATA_PARALLEL_PLACEMENTS: [&str; 7] = [
     "auto",
 ];
 
+/// The row names of a compare document: the placements, and the parallel
+/// forms run after the plan's own placement (the part after `parallel = `).
+fn placement_and_form_rows(doc: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+    let names = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string());
+    let (forms, placements): (Vec<String>, Vec<String>) = names.partition(|n| n.contains(" + parallel = "));
+    let forms = forms
+        .iter()
+        .map(|n| n.split(" + parallel = ").nth(1).unwrap().to_string())
+        .collect();
+    (placements, forms)
+}
+
 /// `moec compare ARGS --steps 1 --no-numerics --report json`, which must succeed.
 fn compare_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["compare"];
@@ -323,8 +339,13 @@ fn compare_json(args: &[&str]) -> serde_json::Value {
 fn compare_runs_every_placement_on_the_same_workload() {
     let doc = compare_json(&["examples/mixtral-8x7b-h200.moe"]);
     let rows = doc["rows"].as_array().unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, DATA_PARALLEL_PLACEMENTS);
+    let (placements, forms) = placement_and_form_rows(&doc);
+    assert_eq!(placements, DATA_PARALLEL_PLACEMENTS);
+    // Every parallel form after the plan's placement, on its 16 GPUs.
+    assert_eq!(
+        forms,
+        ["tp(2)", "tp(16)", "moeshard(16)", "hybrid", "compute_balanced", "auto"]
+    );
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]
         .as_array()
@@ -412,15 +433,21 @@ fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
 fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     let doc = compare_json(&[TINY, "--plan", "from_sglang"]);
     let rows = doc["rows"].as_array().unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let (placements, forms) = placement_and_form_rows(&doc);
     let mut expected = DATA_PARALLEL_PLACEMENTS.to_vec();
     expected.push("file(\"contiguous.sglang.json\")");
-    assert_eq!(names, expected);
+    assert_eq!(placements, expected);
+    assert!(
+        rows[8]["name"].as_str().unwrap().starts_with("file + parallel = "),
+        "{}",
+        rows[8]["name"]
+    );
     // The file holds the contiguous placement: the same traffic.
     assert_eq!(rows[7]["traffic"], rows[1]["traffic"]);
-    // A plan of a built-in placement compares the built-in ones only.
+    // A plan of a built-in placement compares the built-in ones only (and the forms).
     let doc = compare_json(&[TINY, "--plan", "contiguous"]);
-    assert_eq!(doc["rows"].as_array().unwrap().len(), 7);
+    let (placements, again) = placement_and_form_rows(&doc);
+    assert_eq!((placements.len(), again), (7, forms));
 }
 
 #[test]

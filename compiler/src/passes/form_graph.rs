@@ -585,8 +585,9 @@ fn divisors(n: u32) -> Vec<u32> {
     small
 }
 
-/// Every rule as an egg rewrite: its pattern matches one form node; [`Step`] reads the numbers and applies it.
-fn rewrites(dies: u32, hybrid: bool) -> Vec<Rewrite<FormNode, ()>> {
+/// The rules of a search: all of them, less those that build or match a
+/// hybrid form when hybrid is not available.
+fn rules(hybrid: bool) -> Vec<Rule> {
     let heads = [Head::Ep, Head::Tp, Head::Shard, Head::Hybrid];
     let mut rules = vec![
         Rule::EpIsTp1,
@@ -597,22 +598,24 @@ fn rewrites(dies: u32, hybrid: bool) -> Vec<Rewrite<FormNode, ()>> {
         Rule::MergeShard,
         Rule::TpAllIsShardAll,
         Rule::ShardAllIsTpAll,
+        Rule::EpIsHybrid,
+        Rule::HybridIsEp,
     ];
-    rules.extend(
-        heads
-            .iter()
-            .filter(|&&h| hybrid || h != Head::Hybrid)
-            .map(|&h| Rule::Fuse(h)),
-    );
-    rules.extend(
-        heads
-            .iter()
-            .filter(|&&h| hybrid || h != Head::Hybrid)
-            .map(|&h| Rule::Unfuse(h)),
-    );
-    if hybrid {
-        rules.extend([Rule::EpIsHybrid, Rule::HybridIsEp]);
-    }
+    rules.extend(heads.map(Rule::Fuse));
+    rules.extend(heads.map(Rule::Unfuse));
+    let uses_hybrid = |r: &Rule| {
+        matches!(
+            r,
+            Rule::EpIsHybrid | Rule::HybridIsEp | Rule::Fuse(Head::Hybrid) | Rule::Unfuse(Head::Hybrid)
+        )
+    };
+    rules.retain(|r| hybrid || !uses_hybrid(r));
+    rules
+}
+
+/// Every rule as an egg rewrite: its pattern matches one form node; [`Step`] reads the numbers and applies it.
+fn rewrites(dies: u32, hybrid: bool) -> Vec<Rewrite<FormNode, ()>> {
+    let rules = rules(hybrid);
     rules
         .into_iter()
         .map(|rule| {
@@ -1098,21 +1101,8 @@ mod tests {
 
     #[test]
     fn rewrites_build_only_layouts_of_the_dies() {
-        let heads = [Head::Ep, Head::Tp, Head::Shard, Head::Hybrid];
-        let mut rules = vec![
-            Rule::EpIsTp1,
-            Rule::Tp1IsEp,
-            Rule::SplitTp,
-            Rule::MergeTp,
-            Rule::SplitShard,
-            Rule::MergeShard,
-            Rule::TpAllIsShardAll,
-            Rule::ShardAllIsTpAll,
-            Rule::EpIsHybrid,
-            Rule::HybridIsEp,
-        ];
-        rules.extend(heads.map(Rule::Fuse));
-        rules.extend(heads.map(Rule::Unfuse));
+        // Every rule, the hybrid ones too, from every form.
+        let rules = rules(true);
         for dies in 0..=64 {
             for hybrid in [false, true] {
                 for form in all_forms(dies, hybrid) {
