@@ -143,7 +143,7 @@ fn placed_experts(ir: &Ir) -> BTreeMap<u32, Vec<Vec<DieId>>> {
     let mut placed: BTreeMap<u32, Vec<Vec<DieId>>> = BTreeMap::new();
     for (_, n) in ir.nodes() {
         if let (Op::Expert { expert, .. }, Some(layer)) = (&n.op, n.layer) {
-            let experts = placed.entry(layer.0 as u32).or_default();
+            let experts = placed.entry(layer.0).or_default();
             let e = expert.0 as usize;
             if experts.len() <= e {
                 experts.resize(e + 1, Vec::new());
@@ -230,7 +230,7 @@ fn annotate(ir: &mut Ir, layouts: &BTreeMap<u32, LayerLayout>, forms: &BTreeMap<
             continue;
         };
         let ffn = *ffn;
-        let layer = layer.0 as u32;
+        let layer = layer.0;
         let (Some(layout), Some(form)) = (layouts.get(&layer), forms.get(&layer)) else {
             continue;
         };
