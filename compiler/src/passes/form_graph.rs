@@ -96,8 +96,10 @@ pub const NODE_LIMIT: usize = 1_000_000;
 pub const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 /// The cheapest form of every layer, by equality saturation and extraction.
-pub fn select(moe_layers: &[u32], dies: u32, hybrid: bool, cost: &dyn FormCost) -> Selection {
-    FormGraph::saturate(moe_layers, dies, hybrid).extract(cost)
+/// An error only if egg refuses a rewrite or the extraction meets a node
+/// that is no form (neither happens with the rules here; said, not panicked).
+pub fn select(moe_layers: &[u32], dies: u32, hybrid: bool, cost: &dyn FormCost) -> Result<Selection, String> {
+    FormGraph::saturate(moe_layers, dies, hybrid)?.extract(cost)
 }
 
 /// Every form of a layer the rewrites can reach: Ep, Tp(k)/Shard(k) for every divisor k of dies, Hybrid when
@@ -245,12 +247,17 @@ pub struct FormGraph {
 impl FormGraph {
     /// Starts from `(model (ep l0 1) (ep l1 1) ...)` and runs every rewrite to saturation (or a limit: see
     /// [`FormGraph::stop`]).
-    pub fn saturate(moe_layers: &[u32], dies: u32, hybrid: bool) -> FormGraph {
+    pub fn saturate(moe_layers: &[u32], dies: u32, hybrid: bool) -> Result<FormGraph, String> {
         FormGraph::saturate_within(moe_layers, dies, hybrid, ITERATION_LIMIT)
     }
 
     /// [`FormGraph::saturate`] under a given iteration limit (tests stop it early).
-    fn saturate_within(moe_layers: &[u32], dies: u32, hybrid: bool, iteration_limit: usize) -> FormGraph {
+    fn saturate_within(
+        moe_layers: &[u32],
+        dies: u32,
+        hybrid: bool,
+        iteration_limit: usize,
+    ) -> Result<FormGraph, String> {
         let mut egraph = Graph::default();
         let start = Form {
             kind: FormKind::Ep,
@@ -262,7 +269,7 @@ impl FormGraph {
             .collect();
         let root = egraph.add(FormNode::Model(layers.iter().map(|&(_, id)| id).collect()));
         egraph.rebuild();
-        let rules = rewrites(dies, hybrid);
+        let rules = rewrites(dies, hybrid)?;
         // The e-graph is small (tens of nodes per layer): every rule may match everything each iteration, and
         // the simple scheduler never bans one, so the counts of what fired do not depend on match limits.
         let runner = Runner::<FormNode, ()>::default()
@@ -287,7 +294,7 @@ impl FormGraph {
             None => "not run".to_string(),
         };
         let egraph = runner.egraph;
-        FormGraph {
+        Ok(FormGraph {
             root: egraph.find(root),
             layers: layers.into_iter().map(|(l, id)| (l, egraph.find(id))).collect(),
             egraph,
@@ -302,11 +309,11 @@ impl FormGraph {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
-        }
+        })
     }
 
     /// The cheapest form of every layer under `cost`, by egg's extractor from the model root.
-    pub fn extract(&self, cost: &dyn FormCost) -> Selection {
+    pub fn extract(&self, cost: &dyn FormCost) -> Result<Selection, String> {
         let extractor = Extractor::new(
             &self.egraph,
             LayerCosts {
@@ -318,14 +325,14 @@ impl FormGraph {
             .layers
             .iter()
             .map(|&(layer, id)| {
+                // A layer's class holds only the form nodes built here and by the rewrites, over number
+                // leaves, and never merges with a number or the root.
                 let (_, form) = decode(&self.egraph, extractor.find_best_node(id))
-                    // Not input-reachable: a layer's class holds only the form nodes built here and by the
-                    // rewrites, over number leaves, and never merges with a number or the root.
-                    .expect("a layer's class holds only form nodes");
-                (layer, form)
+                    .ok_or_else(|| format!("the e-graph's class of layer {layer} holds a node that is no form"))?;
+                Ok((layer, form))
             })
-            .collect();
-        Selection {
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Selection {
             forms,
             cost: extractor.find_best_cost(self.root).seconds,
             classes: self.classes(),
@@ -333,7 +340,7 @@ impl FormGraph {
             iterations: self.iterations,
             stop: self.stop.clone(),
             fired: self.fired.clone(),
-        }
+        })
     }
 
     /// The forms in `layer`'s class, sorted (empty when it is not one of the MoE layers).
@@ -614,15 +621,13 @@ fn rules(hybrid: bool) -> Vec<Rule> {
 }
 
 /// Every rule as an egg rewrite: its pattern matches one form node; [`Step`] reads the numbers and applies it.
-fn rewrites(dies: u32, hybrid: bool) -> Vec<Rewrite<FormNode, ()>> {
-    let rules = rules(hybrid);
-    rules
+/// egg refuses only an applier naming a variable its pattern does not bind, and `Step` names none.
+fn rewrites(dies: u32, hybrid: bool) -> Result<Vec<Rewrite<FormNode, ()>>, String> {
+    rules(hybrid)
         .into_iter()
         .map(|rule| {
             Rewrite::new(rule.name(), rule.head().pattern(), Step { rule, dies, hybrid })
-                // Not input-reachable: egg refuses only an applier naming a variable its pattern does not bind,
-                // and `Step` names none.
-                .expect("a Step binds no pattern variables")
+                .map_err(|e| format!("egg refused the rewrite `{}`: {e}", rule.name()))
         })
         .collect()
 }
@@ -929,7 +934,7 @@ mod tests {
     }
 
     fn assert_agrees(layers: &[u32], dies: u32, hybrid: bool, name: &str, cost: &dyn FormCost) {
-        let selection = select(layers, dies, hybrid, cost);
+        let selection = select(layers, dies, hybrid, cost).unwrap();
         let (forms, total) = exhaustive(layers, dies, hybrid, cost);
         let case = format!("{name}, layers {layers:?}, {dies} dies, hybrid {hybrid}");
         assert_eq!(selection.stop, "saturated", "{case}");
@@ -964,7 +969,7 @@ mod tests {
             FormKind::Ep | FormKind::Tp(1) => 1.0,
             _ => 2.0,
         };
-        let s = select(&[5], 8, true, &cost);
+        let s = select(&[5], 8, true, &cost).unwrap();
         assert_eq!(
             s.forms,
             vec![(
@@ -979,7 +984,7 @@ mod tests {
             FormKind::Tp(8) | FormKind::Shard(8) => 1.0,
             _ => 2.0,
         };
-        let s = select(&[5], 8, true, &cost);
+        let s = select(&[5], 8, true, &cost).unwrap();
         assert_eq!(
             s.forms,
             vec![(
@@ -991,7 +996,7 @@ mod tests {
             )]
         );
         let cost = |_: u32, f: Form| if f.fused { 2.0 } else { 1.0 };
-        let s = select(&[5], 8, true, &cost);
+        let s = select(&[5], 8, true, &cost).unwrap();
         assert_eq!(
             s.forms,
             vec![(
@@ -1042,7 +1047,7 @@ mod tests {
     fn saturation_reaches_every_form() {
         for dies in [1, 2, 3, 4, 6, 8, 12, 16, 30, 36, 64, 97] {
             for hybrid in [false, true] {
-                let graph = FormGraph::saturate(&LAYERS[..2], dies, hybrid);
+                let graph = FormGraph::saturate(&LAYERS[..2], dies, hybrid).unwrap();
                 assert_eq!(graph.stop(), "saturated");
                 for l in &LAYERS[..2] {
                     assert_eq!(
@@ -1053,18 +1058,18 @@ mod tests {
                 }
             }
         }
-        assert!(FormGraph::saturate(&[1], 4, false).forms_of(2).is_empty());
+        assert!(FormGraph::saturate(&[1], 4, false).unwrap().forms_of(2).is_empty());
     }
 
     #[test]
     fn a_run_stopped_by_a_limit_says_so_and_still_selects() {
-        let graph = FormGraph::saturate_within(&[0, 1], 64, true, 3);
+        let graph = FormGraph::saturate_within(&[0, 1], 64, true, 3).unwrap();
         assert_eq!(graph.stop(), "stopped at the iteration limit (3)");
         let reached = graph.forms_of(0);
         assert!(reached.len() < all_forms(64, true).len() && reached.iter().all(|f| f.fits(64, true)));
         // The cheapest form is out of reach: the selection is the cheapest of those reached.
         let cost = |_: u32, f: Form| if f.kind == FormKind::Shard(1) { 1.0 } else { 2.0 };
-        let s = graph.extract(&cost);
+        let s = graph.extract(&cost).unwrap();
         assert_eq!(s.cost, 4.0);
         assert!(s.stop.contains("iteration limit"));
     }
@@ -1084,7 +1089,7 @@ mod tests {
         assert_eq!(all_forms(64, true).len(), 2 * (1 + 7 + 7 + 1));
         // No die: only Ep (and hybrid) remain, and the search still answers.
         assert_eq!(all_forms(0, false).len(), 2);
-        let s = select(&[0], 0, false, &|_: u32, _: Form| 1.0);
+        let s = select(&[0], 0, false, &|_: u32, _: Form| 1.0).unwrap();
         assert_eq!(
             s.forms,
             vec![(
@@ -1095,7 +1100,7 @@ mod tests {
                 }
             )]
         );
-        let s = select(&[], 8, true, &|_: u32, _: Form| 1.0);
+        let s = select(&[], 8, true, &|_: u32, _: Form| 1.0).unwrap();
         assert_eq!((s.forms.len(), s.cost), (0, 0.0));
     }
 
@@ -1120,7 +1125,7 @@ mod tests {
         }
         // Every node of every saturated e-graph is a number, the root, or a form of one layer that fits.
         for dies in 1..=24 {
-            let graph = FormGraph::saturate(&[2, 7], dies, true);
+            let graph = FormGraph::saturate(&[2, 7], dies, true).unwrap();
             for class in graph.egraph.classes() {
                 let layers: BTreeSet<u32> = class
                     .iter()
@@ -1138,16 +1143,20 @@ mod tests {
 
     #[test]
     fn the_saturated_graph_of_two_layers_on_eight_dies() {
-        let graph = FormGraph::saturate(&[1, 3], 8, true);
+        let graph = FormGraph::saturate(&[1, 3], 8, true).unwrap();
         let text = describe(&graph);
-        assert_eq!(text, describe(&FormGraph::saturate(&[1, 3], 8, true)), "deterministic");
+        assert_eq!(
+            text,
+            describe(&FormGraph::saturate(&[1, 3], 8, true).unwrap()),
+            "deterministic"
+        );
         insta::assert_snapshot!(text);
     }
 
     #[test]
     fn fifty_eight_layers_on_sixty_four_dies_saturate() {
         let layers: Vec<u32> = (3..61).collect();
-        let graph = FormGraph::saturate(&layers, 64, true);
+        let graph = FormGraph::saturate(&layers, 64, true).unwrap();
         assert_eq!(graph.stop(), "saturated");
         // Numbers 0..=60 and 64; the root; one class per layer of 32 forms.
         assert_eq!(graph.classes(), 62 + 1 + 58);
@@ -1161,9 +1170,9 @@ mod tests {
         let layers: Vec<u32> = (3..61).collect();
         let cost = analytic(64, 1);
         let start = std::time::Instant::now();
-        let graph = FormGraph::saturate(&layers, 64, true);
+        let graph = FormGraph::saturate(&layers, 64, true).unwrap();
         let saturated = start.elapsed();
-        let selection = graph.extract(&cost);
+        let selection = graph.extract(&cost).unwrap();
         let total = start.elapsed();
         println!(
             "58 layers, 64 dies, hybrid: {} classes, {} nodes, {} iterations, {}; saturation {:.2} ms, \

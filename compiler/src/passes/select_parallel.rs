@@ -54,7 +54,7 @@ pub fn select(ir: &mut Ir, cx: &PassContext, moe_layers: &[u32]) -> Result<BTree
     let mut costs = LayerCosts::new(ir, cx, probe, moe_layers)?;
     let fit_note = costs.fit(moe_layers.first().copied())?;
     costs.fill(moe_layers)?;
-    let selection = form_graph::select(moe_layers, alive, costs.hybrid, &costs);
+    let selection = form_graph::select(moe_layers, alive, costs.hybrid, &costs)?;
     let chosen: BTreeMap<u32, Form> = selection.forms.iter().copied().collect();
     let mut notes = vec![fit_note];
     notes.push(format!(
