@@ -109,24 +109,39 @@ pub fn layouts(
     let mut layouts: BTreeMap<u32, LayerLayout> = BTreeMap::new();
     for (&layer, form) in forms {
         let Some(experts) = placed.get(&layer) else { continue };
-        let layout = match form.kind {
-            FormKind::Ep => LayerLayout::replicas(experts.clone()),
-            FormKind::Tp(k) => tensor_parallel(cx, experts, k, ffn)?,
-            FormKind::Shard(k) => sharded(cx, experts.len(), k, ffn)?,
-            FormKind::Hybrid | FormKind::ComputeBalanced => {
-                let plan = hd_mode(form.kind)
-                    .and_then(|m| hd.get(&m))
-                    .ok_or("HD-MoE layout missing")?;
+        let layout = match hd_mode(form.kind) {
+            Some(mode) => {
+                let plan = hd.get(&mode).ok_or("HD-MoE layout missing")?;
                 LayerLayout {
                     dies: plan.layouts[layer as usize].clone(),
                     columns: plan.columns[layer as usize].clone(),
                 }
             }
+            None => grouped_layout(cx, experts, form.kind, ffn)?,
         };
         layouts.insert(layer, layout);
     }
     let notes = hd.into_values().flat_map(|h| h.notes).collect();
     Ok((layouts, notes))
+}
+
+/// The layout of one layer in a form that needs no HD-MoE pass (EP, TP,
+/// MoEShard), from its experts' placed dies; the hybrids are errors here.
+pub fn grouped_layout(
+    cx: &PassContext,
+    experts: &[Vec<DieId>],
+    kind: FormKind,
+    ffn: u64,
+) -> Result<LayerLayout, String> {
+    match kind {
+        FormKind::Ep => Ok(LayerLayout::replicas(experts.to_vec())),
+        FormKind::Tp(k) => tensor_parallel(cx, experts, k, ffn),
+        FormKind::Shard(k) => sharded(cx, experts.len(), k, ffn),
+        FormKind::Hybrid | FormKind::ComputeBalanced => Err(format!(
+            "`{}` is laid out by HD-MoE's passes",
+            Form { kind, fused: true }
+        )),
+    }
 }
 
 /// The HD-MoE mode a form is laid out by, if any.
@@ -139,7 +154,7 @@ fn hd_mode(kind: FormKind) -> Option<Mode> {
 }
 
 /// Per MoE layer, per expert: the dies the placement put it on.
-fn placed_experts(ir: &Ir) -> BTreeMap<u32, Vec<Vec<DieId>>> {
+pub fn placed_experts(ir: &Ir) -> BTreeMap<u32, Vec<Vec<DieId>>> {
     let mut placed: BTreeMap<u32, Vec<Vec<DieId>>> = BTreeMap::new();
     for (_, n) in ir.nodes() {
         if let (Op::Expert { expert, .. }, Some(layer)) = (&n.op, n.layer) {
@@ -210,14 +225,15 @@ fn tensor_parallel(cx: &PassContext, experts: &[Vec<DieId>], k: u32, ffn: u64) -
 fn sharded(cx: &PassContext, experts: usize, k: u32, ffn: u64) -> Result<LayerLayout, String> {
     let groups = groups(cx, k, ffn)?;
     let dies: Vec<DieId> = groups.concat();
+    // One die a group: whole replicas everywhere, no columns.
     let columns = if k == 1 {
         Vec::new()
     } else {
-        even_columns(ffn, k).repeat(groups.len())
+        vec![even_columns(ffn, k).repeat(groups.len()); experts]
     };
     Ok(LayerLayout {
         dies: vec![dies; experts],
-        columns: if k == 1 { Vec::new() } else { vec![columns; experts] },
+        columns,
     })
 }
 

@@ -33,7 +33,7 @@ use super::parallel;
 use super::PassContext;
 use crate::ir::{self, Form, FormKind, Ir};
 use crate::lower;
-use moec_runtime::machine::Machine;
+use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::sim::cost::CostModel;
 use moec_runtime::sim::traffic::LayerTraffic;
@@ -95,7 +95,8 @@ pub fn select(ir: &mut Ir, cx: &PassContext, moe_layers: &[u32]) -> Result<BTree
 /// Every form's cost on every MoE layer, computed before the search.
 pub struct LayerCosts<'a> {
     cx: &'a PassContext<'a>,
-    ir: &'a Ir,
+    /// Per MoE layer, per expert, the dies the placement chose (read once).
+    placed: BTreeMap<u32, Vec<Vec<DieId>>>,
     probe: LayerAllToAll<'a>,
     /// Whether HD-MoE's hybrid is among the forms (a mesh or switch with
     /// routing known at compile time).
@@ -140,7 +141,7 @@ impl<'a> LayerCosts<'a> {
         let hybrid_layouts = parallel::layouts(ir, cx, &forms).map(|(l, _)| l).unwrap_or_default();
         Ok(LayerCosts {
             cx,
-            ir,
+            placed: parallel::placed_experts(ir),
             probe,
             hybrid: !hybrid_layouts.is_empty(),
             hybrid_layouts,
@@ -155,8 +156,8 @@ impl<'a> LayerCosts<'a> {
         if form.kind == FormKind::Hybrid {
             return self.hybrid_layouts.get(&layer).cloned();
         }
-        let forms = BTreeMap::from([(layer, form)]);
-        parallel::layouts(self.ir, self.cx, &forms).ok()?.0.remove(&layer)
+        let ffn = self.cx.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
+        parallel::grouped_layout(self.cx, self.placed.get(&layer)?, form.kind, ffn).ok()
     }
 
     /// The link estimate of a layer's dispatch + combine (seconds, unscaled).
