@@ -48,6 +48,8 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         workload: workload.clone(),
         placement,
         programs,
+        migrations: Vec::new(),
+        broadcasts: Vec::new(),
     };
     schedule
         .validate()
@@ -136,6 +138,7 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<(Pla
         sequences,
         attention_groups,
         token_domains,
+        balanced: Vec::new(),
     };
     Ok((placement, unfused))
 }

@@ -138,6 +138,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         attention_groups: Vec::new(),
         token_domains: Vec::new(),
         expert_columns: Vec::new(),
+        balanced: Vec::new(),
     };
     let instrs = program(&model);
     Schedule {
@@ -159,6 +160,8 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
                 instrs: instrs.clone(),
             })
             .collect(),
+        migrations: Vec::new(),
+        broadcasts: Vec::new(),
     }
 }
 
@@ -688,6 +691,7 @@ fn deepseek_v3_numeric_step_timing() {
             attention_groups: Vec::new(),
             token_domains: Vec::new(),
             expert_columns: Vec::new(),
+            balanced: Vec::new(),
         },
         programs: (0..dies)
             .map(|d| DieProgram {
@@ -695,6 +699,8 @@ fn deepseek_v3_numeric_step_timing() {
                 instrs: instrs.clone(),
             })
             .collect(),
+        migrations: Vec::new(),
+        broadcasts: Vec::new(),
         model,
         workload,
     };

@@ -70,7 +70,19 @@ pub struct NumericReport {
 pub struct StepSummary {
     pub step: u64,
     pub latency_s: f64,
+    /// Busiest alive die's compute over the mean (1: perfect balance).
     pub imbalance: f64,
+    /// Time migration added to this step (stop-the-world moves, chunks
+    /// that outlasted their window or slowed the step's own flows).
+    pub migration_stall_s: f64,
+    /// Time during which some migration chunk was in flight.
+    pub migration_transfer_s: f64,
+    /// Bytes of migration chunks sent during the step (per leg).
+    pub migration_bytes: u64,
+    /// Migrations that took effect at the start of this step.
+    pub migrations_applied: u32,
+    /// A fault was injected at the start of this step.
+    pub fault: bool,
 }
 
 /// The report of a run.

@@ -18,9 +18,11 @@
 
 mod copies;
 mod instr;
+mod migration;
 
 pub use copies::{ExpertCopy, ExpertPart};
 pub use instr::{Instr, InstrId, Op};
+pub use migration::{Broadcast, Chunk, Migration, MigrationKind, WeightSource, Window};
 
 use crate::machine::{DieId, MachineSpec};
 use crate::model::ModelSpec;
@@ -44,6 +46,13 @@ pub struct Schedule {
     pub placement: Placement,
     /// One program per die of the machine, in die order (dead dies: empty).
     pub programs: Vec<DieProgram>,
+    /// Expert copies added, moved and dropped during the run, in order of
+    /// the step they take effect (see `migration.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<Migration>,
+    /// Experts broadcast for one layer of every step in a range.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broadcasts: Vec<Broadcast>,
 }
 
 /// Where things live.
@@ -80,6 +89,12 @@ pub struct Placement {
     /// Empty: each token is sent from its home die.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_domains: Vec<Vec<DieId>>,
+    /// `balanced[layer]`: experts (ascending) whose tokens go to the
+    /// least-loaded die holding them instead of the copy rule
+    /// (`Placement::copy_for`): the broadcast experts of HD-MoE's
+    /// DynamicPlacement. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balanced: Vec<Vec<u32>>,
 }
 
 impl Placement {
@@ -306,6 +321,55 @@ impl Schedule {
         Ok(())
     }
 
+    /// Migrations come in order of their effective step, name real dies,
+    /// layers and experts, and send every chunk before they take effect,
+    /// each forwarding only an earlier chunk; they apply in order to the
+    /// placement. Broadcasts name real dies and MoE layers.
+    fn check_migrations(&self, dies: u32) -> Result<(), String> {
+        let bad = |d: DieId| d.0 >= dies;
+        let layers = self.model.layers;
+        let experts = self.model.moe.as_ref().map_or(0, |m| m.experts);
+        let window_ok = |w: Window| w.layer().is_none_or(|l| u64::from(l) < layers);
+        let mut placement = self.placement.clone();
+        let mut last = 0;
+        for (i, m) in self.migrations.iter().enumerate() {
+            let what = format!("migration {i} (expert {} of layer {})", m.expert, m.layer);
+            if m.effective_step < last {
+                return Err(format!("{what} takes effect before the migration listed ahead of it"));
+            }
+            last = m.effective_step;
+            if u64::from(m.layer) >= layers || u64::from(m.expert) >= experts {
+                return Err(format!("{what} names a layer or expert the model lacks"));
+            }
+            if bad(m.to) || matches!(m.source, WeightSource::Die(d) if bad(d)) {
+                return Err(format!("{what} names a die the machine does not have"));
+            }
+            for (k, c) in m.chunks.iter().enumerate() {
+                if c.step >= m.effective_step || bad(c.from) || bad(c.to) || !window_ok(c.window) {
+                    return Err(format!(
+                        "{what}: chunk {k} travels at step {} (the migration takes effect at {}), or names a die or layer that does not exist",
+                        c.step, m.effective_step
+                    ));
+                }
+                if c.after.is_some_and(|a| a as usize >= k) {
+                    return Err(format!("{what}: chunk {k} forwards a chunk that is not before it"));
+                }
+            }
+            placement.apply(m).map_err(|e| format!("{what}: {e}"))?;
+        }
+        for (i, b) in self.broadcasts.iter().enumerate() {
+            let layer = u64::from(b.layer);
+            let moe = layer < layers && self.model.layer_kind(layer) == crate::model::LayerKind::Moe;
+            if !moe || u64::from(b.expert) >= experts || b.holders().into_iter().any(bad) || b.pieces == 0 {
+                return Err(format!(
+                    "broadcast {i} (expert {} of layer {}) names a die, layer or expert that does not exist, or has no pieces",
+                    b.expert, b.layer
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The schedule as pretty JSON (stable key order).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -363,6 +427,7 @@ impl Schedule {
                 return Err(format!("expert {e} of layer {l} is placed on no die"));
             }
         }
+        self.check_migrations(dies)?;
         if self.placement.sequences.len() as u64 != self.workload.batch {
             return Err(format!(
                 "{} sequences homed for a batch of {}",
