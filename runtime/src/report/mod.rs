@@ -170,6 +170,7 @@ impl<'a> ReportBuilder<'a> {
             step,
             latency_s: r.latency_s,
             imbalance: imbalance(&alive),
+            ..StepSummary::default()
         });
     }
 
