@@ -131,7 +131,9 @@ pub struct Broadcast {
 impl Broadcast {
     /// The dies holding the expert while the broadcast is on (the source first).
     pub fn holders(&self) -> Vec<DieId> {
-        std::iter::once(self.from).chain(self.tree.iter().map(|&(_, c)| c)).collect()
+        std::iter::once(self.from)
+            .chain(self.tree.iter().map(|&(_, c)| c))
+            .collect()
     }
 }
 
@@ -207,7 +209,9 @@ impl Placement {
 
     /// Whether tokens of `expert` of `layer` go to its least-loaded holder.
     pub fn is_balanced(&self, layer: usize, expert: u32) -> bool {
-        self.balanced.get(layer).is_some_and(|b| b.binary_search(&expert).is_ok())
+        self.balanced
+            .get(layer)
+            .is_some_and(|b| b.binary_search(&expert).is_ok())
     }
 }
 

@@ -19,6 +19,7 @@
 //! are `k - 1` passes over a few kilobytes, far below a launch overhead.
 
 use super::cost::{Cost, CostModel};
+use super::moves::{opens, Moves, StepChunk, MIGRATION};
 use super::network::{Network, Traffic};
 use super::traffic::{step_traffic, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
@@ -72,6 +73,12 @@ pub struct StepResult {
     /// Events the simulation processed: instructions completed and
     /// transfers arrived (the simulator's unit of work, for benchmarks).
     pub events: u64,
+    /// Bytes of expert weights sent (migration chunks and broadcast
+    /// pieces, per leg), and the time some were in flight.
+    pub migration_bytes: u64,
+    pub migration_transfer_s: f64,
+    /// Byte-hops of those weights.
+    pub migration_byte_hops: u64,
 }
 
 /// One transfer's life, recorded for link timelines.
@@ -82,6 +89,12 @@ pub struct FlowSpan {
     pub bytes: u64,
     pub start_s: f64,
     pub end_s: f64,
+    /// Expert weights in flight (a migration chunk or broadcast piece)
+    /// rather than the step's own traffic.
+    pub migration: bool,
+    /// The layer the flow belongs to (its collective's layer; a
+    /// migration's window layer), if any.
+    pub layer: Option<u32>,
 }
 
 /// Transfers in flight while recording: flow id -> (source, destination, bytes, start).
@@ -205,6 +218,9 @@ struct DieState {
     issued_at: Vec<f64>,
     /// The compute instruction running and when it ends.
     running: Option<(usize, f64)>,
+    /// Since when the next instruction (an expert kernel) has been ready
+    /// but for broadcast weights still on the way.
+    gated_since: Option<f64>,
     /// Collectives issued and not yet complete: (instruction, kind, layer).
     open: Vec<(usize, u64, usize)>,
 }
@@ -239,7 +255,19 @@ pub fn simulate_step(
     routing: &StepRouting,
     options: SimOptions,
 ) -> Result<StepResult, String> {
+    simulate_step_with(schedule, machine, routing, options, Vec::new())
+}
+
+/// [`simulate_step`] with expert weights in flight (`sim/moves.rs`).
+pub fn simulate_step_with(
+    schedule: &Schedule,
+    machine: &Machine,
+    routing: &StepRouting,
+    options: SimOptions,
+    chunks: Vec<StepChunk>,
+) -> Result<StepResult, String> {
     let record_flows = options.record_flows;
+    let mut moves = Moves::new(chunks);
     let traffic = step_traffic(schedule, machine, routing);
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     let dies = machine.die_count() as usize;
@@ -253,6 +281,7 @@ pub fn simulate_step(
             done: vec![false; p.instrs.len()],
             issued_at: vec![0.0; p.instrs.len()],
             running: None,
+            gated_since: None,
             open: Vec::new(),
         })
         .collect();
@@ -266,25 +295,33 @@ pub fn simulate_step(
     let mut finished = Vec::new();
     // Flow id -> (src, dst, bytes, start), while recording.
     let mut open_flows = OpenFlows::new();
+    let mut gate_wait = vec![0.0f64; dies];
+    moves.start_world(&mut net)?;
     loop {
         // Issue everything that can issue now.
         let mut progress = true;
         while progress {
             progress = false;
             for (d, die_state) in state.iter_mut().enumerate() {
-                while issue(
-                    schedule,
-                    &traffic,
-                    &costs,
+                let mut at = Issue {
                     d,
                     now,
-                    die_state,
-                    &mut net,
-                    &mut coll,
-                    &mut result,
-                    record_flows.then_some(&mut open_flows),
-                )? {
+                    net: &mut net,
+                    coll: &mut coll,
+                    moves: &mut moves,
+                    result: &mut result,
+                    gate_wait: &mut gate_wait,
+                    open_flows: record_flows.then_some(&mut open_flows),
+                };
+                while issue(schedule, &traffic, &costs, die_state, &mut at)? {
                     progress = true;
+                }
+            }
+        }
+        if record_flows {
+            for (id, i) in moves.take_started() {
+                if let Some(c) = moves.chunk(i) {
+                    open_flows.insert(id, (c.from, c.to, c.bytes, now));
                 }
             }
         }
@@ -295,6 +332,11 @@ pub fn simulate_step(
         let net_next = net.next_event().unwrap_or(f64::INFINITY);
         let next = compute_next.min(net_next);
         if !next.is_finite() {
+            // The step's own work is done: weights whose window never
+            // opened go now, so none is lost.
+            if moves.start_leftovers(now, &mut net)? > 0 {
+                continue;
+            }
             break;
         }
         now = next.max(now);
@@ -302,14 +344,28 @@ pub fn simulate_step(
         net.advance_into(now, &mut finished);
         result.events += finished.len() as u64;
         for &(id, t, end) in &finished {
+            let migration = t >> 56 == MIGRATION;
             if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
+                let layer = if migration {
+                    moves
+                        .chunk((t & 0x00FF_FFFF_FFFF_FFFF) as usize)
+                        .and_then(|c| c.window.layer())
+                } else {
+                    Some(untag(t).1 as u32)
+                };
                 result.flows.push(FlowSpan {
                     src,
                     dst,
                     bytes,
                     start_s,
                     end_s: end,
+                    migration,
+                    layer,
                 });
+            }
+            if migration {
+                moves.arrived((t & 0x00FF_FFFF_FFFF_FFFF) as usize, end, now, &mut net)?;
+                continue;
             }
             let (kind, layer, dst) = untag(t);
             let k = layer * dies + dst;
@@ -369,8 +425,15 @@ pub fn simulate_step(
             schedule.programs[d].instrs.len()
         ));
     }
+    if !moves.all_arrived() {
+        return Err("a migration chunk never arrived: its predecessors were never sent".into());
+    }
     result.latency_s = result.spans.iter().map(|s| s.end_s).fold(0.0, f64::max);
-    result.breakdown = critical_breakdown(&result);
+    (result.migration_bytes, result.migration_transfer_s) = moves.totals();
+    // Chunks still in flight after the last instruction lengthen the step.
+    let last_arrival = moves.last_arrival();
+    result.latency_s = result.latency_s.max(last_arrival);
+    result.breakdown = critical_breakdown(&result, &gate_wait);
     result.link_bytes = net.link_stats().iter().map(|l| l.bytes).collect();
     result.link_busy_s = net.link_stats().iter().map(|l| l.busy_s).collect();
     result.traffic = net.traffic();
@@ -378,39 +441,63 @@ pub fn simulate_step(
     let by_kind = result.traffic.class_byte_hops;
     result.all_to_all_byte_hops = by_kind[DISPATCH as usize] + by_kind[COMBINE as usize];
     result.collective_byte_hops = (ALL_GATHER as usize..KINDS).map(|k| by_kind[k]).sum();
+    result.migration_byte_hops = by_kind[MIGRATION as usize];
     Ok(result)
 }
 
+/// What issuing an instruction on die `d` at `now` may touch.
+struct Issue<'a, 'm> {
+    d: usize,
+    now: f64,
+    net: &'a mut Network<'m>,
+    coll: &'a mut Collectives,
+    moves: &'a mut Moves,
+    result: &'a mut StepResult,
+    /// Per die: time expert kernels waited for broadcast weights.
+    gate_wait: &'a mut [f64],
+    open_flows: Option<&'a mut OpenFlows>,
+}
+
 /// Tries to issue die `d`'s next instruction; true if it did.
-#[allow(clippy::too_many_arguments)]
 fn issue(
     schedule: &Schedule,
     traffic: &StepTraffic,
     costs: &CostModel,
-    d: usize,
-    now: f64,
     s: &mut DieState,
-    net: &mut Network,
-    coll: &mut Collectives,
-    result: &mut StepResult,
-    mut open_flows: Option<&mut OpenFlows>,
+    at: &mut Issue<'_, '_>,
 ) -> Result<bool, String> {
+    let (d, now) = (at.d, at.now);
     let program = &schedule.programs[d];
     let Some(instr) = program.instrs.get(s.pc) else {
         return Ok(false);
     };
-    if !instr
-        .deps
-        .iter()
-        .all(|dep| s.done.get(dep.0 as usize).copied().unwrap_or(false))
+    if at.moves.world_stopped()
+        || !instr
+            .deps
+            .iter()
+            .all(|dep| s.done.get(dep.0 as usize).copied().unwrap_or(false))
     {
         return Ok(false);
     }
-    let dies = coll.dies;
+    let dies = at.coll.dies;
     let i = s.pc;
+    let (net, coll, result) = (&mut *at.net, &mut *at.coll, &mut *at.result);
+    let mut open_flows = at.open_flows.as_deref_mut();
+    if let Some(w) = opens(&instr.op) {
+        at.moves.open_window(DieId(d as u32), w, now, net)?;
+    }
     if instr.op.is_compute() {
         if s.running.is_some() {
             return Ok(false);
+        }
+        if let Op::Experts { layer, .. } = instr.op {
+            if at.moves.experts_wait(layer, DieId(d as u32)) {
+                s.gated_since.get_or_insert(now);
+                return Ok(false);
+            }
+            if let Some(since) = s.gated_since.take() {
+                at.gate_wait[d] += now - since;
+            }
         }
         let t = compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0;
         s.issued_at[i] = now;
@@ -519,8 +606,10 @@ fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, star
     });
 }
 
-/// The time the critical die spent in each phase.
-fn critical_breakdown(result: &StepResult) -> Breakdown {
+/// The time the critical die spent in each phase; its migration time is
+/// what its expert kernels waited for broadcast weights (the run adds the
+/// time migration chunks cost the step).
+fn critical_breakdown(result: &StepResult, gate_wait: &[f64]) -> Breakdown {
     let Some(critical) = result
         .spans
         .iter()
@@ -529,7 +618,10 @@ fn critical_breakdown(result: &StepResult) -> Breakdown {
     else {
         return Breakdown::default();
     };
-    let mut b = Breakdown::default();
+    let mut b = Breakdown {
+        migration_s: gate_wait.get(critical.index()).copied().unwrap_or(0.0),
+        ..Breakdown::default()
+    };
     for s in result.spans.iter().filter(|s| s.die == critical) {
         let t = s.end_s - s.start_s;
         match s.op {

@@ -4,6 +4,7 @@
 
 pub mod cost;
 pub mod engine;
+pub mod moves;
 pub mod netbench;
 pub mod network;
 pub mod traffic;

@@ -1,0 +1,367 @@
+//! Expert weights in flight during one simulated step: migration chunks and
+//! broadcast pieces, as flows on the same network as the step's own traffic.
+//!
+//! A chunk starts once its window is open on its sending die (that die has
+//! issued the first instruction of the phase: see [`Window`]) and every
+//! chunk it forwards has arrived; stop-the-world chunks start at once, and
+//! no die issues anything until they have all arrived. A broadcast piece
+//! gates its receiving die's expert kernel of that layer: the die cannot
+//! compute an expert whose weights are still on the way. Nothing else waits
+//! on a migration chunk: it costs the step only the links it shares and,
+//! if it has not arrived when the step's own work ends, the time until it
+//! has. A chunk whose window never opens (its die runs no such phase) is
+//! started when the step's own work is done, so it is never lost.
+//!
+//! Flows are tagged with [`MIGRATION`] in the top byte and the chunk's
+//! index below, so the engine can tell their arrivals from the collectives'.
+
+use super::network::Network;
+use crate::machine::DieId;
+use crate::schedule::{Broadcast, Migration, Op, Window};
+use std::collections::BTreeMap;
+
+/// The traffic class (tag top byte) of weights in flight.
+pub const MIGRATION: u64 = 6;
+
+/// One transfer of weights in a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepChunk {
+    pub window: Window,
+    pub from: DieId,
+    pub to: DieId,
+    pub bytes: u64,
+    /// Chunks (indices into the step's list) that must arrive first.
+    pub after: Vec<usize>,
+    /// A broadcast piece: the MoE layer whose expert kernel on `to` waits for it.
+    pub gates_layer: Option<u32>,
+}
+
+/// The weights a step moves: the chunks of `migrations` that travel at
+/// `step`, and the pieces of the `broadcasts` on at `step`. A chunk that
+/// forwards one sent in an earlier step waits for nothing.
+pub fn step_chunks(migrations: &[Migration], broadcasts: &[&Broadcast], step: u64) -> Vec<StepChunk> {
+    let mut out = Vec::new();
+    for m in migrations {
+        // Index of each of the migration's chunks in `out`, for this step's.
+        let mut at: BTreeMap<usize, usize> = BTreeMap::new();
+        for (k, c) in m.chunks.iter().enumerate().filter(|(_, c)| c.step == step) {
+            at.insert(k, out.len());
+            out.push(StepChunk {
+                window: c.window,
+                from: c.from,
+                to: c.to,
+                bytes: c.bytes,
+                after: c
+                    .after
+                    .and_then(|a| at.get(&(a as usize)).copied())
+                    .into_iter()
+                    .collect(),
+                gates_layer: None,
+            });
+        }
+    }
+    for b in broadcasts {
+        let pieces = b.pieces.max(1) as usize;
+        let piece = b.bytes.div_ceil(pieces as u64);
+        // Per tree edge, the index of its previous piece; per die, the
+        // index of the piece that brought it piece p.
+        let first = out.len();
+        let edges = b.tree.len();
+        for p in 0..pieces {
+            let bytes = piece.min(b.bytes.saturating_sub(piece * p as u64));
+            for (j, &(parent, child)) in b.tree.iter().enumerate() {
+                let mut after = Vec::new();
+                // The parent forwards piece p once it has it ...
+                if let Some(into) = b.tree.iter().position(|&(_, c)| c == parent) {
+                    after.push(first + p * edges + into);
+                }
+                // ... and one piece at a time on each edge (pipelined).
+                if p > 0 {
+                    after.push(first + (p - 1) * edges + j);
+                }
+                out.push(StepChunk {
+                    window: Window::Attention { layer: b.layer },
+                    from: parent,
+                    to: child,
+                    bytes,
+                    after,
+                    gates_layer: Some(b.layer),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The window an instruction opens on its die, if it starts a phase.
+pub fn opens(op: &Op) -> Option<Window> {
+    match *op {
+        Op::AllGather { layer } | Op::Attention { layer } => Some(Window::Attention { layer }),
+        Op::TokenAllGather { layer } | Op::Dispatch { layer } => Some(Window::Moe { layer }),
+        _ => None,
+    }
+}
+
+/// The chunks' state during the step.
+pub struct Moves {
+    chunks: Vec<StepChunk>,
+    /// Per chunk: predecessors still to arrive.
+    waiting: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    started: Vec<bool>,
+    /// Per chunk: (start, arrival) once known.
+    times: Vec<(f64, Option<f64>)>,
+    /// Windows opened so far, per (die, window).
+    open: BTreeMap<(DieId, Window), ()>,
+    /// Chunks by the (die, window) that starts them.
+    by_window: BTreeMap<(DieId, Window), Vec<usize>>,
+    /// Broadcast pieces still to arrive, per (layer, receiving die).
+    gate: BTreeMap<(u32, DieId), u32>,
+    stop_the_world: usize,
+    started_flows: Vec<(u64, usize)>,
+}
+
+impl Moves {
+    /// The step's chunks, none started.
+    pub fn new(chunks: Vec<StepChunk>) -> Moves {
+        let n = chunks.len();
+        let mut dependents = vec![Vec::new(); n];
+        let mut by_window: BTreeMap<(DieId, Window), Vec<usize>> = BTreeMap::new();
+        let mut gate = BTreeMap::new();
+        let mut stop_the_world = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            for &a in &c.after {
+                dependents[a].push(i);
+            }
+            by_window.entry((c.from, c.window)).or_default().push(i);
+            if let Some(l) = c.gates_layer {
+                *gate.entry((l, c.to)).or_insert(0) += 1;
+            }
+            if c.window == Window::StopTheWorld {
+                stop_the_world += 1;
+            }
+        }
+        Moves {
+            waiting: chunks.iter().map(|c| c.after.len()).collect(),
+            dependents,
+            started: vec![false; n],
+            times: vec![(0.0, None); n],
+            open: BTreeMap::new(),
+            by_window,
+            gate,
+            stop_the_world,
+            started_flows: Vec::new(),
+            chunks,
+        }
+    }
+
+    /// Whether the step moves nothing.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Whether stop-the-world chunks are still in flight (no die may issue).
+    pub fn world_stopped(&self) -> bool {
+        self.stop_the_world > 0
+    }
+
+    /// Whether `die`'s expert kernel of `layer` still waits for broadcast weights.
+    pub fn experts_wait(&self, layer: u32, die: DieId) -> bool {
+        self.gate.get(&(layer, die)).is_some_and(|&n| n > 0)
+    }
+
+    /// Starts the stop-the-world chunks (at time 0).
+    pub fn start_world(&mut self, net: &mut Network) -> Result<(), String> {
+        let keys: Vec<(DieId, Window)> = self
+            .by_window
+            .keys()
+            .filter(|(_, w)| *w == Window::StopTheWorld)
+            .copied()
+            .collect();
+        for (d, w) in keys {
+            self.open_window(d, w, 0.0, net)?;
+        }
+        Ok(())
+    }
+
+    /// Die `die` opened `window` at `now`: starts its chunks that are ready.
+    pub fn open_window(&mut self, die: DieId, window: Window, now: f64, net: &mut Network) -> Result<(), String> {
+        if self.open.insert((die, window), ()).is_some() {
+            return Ok(());
+        }
+        let ready: Vec<usize> = self.by_window.get(&(die, window)).cloned().unwrap_or_default();
+        for i in ready {
+            self.try_start(i, now, net)?;
+        }
+        Ok(())
+    }
+
+    fn try_start(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+        let c = &self.chunks[i];
+        if self.started[i] || self.waiting[i] > 0 || !self.open.contains_key(&(c.from, c.window)) {
+            return Ok(());
+        }
+        self.start(i, now, net)
+    }
+
+    fn start(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+        let c = &self.chunks[i];
+        let id = net
+            .start(now, c.from, c.to, c.bytes, (MIGRATION << 56) | i as u64)
+            .map_err(|e| format!("a migration chunk from {} to {}: {e}", c.from, c.to))?;
+        self.started[i] = true;
+        self.times[i].0 = now;
+        self.started_flows.push((id.0, i));
+        Ok(())
+    }
+
+    /// Takes the flows started since the last call: (flow id, chunk).
+    pub fn take_started(&mut self) -> Vec<(u64, usize)> {
+        std::mem::take(&mut self.started_flows)
+    }
+
+    /// Chunk `i` arrived at `end` (seen at `now`): releases what waited on it.
+    pub fn arrived(&mut self, i: usize, end: f64, now: f64, net: &mut Network) -> Result<(), String> {
+        let Some(c) = self.chunks.get(i) else {
+            return Ok(());
+        };
+        self.times[i].1 = Some(end);
+        if c.window == Window::StopTheWorld {
+            self.stop_the_world -= 1;
+        }
+        if let Some(l) = c.gates_layer {
+            if let Some(n) = self.gate.get_mut(&(l, c.to)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        for k in self.dependents[i].clone() {
+            self.waiting[k] = self.waiting[k].saturating_sub(1);
+            self.try_start(k, now, net)?;
+        }
+        Ok(())
+    }
+
+    /// The step's own work is done: starts every chunk still unstarted
+    /// whose predecessors have arrived. Returns how many it started.
+    pub fn start_leftovers(&mut self, now: f64, net: &mut Network) -> Result<usize, String> {
+        let mut n = 0;
+        for i in 0..self.chunks.len() {
+            if !self.started[i] && self.waiting[i] == 0 {
+                self.start(i, now, net)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether every chunk has arrived.
+    pub fn all_arrived(&self) -> bool {
+        self.times.iter().all(|t| t.1.is_some())
+    }
+
+    /// When the last chunk arrived (0 without chunks).
+    pub fn last_arrival(&self) -> f64 {
+        self.times.iter().filter_map(|t| t.1).fold(0.0, f64::max)
+    }
+
+    /// Bytes sent (per leg) and the time some chunk was in flight (the
+    /// union of the chunks' flights).
+    pub fn totals(&self) -> (u64, f64) {
+        let bytes = self.chunks.iter().map(|c| c.bytes).sum();
+        let mut spans: Vec<(f64, f64)> = self.times.iter().filter_map(|&(s, e)| e.map(|e| (s, e))).collect();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (mut total, mut reach) = (0.0, f64::NEG_INFINITY);
+        for (s, e) in spans {
+            let from = s.max(reach);
+            if e > from {
+                total += e - from;
+            }
+            reach = reach.max(e);
+        }
+        (bytes, total)
+    }
+
+    /// The chunk of a started flow's index (for callers matching flows).
+    pub fn chunk(&self, i: usize) -> Option<&StepChunk> {
+        self.chunks.get(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{Chunk, MigrationKind, WeightSource};
+
+    fn chunk(step: u64, window: Window, from: u32, to: u32, after: Option<u32>) -> Chunk {
+        Chunk {
+            step,
+            window,
+            from: DieId(from),
+            to: DieId(to),
+            offset: 0,
+            bytes: 100,
+            after,
+        }
+    }
+
+    #[test]
+    fn a_step_takes_its_own_chunks_and_keeps_forwarding_inside_it() {
+        let m = Migration {
+            kind: MigrationKind::Replicate,
+            layer: 0,
+            expert: 0,
+            source: WeightSource::Die(DieId(0)),
+            to: DieId(2),
+            bytes: 100,
+            effective_step: 3,
+            chunks: vec![
+                chunk(1, Window::Attention { layer: 0 }, 0, 1, None),
+                chunk(2, Window::Moe { layer: 0 }, 1, 2, Some(0)),
+                chunk(2, Window::Attention { layer: 1 }, 0, 1, None),
+                chunk(2, Window::Moe { layer: 1 }, 1, 2, Some(2)),
+            ],
+        };
+        let c = step_chunks(&[m], &[], 2);
+        assert_eq!(c.len(), 3);
+        // Chunk 1 forwards chunk 0, which travelled in step 1: nothing to wait for.
+        assert!(c[0].after.is_empty());
+        assert_eq!(c[2].after, vec![1]);
+    }
+
+    #[test]
+    fn broadcast_pieces_follow_their_parent_and_the_piece_before() {
+        let b = Broadcast {
+            layer: 3,
+            expert: 1,
+            from: DieId(0),
+            steps: 0..10,
+            bytes: 1000,
+            tree: vec![(DieId(0), DieId(1)), (DieId(1), DieId(2))],
+            pieces: 2,
+        };
+        let c = step_chunks(&[], &[&b], 5);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[0].after, Vec::<usize>::new());
+        assert_eq!(c[1].after, vec![0]);
+        assert_eq!(c[2].after, vec![0]);
+        assert_eq!(c[3].after, vec![2, 1]);
+        assert!(c.iter().all(|x| x.gates_layer == Some(3) && x.bytes == 500));
+    }
+
+    #[test]
+    fn flight_time_is_the_union_of_the_chunks_flights() {
+        let mut m = Moves::new(vec![
+            StepChunk {
+                window: Window::StopTheWorld,
+                from: DieId(0),
+                to: DieId(1),
+                bytes: 10,
+                after: Vec::new(),
+                gates_layer: None,
+            };
+            3
+        ]);
+        m.times = vec![(0.0, Some(2.0)), (1.0, Some(3.0)), (5.0, Some(6.0))];
+        assert_eq!(m.totals(), (30, 4.0));
+    }
+}
