@@ -201,6 +201,31 @@ fn run_writes_a_report_a_trace_and_a_heat_map() {
 }
 
 #[test]
+fn run_writes_a_time_series() {
+    let dir = std::env::temp_dir().join(format!("moec-series-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.svg");
+    let o = moec(&[
+        "run",
+        MAIN,
+        "--steps",
+        "3",
+        "--no-numerics",
+        "--series",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains(">3 steps, ") && svg.contains(">latency (ms)<"), "{svg}");
+    // Three steps, one point each, on one line.
+    let latency = &svg[svg.find(r#"<g class="latency""#).unwrap()..];
+    let points = &latency[latency.find(r#"points=""#).unwrap() + 8..];
+    assert_eq!(points[..points.find('"').unwrap()].split(' ').count(), 3, "{svg}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_compiled_schedule_runs_without_its_source() {
     let dir = std::env::temp_dir().join(format!("moec-sched-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

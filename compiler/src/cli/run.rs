@@ -5,7 +5,7 @@ use super::output::{emit, load_checked, report, write_atomic};
 use moec::driver::CompileOptions;
 use moec_runtime::machine::Machine;
 use moec_runtime::numerics::NumericConfig;
-use moec_runtime::report::{chrome, heatmap, text};
+use moec_runtime::report::{chrome, heatmap, series, text};
 use moec_runtime::run::{run, RunOptions};
 use moec_runtime::schedule::Schedule;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,9 @@ pub struct Args {
     /// Write an SVG heat map of link utilisation.
     #[arg(long, value_name = "FILE")]
     heatmap: Option<PathBuf>,
+    /// Write an SVG time series of latency and imbalance per step.
+    #[arg(long, value_name = "FILE")]
+    series: Option<PathBuf>,
     /// Steps to run (default: the workload's `steps`).
     #[arg(long)]
     steps: Option<u64>,
@@ -88,6 +91,13 @@ pub fn execute(args: Args) -> Result<(), u8> {
     if let Some(path) = &args.heatmap {
         let title = format!("link utilisation: plan {} on {}", schedule.plan, schedule.machine.name);
         write(path, &heatmap::render(&machine, &out.report.link_util, &title))?;
+    }
+    if let Some(path) = &args.series {
+        let title = format!(
+            "latency and imbalance per step: plan {} on {}",
+            schedule.plan, schedule.machine.name
+        );
+        write(path, &series::render(&out.report, &title))?;
     }
     let text = match args.report {
         ReportFormat::Text => text::render(&out.report),

@@ -33,6 +33,24 @@
 //!   routed outputs, weighted by the gate, the shared experts' output and
 //!   the residual are summed in the same fixed order as the reference.
 //!
+//! Which copy of a replicated expert computes a token does not change its
+//! numbers: every whole copy holds the same f32 arrays (drawn once from the
+//! seed, or copied from another die's buffer when the copy arrived during
+//! the run), and an expert's rows are sorted by token before its kernel
+//! runs. So the executor follows the one copy rule (`Placement::copy_for`)
+//! for every expert, the broadcast ones of `Placement::balanced` too, whose
+//! tokens the simulator gives to the least-loaded holder instead.
+//!
+//! **Relocation** ([`Executor::relocate`]): when the placement changes
+//! between steps (migrations, broadcasts, sequences re-homed off a dead
+//! die), every die keeps the buffers of what it still holds; each expert
+//! copy that arrives is cloned from the f32 arrays the source die holds (or
+//! from the host's copy); the non-expert weights a die newly needs (it
+//! became home to sequences, or took another share of its attention group's
+//! heads) come from the host; what is no longer placed is dropped. An expert
+//! copy that is new without an arrival naming it is refused, so a
+//! migration the run loop forgot cannot be papered over with fresh weights.
+//!
 //! Bytes copied counts rows that cross dies (a copy within a die moves
 //! nothing over a link), each `hidden` values of the model's dtype at the
 //! numeric width. A simulator sending the numeric tokens to the same
@@ -47,11 +65,13 @@ use super::reference::{embed, Forward};
 use super::route::{choose, GivenRouting, RoutingRecord};
 use super::walk::{Event, Walk};
 use super::weights::{LayerFfn, ModelWeights};
+use super::Arrival;
 use crate::kernels::norm::rms_norm;
 use crate::kernels::{attention, combine, ffn, grouped_ffn, matmul, shared_ffn};
 use crate::kernels::{AttentionWeights, ExpertBlock, FfnWeights, SequenceRows};
-use crate::schedule::{Op, Schedule};
-use std::collections::BTreeMap;
+use crate::schedule::{Op, Schedule, WeightSource};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 /// A deliberate fault, to show the check catches a wrong executor.
 #[cfg(test)]
@@ -68,7 +88,10 @@ struct DieWeights {
     lm_head: Option<Vec<f32>>,
     /// Per layer: the attention weights this die holds (all heads, or its
     /// share in a TP group) and the cache columns they read (empty: all).
-    attention: BTreeMap<u32, (AttentionWeights, Vec<std::ops::Range<usize>>)>,
+    attention: BTreeMap<u32, (AttentionWeights, Vec<Range<usize>>)>,
+    /// The share of the heads `attention` holds: (position, group size);
+    /// (0, 0) before any is materialised.
+    attention_share: (usize, usize),
     router: BTreeMap<u32, Vec<f32>>,
     shared: BTreeMap<u32, Vec<FfnWeights>>,
     dense: BTreeMap<u32, FfnWeights>,
@@ -136,7 +159,7 @@ struct Activations {
 }
 
 /// One die.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Die {
     weights: DieWeights,
     /// Global numeric ids of its tokens, ascending.
@@ -162,6 +185,10 @@ pub struct Executor {
     home: Vec<(usize, usize)>,
     #[cfg(test)]
     pub fault: Option<Fault>,
+    /// Rows each (die, layer, expert) computed in the last step, whole
+    /// copies and parts together: where an expert really ran.
+    #[cfg(test)]
+    pub computed: BTreeMap<(usize, u32, u32), usize>,
 }
 
 /// What the executor produced, with what it moved.
@@ -182,89 +209,223 @@ impl Executor {
         layout: &TokenLayout,
         weights: &ModelWeights,
     ) -> Executor {
+        let mut executor = Executor {
+            programs: programs_of(schedule),
+            walk,
+            dies: vec![Die::default(); schedule.programs.len()],
+            holdings: holdings.clone(),
+            home: Vec::new(),
+            #[cfg(test)]
+            fault: None,
+            #[cfg(test)]
+            computed: BTreeMap::new(),
+        };
+        executor.lay_out(layout);
+        for d in 0..executor.dies.len() {
+            executor.dies[d].weights = executor.non_expert_weights(d, DieWeights::default(), weights);
+        }
+        let model_ffn = model_ffn(schedule);
+        for (die, parts) in executor
+            .dies
+            .iter_mut()
+            .zip(placed_parts(holdings, schedule.programs.len()))
+        {
+            for ((layer, e, start), columns) in parts {
+                if let Some(expert) = host_expert(weights, layer, e) {
+                    let held = part_weights(expert, &columns, model_ffn);
+                    die.weights.experts.insert((layer, e, start), held);
+                }
+            }
+        }
+        executor
+    }
+
+    /// Follows a placement change (see the module doc): `schedule` carries
+    /// the new placement, `holdings` and `walk` are worked out from it. Each
+    /// of `arrivals`, in order, is cloned from the buffer its source die
+    /// holds (an earlier arrival counts: a broadcast tree forwards what its
+    /// parent received) or from the host's copy in `weights`. Refused,
+    /// leaving the executor as it was: an arrival of an expert the model
+    /// lacks, to a die the new placement does not give a whole copy, to a
+    /// die already holding one, or from a die holding none; an expert copy
+    /// or part new on a die without an arrival.
+    pub fn relocate(
+        &mut self,
+        schedule: &Schedule,
+        holdings: &Holdings,
+        walk: Walk,
+        layout: &TokenLayout,
+        weights: &ModelWeights,
+        arrivals: &[Arrival],
+    ) -> Result<(), String> {
+        let dies = self.dies.len();
+        if schedule.programs.len() != dies {
+            return Err(format!(
+                "the new schedule has {} programs; the numerics were built for {dies} dies",
+                schedule.programs.len()
+            ));
+        }
+        let model_ffn = model_ffn(schedule);
+        let placed = placed_parts(holdings, dies);
+        self.check_arrivals(&placed, weights, arrivals, model_ffn)?;
+        // Nothing below can fail: the executor changes only from here on.
+        for a in arrivals {
+            let key = (a.layer, a.expert, 0);
+            let copy = match a.source {
+                WeightSource::Die(s) => self
+                    .dies
+                    .get(s.index())
+                    .and_then(|d| d.weights.experts.get(&key))
+                    .cloned(),
+                WeightSource::Host => host_expert(weights, a.layer, a.expert).cloned(),
+            };
+            if let (Some(copy), Some(die)) = (copy, self.dies.get_mut(a.to.index())) {
+                die.weights.experts.insert(key, copy);
+            }
+        }
+        // Dropped only now, so that a moved copy's source could still give it.
+        for (die, parts) in self.dies.iter_mut().zip(&placed) {
+            die.weights.experts.retain(|key, _| parts.contains_key(key));
+        }
+        self.programs = programs_of(schedule);
+        self.walk = walk;
+        self.holdings = holdings.clone();
+        self.lay_out(layout);
+        for d in 0..dies {
+            let mut old = std::mem::take(&mut self.dies[d].weights);
+            let experts = std::mem::take(&mut old.experts);
+            let mut w = self.non_expert_weights(d, old, weights);
+            w.experts = experts;
+            self.dies[d].weights = w;
+        }
+        Ok(())
+    }
+
+    /// Checks `arrivals` against what the dies hold and what `placed` (per
+    /// die, each part and its columns of the model's FFN) needs, without
+    /// changing anything.
+    fn check_arrivals(
+        &self,
+        placed: &[BTreeMap<PartKey, Range<u64>>],
+        weights: &ModelWeights,
+        arrivals: &[Arrival],
+        model_ffn: u64,
+    ) -> Result<(), String> {
+        // Whole copies held, as the arrivals add them in order: (die, layer, expert).
+        let mut whole: BTreeSet<(usize, u32, u32)> = BTreeSet::new();
+        for (d, die) in self.dies.iter().enumerate() {
+            for (&(l, e, start), w) in &die.weights.experts {
+                if start == 0 && host_expert(weights, l, e).is_some_and(|h| h.ffn == w.ffn) {
+                    whole.insert((d, l, e));
+                }
+            }
+        }
+        let mut arrived = BTreeSet::new();
+        for (i, a) in arrivals.iter().enumerate() {
+            let what = format!("arrival {i} (expert {} of layer {} to {})", a.expert, a.layer, a.to);
+            if host_expert(weights, a.layer, a.expert).is_none() {
+                return Err(format!("{what} names an expert of an MoE layer the model lacks"));
+            }
+            let (l, e, to) = (a.layer, a.expert, a.to.index());
+            let placed_whole = placed
+                .get(to)
+                .and_then(|p| p.get(&(l, e, 0)))
+                .is_some_and(|c| c.end.saturating_sub(c.start) >= model_ffn);
+            if !placed_whole {
+                return Err(format!("{what}: the new placement has no whole copy of it there"));
+            }
+            if whole.contains(&(to, l, e)) {
+                return Err(format!("{what}: {} already holds it", a.to));
+            }
+            if let WeightSource::Die(s) = a.source {
+                if !whole.contains(&(s.index(), l, e)) {
+                    return Err(format!("{what}: its source {s} does not hold it"));
+                }
+            }
+            whole.insert((to, l, e));
+            arrived.insert((to, l, e));
+        }
+        for (d, parts) in placed.iter().enumerate() {
+            for (&(l, e, start), columns) in parts {
+                if start == 0 && arrived.contains(&(d, l, e)) {
+                    continue;
+                }
+                let kept = self.dies[d]
+                    .weights
+                    .experts
+                    .get(&(l, e, start))
+                    .zip(host_expert(weights, l, e))
+                    .is_some_and(|(held, host)| held.ffn == numeric_columns(columns, host.ffn, model_ffn).len());
+                if !kept {
+                    return Err(format!(
+                        "expert {e} of layer {l} is new on die {d} (columns {columns:?} of {model_ffn}) but no arrival brings it"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lays out each die's tokens, sequences and attention group from the
+    /// holdings, and where each token lives.
+    fn lay_out(&mut self, layout: &TokenLayout) {
         let mut home = vec![(0, 0); layout.tokens()];
-        let mut dies: Vec<Die> = schedule
-            .programs
-            .iter()
-            .enumerate()
-            .map(|(d, program)| {
-                let (tokens, sequences) = layout.rows(holdings.sequences.get(d).map_or(&[][..], |s| &s[..]));
-                for (row, &t) in tokens.iter().enumerate() {
-                    if let Some(h) = home.get_mut(t) {
-                        *h = (d, row);
-                    }
+        for (d, die) in self.dies.iter_mut().enumerate() {
+            let (tokens, sequences) = layout.rows(self.holdings.sequences.get(d).map_or(&[][..], |s| &s[..]));
+            for (row, &t) in tokens.iter().enumerate() {
+                if let Some(h) = home.get_mut(t) {
+                    *h = (d, row);
                 }
-                let (group, position) = holdings.attention_group[d].clone();
-                let mut w = DieWeights::default();
-                for instr in &program.instrs {
-                    let needed = match instr.op {
-                        Op::Attention { .. } => holdings.runs_attention(d),
-                        _ => !tokens.is_empty(),
-                    };
-                    if needed {
-                        materialise(&mut w, &instr.op, weights, (position, group.len()));
-                    }
-                }
-                Die {
-                    weights: w,
-                    tokens,
-                    sequences,
-                    group,
-                    position,
-                    group_sequences: Vec::new(),
-                    act: Activations::default(),
-                }
-            })
-            .collect();
+            }
+            let (group, position) = self
+                .holdings
+                .attention_group
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| (vec![d], 0));
+            (die.tokens, die.sequences, die.group, die.position) = (tokens, sequences, group, position);
+        }
         // The group's sequences, rows offset as the members' rows follow
         // one another in ring order.
-        for d in 0..dies.len() {
+        for d in 0..self.dies.len() {
             let mut offset = 0;
             let mut seqs = Vec::new();
-            for &m in &dies[d].group {
-                seqs.extend(dies[m].sequences.iter().map(|s| SequenceRows {
+            for &m in &self.dies[d].group {
+                let Some(member) = self.dies.get(m) else { continue };
+                seqs.extend(member.sequences.iter().map(|s| SequenceRows {
                     start: s.start + offset,
                     ..*s
                 }));
-                offset += dies[m].tokens.len();
+                offset += member.tokens.len();
             }
-            dies[d].group_sequences = seqs;
+            self.dies[d].group_sequences = seqs;
         }
-        let model_ffn = schedule.model.moe.as_ref().map_or(1, |m| m.expert_ffn.max(1));
-        for (layer, copies) in holdings.expert_copies.iter().enumerate() {
-            let Some(LayerFfn::Moe { experts, .. }) = weights.layers.get(layer).map(|l| &l.ffn) else {
-                continue;
+        self.home = home;
+    }
+
+    /// Die `d`'s non-expert weights for its program and holdings (see
+    /// `holdings.rs`): what `old` holds is kept (attention only if it is
+    /// the same share of the heads), the rest copied from the host's `all`.
+    fn non_expert_weights(&self, d: usize, mut old: DieWeights, all: &ModelWeights) -> DieWeights {
+        let die = &self.dies[d];
+        let share = (die.position, die.group.len());
+        if old.attention_share != share {
+            old.attention.clear();
+        }
+        let mut w = DieWeights {
+            attention_share: share,
+            ..DieWeights::default()
+        };
+        for op in self.programs.get(d).map_or(&[][..], |p| &p[..]) {
+            let needed = match op {
+                Op::Attention { .. } => self.holdings.runs_attention(d),
+                _ => !die.tokens.is_empty(),
             };
-            for (e, (copies, expert)) in copies.iter().zip(experts).enumerate() {
-                for part in copies.iter().flatten() {
-                    let Some(die) = dies.get_mut(part.die.index()) else {
-                        continue;
-                    };
-                    let key = (layer as u32, e as u32, part.columns.start);
-                    let held = if part.columns.end - part.columns.start >= model_ffn {
-                        expert.clone()
-                    } else {
-                        // The part's columns at the numeric width.
-                        let at = |c: u64| (u128::from(c) * expert.ffn as u128 / u128::from(model_ffn)) as usize;
-                        expert.part(at(part.columns.start)..at(part.columns.end))
-                    };
-                    die.weights.experts.insert(key, held);
-                }
+            if needed && !keep(&mut w, &mut old, op) {
+                materialise(&mut w, op, all, share);
             }
         }
-        Executor {
-            programs: schedule
-                .programs
-                .iter()
-                .map(|p| p.instrs.iter().map(|i| i.op.clone()).collect())
-                .collect(),
-            walk,
-            dies,
-            holdings: holdings.clone(),
-            home,
-            #[cfg(test)]
-            fault: None,
-        }
+        w
     }
 
     /// Runs one step on `token_ids` (one per numeric token).
@@ -280,6 +441,8 @@ impl Executor {
         for die in &mut self.dies {
             die.act = Activations::default();
         }
+        #[cfg(test)]
+        self.computed.clear();
         let events = std::mem::take(&mut self.walk.events);
         for event in &events {
             match *event {
@@ -539,6 +702,41 @@ impl Executor {
         false
     }
 
+    /// Test hook: corrupts die `die`'s own copy of expert `e` of `layer`
+    /// (its down projection doubled), as a fault in that die's memory
+    /// would. False if the die holds no such copy.
+    #[cfg(test)]
+    pub fn corrupt_expert(&mut self, die: usize, layer: u32, e: u32) -> bool {
+        let held = self
+            .dies
+            .get_mut(die)
+            .and_then(|d| d.weights.experts.get_mut(&(layer, e, 0)));
+        held.map(|w| w.down.iter_mut().for_each(|v| *v *= 2.0)).is_some()
+    }
+
+    /// Test hook: whether die `die` holds a copy (or the first part) of expert `e` of `layer`.
+    #[cfg(test)]
+    pub fn holds_expert(&self, die: usize, layer: u32, e: u32) -> bool {
+        self.dies
+            .get(die)
+            .is_some_and(|d| d.weights.experts.contains_key(&(layer, e, 0)))
+    }
+
+    /// Test hook: the numeric tokens homed on die `die`.
+    #[cfg(test)]
+    pub fn tokens_of(&self, die: usize) -> &[usize] {
+        self.dies.get(die).map_or(&[], |d| &d.tokens)
+    }
+
+    /// Test hook: whether die `die` holds any non-expert weights.
+    #[cfg(test)]
+    pub fn holds_dense_weights(&self, die: usize) -> bool {
+        self.dies.get(die).is_some_and(|d| {
+            let w = &d.weights;
+            w.embedding.is_some() || w.lm_head.is_some() || !w.attention.is_empty() || !w.router.is_empty()
+        })
+    }
+
     /// Runs die `d`'s experts of `layer` on the rows they received.
     fn experts(&mut self, d: usize, layer: u32, w: usize) {
         let Die { weights, act, .. } = &mut self.dies[d];
@@ -555,6 +753,10 @@ impl Executor {
             // Arrival order depends on which die dispatched first; token
             // order does not, and matches the reference.
             rows.sort_by_key(|r| (r.token, r.choice));
+            #[cfg(test)]
+            {
+                *self.computed.entry((d, key.0, key.1)).or_default() += rows.len();
+            }
             let gathered = rows.iter().flat_map(|r| r.values.iter().copied()).collect();
             received.push((expert, rows, gathered));
         }
@@ -729,5 +931,77 @@ fn materialise(w: &mut DieWeights, op: &Op, all: &ModelWeights, (part, parts): (
             }
         }
         _ => {}
+    }
+}
+
+/// Moves into `w` what `op` needs from `old`, if `old` holds it (its
+/// attention already filtered to the right share); false if it does not.
+fn keep(w: &mut DieWeights, old: &mut DieWeights, op: &Op) -> bool {
+    match *op {
+        Op::Embed => old.embedding.take().map(|e| w.embedding = Some(e)).is_some(),
+        Op::LmHead => old.lm_head.take().map(|h| w.lm_head = Some(h)).is_some(),
+        Op::Attention { layer } => old
+            .attention
+            .remove(&layer)
+            .map(|a| w.attention.insert(layer, a))
+            .is_some(),
+        Op::Gate { layer } => old.router.remove(&layer).map(|r| w.router.insert(layer, r)).is_some(),
+        Op::SharedExperts { layer } => old.shared.remove(&layer).map(|f| w.shared.insert(layer, f)).is_some(),
+        Op::DenseFfn { layer } => old.dense.remove(&layer).map(|f| w.dense.insert(layer, f)).is_some(),
+        _ => false,
+    }
+}
+
+/// Each die's ops, in program order.
+fn programs_of(schedule: &Schedule) -> Vec<Vec<Op>> {
+    schedule
+        .programs
+        .iter()
+        .map(|p| p.instrs.iter().map(|i| i.op.clone()).collect())
+        .collect()
+}
+
+/// The model's expert FFN width (1 without MoE, so that it divides).
+fn model_ffn(schedule: &Schedule) -> u64 {
+    schedule.model.moe.as_ref().map_or(1, |m| m.expert_ffn.max(1))
+}
+
+/// The host's (the reference's) copy of expert `e` of `layer`.
+fn host_expert(weights: &ModelWeights, layer: u32, e: u32) -> Option<&FfnWeights> {
+    match weights.layers.get(layer as usize).map(|l| &l.ffn) {
+        Some(LayerFfn::Moe { experts, .. }) => experts.get(e as usize),
+        _ => None,
+    }
+}
+
+/// Per die, the expert parts `holdings` place on it, each with its columns
+/// of the model's FFN (all of them for a whole replica).
+fn placed_parts(holdings: &Holdings, dies: usize) -> Vec<BTreeMap<PartKey, Range<u64>>> {
+    let mut placed = vec![BTreeMap::new(); dies];
+    for (layer, experts) in holdings.expert_copies.iter().enumerate() {
+        for (e, copies) in experts.iter().enumerate() {
+            for part in copies.iter().flatten() {
+                if let Some(parts) = placed.get_mut(part.die.index()) {
+                    parts.insert((layer as u32, e as u32, part.columns.start), part.columns.clone());
+                }
+            }
+        }
+    }
+    placed
+}
+
+/// The numeric-width columns of the part holding `columns` of the model's
+/// `model_ffn`, for an expert of `ffn` numeric columns.
+fn numeric_columns(columns: &Range<u64>, ffn: usize, model_ffn: u64) -> Range<usize> {
+    let at = |c: u64| (u128::from(c) * ffn as u128 / u128::from(model_ffn.max(1))) as usize;
+    at(columns.start)..at(columns.end)
+}
+
+/// The weights of the part of `expert` holding `columns` of the model's FFN.
+fn part_weights(expert: &FfnWeights, columns: &Range<u64>, model_ffn: u64) -> FfnWeights {
+    if columns.end.saturating_sub(columns.start) >= model_ffn {
+        expert.clone()
+    } else {
+        expert.part(numeric_columns(columns, expert.ffn, model_ffn))
     }
 }

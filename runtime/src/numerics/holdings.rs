@@ -6,7 +6,17 @@
 //! experts or dense FFN, the LM head). Expert weights live only on the dies
 //! of the expert's copies (`Placement::expert_copies`): a whole replica on
 //! one die, or a split copy's column parts on several; a token uses the
-//! copy `Placement::copy_for` picks, as in the simulator.
+//! copy `Placement::copy_for` picks, as in the simulator: the one with a
+//! part on its home die, else copy `token mod copies`. That holds for an
+//! expert with several whole replicas (migrated or broadcast copies) and
+//! for the broadcast experts of `Placement::balanced`, whose tokens the
+//! simulator sends to the least-loaded holder instead: every copy holds the
+//! same numbers, so which one computes a token does not change them.
+//!
+//! Holdings are worked out from one placement; when the placement changes
+//! (`Numerics::relocate`), they are worked out again from the new one. A
+//! sequence's home decides only where its rows live, never their numbers
+//! (its synthetic KV cache is keyed by the sequence, not the die).
 
 use super::width::WeightCopies;
 use crate::machine::DieId;

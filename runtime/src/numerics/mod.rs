@@ -9,6 +9,15 @@
 //! When the full model does not fit this machine, both run a reduced-width
 //! model (`width.rs`), and [`Numerics::reduced`] says so.
 //!
+//! When the placement changes between steps (expert migrations and
+//! broadcasts, sequences re-homed off a dead die), [`Numerics::relocate`]
+//! follows it: every die keeps what it still holds, a copy that arrives is
+//! cloned from the source die's own buffer (or the host's), and the
+//! reference, the width and the token layout stay. Nothing a token computes
+//! depends on where it is: the synthetic KV cache is keyed by (seed, layer,
+//! sequence, position), never by the home die, and every copy of an expert
+//! holds the same numbers, so a relocated step still matches the reference.
+//!
 //! The seed is the workload routing's seed (`gate`, `uniform` and `zipf`
 //! have one; a trace uses 0), so a workload names its numbers.
 
@@ -30,9 +39,11 @@ pub use check::{errors, NumericStep, TOLERANCE};
 pub use width::{NumericShape, WeightCopies};
 
 use crate::kernels::Router;
+use crate::machine::DieId;
 use crate::model::AttentionSpec;
+use crate::model::ModelSpec;
 use crate::routing::StepRouting;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, WeightSource};
 use crate::workload::{RoutingSource, WorkloadSpec};
 use batch::TokenLayout;
 use context::NumericContext;
@@ -68,9 +79,26 @@ impl Default for NumericConfig {
     }
 }
 
+/// A whole expert copy that is new on a die, and where its weights come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub layer: u32,
+    pub expert: u32,
+    pub to: DieId,
+    /// A die holding the expert (its own buffer is copied: an earlier
+    /// arrival of the same relocation counts), or the host's copy.
+    pub source: WeightSource,
+}
+
 /// A schedule's numerics, ready to run steps.
 #[derive(Clone, Debug)]
 pub struct Numerics {
+    /// The (full-size) model and the workload the numerics were built for:
+    /// a relocation keeps both.
+    model: ModelSpec,
+    workload: WorkloadSpec,
+    /// The attention group size the numeric heads were rounded to split for.
+    tp: usize,
     shape: NumericShape,
     ctx: NumericContext,
     weights: ModelWeights,
@@ -144,11 +172,57 @@ impl Numerics {
         let weights = WeightGen::new(ctx.seed, &ctx.model).model_weights();
         let executor = Executor::new(schedule, &holdings, walk, &layout, &weights);
         Ok(Numerics {
+            model: model.clone(),
+            workload: workload.clone(),
+            tp,
             shape,
             ctx,
             weights,
             executor,
         })
+    }
+
+    /// Follows a placement change: `schedule` carries the new placement
+    /// (same model, workload and number of dies as the one [`Numerics::new`]
+    /// was built for; its programs are taken as given). Rebuilds the
+    /// holdings and the walk (so the new schedule is checked as `new` checks
+    /// one); every die keeps the buffers of what it still holds; each of
+    /// `arrivals`, in order, is copied from the f32 arrays its source die
+    /// holds, or from the host's copy for [`WeightSource::Host`]. Non-expert
+    /// weights a die newly needs (it became home to sequences, or another
+    /// share of its group's heads) come from the host. Copies no longer
+    /// placed are dropped. Errors, leaving the numerics as they were: a
+    /// source die without a whole copy, an arrival the new placement does
+    /// not ask for or to a die already holding the expert, an expert copy
+    /// or part new on a die without an arrival, attention groups of another
+    /// size than at `new` (other than none).
+    ///
+    /// The schedule's `migrations` and `broadcasts` are not looked at: its
+    /// placement is the one to follow, with them already applied. The
+    /// numeric width chosen at `new` stays, even when the new placement
+    /// holds more copies than its memory budget counted.
+    pub fn relocate(&mut self, schedule: &Schedule, arrivals: &[Arrival]) -> Result<(), String> {
+        if schedule.model != self.model || schedule.workload != self.workload {
+            return Err("relocation to a schedule of another model or workload".into());
+        }
+        let placed = Schedule {
+            migrations: Vec::new(),
+            broadcasts: Vec::new(),
+            ..schedule.clone()
+        };
+        placed.validate()?;
+        let tp = schedule.placement.attention_groups.first().map_or(1, Vec::len);
+        if tp != 1 && tp != self.tp {
+            return Err(format!(
+                "attention groups of {tp} dies: the numeric heads were split for groups of {}",
+                self.tp
+            ));
+        }
+        let holdings = Holdings::new(schedule, self.ctx.layout.sequences)?;
+        let walk = walk::plan(schedule, &holdings)?;
+        let layout = self.ctx.layout;
+        self.executor
+            .relocate(schedule, &holdings, walk, &layout, &self.weights, arrivals)
     }
 
     /// The dimensions the numerics run at.

@@ -12,6 +12,8 @@ use crate::routing::LayerRouting;
 use crate::schedule::{DieProgram, Instr, InstrId, Op, Placement, SCHEDULE_VERSION};
 use crate::workload::Phase;
 
+mod relocation;
+
 const DIES: u32 = 4;
 
 /// hidden 16, 4 layers (the first dense), 8 experts top-2 in 2 groups (1

@@ -1,6 +1,7 @@
 //! A bar chart as SVG, for comparisons (`moec compare`): one bar per row,
 //! labelled with its value.
 
+use super::svg::{self, escape};
 use std::fmt::Write;
 
 /// Bars of `(label, value)`, values in `unit` (already scaled).
@@ -10,11 +11,7 @@ pub fn render(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
     let span = w - left - 120.0;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="12">"##
-    );
-    let _ = writeln!(o, r##"<rect width="100%" height="100%" fill="white"/>"##);
+    svg::open(&mut o, w, h, 12);
     let _ = writeln!(o, r##"<text x="16" y="26" font-size="14">{}</text>"##, escape(title));
     for (i, (label, value)) in bars.iter().enumerate() {
         let y = top + i as f64 * (bar_h + gap);
@@ -28,7 +25,8 @@ pub fn render(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
         );
         let _ = writeln!(
             o,
-            r##"<rect x="{left:.1}" y="{y:.1}" width="{len:.1}" height="{bar_h:.1}" fill="#4a78b5"/>"##
+            r##"<rect x="{left:.1}" y="{y:.1}" width="{len:.1}" height="{bar_h:.1}" fill="{}"/>"##,
+            svg::BLUE
         );
         let _ = writeln!(
             o,
@@ -40,10 +38,6 @@ pub fn render(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
     }
     o.push_str("</svg>\n");
     o
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]

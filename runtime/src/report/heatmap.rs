@@ -4,6 +4,7 @@
 //! low; the legend gives the absolute figure. Switches and clusters, which
 //! have no grid, get one bar per port.
 
+use super::svg::{self, escape, heat as colour};
 use crate::machine::{Machine, NodeId};
 use std::fmt::Write;
 
@@ -18,25 +19,8 @@ pub fn render(machine: &Machine, util: &[f64], title: &str) -> String {
     }
 }
 
-fn colour(u: f64) -> String {
-    // White -> orange -> dark red, linear in utilisation.
-    let u = u.clamp(0.0, 1.0);
-    let (r, g, b) = if u < 0.5 {
-        let t = u / 0.5;
-        (255.0, 255.0 - 90.0 * t, 255.0 - 200.0 * t)
-    } else {
-        let t = (u - 0.5) / 0.5;
-        (255.0 - 115.0 * t, 165.0 - 165.0 * t, 55.0 - 55.0 * t)
-    };
-    format!("#{:02x}{:02x}{:02x}", r as u8, g as u8, b as u8)
-}
-
 fn header(o: &mut String, w: f64, h: f64, title: &str) {
-    let _ = writeln!(
-        o,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="sans-serif" font-size="11">"##
-    );
-    let _ = writeln!(o, r##"<rect width="100%" height="100%" fill="white"/>"##);
+    svg::open(o, w, h, 11);
     let _ = writeln!(
         o,
         r##"<text x="{:.0}" y="20" font-size="14">{}</text>"##,
@@ -104,7 +88,7 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
         let stroke = if l.alive {
             colour(relative(*u, max))
         } else {
-            "#999999".into()
+            svg::GREY.into()
         };
         let dash = if l.alive { "" } else { r#" stroke-dasharray="3,3""# };
         let _ = writeln!(
@@ -116,7 +100,7 @@ fn mesh(machine: &Machine, util: &[f64], title: &str) -> String {
     for d in 0..machine.die_count() {
         let die = crate::machine::DieId(d);
         let (x, y) = centre(NodeId(d));
-        let fill = if machine.is_alive(die) { "#e8eef7" } else { "#444444" };
+        let fill = if machine.is_alive(die) { svg::PALE } else { "#444444" };
         let _ = writeln!(
             o,
             r##"<rect x="{:.1}" y="{:.1}" width="22" height="22" rx="3" fill="{fill}" stroke="#556"><title>die {}</title></rect>"##,
@@ -176,8 +160,4 @@ fn ports(machine: &Machine, util: &[f64], title: &str) -> String {
     legend(&mut o, MARGIN, h - 40.0, max);
     o.push_str("</svg>\n");
     o
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

@@ -1,10 +1,14 @@
 //! What a run measured, for people (`text`), programs (JSON, keys
 //! documented in docs/RUNTIME.md), timelines (`chrome`: a Chrome trace) and
-//! pictures (`heatmap`: link utilisation over the mesh, as SVG).
+//! pictures (`heatmap`: link utilisation over the mesh, `series`: latency
+//! and imbalance per step, `bars`: a comparison, all SVG written by hand
+//! with what `svg` holds).
 
 pub mod bars;
 pub mod chrome;
 pub mod heatmap;
+pub mod series;
+mod svg;
 pub mod text;
 
 use crate::machine::Machine;
