@@ -7,8 +7,10 @@ use crate::machine::Machine;
 use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{NumericReport, ReportBuilder, RunReport};
 use crate::routing::{RoutingGenerator, StepRouting};
-use crate::schedule::Schedule;
-use crate::sim::engine::{simulate_step, SimOptions, StepResult};
+use crate::numerics::Arrival;
+use crate::schedule::{Broadcast, MigrationKind, Schedule, WeightSource};
+use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
+use crate::sim::moves::step_chunks;
 
 /// How to run.
 pub struct RunOptions {
@@ -40,10 +42,18 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
         None => None,
     };
     let mut builder = ReportBuilder::new(schedule, &machine);
+    let mut timeline = Timeline::new(schedule);
     let mut traced = Vec::new();
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     let tokens = schedule.workload.tokens_per_step() as usize;
     for step in 0..steps {
+        let change = timeline.advance(step)?;
+        if change.placement_changed {
+            if let Some(n) = &mut numerics {
+                n.relocate(&timeline.view, &change.arrivals)
+                    .map_err(|e| format!("step {step}: the numeric executor cannot follow the migration: {e}"))?;
+            }
+        }
         let generated = generator.step(step);
         let routing = match (&mut numerics, generated) {
             (Some(n), generated) => {
@@ -61,8 +71,8 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
             record_flows: record,
             network_quantum: options.network_quantum,
         };
-        let result = simulate_step(schedule, &machine, &routing, sim)?;
-        builder.add(step, &result);
+        let result = timeline.simulate(step, &machine, &routing, sim)?;
+        builder.add(step, &result, change.applied);
         if record {
             traced.push(result);
         }
@@ -92,6 +102,121 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
         report: builder.finish(numeric_check),
         traced,
     })
+}
+
+/// The schedule as the run goes: the placement after the migrations that
+/// took effect so far, and the view one step runs on (that placement with
+/// the step's broadcasts).
+struct Timeline {
+    current: Schedule,
+    /// The next migration of `current.migrations` to take effect.
+    next: usize,
+    view: Schedule,
+    /// Indices of the broadcasts `view` holds.
+    active: Vec<usize>,
+}
+
+/// What changed at the start of a step.
+struct Change {
+    /// Migrations that took effect.
+    applied: u32,
+    placement_changed: bool,
+    /// Expert copies new in the view, and where their weights come from.
+    arrivals: Vec<Arrival>,
+}
+
+impl Timeline {
+    fn new(schedule: &Schedule) -> Timeline {
+        Timeline {
+            current: schedule.clone(),
+            next: 0,
+            view: schedule.clone(),
+            active: Vec::new(),
+        }
+    }
+
+    /// Applies the migrations that take effect at `step` and puts the
+    /// step's broadcasts on.
+    fn advance(&mut self, step: u64) -> Result<Change, String> {
+        let mut arrivals = Vec::new();
+        let mut applied = 0;
+        while let Some(m) = self.current.migrations.get(self.next).filter(|m| m.effective_step <= step) {
+            self.current.placement.apply(m).map_err(|e| format!("step {step}: {e}"))?;
+            if let (MigrationKind::Replicate | MigrationKind::Move, source) = (m.kind, m.source) {
+                arrivals.push(Arrival {
+                    layer: m.layer,
+                    expert: m.expert,
+                    to: m.to,
+                    source,
+                });
+            }
+            self.next += 1;
+            applied += 1;
+        }
+        let active: Vec<usize> = (self.current.broadcasts.iter().enumerate())
+            .filter(|(_, b)| b.steps.contains(&step))
+            .map(|(i, _)| i)
+            .collect();
+        let placement_changed = applied > 0 || active != self.active;
+        if placement_changed {
+            let before = std::mem::take(&mut self.view.placement);
+            let on: Vec<&Broadcast> = active.iter().map(|&i| &self.current.broadcasts[i]).collect();
+            self.view.placement = self.current.placement.with_broadcasts(&on);
+            // A broadcast copy is new where neither the placement nor the
+            // last view had it; it comes down the tree from its parent.
+            for b in &on {
+                let held = |p: &crate::schedule::Placement, d| {
+                    p.experts
+                        .get(b.layer as usize)
+                        .and_then(|l| l.get(b.expert as usize))
+                        .is_some_and(|dies| dies.contains(&d))
+                };
+                for &(parent, child) in &b.tree {
+                    if !held(&self.current.placement, child) && !held(&before, child) {
+                        arrivals.push(Arrival {
+                            layer: b.layer,
+                            expert: b.expert,
+                            to: child,
+                            source: WeightSource::Die(parent),
+                        });
+                    }
+                }
+            }
+            self.active = active;
+        }
+        Ok(Change {
+            applied,
+            placement_changed,
+            arrivals,
+        })
+    }
+
+    /// Simulates `step` on the view, with the weights that travel in it.
+    /// When migration chunks travel, the step is simulated again without
+    /// them: the difference is what they cost (the broadcast's own wait is
+    /// in the breakdown already).
+    fn simulate(
+        &self,
+        step: u64,
+        machine: &Machine,
+        routing: &crate::routing::StepRouting,
+        sim: SimOptions,
+    ) -> Result<StepResult, String> {
+        let on: Vec<&Broadcast> = self.active.iter().map(|&i| &self.current.broadcasts[i]).collect();
+        let chunks = step_chunks(&self.current.migrations, &on, step);
+        let pieces = step_chunks(&[], &on, step);
+        let migrating = chunks.len() > pieces.len();
+        let mut result = simulate_step_with(&self.view, machine, routing, sim, chunks)?;
+        if migrating {
+            let quiet = SimOptions {
+                record_flows: false,
+                ..sim
+            };
+            let without = simulate_step_with(&self.view, machine, routing, quiet, pieces)?;
+            result.breakdown.migration_s += (result.latency_s - without.latency_s).max(0.0);
+        }
+        Ok(result)
+    }
 }
 
 /// A routing over `tokens` tokens that repeats `r`'s tokens cyclically.

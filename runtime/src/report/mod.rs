@@ -89,6 +89,41 @@ pub struct StepSummary {
     pub fault: bool,
 }
 
+/// Expert weights moved during the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MigrationReport {
+    /// Migrations (copies added, moved, dropped) that took effect.
+    pub applied: u64,
+    /// Bytes of migration chunks and broadcast pieces sent, per leg.
+    pub bytes: f64,
+    pub byte_hops: f64,
+    /// Time some weights were in flight, summed over steps.
+    pub transfer_s: f64,
+    /// Time migration added to steps, summed over steps (what
+    /// `breakdown.migration_s` shows per step on average).
+    pub stall_s: f64,
+    /// Transfer time that did not add to a step: `transfer_s - stall_s`,
+    /// at least 0.
+    pub overlapped_s: f64,
+}
+
+/// A fault injected during the run and what recovering from it cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FaultReport {
+    pub step: u64,
+    /// What failed, in words.
+    pub what: String,
+    /// The fault step's latency over the median step's.
+    pub step_latency_s: f64,
+    /// Time the recovery (restoring experts, re-homing sequences) added.
+    pub recovery_s: f64,
+    pub rehomed_sequences: u64,
+    pub restored_from_replica: u64,
+    pub reloaded_from_host: u64,
+    /// What was lost and where it was restored, one line each.
+    pub notes: Vec<String>,
+}
+
 /// The report of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct RunReport {
@@ -109,6 +144,9 @@ pub struct RunReport {
     pub tokens_per_s_per_die: f64,
     /// `None` when the run skipped numerics (`--no-numerics`).
     pub numeric_check: Option<NumericReport>,
+    pub migration: MigrationReport,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultReport>,
     pub per_step: Vec<StepSummary>,
     /// Per directional link (LinkId order): utilisation over the run.
     #[serde(skip)]
@@ -128,6 +166,10 @@ pub struct ReportBuilder<'a> {
     link_bytes: Vec<f64>,
     die_busy: Vec<f64>,
     per_step: Vec<StepSummary>,
+    migration: MigrationReport,
+    faults: Vec<FaultReport>,
+    /// Dies alive now (a die fault removes one).
+    alive: Vec<crate::machine::DieId>,
 }
 
 impl<'a> ReportBuilder<'a> {
@@ -145,11 +187,21 @@ impl<'a> ReportBuilder<'a> {
             link_bytes: vec![0.0; machine.links().len()],
             die_busy: vec![0.0; machine.die_count() as usize],
             per_step: Vec::new(),
+            migration: MigrationReport::default(),
+            faults: Vec::new(),
+            alive: machine.alive_dies(),
         }
     }
 
-    /// Adds one step.
-    pub fn add(&mut self, step: u64, r: &StepResult) {
+    /// A fault struck at the start of the step about to be added: the
+    /// machine's alive dies change from then on.
+    pub fn fault(&mut self, machine: &Machine, report: FaultReport) {
+        self.alive = machine.alive_dies();
+        self.faults.push(report);
+    }
+
+    /// Adds one step, at which `applied` migrations took effect.
+    pub fn add(&mut self, step: u64, r: &StepResult, applied: u32) {
         self.latencies.push(r.latency_s);
         let b = &mut self.breakdown;
         b.attention_s += r.breakdown.attention_s;
@@ -174,13 +226,25 @@ impl<'a> ReportBuilder<'a> {
             step,
             latency_s: r.latency_s,
             imbalance: imbalance(&alive),
-            ..StepSummary::default()
+            migration_stall_s: r.breakdown.migration_s,
+            migration_transfer_s: r.migration_transfer_s,
+            migration_bytes: r.migration_bytes,
+            migrations_applied: applied,
+            fault: self.faults.last().is_some_and(|f| f.step == step),
         });
+        let m = &mut self.migration;
+        m.applied += u64::from(applied);
+        m.bytes += r.migration_bytes as f64;
+        m.byte_hops += r.migration_byte_hops as f64;
+        m.transfer_s += r.migration_transfer_s;
+        m.stall_s += r.breakdown.migration_s;
+        if let Some(f) = self.faults.last_mut().filter(|f| f.step == step) {
+            f.step_latency_s = r.latency_s;
+        }
     }
 
     fn alive_busy(&self, busy: &[f64]) -> Vec<f64> {
-        self.machine
-            .alive_dies()
+        self.alive
             .iter()
             .map(|d| busy.get(d.0 as usize).copied().unwrap_or(0.0))
             .collect()
@@ -261,6 +325,11 @@ impl<'a> ReportBuilder<'a> {
                 0.0
             },
             numeric_check,
+            migration: MigrationReport {
+                overlapped_s: (self.migration.transfer_s - self.migration.stall_s).max(0.0),
+                ..self.migration
+            },
+            faults: self.faults,
             per_step: self.per_step,
             link_util,
         }

@@ -117,16 +117,28 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         let mut pair_tokens = vec![0u64; dies * dies];
         // Per die: (expert, first column) -> its load.
         let mut loads: Vec<BTreeMap<(u32, u64), PartLoad>> = vec![BTreeMap::new(); dies];
-        for (i, &e) in lr.experts.iter().enumerate() {
+        // Tokens of balanced (broadcast) experts go last, each to the
+        // holder with the fewest token-expert pairs so far.
+        let mut die_load = vec![0u64; dies];
+        let balanced = |e: u32| schedule.placement.is_balanced(l, e);
+        let order = (lr.experts.iter().enumerate().filter(|&(_, &e)| !balanced(e)))
+            .chain(lr.experts.iter().enumerate().filter(|&(_, &e)| balanced(e)));
+        for (i, &e) in order {
             let token = i / routing.top_k.max(1);
             let home = home_of(token);
-            let Some(copy) = copies
-                .get(e as usize)
-                .and_then(|c| Placement::copy_for(c, token, home, &senders))
-            else {
+            let Some(of_expert) = copies.get(e as usize) else {
+                continue;
+            };
+            let copy = if balanced(e) {
+                least_loaded(of_expert, &die_load, home)
+            } else {
+                Placement::copy_for(of_expert, token, home, &senders)
+            };
+            let Some(copy) = copy else {
                 continue;
             };
             for part in copy {
+                die_load[part.die.index()] += 1;
                 let sender = senders.sender(home, part.die);
                 let load = loads[part.die.index()].entry((e, part.columns.start)).or_default();
                 load.tokens += 1;
@@ -159,4 +171,14 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         attention,
         layers,
     }
+}
+
+/// HD-MoE's rule for a broadcast expert: the copy whose busiest die has
+/// computed the fewest token-expert pairs so far; ties go to the copy on
+/// the token's home die, then to the first.
+fn least_loaded<'c>(copies: &'c [ExpertCopy], die_load: &[u64], home: DieId) -> Option<&'c ExpertCopy> {
+    copies.iter().min_by_key(|c| {
+        let load = c.iter().map(|p| die_load[p.die.index()]).max().unwrap_or(0);
+        (load, !c.iter().any(|p| p.die == home))
+    })
 }
