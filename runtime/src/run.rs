@@ -4,10 +4,10 @@
 //! engine on the machine model); then the report.
 
 use crate::machine::Machine;
+use crate::numerics::Arrival;
 use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{NumericReport, ReportBuilder, RunReport};
 use crate::routing::{RoutingGenerator, StepRouting};
-use crate::numerics::Arrival;
 use crate::schedule::{Broadcast, MigrationKind, Schedule, WeightSource};
 use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
 use crate::sim::moves::step_chunks;
@@ -140,8 +140,16 @@ impl Timeline {
     fn advance(&mut self, step: u64) -> Result<Change, String> {
         let mut arrivals = Vec::new();
         let mut applied = 0;
-        while let Some(m) = self.current.migrations.get(self.next).filter(|m| m.effective_step <= step) {
-            self.current.placement.apply(m).map_err(|e| format!("step {step}: {e}"))?;
+        while let Some(m) = self
+            .current
+            .migrations
+            .get(self.next)
+            .filter(|m| m.effective_step <= step)
+        {
+            self.current
+                .placement
+                .apply(m)
+                .map_err(|e| format!("step {step}: {e}"))?;
             if let (MigrationKind::Replicate | MigrationKind::Move, source) = (m.kind, m.source) {
                 arrivals.push(Arrival {
                     layer: m.layer,

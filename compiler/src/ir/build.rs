@@ -138,6 +138,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         header,
         graph: g,
         model: model.clone(),
+        shadow_slots: 0,
     }
 }
 

@@ -16,12 +16,14 @@ pub struct DieLoad {
     pub other_bytes: Bytes,
     /// KV cache: the sequences this die serves.
     pub state_bytes: Bytes,
+    /// Shadow slots kept free for replicas added during the run.
+    pub shadow_bytes: Bytes,
 }
 
 impl DieLoad {
     /// Everything together.
     pub fn total(&self) -> Bytes {
-        self.expert_bytes + self.other_bytes + self.state_bytes
+        self.expert_bytes + self.other_bytes + self.state_bytes + self.shadow_bytes
     }
 }
 
@@ -40,10 +42,28 @@ pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
             expert_bytes: Bytes(0),
             other_bytes: Bytes(0),
             state_bytes: Bytes(0),
+            shadow_bytes: Bytes(0),
         })
         .collect();
+    // Shadow slots: room for one more expert of each MoE layer per slot.
+    if ir.shadow_slots > 0 {
+        let moe_layers = (0..ir.model.layers)
+            .filter(|&l| ir.model.layer_kind(l) == moec_runtime::model::LayerKind::Moe)
+            .count() as u64;
+        let reserved = Bytes(
+            ir.model
+                .expert_bytes()
+                .0
+                .saturating_mul(moe_layers)
+                .saturating_mul(u64::from(ir.shadow_slots)),
+        );
+        for d in machine.alive_dies() {
+            loads[d.index()].shadow_bytes = reserved;
+        }
+    }
     for (_, n) in ir.nodes() {
-        if !n.ann.is_placed() {
+        // A move's bytes land in a shadow slot or a slot it frees.
+        if !n.ann.is_placed() || n.op.weight_move().is_some() {
             continue;
         }
         let ways = u64::from(n.ann.sharding.ways().max(1));

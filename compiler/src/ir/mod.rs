@@ -19,11 +19,13 @@ pub mod dot;
 mod form;
 pub mod json;
 pub mod memory;
+mod relocation;
 pub mod text;
 mod verify;
 
 pub use build::build;
 pub use form::{Form, FormKind};
+pub use relocation::{Leg, Phase, Timing, Travel, WeightMove};
 pub use verify::{verify, verify_placed, VerifyError};
 
 use moec_runtime::machine::DieId;
@@ -79,6 +81,11 @@ pub enum Op {
     DenseFfn { ffn: u64, activation: Activation },
     /// Hidden states to logits.
     LmHead { vocab: u64 },
+    /// An expert's copy moves to another die during the run (input: the
+    /// expert node).
+    Migrate(Box<WeightMove>),
+    /// An expert gains copies during the run (input: the expert node).
+    Replicate(Box<WeightMove>),
 }
 
 impl Op {
@@ -94,6 +101,16 @@ impl Op {
             Op::Combine { .. } => "combine".into(),
             Op::DenseFfn { .. } => "dense_ffn".into(),
             Op::LmHead { .. } => "lm_head".into(),
+            Op::Migrate(_) => "migrate".into(),
+            Op::Replicate(_) => "replicate".into(),
+        }
+    }
+
+    /// The weights a `Migrate` or `Replicate` node moves.
+    pub fn weight_move(&self) -> Option<&WeightMove> {
+        match self {
+            Op::Migrate(m) | Op::Replicate(m) => Some(m),
+            _ => None,
         }
     }
 }
@@ -269,6 +286,10 @@ pub struct Ir {
     /// The model it was built from: what a node's weights are made of, for
     /// the shares a split gives each die (see `memory`).
     pub model: moec_runtime::model::ModelSpec,
+    /// Expert slots every alive die keeps free in each MoE layer for
+    /// replicas added during the run (NI-Balancer's shadow slots);
+    /// counted in each die's memory.
+    pub shadow_slots: u32,
 }
 
 impl Ir {

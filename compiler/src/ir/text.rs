@@ -13,7 +13,7 @@
 //! closes the listing once anything is placed.
 
 use super::memory::die_loads;
-use super::{Ir, Node, Op, Sharding};
+use super::{Ir, Node, Op, Sharding, Travel, WeightMove};
 use moec_runtime::machine::Machine;
 use std::fmt::Write;
 use std::ops::RangeInclusive;
@@ -105,6 +105,38 @@ fn ranges(ids: &[usize]) -> Vec<String> {
     out
 }
 
+/// A move's source, destinations, bytes, steps and travel, e.g.
+/// `d12 -> d21 88.08 MB steps 40..=41 until 90 legs d12->d13 attention, d13->d21 moe chunks 8.39 MB`.
+fn move_text(w: &WeightMove) -> String {
+    let to: Vec<String> = w.to.iter().map(|d| format!("d{}", d.0)).collect();
+    let t = &w.timing;
+    let mut s = format!(
+        "d{} -> {} {} steps {}..={}",
+        w.from.0,
+        to.join(","),
+        w.bytes,
+        t.start,
+        t.effective
+    );
+    if let Some(u) = t.until {
+        let _ = write!(s, " until {u}");
+    }
+    match &w.travel {
+        Travel::StopTheWorld => s.push_str(" stop-the-world"),
+        Travel::Legs { legs, chunk } => {
+            let legs: Vec<String> = legs
+                .iter()
+                .map(|l| format!("d{}->d{} {}", l.from.0, l.to.0, l.phase.name()))
+                .collect();
+            let _ = write!(s, " legs {} chunks {chunk}", legs.join(", "));
+        }
+        Travel::Tree { edges, pieces } => {
+            let _ = write!(s, " tree of {} edges, {pieces} pieces", edges.len());
+        }
+    }
+    s
+}
+
 fn op_text(op: &Op) -> String {
     let m = op.mnemonic();
     match op {
@@ -128,6 +160,7 @@ fn op_text(op: &Op) -> String {
         } => format!("{m} e{} ffn={ffn} {}", expert.0, activation.name()),
         Op::SharedExpert { count, ffn, activation } => format!("{m} x{count} ffn={ffn} {}", activation.name()),
         Op::DenseFfn { ffn, activation } => format!("{m} ffn={ffn} {}", activation.name()),
+        Op::Migrate(w) | Op::Replicate(w) => format!("{m} e{} {}", w.expert.0, move_text(w)),
     }
 }
 

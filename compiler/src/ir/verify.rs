@@ -51,6 +51,7 @@ pub fn verify(ir: &Ir, machine: &Machine) -> Vec<VerifyError> {
     let mut errors = Vec::new();
     structure(ir, &mut errors);
     annotations(ir, machine, &mut errors);
+    moves(ir, machine, &mut errors);
     if errors.is_empty() {
         memory(ir, machine, &mut errors);
     }
@@ -137,6 +138,37 @@ fn structure(ir: &Ir, errors: &mut Vec<VerifyError>) {
                 i.index(),
                 seen.len()
             )));
+        }
+    }
+}
+
+/// A `Migrate` or `Replicate` node takes exactly its expert's node as
+/// input, sends from an alive die to alive dies other than it, and its
+/// steps are in order.
+fn moves(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
+    for (i, n) in ir.nodes() {
+        let Some(w) = n.op.weight_move() else { continue };
+        let inputs = ir.inputs(i);
+        let fed_by_expert = match inputs.as_slice() {
+            [e] => {
+                matches!(ir.graph[*e].op, Op::Expert { expert, .. } if expert == w.expert)
+                    && ir.graph[*e].layer == n.layer
+            }
+            _ => false,
+        };
+        let alive = |d: DieId| d.0 < machine.die_count() && machine.is_alive(d);
+        let t = &w.timing;
+        let problem = if !fed_by_expert {
+            Some(format!("is not fed by exactly its expert e{}", w.expert.0))
+        } else if !alive(w.from) || w.to.iter().any(|&d| !alive(d) || d == w.from) || w.to.is_empty() {
+            Some("sends from or to a dead die, or to its own source".to_string())
+        } else if t.effective < t.start || t.until.is_some_and(|u| u <= t.effective) {
+            Some(format!("has steps out of order ({t:?})"))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            errors.push(VerifyError::Broken(format!("{} {p}", describe(i.index(), n))));
         }
     }
 }

@@ -14,7 +14,10 @@
 //! domains (`Sharding::Domains` on the dispatch nodes), the gate is
 //! followed by an all-gather of the routed rows in the attention group and
 //! the combine by a reduce-scatter of the members' partial outputs. Dead
-//! dies get empty programs.
+//! dies get empty programs. `Migrate` and `Replicate` nodes become the
+//! schedule's migrations and broadcasts (`moves.rs`).
+
+mod moves;
 
 use crate::ir::{Ir, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
@@ -26,6 +29,7 @@ use moec_runtime::workload::WorkloadSpec;
 /// something the schedule needs is not placed.
 pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadSpec) -> Result<Schedule, String> {
     let (placement, unfused) = placement(ir, model, workload)?;
+    let (migrations, broadcasts) = moves::lower_moves(ir, model)?;
     let tp = !placement.attention_groups.is_empty();
     let domains = !placement.token_domains.is_empty();
     let programs = (0..machine.die_count())
@@ -48,8 +52,8 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         workload: workload.clone(),
         placement,
         programs,
-        migrations: Vec::new(),
-        broadcasts: Vec::new(),
+        migrations,
+        broadcasts,
     };
     schedule
         .validate()

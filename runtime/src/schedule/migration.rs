@@ -20,6 +20,7 @@
 
 use super::Placement;
 use crate::machine::DieId;
+use crate::model::{LayerKind, ModelSpec};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -77,6 +78,95 @@ impl Window {
             Window::Attention { layer } | Window::Moe { layer } => Some(layer),
         }
     }
+}
+
+/// The phase of a step whose windows a leg of a migration uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// A layer's attention (and its ring collectives).
+    Attention,
+    /// A layer's MoE all-to-all (dispatch to combine).
+    Moe,
+}
+
+impl Phase {
+    /// The phase's name in the IR's text.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Attention => "attention",
+            Phase::Moe => "moe",
+        }
+    }
+
+    /// Whether `w` is a window of this phase.
+    pub fn has(self, w: Window) -> bool {
+        matches!(
+            (self, w),
+            (Phase::Attention, Window::Attention { .. }) | (Phase::Moe, Window::Moe { .. })
+        )
+    }
+}
+
+/// The windows of one step in the order they open: every layer's
+/// attention, and after it, for an MoE layer, its MoE phase.
+pub fn step_windows(model: &ModelSpec) -> Vec<Window> {
+    let mut w = Vec::new();
+    for layer in 0..model.layers {
+        w.push(Window::Attention { layer: layer as u32 });
+        if model.layer_kind(layer) == LayerKind::Moe {
+            w.push(Window::Moe { layer: layer as u32 });
+        }
+    }
+    w
+}
+
+/// Cuts `bytes` into pieces of at most `chunk` bytes, each crossing
+/// `legs` in order, from step `start` on: a piece takes each leg in a later
+/// window than its previous leg (store and forward), and each leg carries
+/// one piece a window, so pieces pipeline down the legs. Returns the
+/// chunks and the first step after the last of them (when the copy can
+/// serve). Errors when a leg's phase has no window in a step.
+pub fn plan_legs(
+    legs: &[(DieId, DieId, Phase)],
+    bytes: u64,
+    chunk: u64,
+    start: u64,
+    windows: &[Window],
+) -> Result<(Vec<Chunk>, u64), String> {
+    let n = windows.len() as u64;
+    if let Some((_, _, p)) = legs.iter().find(|(_, _, p)| !windows.iter().any(|&w| p.has(w))) {
+        return Err(format!("no {} window in a step to send a migration leg in", p.name()));
+    }
+    let chunk = chunk.max(1);
+    let pieces = bytes.div_ceil(chunk).max(1);
+    let mut next_free = vec![start * n; legs.len()];
+    let mut chunks = Vec::new();
+    let mut last_step = start;
+    for c in 0..pieces {
+        let offset = c * chunk;
+        let size = chunk.min(bytes - offset.min(bytes));
+        let mut prev: Option<(u64, usize)> = None;
+        for (j, &(from, to, phase)) in legs.iter().enumerate() {
+            let mut g = next_free[j].max(prev.map_or(0, |(p, _)| p + 1));
+            while !phase.has(windows[(g % n) as usize]) {
+                g += 1;
+            }
+            next_free[j] = g + 1;
+            last_step = last_step.max(g / n);
+            chunks.push(Chunk {
+                step: g / n,
+                window: windows[(g % n) as usize],
+                from,
+                to,
+                offset,
+                bytes: size,
+                after: prev.map(|(_, k)| k as u32),
+            });
+            prev = Some((g, chunks.len() - 1));
+        }
+    }
+    Ok((chunks, last_step + 1))
 }
 
 /// One piece of a migration on one leg: `bytes` of the expert's weights
@@ -258,6 +348,43 @@ mod tests {
         assert!(p.apply(&migration(MigrationKind::Replicate, 1, 1, 2)).is_err());
         assert!(p.apply(&migration(MigrationKind::Evict, 0, 0, 0)).is_err());
         assert_eq!(p, placement());
+    }
+
+    #[test]
+    fn pieces_pipeline_down_the_legs_one_a_window() {
+        let windows = vec![
+            Window::Attention { layer: 0 },
+            Window::Moe { layer: 0 },
+            Window::Attention { layer: 1 },
+            Window::Moe { layer: 1 },
+        ];
+        let legs = [
+            (DieId(0), DieId(1), Phase::Attention),
+            (DieId(1), DieId(2), Phase::Moe),
+            (DieId(2), DieId(3), Phase::Attention),
+        ];
+        let (chunks, effective) = plan_legs(&legs, 25, 10, 5, &windows).unwrap();
+        let at: Vec<(u64, Window, u32, Option<u32>, u64)> = chunks
+            .iter()
+            .map(|c| (c.step, c.window, c.from.0, c.after, c.bytes))
+            .collect();
+        let (a0, m0, a1, m1) = (windows[0], windows[1], windows[2], windows[3]);
+        assert_eq!(
+            at,
+            vec![
+                (5, a0, 0, None, 10),
+                (5, m0, 1, Some(0), 10),
+                (5, a1, 2, Some(1), 10),
+                (5, a1, 0, None, 10),
+                (5, m1, 1, Some(3), 10),
+                (6, a0, 2, Some(4), 10),
+                (6, a0, 0, None, 5),
+                (6, m0, 1, Some(6), 5),
+                (6, a1, 2, Some(7), 5),
+            ]
+        );
+        assert_eq!(effective, 7);
+        assert!(plan_legs(&legs, 25, 10, 0, &windows[..1]).is_err());
     }
 
     #[test]

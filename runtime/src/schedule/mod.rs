@@ -22,7 +22,7 @@ mod migration;
 
 pub use copies::{ExpertCopy, ExpertPart};
 pub use instr::{Instr, InstrId, Op};
-pub use migration::{Broadcast, Chunk, Migration, MigrationKind, WeightSource, Window};
+pub use migration::{plan_legs, step_windows, Broadcast, Chunk, Migration, MigrationKind, Phase, WeightSource, Window};
 
 use crate::machine::{DieId, MachineSpec};
 use crate::model::ModelSpec;
@@ -345,7 +345,11 @@ impl Schedule {
                 return Err(format!("{what} names a die the machine does not have"));
             }
             for (k, c) in m.chunks.iter().enumerate() {
-                if c.step >= m.effective_step || bad(c.from) || bad(c.to) || !window_ok(c.window) {
+                if (c.step >= m.effective_step && !(c.window == Window::StopTheWorld && c.step == m.effective_step))
+                    || bad(c.from)
+                    || bad(c.to)
+                    || !window_ok(c.window)
+                {
                     return Err(format!(
                         "{what}: chunk {k} travels at step {} (the migration takes effect at {}), or names a die or layer that does not exist",
                         c.step, m.effective_step
