@@ -24,7 +24,10 @@ pub fn lower_moves(ir: &Ir, model: &ModelSpec) -> Result<(Vec<Migration>, Vec<Br
             Op::Replicate(w) => (MigrationKind::Replicate, w),
             _ => continue,
         };
-        let layer = n.layer.map(|l| l.0).ok_or_else(|| format!("move node %{} has no layer", i.index()))?;
+        let layer = n
+            .layer
+            .map(|l| l.0)
+            .ok_or_else(|| format!("move node %{} has no layer", i.index()))?;
         if let Travel::Tree { edges, pieces } = &w.travel {
             broadcasts.push(Broadcast {
                 layer,
