@@ -5,7 +5,7 @@ use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::Form;
 use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
-use crate::passes::{parse_pipeline, PassContext, PassManager, PipelineError, PrintAfter};
+use crate::passes::{parse_pipeline, MigrationPolicy, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
 use crate::sema::{self, ParallelChoice, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
@@ -44,6 +44,9 @@ pub struct CompileOptions {
     /// A pipeline overriding the plan's (`--passes`).
     pub passes: Option<String>,
     pub print_after: PrintAfter,
+    /// Steps the run will take (default: the workload's): what a
+    /// migration policy plans over.
+    pub steps: Option<u64>,
 }
 
 impl Session {
@@ -116,11 +119,17 @@ impl Session {
             (None, ParallelChoice::Fixed(Form::EP)) | (Some(_), _) => pipeline,
             (None, parallel) => format!("{pipeline},{}", parallel.pass()),
         };
+        // A plan's `migration` (other than none) runs last, on the final layout.
+        let pipeline = match (&options.passes, plan.migration) {
+            (None, MigrationPolicy::None) | (Some(_), _) => pipeline,
+            (None, policy) => format!("{pipeline},{}", policy.pass()),
+        };
         let specs = parse_pipeline(&pipeline).map_err(|e| Diagnostic::global(Code::E0021, e))?;
         let manager = PassManager::new(&specs, options.print_after.clone()).map_err(|e| pipeline_error(plan, e))?;
         let mut ir = ir::build(&plan.name, model, machine, workload);
         let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
-            .with_placement_file(self.program.placement_file(&plan.name));
+            .with_placement_file(self.program.placement_file(&plan.name))
+            .with_steps(options.steps.unwrap_or(workload.steps).max(1));
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }

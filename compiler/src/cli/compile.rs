@@ -35,6 +35,9 @@ pub struct Args {
     /// Run this pipeline instead of the plan's: `place(round_robin),...` or a pipeline name.
     #[arg(long)]
     passes: Option<String>,
+    /// Steps the run will take (default: the workload's): what a plan's migration plans over.
+    #[arg(long)]
+    steps: Option<u64>,
     /// Print the IR to standard error after this pass (repeatable; `place` matches `place(...)`).
     #[arg(long, value_name = "PASS")]
     print_after: Vec<String>,
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> Result<(), u8> {
         plan: args.plan.clone(),
         passes: args.passes.clone(),
         print_after,
+        steps: args.steps,
     };
     let text_options = TextOptions { layers };
     let plan = session

@@ -63,7 +63,7 @@ pub struct Args {
 
 /// Runs `moec run`.
 pub fn execute(args: Args) -> Result<(), u8> {
-    let schedule = load_schedule(&args.file, args.plan.as_deref())?;
+    let schedule = load_schedule(&args.file, args.plan.as_deref(), args.steps)?;
     let numerics = (!args.no_numerics).then(|| NumericConfig {
         width: args.numeric_width,
         ..NumericConfig::default()
@@ -114,7 +114,7 @@ fn write(path: &Path, text: &str) -> Result<(), u8> {
 }
 
 /// A .moe file compiled, or a schedule read back.
-fn load_schedule(file: &Path, plan: Option<&str>) -> Result<Schedule, u8> {
+fn load_schedule(file: &Path, plan: Option<&str>, steps: Option<u64>) -> Result<Schedule, u8> {
     if file.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(file).map_err(|e| {
             eprintln!("error: cannot read `{}`: {e}", file.display());
@@ -128,6 +128,7 @@ fn load_schedule(file: &Path, plan: Option<&str>) -> Result<Schedule, u8> {
     let session = load_checked(file)?;
     let options = CompileOptions {
         plan: plan.map(str::to_string),
+        steps,
         ..CompileOptions::default()
     };
     session.schedule(&options, &mut |_, _| {}).map_err(|d| {

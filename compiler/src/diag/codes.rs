@@ -42,6 +42,7 @@ pub enum Code {
     E0038,
     E0039,
     E0040,
+    E0041,
     W0001,
     W0002,
     W0003,
@@ -496,6 +497,24 @@ Example:
 
 Fix: a group size between 1 and the alive dies; `tp` or `moeshard` without a size takes all of
 them.",
+    },
+    Entry {
+        code: Code::E0041,
+        name: "E0041",
+        title: "migration cannot run on this plan",
+        explanation: "A plan's `migration = ...` moves whole experts between dies while the run goes on,
+planned from the expert loads observed step by step. It cannot run when the plan's `parallel`
+splits experts over dies (`tp(k)`, `moeshard`, `hybrid`, ...: a split expert has no one die to
+move from), nor when the workload's `routing = gate` decides the routing only inside the numeric
+run (there is nothing to observe when the plan is compiled).
+
+Example:
+
+    parallel = moeshard
+    migration = ni_balancer            // error: MoEShard splits every expert
+
+Fix: `parallel = ep` (the default) with migration, or `migration = none`; a workload routing
+source such as `zipf(s = 0.3, drift = 0.02)`, a trace or recorded counts.",
     },
     Entry {
         code: Code::W0001,

@@ -62,8 +62,9 @@ pub fn die_loads(ir: &Ir, machine: &Machine) -> Vec<DieLoad> {
         }
     }
     for (_, n) in ir.nodes() {
-        // A move's bytes land in a shadow slot or a slot it frees.
-        if !n.ann.is_placed() || n.op.weight_move().is_some() {
+        // A move's bytes land in a shadow slot or a slot it frees; an
+        // eviction frees one.
+        if !n.ann.is_placed() || n.op.weight_move().is_some() || matches!(n.op, Op::Evict(_)) {
             continue;
         }
         let ways = u64::from(n.ann.sharding.ways().max(1));

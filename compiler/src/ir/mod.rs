@@ -25,7 +25,7 @@ mod verify;
 
 pub use build::build;
 pub use form::{Form, FormKind};
-pub use relocation::{Leg, Phase, Timing, Travel, WeightMove};
+pub use relocation::{Eviction, Leg, Phase, Timing, Travel, WeightMove};
 pub use verify::{verify, verify_placed, VerifyError};
 
 use moec_runtime::machine::DieId;
@@ -86,6 +86,9 @@ pub enum Op {
     Migrate(Box<WeightMove>),
     /// An expert gains copies during the run (input: the expert node).
     Replicate(Box<WeightMove>),
+    /// An expert's copy is dropped during the run, its slot freed for
+    /// another expert (input: the expert node).
+    Evict(Eviction),
 }
 
 impl Op {
@@ -103,6 +106,7 @@ impl Op {
             Op::LmHead { .. } => "lm_head".into(),
             Op::Migrate(_) => "migrate".into(),
             Op::Replicate(_) => "replicate".into(),
+            Op::Evict(_) => "evict".into(),
         }
     }
 

@@ -29,6 +29,17 @@ pub struct WeightMove {
     pub travel: Travel,
 }
 
+/// An expert's copy dropped at a step (invasive rebalancing hands its slot
+/// to another expert). Nothing travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Eviction {
+    pub expert: ExpertId,
+    /// The die whose copy is dropped.
+    pub die: DieId,
+    /// The first step the copy no longer serves.
+    pub step: u64,
+}
+
 /// When a move happens, in steps of the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Timing {

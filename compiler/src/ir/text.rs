@@ -161,6 +161,7 @@ fn op_text(op: &Op) -> String {
         Op::SharedExpert { count, ffn, activation } => format!("{m} x{count} ffn={ffn} {}", activation.name()),
         Op::DenseFfn { ffn, activation } => format!("{m} ffn={ffn} {}", activation.name()),
         Op::Migrate(w) | Op::Replicate(w) => format!("{m} e{} {}", w.expert.0, move_text(w)),
+        Op::Evict(e) => format!("{m} e{} from d{} at step {}", e.expert.0, e.die.0, e.step),
     }
 }
 

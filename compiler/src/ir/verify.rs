@@ -147,16 +147,37 @@ fn structure(ir: &Ir, errors: &mut Vec<VerifyError>) {
 /// steps are in order.
 fn moves(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
     for (i, n) in ir.nodes() {
-        let Some(w) = n.op.weight_move() else { continue };
+        let expert = match &n.op {
+            Op::Migrate(w) | Op::Replicate(w) => w.expert,
+            Op::Evict(e) => e.expert,
+            _ => continue,
+        };
         let inputs = ir.inputs(i);
         let fed_by_expert = match inputs.as_slice() {
             [e] => {
-                matches!(ir.graph[*e].op, Op::Expert { expert, .. } if expert == w.expert)
+                matches!(ir.graph[*e].op, Op::Expert { expert: x, .. } if x == expert)
                     && ir.graph[*e].layer == n.layer
             }
             _ => false,
         };
         let alive = |d: DieId| d.0 < machine.die_count() && machine.is_alive(d);
+        let Some(w) = n.op.weight_move() else {
+            if !fed_by_expert {
+                errors.push(VerifyError::Broken(format!(
+                    "{} is not fed by exactly its expert e{}",
+                    describe(i.index(), n),
+                    expert.0
+                )));
+            } else if let Op::Evict(e) = &n.op {
+                if !alive(e.die) {
+                    errors.push(VerifyError::Broken(format!(
+                        "{} drops a copy on a dead die",
+                        describe(i.index(), n)
+                    )));
+                }
+            }
+            continue;
+        };
         let t = &w.timing;
         let problem = if !fed_by_expert {
             Some(format!("is not fed by exactly its expert e{}", w.expert.0))

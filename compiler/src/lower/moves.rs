@@ -1,6 +1,6 @@
-//! Lowering the `Migrate` and `Replicate` nodes: each becomes schedule
-//! migrations whose chunks travel in the windows its travel names, or a
-//! broadcast.
+//! Lowering the `Migrate`, `Replicate` and `Evict` nodes: each becomes
+//! schedule migrations whose chunks travel in the windows its travel
+//! names, or a broadcast (an eviction moves nothing).
 //!
 //! A replica kept until a step becomes a `Replicate` and, at that step, an
 //! `Evict`. Migrations are ordered by the step they take effect, and at
@@ -19,15 +19,29 @@ pub fn lower_moves(ir: &Ir, model: &ModelSpec) -> Result<(Vec<Migration>, Vec<Br
     let mut migrations = Vec::new();
     let mut broadcasts = Vec::new();
     for (i, n) in ir.nodes() {
-        let (kind, w) = match &n.op {
-            Op::Migrate(w) => (MigrationKind::Move, w),
-            Op::Replicate(w) => (MigrationKind::Replicate, w),
-            _ => continue,
-        };
         let layer = n
             .layer
             .map(|l| l.0)
-            .ok_or_else(|| format!("move node %{} has no layer", i.index()))?;
+            .ok_or_else(|| format!("move node %{} has no layer", i.index()));
+        let (kind, w) = match &n.op {
+            Op::Migrate(w) => (MigrationKind::Move, w),
+            Op::Replicate(w) => (MigrationKind::Replicate, w),
+            Op::Evict(e) => {
+                migrations.push(Migration {
+                    kind: MigrationKind::Evict,
+                    layer: layer?,
+                    expert: e.expert.0,
+                    source: WeightSource::Die(e.die),
+                    to: e.die,
+                    bytes: model.expert_bytes().0,
+                    effective_step: e.step,
+                    chunks: Vec::new(),
+                });
+                continue;
+            }
+            _ => continue,
+        };
+        let layer = layer?;
         if let Travel::Tree { edges, pieces } = &w.travel {
             broadcasts.push(Broadcast {
                 layer,

@@ -8,17 +8,23 @@
 
 mod auto;
 mod contiguous;
+mod dynamic_placement;
 mod eplb;
 pub mod form_graph;
 mod from_file;
 mod hd_moe;
 mod hungarian;
+mod invasive;
 mod layer_all_to_all;
 mod link_balance;
+mod load_history;
 mod manager;
+mod migrate;
 mod moetuner;
+mod ni_balancer;
 mod node_balance;
 mod parallel;
+mod phase_links;
 mod place;
 pub mod registry;
 mod round_robin;
@@ -26,6 +32,7 @@ mod select_parallel;
 mod tp_groups;
 
 pub use manager::{PassManager, PipelineError, PrintAfter};
+pub use migrate::MigrationPolicy;
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 
 use crate::ir::Ir;
@@ -47,6 +54,8 @@ pub struct PassContext<'a> {
     pub attention_tp: u32,
     /// The placement a `placement = file("...")` plan read (for `from_file`).
     pub placement_file: Option<&'a ExpertLayout>,
+    /// Steps the run will take (what migration plans over).
+    pub steps: u64,
     /// Expert loads from the workload's routing, measured on first use;
     /// and the same with layer-to-layer transitions, when a pass asks.
     stats: std::sync::OnceLock<Result<RoutingStats, String>>,
@@ -69,6 +78,7 @@ impl<'a> PassContext<'a> {
             redundant_experts,
             attention_tp,
             placement_file: None,
+            steps: workload.steps,
             stats: std::sync::OnceLock::new(),
             transitions: std::sync::OnceLock::new(),
         }
@@ -77,6 +87,12 @@ impl<'a> PassContext<'a> {
     /// The same context with the placement a plan's file gave.
     pub fn with_placement_file(mut self, layout: Option<&'a ExpertLayout>) -> PassContext<'a> {
         self.placement_file = layout;
+        self
+    }
+
+    /// The same context for a run of `steps` steps.
+    pub fn with_steps(mut self, steps: u64) -> PassContext<'a> {
+        self.steps = steps;
         self
     }
 

@@ -4,6 +4,7 @@
 //! `place(round_robin)`. Named pipelines stand for a list of specs.
 
 use super::from_file::FromFile;
+use super::migrate::Migrate;
 use super::parallel::Parallel;
 use super::place::Place;
 use super::Pass;
@@ -35,6 +36,12 @@ pub const PASSES: &[(&str, &str)] = &[
         "parallel",
         "parallel(FORM): the form of every MoE layer's experts on the placed dies; FORM: any `parallel = ...` \
          value (ep, tp(k), moeshard(k), hybrid, compute_balanced, each optionally with `fused = false`; auto)",
+    ),
+    (
+        "migrate",
+        "migrate(POLICY): expert weights moved while the run goes on, planned over its steps from the loads \
+         observed so far; POLICY: invasive, ni_balancer or dynamic_placement, with settings \
+         (migrate(ni_balancer, alpha = 0.1, every = 1, window = 8, slots = 2))",
     ),
     (
         "from_file",
@@ -101,6 +108,7 @@ pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
     match spec.name.as_str() {
         "place" => Ok(Box::new(Place::new(spec.arg.as_deref())?)),
         "parallel" => Ok(Box::new(Parallel::new(spec.arg.as_deref())?)),
+        "migrate" => Ok(Box::new(Migrate::new(spec.arg.as_deref())?)),
         "from_file" => match &spec.arg {
             None => Ok(Box::new(FromFile)),
             Some(_) => Err("`from_file` takes no argument: the file is the plan's `placement = file(\"...\")`".into()),

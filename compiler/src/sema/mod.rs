@@ -7,6 +7,7 @@
 //! All errors are collected; an item with errors is left out of the program.
 
 pub mod machine;
+pub mod migration;
 pub mod model;
 pub mod plan;
 pub mod reader;

@@ -7,6 +7,7 @@ use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
 use crate::ir::{Form, FormKind};
+use crate::passes::MigrationPolicy;
 use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
@@ -188,6 +189,8 @@ pub struct Plan {
     pub attention: AttentionParallel,
     /// The experts' form (`parallel = ...`; EP when absent).
     pub parallel: ParallelChoice,
+    /// What moves experts while the run goes on (`migration = ...`).
+    pub migration: MigrationPolicy,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -255,7 +258,12 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(ParallelChoice::Fixed(Form::EP)),
     };
     let parallel_ok = parallel.is_some();
-    let migration_ok = r.choice("migration", &["none"]).is_some() || r.span_of("migration").is_none();
+    let migration_span = r.span_of("migration");
+    let migration = match r.value("migration") {
+        Some(v) => super::migration::migration_policy(v, diags),
+        None => Some(MigrationPolicy::None),
+    };
+    let migration_ok = migration.is_some();
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
 
@@ -268,11 +276,17 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         redundant_experts,
         attention: attention?,
         parallel: parallel?,
+        migration: migration?,
         calibration: None,
         span: decl.name.span,
     };
     if !(parallel_ok && migration_ok) {
         return None;
+    }
+    if let Some(span) = migration_span {
+        if !migration_fits(program, &plan, span, diags) {
+            return None;
+        }
     }
     let fits = expert_fits(program, &plan, decl, diags);
     let splits = attention_splits(program, &plan, attention_span, diags);
@@ -282,6 +296,38 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         return None;
     };
     Some(Plan { calibration, ..plan })
+}
+
+/// E0041: migration moves whole experts, planned from routing known
+/// before the run.
+fn migration_fits(program: &Program, plan: &Plan, span: Span, diags: &mut Vec<Diagnostic>) -> bool {
+    if plan.migration == MigrationPolicy::None {
+        return true;
+    }
+    let split = !matches!(plan.parallel, ParallelChoice::Fixed(f) if f.kind == FormKind::Ep);
+    let gate = program
+        .workload(plan.workload)
+        .is_some_and(|w| matches!(w.routing, RoutingSource::Gate { .. }));
+    let refusal = if split {
+        Some((
+            "it moves whole experts, and this plan's `parallel` splits them over dies",
+            "drop `parallel` (or write `parallel = ep`), or `migration = none`",
+        ))
+    } else if gate {
+        Some((
+            "it plans from the routing observed step by step, and `routing = gate` decides only inside the numeric run",
+            "give the workload a routing source such as zipf(s = 0.3, drift = 0.02) or a trace",
+        ))
+    } else {
+        None
+    };
+    match refusal {
+        Some((why, hint)) => {
+            diags.push(super::migration::refuse(span, why, hint));
+            false
+        }
+        None => true,
+    }
 }
 
 /// E0024: a placement that lays out token domains needs tensor-parallel

@@ -24,7 +24,7 @@ use super::network::{Network, Traffic};
 use super::traffic::{step_traffic, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
-use crate::schedule::{Op, Schedule};
+use crate::schedule::{Op, Phase, Schedule};
 use crate::units::Seconds;
 
 /// Where a step's time went, on its critical die (the one that finished last).
@@ -95,6 +95,10 @@ pub struct FlowSpan {
     /// The layer the flow belongs to (its collective's layer; a
     /// migration's window layer), if any.
     pub layer: Option<u32>,
+    /// The phase of a step's own traffic: attention (its ring all-gather
+    /// and reduce-scatter) or MoE (token all-gather, dispatch, combine, MoE
+    /// reduce-scatter); `None` for weights in flight.
+    pub phase: Option<Phase>,
 }
 
 /// Transfers in flight while recording: flow id -> (source, destination, bytes, start).
@@ -353,6 +357,11 @@ pub fn simulate_step_with(
                 } else {
                     Some(untag(t).1 as u32)
                 };
+                let phase = match untag(t).0 {
+                    _ if migration => None,
+                    ALL_GATHER | REDUCE_SCATTER => Some(Phase::Attention),
+                    _ => Some(Phase::Moe),
+                };
                 result.flows.push(FlowSpan {
                     src,
                     dst,
@@ -361,6 +370,7 @@ pub fn simulate_step_with(
                     end_s: end,
                     migration,
                     layer,
+                    phase,
                 });
             }
             if migration {
