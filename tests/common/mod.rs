@@ -78,6 +78,7 @@ pub fn compile_printing(
         plan: Some(plan.into()),
         passes: None,
         print_after: PrintAfter::All,
+        steps: None,
     };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();

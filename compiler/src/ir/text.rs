@@ -46,11 +46,16 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
     }
     let all_alive = machine.alive_dies();
     let mut current_layer = None;
+    let shown = |n: &Node| match (n.layer, &options.layers) {
+        (Some(l), Some(range)) => range.contains(&l.0),
+        _ => true,
+    };
+    // Moves are added after the step's nodes; they print after them, in
+    // their own list, so each layer's step nodes stay together.
+    let is_move = |n: &Node| matches!(n.op, Op::Migrate(_) | Op::Replicate(_) | Op::Evict(_));
     for (i, n) in ir.nodes() {
-        if let (Some(l), Some(range)) = (n.layer, &options.layers) {
-            if !range.contains(&l.0) {
-                continue;
-            }
+        if !shown(n) || is_move(n) {
+            continue;
         }
         if n.layer != current_layer {
             current_layer = n.layer;
@@ -62,25 +67,46 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
             }
         }
         let indent = if n.layer.is_some() { "  " } else { "" };
-        let inputs = ranges(&ir.inputs(i).iter().map(|p| p.index()).collect::<Vec<_>>());
-        let _ = write!(out, "{indent}%{} = {}", i.index(), op_text(&n.op));
-        if !inputs.is_empty() {
-            let _ = write!(out, " ({})", inputs.join(", "));
+        node_line(ir, machine, &all_alive, i, indent, &mut out);
+    }
+    let moves: Vec<_> = ir.nodes().filter(|(_, n)| is_move(n) && shown(n)).collect();
+    if !moves.is_empty() {
+        let _ = writeln!(out, "\nmoves over the run:");
+        for (i, n) in moves {
+            let indent = format!("  layer {}: ", n.layer.map_or(0, |l| l.0));
+            node_line(ir, machine, &all_alive, i, &indent, &mut out);
         }
-        let shape: Vec<String> = n.out.shape.iter().map(u64::to_string).collect();
-        let _ = write!(out, " -> [{}] {}", shape.join(", "), n.out.dtype.name());
-        if n.weights.0 > 0 {
-            let _ = write!(out, " weights={}", n.weights);
-        }
-        if n.state.0 > 0 {
-            let _ = write!(out, " kv={}", n.state);
-        }
-        let _ = writeln!(out, " @{}", placement(n, machine, &all_alive));
     }
     if ir.nodes().any(|(_, n)| n.ann.is_placed()) {
         memory_table(ir, machine, &mut out);
     }
     out
+}
+
+/// One node's line: number, operation, inputs, output, weights, placement.
+fn node_line(
+    ir: &Ir,
+    machine: &Machine,
+    all_alive: &[moec_runtime::machine::DieId],
+    i: petgraph::stable_graph::NodeIndex,
+    indent: &str,
+    out: &mut String,
+) {
+    let n = &ir.graph[i];
+    let inputs = ranges(&ir.inputs(i).iter().map(|p| p.index()).collect::<Vec<_>>());
+    let _ = write!(out, "{indent}%{} = {}", i.index(), op_text(&n.op));
+    if !inputs.is_empty() {
+        let _ = write!(out, " ({})", inputs.join(", "));
+    }
+    let shape: Vec<String> = n.out.shape.iter().map(u64::to_string).collect();
+    let _ = write!(out, " -> [{}] {}", shape.join(", "), n.out.dtype.name());
+    if n.weights.0 > 0 {
+        let _ = write!(out, " weights={}", n.weights);
+    }
+    if n.state.0 > 0 {
+        let _ = write!(out, " kv={}", n.state);
+    }
+    let _ = writeln!(out, " @{}", placement(n, machine, all_alive));
 }
 
 /// Node numbers with runs folded: `%3, %5..%260`.

@@ -72,7 +72,7 @@ impl PhaseLinks {
         let machine = cx.machine;
         let links = machine.links().len();
         let mut busy = [vec![0.0f64; links], vec![0.0f64; links]];
-        for f in &step.flows {
+        for f in step.flows.iter().filter(|f| !f.migration) {
             let Some(phase) = f.phase else { continue };
             let route = machine.route(f.src, f.dst).map_err(|e| e.to_string())?;
             for l in route.links {

@@ -46,6 +46,25 @@ pub fn render(r: &RunReport) -> String {
         o,
         "  (breakdown: time the critical die spent in each phase, mean over steps; phases may overlap)"
     );
+    let m = &r.migration;
+    if m.applied > 0 || m.bytes > 0.0 {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "expert weights moved during the run:");
+        let rows: Vec<(&str, String)> = vec![
+            ("migrations applied", m.applied.to_string()),
+            ("weights sent", Bytes(m.bytes as u64).to_string()),
+            ("in flight", s(m.transfer_s)),
+            ("  overlapped", s(m.overlapped_s)),
+            ("  stalled steps", s(m.stall_s)),
+        ];
+        for (k, v) in rows {
+            let _ = writeln!(o, "  {k:<18} {v:>14}");
+        }
+        let _ = writeln!(
+            o,
+            "  (summed over steps; stalled: what migration added to step latency, overlapped: the rest of its flight)"
+        );
+    }
     match &r.numeric_check {
         Some(n) => {
             let _ = writeln!(o);

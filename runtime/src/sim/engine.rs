@@ -24,7 +24,7 @@ use super::network::{Network, Traffic};
 use super::traffic::{step_traffic, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
-use crate::schedule::{Op, Phase, Schedule};
+use crate::schedule::{Op, Phase, Schedule, Window};
 use crate::units::Seconds;
 
 /// Where a step's time went, on its critical die (the one that finished last).
@@ -95,9 +95,11 @@ pub struct FlowSpan {
     /// The layer the flow belongs to (its collective's layer; a
     /// migration's window layer), if any.
     pub layer: Option<u32>,
-    /// The phase of a step's own traffic: attention (its ring all-gather
-    /// and reduce-scatter) or MoE (token all-gather, dispatch, combine, MoE
-    /// reduce-scatter); `None` for weights in flight.
+    /// The phase the flow belongs to: for the step's own traffic,
+    /// attention (its ring all-gather and reduce-scatter) or MoE (token
+    /// all-gather, dispatch, combine, MoE reduce-scatter); for weights in
+    /// flight, the phase of the window they travel in (`None`:
+    /// stop-the-world).
     pub phase: Option<Phase>,
 }
 
@@ -358,7 +360,13 @@ pub fn simulate_step_with(
                     Some(untag(t).1 as u32)
                 };
                 let phase = match untag(t).0 {
-                    _ if migration => None,
+                    _ if migration => moves
+                        .chunk((t & 0x00FF_FFFF_FFFF_FFFF) as usize)
+                        .and_then(|c| match c.window {
+                            Window::StopTheWorld => None,
+                            Window::Attention { .. } => Some(Phase::Attention),
+                            Window::Moe { .. } => Some(Phase::Moe),
+                        }),
                     ALL_GATHER | REDUCE_SCATTER => Some(Phase::Attention),
                     _ => Some(Phase::Moe),
                 };
