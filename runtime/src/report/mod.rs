@@ -54,6 +54,10 @@ pub struct DieReport {
     pub busy_mean_s: f64,
     /// busy_max / busy_mean: 1 is perfect balance.
     pub imbalance: f64,
+    /// The experts' own balance, mean over steps: per step, the sum over
+    /// MoE layers of the busiest die's expert time over the mean die's (1:
+    /// every layer's experts equally loaded on every die).
+    pub expert_imbalance: f64,
 }
 
 /// The numeric check: distributed execution against the dense reference.
@@ -76,6 +80,9 @@ pub struct StepSummary {
     pub latency_s: f64,
     /// Busiest alive die's compute over the mean (1: perfect balance).
     pub imbalance: f64,
+    /// The MoE layers' expert time on the busiest die over the mean die's,
+    /// summed over layers (see `DieReport::expert_imbalance`).
+    pub expert_imbalance: f64,
     /// Time migration added to this step (stop-the-world moves, chunks
     /// that outlasted their window or slowed the step's own flows).
     pub migration_stall_s: f64,
@@ -226,6 +233,7 @@ impl<'a> ReportBuilder<'a> {
             step,
             latency_s: r.latency_s,
             imbalance: imbalance(&alive),
+            expert_imbalance: r.expert_imbalance(&self.alive),
             migration_stall_s: r.breakdown.migration_s,
             migration_transfer_s: r.migration_transfer_s,
             migration_bytes: r.migration_bytes,
@@ -318,6 +326,7 @@ impl<'a> ReportBuilder<'a> {
                 busy_max_s: busy_max,
                 busy_mean_s: busy_mean,
                 imbalance: imbalance(&busy),
+                expert_imbalance: mean(&self.per_step.iter().map(|s| s.expert_imbalance).collect::<Vec<_>>()),
             },
             tokens_per_s_per_die: if total_time > 0.0 {
                 tokens as f64 * self.latencies.len() as f64 / total_time / alive

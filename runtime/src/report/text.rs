@@ -37,6 +37,7 @@ pub fn render(r: &RunReport) -> String {
         ("die busy max", s(r.dies.busy_max_s)),
         ("die busy mean", s(r.dies.busy_mean_s)),
         ("die imbalance", format!("{:.3}", r.dies.imbalance)),
+        ("expert imbalance", format!("{:.3}", r.dies.expert_imbalance)),
         ("tokens/s per die", format!("{:.1}", r.tokens_per_s_per_die)),
     ];
     for (k, v) in rows {

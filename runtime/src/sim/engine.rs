@@ -56,6 +56,9 @@ pub struct StepResult {
     pub breakdown: Breakdown,
     /// Per die: seconds its compute unit was busy.
     pub die_busy_s: Vec<f64>,
+    /// Per MoE layer and die (`layer * dies + die`): seconds of its expert
+    /// kernels, the work expert placement balances.
+    pub expert_busy_s: Vec<f64>,
     /// Per directional link (LinkId order): bytes carried and seconds busy.
     pub link_bytes: Vec<f64>,
     pub link_busy_s: Vec<f64>,
@@ -79,6 +82,27 @@ pub struct StepResult {
     pub migration_transfer_s: f64,
     /// Byte-hops of those weights.
     pub migration_byte_hops: u64,
+}
+
+impl StepResult {
+    /// How far the MoE layers' expert work is from balanced over `alive`
+    /// dies: the sum over layers of the busiest die's expert time (what
+    /// the step waits for, as each layer's all-to-all synchronises the
+    /// dies) over the sum of the mean die's. 1 is perfect balance.
+    pub fn expert_imbalance(&self, alive: &[DieId]) -> f64 {
+        let dies = self.die_busy_s.len().max(1);
+        let (mut critical, mut mean) = (0.0, 0.0);
+        for layer in self.expert_busy_s.chunks(dies) {
+            let times = alive.iter().map(|d| layer.get(d.index()).copied().unwrap_or(0.0));
+            critical += times.clone().fold(0.0, f64::max);
+            mean += times.sum::<f64>() / alive.len().max(1) as f64;
+        }
+        if mean > 0.0 {
+            critical / mean
+        } else {
+            1.0
+        }
+    }
 }
 
 /// One transfer's life, recorded for link timelines.
@@ -294,6 +318,7 @@ pub fn simulate_step_with(
     let mut coll = Collectives::new(&traffic, dies, layers);
     let mut result = StepResult {
         die_busy_s: vec![0.0; dies],
+        expert_busy_s: vec![0.0; dies * layers],
         tokens: routing.tokens as u64,
         ..Default::default()
     };
@@ -520,6 +545,11 @@ fn issue(
         let t = compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0;
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;
+        if let Op::Experts { layer, .. } = instr.op {
+            if let Some(x) = result.expert_busy_s.get_mut(layer as usize * result.die_busy_s.len() + d) {
+                *x += t;
+            }
+        }
         if t <= 0.0 {
             s.done[i] = true;
             record(result, schedule, d, i, now, now);
