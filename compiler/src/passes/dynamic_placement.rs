@@ -24,9 +24,9 @@ use crate::ir::{ExpertId, Ir, Phase, Timing, Travel, WeightMove};
 use moec_runtime::machine::{DieId, Machine};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Pieces a broadcast is cut into: enough that the pipeline's fill (one
-/// piece per tree level) is small against the whole.
-const PIECES: u32 = 8;
+/// Pieces a broadcast is cut into per level of its tree: the pipeline's
+/// fill (one piece a level) then costs a quarter of one whole transfer.
+const PIECES_PER_LEVEL: u32 = 4;
 
 /// Plans the run's broadcasts.
 pub fn plan(
@@ -70,7 +70,8 @@ pub fn plan(
                 for &edge in &tree.edges {
                     *trial.entry(edge).or_insert(0.0) += bytes.0 as f64;
                 }
-                let time = broadcast_time(machine, &trial, tree.depth, bytes.0 as f64 / f64::from(PIECES));
+                let piece = bytes.0 as f64 / f64::from(tree.pieces());
+                let time = broadcast_time(machine, &trial, tree.depth, piece);
                 if time > budget {
                     break;
                 }
@@ -106,7 +107,7 @@ pub fn plan(
                         },
                         travel: Travel::Tree {
                             edges: tree.edges.clone(),
-                            pieces: PIECES,
+                            pieces: tree.pieces(),
                         },
                     },
                 });
@@ -154,6 +155,11 @@ struct Tree {
 }
 
 impl Tree {
+    /// Pieces its broadcasts are cut into.
+    fn pieces(&self) -> u32 {
+        PIECES_PER_LEVEL * self.depth.max(1)
+    }
+
     /// Breadth-first over direct die-to-die links (a mesh's neighbours);
     /// dies no such link reaches (through a switch) hang off the source.
     fn spanning(machine: &Machine, source: DieId, alive: &[DieId]) -> Tree {
