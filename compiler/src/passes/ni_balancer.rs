@@ -18,7 +18,9 @@
 //!    window, so it never waits on or delays the step's own traffic; the
 //!    replica serves from the step after its last chunk arrives.
 //!
-//! An expert with a copy still in flight is left alone until it lands. The
+//! An expert with a copy still in flight is left alone until it lands, and
+//! a shadow replica serves at least `window` steps before it may be
+//! evicted, so sampling noise does not make replicas chase each other. The
 //! shadow slots are reserved in every die's memory for every MoE layer
 //! (`Ir::shadow_slots`), so no migration can run a die out of memory.
 
@@ -102,11 +104,13 @@ pub fn plan(
                 if taken.len() < settings.slots as usize {
                     return Some(None);
                 }
-                // The coldest shadow replica that has landed, if colder than the newcomer.
+                // The coldest shadow replica that has served a window of
+                // steps (so noise does not make replicas chase each other),
+                // if colder than the newcomer.
                 taken
                     .iter()
                     .enumerate()
-                    .filter(|(_, sh)| sh.effective <= s)
+                    .filter(|(_, sh)| sh.effective + settings.window <= s)
                     .map(|(k, sh)| (k, share(sh.expert as usize)))
                     .filter(|&(_, load)| load < after)
                     .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))

@@ -48,6 +48,11 @@ pub struct PhaseLinks {
     window_s: [f64; 2],
     /// Die-to-die bandwidth of the slowest alive link (chunk sizing).
     link_bandwidth: f64,
+    /// `[attention, moe][src * dies + dst]`: the route's hops and its
+    /// hottest link's utilisation in that phase, when every link on it is
+    /// cold (what the legs search asks, once per pair).
+    cold_routes: [Vec<Option<(u32, f64)>>; 2],
+    dies: usize,
 }
 
 fn slot(p: Phase) -> usize {
@@ -122,10 +127,27 @@ impl PhaseLinks {
             .filter(|l| l.alive)
             .map(|l| l.spec.bandwidth.0)
             .fold(f64::INFINITY, f64::min);
+        let dies = machine.die_count() as usize;
+        let cold_routes = [0, 1].map(|p: usize| {
+            let mut table = vec![None; dies * dies];
+            for a in machine.alive_dies() {
+                for b in machine.alive_dies() {
+                    let Ok(route) = machine.route(a, b) else { continue };
+                    let u: &Vec<f64> = &utilisation[p];
+                    let hottest = route.links.iter().map(|l| u[l.index()]).fold(0.0, f64::max);
+                    if a != b && hottest < COLD {
+                        table[a.index() * dies + b.index()] = Some((route.hops(), hottest));
+                    }
+                }
+            }
+            table
+        });
         Ok(PhaseLinks {
             utilisation,
             window_s,
             link_bandwidth: if link_bandwidth.is_finite() { link_bandwidth } else { 0.0 },
+            cold_routes,
+            dies,
         })
     }
 
@@ -165,18 +187,8 @@ impl PhaseLinks {
     /// hottest link. `None` when no such legs exist.
     pub fn legs(&self, machine: &Machine, from: DieId, to: DieId) -> Option<Vec<Leg>> {
         let alive = machine.alive_dies();
-        // The hottest link of each (src, dst, phase) route, once.
-        let mut routes: BTreeMap<(DieId, DieId, usize), Option<(u32, f64)>> = BTreeMap::new();
-        let mut cold = |a: DieId, b: DieId, p: Phase| -> Option<(u32, f64)> {
-            *routes.entry((a, b, slot(p))).or_insert_with(|| {
-                let route = machine.route(a, b).ok()?;
-                let hottest = route
-                    .links
-                    .iter()
-                    .map(|&l| self.utilisation(l, p))
-                    .fold(0.0, f64::max);
-                (hottest < COLD).then_some((route.hops(), hottest))
-            })
+        let cold = |a: DieId, b: DieId, p: Phase| -> Option<(u32, f64)> {
+            self.cold_routes[slot(p)].get(a.index() * self.dies + b.index()).copied().flatten()
         };
         let phases = [Phase::Attention, Phase::Moe];
         let mut best: Option<((u32, f64), Vec<Leg>)> = None;
