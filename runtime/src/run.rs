@@ -33,6 +33,8 @@ pub struct RunOutput {
     pub report: RunReport,
     /// The first `trace_steps` step results, with their transfers.
     pub traced: Vec<StepResult>,
+    /// The machine as the run ended: with the faults' dies and links dead.
+    pub machine: Machine,
 }
 
 /// Runs `schedule`. `progress(done, total)` is called after every step.
@@ -114,6 +116,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     Ok(RunOutput {
         report: builder.finish(numeric_check),
         traced,
+        machine: live,
     })
 }
 

@@ -96,7 +96,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
     }
     if let Some(path) = &args.heatmap {
         let title = format!("link utilisation: plan {} on {}", schedule.plan, schedule.machine.name);
-        write(path, &heatmap::render(&machine, &out.report.link_util, &title))?;
+        // Drawn on the machine as the run ended, so failed links and dies show dead.
+        write(path, &heatmap::render(&out.machine, &out.report.link_util, &title))?;
     }
     if let Some(path) = &args.series {
         let title = format!(
