@@ -50,6 +50,51 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn run_injects_faults_and_refuses_bad_ones() {
+    let file = "tests/faults/mesh.moe";
+    let args = ["run", file, "--plan", "eplb", "--steps", "4", "--no-numerics"];
+    let o = moec(
+        &[
+            &args[..],
+            &[
+                "--fail",
+                "die(1,0)@step=2",
+                "--fail",
+                "link((3,0),(3,1))@step=1",
+                "--report",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let faults = json["faults"].as_array().expect("faults[]");
+    let what: Vec<&str> = faults.iter().map(|f| f["what"].as_str().unwrap()).collect();
+    assert_eq!(what, ["link (3, 0)-(3, 1)", "die (1, 0)"]);
+    assert!(faults[1]["rehomed_sequences"].as_u64() > Some(0));
+    assert_eq!(json["per_step"][2]["fault"], serde_json::Value::Bool(true));
+    let o = moec(&[&args[..], &["--fail", "die(1,0)@step=2"]].concat());
+    assert!(
+        text(&o.stdout).contains("fault at step 2: die (1, 0) failed"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // A spec that does not parse is a usage error; one the machine refuses, an error.
+    let o = moec(&[&args[..], &["--fail", "die(1,0)@step"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("expected `=` after `step`"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = moec(&[&args[..], &["--fail", "die(9,9)@step=1"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("outside the 4x2 mesh"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn a_missing_file_is_an_error_not_a_panic() {
     let o = moec(&["check", "examples/no-such-file.moe"]);
     assert_eq!(o.status.code(), Some(1));

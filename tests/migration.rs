@@ -30,6 +30,7 @@ fn run_plan(s: &Schedule, steps: u64, numerics: bool, trace_steps: u64) -> RunOu
         }),
         trace_steps,
         network_quantum: 0.02,
+        faults: Vec::new(),
     };
     run(s, &options, &mut |_, _| {}).expect("runs")
 }

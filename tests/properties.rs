@@ -188,6 +188,7 @@ proptest! {
                 numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(8), ..Default::default() }),
                 trace_steps: 1,
                 network_quantum: 0.02,
+                faults: Vec::new(),
             };
             let _ = moec_runtime::run::run(&s, &options, &mut |_, _| {});
         }
@@ -383,6 +384,7 @@ proptest! {
             numerics: Some(moec_runtime::numerics::NumericConfig { width: Some(16), ..Default::default() }),
             trace_steps: 0,
             network_quantum: 0.02,
+            faults: Vec::new(),
         };
         let out = moec_runtime::run::run(&schedule, &options, &mut |_, _| {})
             .map_err(|e| TestCaseError::fail(format!("{source}\n{e}")))?;

@@ -48,6 +48,7 @@ fn timing_only(steps: u64) -> RunOptions {
         numerics: None,
         trace_steps: 0,
         network_quantum: 0.0,
+        faults: Vec::new(),
     }
 }
 
@@ -62,6 +63,7 @@ fn with_numerics(steps: u64, width: u64, network_quantum: f64) -> RunOptions {
         numerics: Some(numerics),
         trace_steps: 0,
         network_quantum,
+        faults: Vec::new(),
     }
 }
 

@@ -6,8 +6,10 @@
 //! and routing over its links; the schedule format the compiler emits; the
 //! routing sources, the simulator (roofline dies, max-min shared links, the
 //! event engine), the real kernels and the numeric executor with its dense
-//! reference; and the reports. `run::run` ties them together.
+//! reference; the reports; and the faults a run may inject (`fault`).
+//! `run::run` ties them together.
 
+pub mod fault;
 pub mod kernels;
 pub mod machine;
 pub mod model;

@@ -1,16 +1,18 @@
 //! One run of a schedule: for every step, the routing (generated, replayed
 //! or decided by the real gate), the numeric check (the distributed
 //! execution against the dense reference), and the timing (the event
-//! engine on the machine model); then the report.
+//! engine on the machine model); then the report. Faults (`fault.rs`)
+//! strike at the start of their step, before that step's migrations.
 
+use crate::fault::{self, Fault};
 use crate::machine::Machine;
 use crate::numerics::Arrival;
 use crate::numerics::{NumericConfig, Numerics};
-use crate::report::{NumericReport, ReportBuilder, RunReport};
+use crate::report::{FaultReport, NumericReport, ReportBuilder, RunReport};
 use crate::routing::{RoutingGenerator, StepRouting};
-use crate::schedule::{Broadcast, MigrationKind, Schedule, WeightSource};
+use crate::schedule::{Broadcast, Migration, MigrationKind, Schedule, WeightSource};
 use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
-use crate::sim::moves::step_chunks;
+use crate::sim::moves::{step_chunks, StepChunk};
 
 /// How to run.
 pub struct RunOptions {
@@ -22,6 +24,8 @@ pub struct RunOptions {
     pub trace_steps: u64,
     /// The network's rate-recompute quantum (0: exact); see `SimOptions`.
     pub network_quantum: f64,
+    /// Dies and links that fail during the run (`--fail`).
+    pub faults: Vec<Fault>,
 }
 
 /// What a run produced.
@@ -29,6 +33,8 @@ pub struct RunOutput {
     pub report: RunReport,
     /// The first `trace_steps` step results, with their transfers.
     pub traced: Vec<StepResult>,
+    /// The machine as the run ended: with the faults' dies and links dead.
+    pub machine: Machine,
 }
 
 /// Runs `schedule`. `progress(done, total)` is called after every step.
@@ -36,6 +42,10 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     schedule.validate()?;
     let machine = Machine::build(schedule.machine.clone()).map_err(|e| e.to_string())?;
     let steps = options.steps.unwrap_or(schedule.workload.steps).max(1);
+    fault::check(&machine, &options.faults, steps).map_err(|e| e.to_string())?;
+    let faults = fault::in_order(&options.faults);
+    // The machine as faults leave it; `machine` stays as the run began.
+    let mut live = machine.clone();
     let mut generator = RoutingGenerator::new(&schedule.model, &schedule.workload)?;
     let mut numerics = match &options.numerics {
         Some(c) => Some(Numerics::new(schedule, c)?),
@@ -47,6 +57,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     let tokens = schedule.workload.tokens_per_step() as usize;
     for step in 0..steps {
+        let struck = timeline.apply_faults(step, &faults, &mut live)?;
         let change = timeline.advance(step)?;
         if change.placement_changed {
             if let Some(n) = &mut numerics {
@@ -71,7 +82,11 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
             record_flows: record,
             network_quantum: options.network_quantum,
         };
-        let result = timeline.simulate(step, &machine, &routing, sim)?;
+        let (result, recovery_s) = timeline.simulate(step, &live, &routing, sim)?;
+        for mut report in struck {
+            report.recovery_s = recovery_s;
+            builder.fault(&live, report);
+        }
         builder.add(step, &result, change.applied);
         if record {
             traced.push(result);
@@ -101,6 +116,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     Ok(RunOutput {
         report: builder.finish(numeric_check),
         traced,
+        machine: live,
     })
 }
 
@@ -114,6 +130,13 @@ struct Timeline {
     view: Schedule,
     /// Indices of the broadcasts `view` holds.
     active: Vec<usize>,
+    /// Expert copies faults restored (already in `current`'s placement),
+    /// whose chunks travel in their fault's step.
+    restores: Vec<Migration>,
+    /// A fault changed `current` since the view was made, and the copies it
+    /// restored (for the numeric executor).
+    stale: bool,
+    fault_arrivals: Vec<Arrival>,
 }
 
 /// What changed at the start of a step.
@@ -132,13 +155,34 @@ impl Timeline {
             next: 0,
             view: schedule.clone(),
             active: Vec::new(),
+            restores: Vec::new(),
+            stale: false,
+            fault_arrivals: Vec::new(),
         }
+    }
+
+    /// The faults of `faults` (in the order they strike) that strike at
+    /// `step`: each rebuilds `machine` and repairs `current`
+    /// (`fault::recover`). Returns their reports, without the step's timing.
+    fn apply_faults(&mut self, step: u64, faults: &[Fault], machine: &mut Machine) -> Result<Vec<FaultReport>, String> {
+        let mut reports = Vec::new();
+        for f in faults.iter().filter(|f| f.step == step) {
+            let r =
+                fault::recover(&mut self.current, self.next, machine, f).map_err(|e| format!("step {step}: {e}"))?;
+            *machine = r.machine;
+            self.view.machine = self.current.machine.clone();
+            self.stale |= r.placement_changed;
+            self.restores.extend(r.restores);
+            self.fault_arrivals.extend(r.arrivals);
+            reports.push(r.report);
+        }
+        Ok(reports)
     }
 
     /// Applies the migrations that take effect at `step` and puts the
     /// step's broadcasts on.
     fn advance(&mut self, step: u64) -> Result<Change, String> {
-        let mut arrivals = Vec::new();
+        let mut arrivals = std::mem::take(&mut self.fault_arrivals);
         let mut applied = 0;
         while let Some(m) = self
             .current
@@ -165,7 +209,10 @@ impl Timeline {
             .filter(|(_, b)| b.steps.contains(&step))
             .map(|(i, _)| i)
             .collect();
-        let placement_changed = applied > 0 || active != self.active;
+        let placement_changed = applied > 0 || active != self.active || self.stale;
+        if std::mem::take(&mut self.stale) {
+            self.view.programs = self.current.programs.clone();
+        }
         if placement_changed {
             let before = std::mem::take(&mut self.view.placement);
             let on: Vec<&Broadcast> = active.iter().map(|&i| &self.current.broadcasts[i]).collect();
@@ -202,29 +249,50 @@ impl Timeline {
     /// Simulates `step` on the view, with the weights that travel in it.
     /// When migration chunks travel, the step is simulated again without
     /// them: the difference is what they cost (the broadcast's own wait is
-    /// in the breakdown already).
+    /// in the breakdown already). When a fault restored experts, once more
+    /// without their chunks: the difference is the recovery time (second).
     fn simulate(
         &self,
         step: u64,
         machine: &Machine,
         routing: &crate::routing::StepRouting,
         sim: SimOptions,
-    ) -> Result<StepResult, String> {
+    ) -> Result<(StepResult, f64), String> {
         let on: Vec<&Broadcast> = self.active.iter().map(|&i| &self.current.broadcasts[i]).collect();
-        let chunks = step_chunks(&self.current.migrations, &on, step);
+        let planned = step_chunks(&self.current.migrations, &on, step);
+        let restores = step_chunks(&self.restores, &[], step);
+        let recovering = !restores.is_empty();
+        let chunks = joined(planned.clone(), restores);
         let pieces = step_chunks(&[], &on, step);
         let migrating = chunks.len() > pieces.len();
         let mut result = simulate_step_with(&self.view, machine, routing, sim, chunks)?;
+        let quiet = SimOptions {
+            record_flows: false,
+            ..sim
+        };
         if migrating {
-            let quiet = SimOptions {
-                record_flows: false,
-                ..sim
-            };
             let without = simulate_step_with(&self.view, machine, routing, quiet, pieces)?;
             result.breakdown.migration_s += (result.latency_s - without.latency_s).max(0.0);
         }
-        Ok(result)
+        let mut recovery_s = 0.0;
+        if recovering {
+            let without = simulate_step_with(&self.view, machine, routing, quiet, planned)?;
+            recovery_s = (result.latency_s - without.latency_s).max(0.0);
+        }
+        Ok((result, recovery_s))
     }
+}
+
+/// `a` then `b`, `b`'s references to its own chunks shifted past `a`'s.
+fn joined(mut a: Vec<StepChunk>, b: Vec<StepChunk>) -> Vec<StepChunk> {
+    let shift = a.len();
+    a.extend(b.into_iter().map(|mut c| {
+        for x in &mut c.after {
+            *x += shift;
+        }
+        c
+    }));
+    a
 }
 
 /// A routing over `tokens` tokens that repeats `r`'s tokens cyclically.

@@ -137,6 +137,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
             numerics: (!args.no_numerics).then(NumericConfig::default),
             trace_steps: 0,
             network_quantum: DEFAULT_NETWORK_QUANTUM,
+            faults: Vec::new(),
         };
         eprintln!("compare: running {name} ...");
         let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {

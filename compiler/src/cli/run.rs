@@ -3,6 +3,7 @@
 
 use super::output::{emit, load_checked, report, write_atomic};
 use moec::driver::CompileOptions;
+use moec_runtime::fault::Fault;
 use moec_runtime::machine::Machine;
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{chrome, heatmap, series, text};
@@ -59,6 +60,10 @@ pub struct Args {
     /// near 2% and is far faster on big all-to-alls.
     #[arg(long, default_value_t = moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM, value_name = "FRACTION")]
     network_quantum: f64,
+    /// Inject a fault at the start of a step: `die(x,y)@step=N` or `link((x1,y1),(x2,y2))@step=N` on a
+    /// mesh, `die(i)@step=N` on GPUs. Repeatable.
+    #[arg(long = "fail", value_name = "SPEC")]
+    faults: Vec<Fault>,
 }
 
 /// Runs `moec run`.
@@ -73,6 +78,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         numerics,
         trace_steps: if args.trace.is_some() { args.trace_steps } else { 0 },
         network_quantum: args.network_quantum,
+        faults: args.faults,
     };
     let mut bar = Progress::new();
     let out = run(&schedule, &options, &mut |done, total| bar.tick(done, total)).map_err(|e| {
@@ -90,7 +96,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
     }
     if let Some(path) = &args.heatmap {
         let title = format!("link utilisation: plan {} on {}", schedule.plan, schedule.machine.name);
-        write(path, &heatmap::render(&machine, &out.report.link_util, &title))?;
+        // Drawn on the machine as the run ended, so failed links and dies show dead.
+        write(path, &heatmap::render(&out.machine, &out.report.link_util, &title))?;
     }
     if let Some(path) = &args.series {
         let title = format!(

@@ -83,6 +83,7 @@ fn trial(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(f64, Ir
         numerics: None,
         trace_steps: 0,
         network_quantum: QUANTUM,
+        faults: Vec::new(),
     };
     let seconds = run(&schedule, &options, &mut |_, _| {})?.report.latency.mean_s;
     Ok((seconds, trial))

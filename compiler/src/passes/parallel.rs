@@ -351,6 +351,7 @@ mod tests {
             numerics: Some(moec_runtime::numerics::NumericConfig::default()),
             trace_steps: 0,
             network_quantum: 0.0,
+            faults: Vec::new(),
         };
         for form in [
             "ep",

@@ -120,11 +120,17 @@ pub struct FaultReport {
     pub step: u64,
     /// What failed, in words.
     pub what: String,
-    /// The fault step's latency over the median step's.
+    /// The fault step's latency, and the median step's over the run.
     pub step_latency_s: f64,
-    /// Time the recovery (restoring experts, re-homing sequences) added.
+    pub median_latency_s: f64,
+    /// Time restoring the lost expert copies added to the fault step (the
+    /// step simulated with and without their chunks). Faults striking at one
+    /// step recover together: each shows the step's time.
     pub recovery_s: f64,
+    /// Sequences moved off the dead die (or its dissolved attention group).
     pub rehomed_sequences: u64,
+    /// Lost expert copies restored from a surviving replica over the
+    /// network, and reloaded from the host through the io.
     pub restored_from_replica: u64,
     pub reloaded_from_host: u64,
     /// What was lost and where it was restored, one line each.
@@ -163,7 +169,8 @@ pub struct RunReport {
 /// Collects step results into a report.
 pub struct ReportBuilder<'a> {
     schedule: &'a Schedule,
-    machine: &'a Machine,
+    /// The machine as it is now (faults change it).
+    machine: Machine,
     latencies: Vec<f64>,
     breakdown: Breakdown,
     bytes: f64,
@@ -184,7 +191,7 @@ impl<'a> ReportBuilder<'a> {
     pub fn new(schedule: &'a Schedule, machine: &'a Machine) -> ReportBuilder<'a> {
         ReportBuilder {
             schedule,
-            machine,
+            machine: machine.clone(),
             latencies: Vec::new(),
             breakdown: Breakdown::default(),
             bytes: 0.0,
@@ -204,6 +211,7 @@ impl<'a> ReportBuilder<'a> {
     /// machine's alive dies change from then on.
     pub fn fault(&mut self, machine: &Machine, report: FaultReport) {
         self.alive = machine.alive_dies();
+        self.machine = machine.clone();
         self.faults.push(report);
     }
 
@@ -246,7 +254,7 @@ impl<'a> ReportBuilder<'a> {
         m.byte_hops += r.migration_byte_hops as f64;
         m.transfer_s += r.migration_transfer_s;
         m.stall_s += r.breakdown.migration_s;
-        if let Some(f) = self.faults.last_mut().filter(|f| f.step == step) {
+        for f in self.faults.iter_mut().filter(|f| f.step == step) {
             f.step_latency_s = r.latency_s;
         }
     }
@@ -290,6 +298,15 @@ impl<'a> ReportBuilder<'a> {
         let alive = self.machine.alive_dies().len().max(1) as f64;
         let scale = |x: f64| x / steps;
         let b = self.breakdown;
+        let median = percentile(&self.latencies, 0.50);
+        let faults = self
+            .faults
+            .into_iter()
+            .map(|f| FaultReport {
+                median_latency_s: median,
+                ..f
+            })
+            .collect();
         RunReport {
             version: REPORT_VERSION,
             plan: self.schedule.plan.clone(),
@@ -338,7 +355,7 @@ impl<'a> ReportBuilder<'a> {
                 overlapped_s: (self.migration.transfer_s - self.migration.stall_s).max(0.0),
                 ..self.migration
             },
-            faults: self.faults,
+            faults,
             per_step: self.per_step,
             link_util,
         }

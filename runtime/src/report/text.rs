@@ -66,6 +66,27 @@ pub fn render(r: &RunReport) -> String {
             "  (summed over steps; stalled: what migration added to step latency, overlapped: the rest of its flight)"
         );
     }
+    for f in &r.faults {
+        let _ = writeln!(o);
+        let ratio = if f.median_latency_s > 0.0 {
+            format!(
+                " ({:.2}x the median {})",
+                f.step_latency_s / f.median_latency_s,
+                s(f.median_latency_s)
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(o, "fault at step {}: {} failed", f.step, f.what);
+        let _ = writeln!(o, "  {:<18} {:>14}{ratio}", "step latency", s(f.step_latency_s));
+        let _ = writeln!(o, "  {:<18} {:>14}", "recovery", s(f.recovery_s));
+        let _ = writeln!(o, "  {:<18} {:>14}", "sequences re-homed", f.rehomed_sequences);
+        let _ = writeln!(o, "  {:<18} {:>14}", "from a replica", f.restored_from_replica);
+        let _ = writeln!(o, "  {:<18} {:>14}", "from the host", f.reloaded_from_host);
+        for note in &f.notes {
+            let _ = writeln!(o, "  {note}");
+        }
+    }
     match &r.numeric_check {
         Some(n) => {
             let _ = writeln!(o);

@@ -43,7 +43,9 @@ pub enum MigrationKind {
 pub enum WeightSource {
     /// A die holding a copy.
     Die(DieId),
-    /// Off-chip memory (the machine's `io`), through the nearest I/O die.
+    /// Off-chip memory (the machine's `io`), through the nearest I/O die:
+    /// the `from` of its chunks that forward no other is that io die, and
+    /// their bytes cross the io before the network (`sim/moves.rs`).
     Host,
 }
 

@@ -297,7 +297,8 @@ pub fn simulate_step_with(
     chunks: Vec<StepChunk>,
 ) -> Result<StepResult, String> {
     let record_flows = options.record_flows;
-    let mut moves = Moves::new(chunks);
+    let io = machine.spec().io.as_ref().map(|io| io.bandwidth.0);
+    let mut moves = Moves::new(chunks).with_io(io);
     let traffic = step_traffic(schedule, machine, routing);
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     let dies = machine.die_count() as usize;
@@ -361,7 +362,8 @@ pub fn simulate_step_with(
             .filter_map(|s| s.running.map(|(_, end)| end))
             .fold(f64::INFINITY, f64::min);
         let net_next = net.next_event().unwrap_or(f64::INFINITY);
-        let next = compute_next.min(net_next);
+        let read_next = moves.next_read_done().unwrap_or(f64::INFINITY);
+        let next = compute_next.min(net_next).min(read_next);
         if !next.is_finite() {
             // The step's own work is done: weights whose window never
             // opened go now, so none is lost.
@@ -373,6 +375,8 @@ pub fn simulate_step_with(
         now = next.max(now);
         finished.clear();
         net.advance_into(now, &mut finished);
+        // Weights read from the host go on the network once the io carried them.
+        moves.finish_reads(now, &mut net)?;
         result.events += finished.len() as u64;
         for &(id, t, end) in &finished {
             let migration = t >> 56 == MIGRATION;

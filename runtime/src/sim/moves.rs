@@ -14,10 +14,18 @@
 //!
 //! Flows are tagged with [`MIGRATION`] in the top byte and the chunk's
 //! index below, so the engine can tell their arrivals from the collectives'.
+//!
+//! A chunk read from the host (the first leg of a [`WeightSource::Host`]
+//! migration: a restored expert reloaded from off-wafer memory) first
+//! crosses the machine's io, then the network from the io die it enters
+//! through (its `from`). The io is one pipe of the machine's io bandwidth
+//! (`IoSpec::bandwidth`, the total over all io dies): host reads take it
+//! one after another in the order they start, each for its bytes over that
+//! bandwidth, and the chunk's flow starts when its read is done.
 
 use super::network::Network;
 use crate::machine::DieId;
-use crate::schedule::{Broadcast, Migration, Op, Window};
+use crate::schedule::{Broadcast, Migration, Op, WeightSource, Window};
 use std::collections::BTreeMap;
 
 /// The traffic class (tag top byte) of weights in flight.
@@ -34,6 +42,9 @@ pub struct StepChunk {
     pub after: Vec<usize>,
     /// A broadcast piece: the MoE layer whose expert kernel on `to` waits for it.
     pub gates_layer: Option<u32>,
+    /// Read from the host first: `from` is the io die the bytes enter
+    /// through, and the flow starts once the io has carried them.
+    pub from_host: bool,
 }
 
 /// The weights a step moves: the chunks of `migrations` that travel at
@@ -57,6 +68,7 @@ pub fn step_chunks(migrations: &[Migration], broadcasts: &[&Broadcast], step: u6
                     .into_iter()
                     .collect(),
                 gates_layer: None,
+                from_host: m.source == WeightSource::Host && c.after.is_none(),
             });
         }
     }
@@ -86,6 +98,7 @@ pub fn step_chunks(migrations: &[Migration], broadcasts: &[&Broadcast], step: u6
                     bytes,
                     after,
                     gates_layer: Some(b.layer),
+                    from_host: false,
                 });
             }
         }
@@ -119,6 +132,12 @@ pub struct Moves {
     gate: BTreeMap<(u32, DieId), u32>,
     stop_the_world: usize,
     started_flows: Vec<(u64, usize)>,
+    /// The machine's io bandwidth (bytes/s), if it has io.
+    io_bandwidth: Option<f64>,
+    /// When the io is next free to read from the host.
+    io_free_at: f64,
+    /// Host reads under way: (when the read is done, chunk), in start order.
+    reading: Vec<(f64, usize)>,
 }
 
 impl Moves {
@@ -151,8 +170,33 @@ impl Moves {
             gate,
             stop_the_world,
             started_flows: Vec::new(),
+            io_bandwidth: None,
+            io_free_at: 0.0,
+            reading: Vec::new(),
             chunks,
         }
+    }
+
+    /// The io host reads cross: `bandwidth` bytes/s in all (`None`: the
+    /// machine has no io, and a host read is an error).
+    pub fn with_io(mut self, bandwidth: Option<f64>) -> Moves {
+        self.io_bandwidth = bandwidth.filter(|b| b.is_finite() && *b > 0.0);
+        self
+    }
+
+    /// When the next host read is done (its flow then starts), if any is under way.
+    pub fn next_read_done(&self) -> Option<f64> {
+        self.reading.iter().map(|&(t, _)| t).reduce(f64::min)
+    }
+
+    /// Starts the flows of the host reads done by `now`.
+    pub fn finish_reads(&mut self, now: f64, net: &mut Network) -> Result<(), String> {
+        let (done, rest): (Vec<(f64, usize)>, Vec<(f64, usize)>) = self.reading.iter().partition(|&&(t, _)| t <= now);
+        self.reading = rest;
+        for (_, i) in done {
+            self.send(i, now, net)?;
+        }
+        Ok(())
     }
 
     /// Whether the step moves nothing.
@@ -205,12 +249,30 @@ impl Moves {
     }
 
     fn start(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+        self.started[i] = true;
+        self.times[i].0 = now;
+        if self.chunks[i].from_host {
+            let Some(bandwidth) = self.io_bandwidth else {
+                return Err(format!(
+                    "a chunk is read from the host into {}, but the machine has no io",
+                    self.chunks[i].from
+                ));
+            };
+            // One pipe: this read waits for the ones before it.
+            let done = now.max(self.io_free_at) + self.chunks[i].bytes as f64 / bandwidth;
+            self.io_free_at = done;
+            self.reading.push((done, i));
+            return Ok(());
+        }
+        self.send(i, now, net)
+    }
+
+    /// Puts chunk `i` on the network at `now`.
+    fn send(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
         let c = &self.chunks[i];
         let id = net
             .start(now, c.from, c.to, c.bytes, (MIGRATION << 56) | i as u64)
             .map_err(|e| format!("a migration chunk from {} to {}: {e}", c.from, c.to))?;
-        self.started[i] = true;
-        self.times[i].0 = now;
         self.started_flows.push((id.0, i));
         Ok(())
     }
@@ -358,6 +420,7 @@ mod tests {
                 bytes: 10,
                 after: Vec::new(),
                 gates_layer: None,
+                from_host: false,
             };
             3
         ]);
