@@ -68,6 +68,7 @@ fn formatting_preserves_meaning() {
         for plan in &a.program.plans {
             let opts = CompileOptions {
                 plan: Some(plan.name.clone()),
+                steps: Some(common::SNAPSHOT_STEPS),
                 ..Default::default()
             };
             let ia = a

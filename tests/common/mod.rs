@@ -52,6 +52,9 @@ pub fn example_data_files() -> Vec<PathBuf> {
     walk_examples(&|p| p.extension().is_some_and(|x| x == "json" || x == "csv"))
 }
 
+/// Steps the tests that compile every example plan over.
+pub const SNAPSHOT_STEPS: u64 = 8;
+
 /// Checks a file from disk; panics with the rendered diagnostics on errors.
 pub fn checked(path: &Path) -> Session {
     let s = driver::check(&FsReader, path).expect("readable");
@@ -78,7 +81,9 @@ pub fn compile_printing(
         plan: Some(plan.into()),
         passes: None,
         print_after: PrintAfter::All,
-        steps: None,
+        // Migration plans over the run's steps; a few show every kind of
+        // move node without planning a 1,000-step run per snapshot.
+        steps: Some(SNAPSHOT_STEPS),
     };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();

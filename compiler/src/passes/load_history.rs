@@ -21,6 +21,9 @@ use moec_runtime::model::ModelSpec;
 /// Tokens of each step counted.
 pub const SAMPLE_TOKENS: u64 = 2048;
 
+/// Loads kept at most (steps x MoE layers x experts, 4 bytes each): 512 MiB.
+const MAX_LOADS: u64 = 1 << 27;
+
 /// Observed expert loads of every step of a run.
 pub struct LoadHistory {
     /// `loads[step][i][e]`: tokens expert `e` of the `i`th MoE layer
@@ -35,6 +38,14 @@ impl LoadHistory {
     /// MoE layers `layers` (model layer ids, in order).
     pub fn observe(model: &ModelSpec, workload: &WorkloadSpec, layers: &[u32], steps: u64) -> Result<LoadHistory, String> {
         let experts = model.moe.as_ref().map_or(0, |m| m.experts as usize);
+        let per_step = (layers.len() as u64).saturating_mul(experts as u64).max(1);
+        if steps.saturating_mul(per_step) > MAX_LOADS {
+            return Err(format!(
+                "a migration policy plans over at most {} steps of this model ({} MoE layers of {experts} experts), not {steps}: run fewer steps (--steps)",
+                MAX_LOADS / per_step,
+                layers.len()
+            ));
+        }
         let tokens = workload.tokens_per_step();
         let mut sample = workload.clone();
         match sample.phase {
