@@ -53,7 +53,7 @@ pub fn example_data_files() -> Vec<PathBuf> {
 }
 
 /// Steps the tests that compile every example plan over.
-pub const SNAPSHOT_STEPS: u64 = 8;
+pub const SNAPSHOT_STEPS: u64 = 12;
 
 /// Checks a file from disk; panics with the rendered diagnostics on errors.
 pub fn checked(path: &Path) -> Session {
@@ -81,7 +81,7 @@ pub fn compile_printing(
         plan: Some(plan.into()),
         passes: None,
         print_after: PrintAfter::All,
-        // Migration plans over the run's steps; a few show every kind of
+        // Migration plans over the run's steps; twelve show every kind of
         // move node without planning a 1,000-step run per snapshot.
         steps: Some(SNAPSHOT_STEPS),
     };

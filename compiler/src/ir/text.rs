@@ -134,7 +134,12 @@ fn ranges(ids: &[usize]) -> Vec<String> {
 /// A move's source, destinations, bytes, steps and travel, e.g.
 /// `d12 -> d21 88.08 MB steps 40..=41 until 90 legs d12->d13 attention, d13->d21 moe chunks 8.39 MB`.
 fn move_text(w: &WeightMove) -> String {
-    let to: Vec<String> = w.to.iter().map(|d| format!("d{}", d.0)).collect();
+    // A broadcast reaches most of the machine: its count says enough.
+    let to: Vec<String> = if w.to.len() > 4 {
+        vec![format!("{} dies", w.to.len())]
+    } else {
+        w.to.iter().map(|d| format!("d{}", d.0)).collect()
+    };
     let t = &w.timing;
     let mut s = format!(
         "d{} -> {} {} steps {}..={}",
@@ -244,6 +249,18 @@ fn dies(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::DieId])
 fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
     let have = machine.spec().die.memory;
     let _ = writeln!(out, "\n; memory per die (capacity {have})");
+    if ir.shadow_slots > 0 {
+        let per_die = die_loads(ir, machine)
+            .iter()
+            .map(|l| l.shadow_bytes)
+            .max()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "; total includes {} shadow slots a MoE layer ({per_die} a die) kept free for replicas",
+            ir.shadow_slots
+        );
+    }
     let _ = writeln!(
         out,
         "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>6}",

@@ -8,7 +8,8 @@
 //! window, measured on the simulator by [`PhaseLinks`]). A broadcast goes
 //! down a spanning tree of the machine's die-to-die links from the expert's
 //! holder, in pipelined pieces (chunked mesh broadcast), so its time is the
-//! busiest tree link's bytes over its bandwidth plus the pipeline's fill;
+//! busiest tree link's bytes over the bandwidth attention's own traffic
+//! leaves it (measured per link) plus the pipeline's fill;
 //! k broadcasts of one layer share links, so their bytes add on the links
 //! their trees share. The copies live for the layer only: nothing stays in
 //! memory after it, and nothing is added to a die's permanent load.
@@ -71,7 +72,7 @@ pub fn plan(
                     *trial.entry(edge).or_insert(0.0) += bytes.0 as f64;
                 }
                 let piece = bytes.0 as f64 / f64::from(tree.pieces());
-                let time = broadcast_time(machine, &trial, tree.depth, piece);
+                let time = broadcast_time(machine, &links, &trial, tree.depth, piece);
                 if time > budget {
                     break;
                 }
@@ -129,13 +130,23 @@ pub fn plan(
 }
 
 /// Seconds for broadcasts whose tree edges carry `link_bytes`: the busiest
-/// link's bytes at its bandwidth, plus the pipeline's fill (one piece a level).
-fn broadcast_time(machine: &Machine, link_bytes: &BTreeMap<(DieId, DieId), f64>, depth: u32, piece: f64) -> f64 {
+/// link's bytes at the bandwidth attention's own traffic leaves it, plus
+/// the pipeline's fill (one piece a level).
+fn broadcast_time(
+    machine: &Machine,
+    links: &PhaseLinks,
+    link_bytes: &BTreeMap<(DieId, DieId), f64>,
+    depth: u32,
+    piece: f64,
+) -> f64 {
+    // What is left of a link once attention's rings have used their share
+    // (at least a twentieth, so a busy link is slow, not impossible).
+    let spare = |l| machine.link(l).spec.bandwidth.0 * (1.0 - links.utilisation(l, Phase::Attention)).max(0.05);
     let bandwidth = |a: DieId, b: DieId| {
         machine
             .route(a, b)
             .ok()
-            .and_then(|r| r.links.iter().map(|&l| machine.link(l).spec.bandwidth.0).reduce(f64::min))
+            .and_then(|r| r.links.iter().map(|&l| spare(l)).reduce(f64::min))
             .unwrap_or(f64::INFINITY)
     };
     let busiest = link_bytes
