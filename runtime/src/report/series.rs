@@ -2,7 +2,9 @@
 //! panel is the latency of each step in ms, the part of it that was
 //! migration stall shaded orange over the line, down from the step's
 //! latency; the lower is the die imbalance (busiest alive die's compute
-//! over the mean) with a dashed line at 1.0, perfect balance (the scale
+//! over the mean) and the expert imbalance (the MoE layers' expert time on
+//! the busiest die over the mean's) with a dashed line at 1.0, perfect
+//! balance (the scale
 //! runs from a tick below 1.0 to 1.1 at least). Thin ticks along the top
 //! mark steps where migrations took effect (the count in a tooltip) and a
 //! red line labelled "fault" crosses both panels at each injected fault.
@@ -36,6 +38,8 @@ const TICK: f64 = 8.0;
 const MIN_IMBALANCE_TOP: f64 = 1.1;
 /// Die imbalance.
 const GREEN: &str = "#3a8f5c";
+/// Expert imbalance.
+const AMBER: &str = "#b8860b";
 /// Migration ticks.
 const PURPLE: &str = "#7a5cb5";
 
@@ -48,11 +52,19 @@ pub fn render(report: &RunReport, title: &str) -> String {
     let cols = columns(&x_px);
     let lat_ms: Vec<f64> = steps.iter().map(|s| s.latency_s * 1e3).collect();
     let imb: Vec<f64> = steps.iter().map(|s| s.imbalance).collect();
+    let exp_imb: Vec<f64> = steps.iter().map(|s| s.expert_imbalance).collect();
+    // Runs without MoE work (or reports from before it was measured) have none to draw.
+    let has_experts = exp_imb.iter().any(|&v| v > 0.0);
+    let both: Vec<f64> = if has_experts {
+        imb.iter().chain(&exp_imb).copied().collect()
+    } else {
+        imb.clone()
+    };
     let lat_axis = Axis::new(0.0, finite_max(&lat_ms).unwrap_or(0.0), 5.0, (0.0, 1.0));
     let imb_axis = {
-        let lo = finite_min(&imb).map_or(1.0, |m| m.min(1.0));
+        let lo = finite_min(&both).map_or(1.0, |m| m.min(1.0));
         // At least up to 1.1, so noise near perfect balance does not fill the panel.
-        let hi = finite_max(&imb).map_or(MIN_IMBALANCE_TOP, |m| m.max(MIN_IMBALANCE_TOP));
+        let hi = finite_max(&both).map_or(MIN_IMBALANCE_TOP, |m| m.max(MIN_IMBALANCE_TOP));
         let mut axis = Axis::new(lo, hi, 4.0, (1.0, MIN_IMBALANCE_TOP));
         // One tick below perfect balance, so its dashed line is not the frame.
         if axis.lo >= 1.0 {
@@ -224,6 +236,15 @@ pub fn render(report: &RunReport, title: &str) -> String {
     let imb_px: Vec<f64> = imb.iter().map(|&v| imb_y(v)).collect();
     polyline(&mut o, &downsample(&cols, &imb), &x_px, &imb_px, GREEN);
     o.push_str("</g>\n");
+    if has_experts {
+        let _ = writeln!(
+            o,
+            r##"<g class="expert-imbalance" fill="none" stroke="{AMBER}" stroke-width="1.2">"##
+        );
+        let px: Vec<f64> = exp_imb.iter().map(|&v| imb_y(v)).collect();
+        polyline(&mut o, &downsample(&cols, &exp_imb), &x_px, &px, AMBER);
+        o.push_str("</g>\n");
+    }
 
     // Markers.
     let _ = writeln!(o, r##"<g class="migrations" stroke="{PURPLE}" stroke-width="1">"##);
@@ -278,7 +299,7 @@ pub fn render(report: &RunReport, title: &str) -> String {
 fn legend(o: &mut String, y: f64) {
     let red = svg::heat(1.0);
     let stall = svg::heat(0.5);
-    let items: [(String, &str); 6] = [
+    let items: [(String, &str); 7] = [
         (
             format!(
                 r##"<line x1="0" y1="-4" x2="18" y2="-4" stroke="{}" stroke-width="2"/>"##,
@@ -288,11 +309,15 @@ fn legend(o: &mut String, y: f64) {
         ),
         (
             format!(r##"<rect x="0" y="-9" width="18" height="8" fill="{stall}"/>"##),
-            "of which migration stall",
+            "migration stall",
         ),
         (
             format!(r##"<line x1="0" y1="-4" x2="18" y2="-4" stroke="{GREEN}" stroke-width="2"/>"##),
             "die imbalance",
+        ),
+        (
+            format!(r##"<line x1="0" y1="-4" x2="18" y2="-4" stroke="{AMBER}" stroke-width="2"/>"##),
+            "expert imbalance",
         ),
         (
             format!(
@@ -303,7 +328,7 @@ fn legend(o: &mut String, y: f64) {
         ),
         (
             format!(r##"<line x1="9" y1="-10" x2="9" y2="0" stroke="{PURPLE}"/>"##),
-            "migrations applied",
+            "migrations",
         ),
         (
             format!(r##"<line x1="9" y1="-10" x2="9" y2="0" stroke="{red}" stroke-width="1.5"/>"##),
