@@ -155,8 +155,7 @@ fn moves(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
         let inputs = ir.inputs(i);
         let fed_by_expert = match inputs.as_slice() {
             [e] => {
-                matches!(ir.graph[*e].op, Op::Expert { expert: x, .. } if x == expert)
-                    && ir.graph[*e].layer == n.layer
+                matches!(ir.graph[*e].op, Op::Expert { expert: x, .. } if x == expert) && ir.graph[*e].layer == n.layer
             }
             _ => false,
         };

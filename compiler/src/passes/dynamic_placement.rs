@@ -55,7 +55,9 @@ pub fn plan(
         let until = (s + every).min(steps);
         periods += 1;
         for (i, layer) in holders.dies.iter().enumerate() {
-            let Some(loads) = history.predict(s, window, i) else { continue };
+            let Some(loads) = history.predict(s, window, i) else {
+                continue;
+            };
             let mut order: Vec<usize> = (0..loads.len()).collect();
             order.sort_by(|&a, &b| loads[b].total_cmp(&loads[a]).then(a.cmp(&b)));
             // The largest k whose broadcasts fit the attention window together.
@@ -63,7 +65,9 @@ pub fn plan(
             let mut chosen = Vec::new();
             for &e in &order {
                 let source = layer[e][0];
-                let tree = trees.entry(source).or_insert_with(|| Tree::spanning(machine, source, &alive));
+                let tree = trees
+                    .entry(source)
+                    .or_insert_with(|| Tree::spanning(machine, source, &alive));
                 if tree.edges.is_empty() {
                     break;
                 }
@@ -153,7 +157,10 @@ fn broadcast_time(
         .iter()
         .map(|(&(a, b), &x)| x / bandwidth(a, b))
         .fold(0.0, f64::max);
-    let slowest = link_bytes.keys().map(|&(a, b)| bandwidth(a, b)).fold(f64::INFINITY, f64::min);
+    let slowest = link_bytes
+        .keys()
+        .map(|&(a, b)| bandwidth(a, b))
+        .fold(f64::INFINITY, f64::min);
     busiest + f64::from(depth.saturating_sub(1)) * piece / slowest
 }
 

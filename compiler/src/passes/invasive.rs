@@ -40,7 +40,9 @@ pub fn plan(
     for s in (every..history.steps()).step_by(every as usize) {
         let before = decisions.len();
         for (i, layer) in current.iter_mut().enumerate() {
-            let Some(loads) = history.predict(s, window, i) else { continue };
+            let Some(loads) = history.predict(s, window, i) else {
+                continue;
+            };
             let copies: usize = layer.iter().map(Vec::len).sum();
             let fresh = eplb::place_layer(&loads, &alive, copies.saturating_sub(layer.len()));
             let target = match_to_dies(layer, &fresh, &alive)?;
@@ -78,7 +80,10 @@ pub fn plan(
                             (false, from)
                         }
                     };
-                    let weights = WeightMove { expert, ..stop(from, to) };
+                    let weights = WeightMove {
+                        expert,
+                        ..stop(from, to)
+                    };
                     decisions.push(if decision {
                         Decision::Move { layer: i, weights }
                     } else {

@@ -14,9 +14,9 @@
 //! the batch, so these are exactly the run's first tokens) and scales the
 //! counts to the step's tokens.
 
+use moec_runtime::model::ModelSpec;
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::workload::{Phase, WorkloadSpec};
-use moec_runtime::model::ModelSpec;
 
 /// Tokens of each step counted.
 pub const SAMPLE_TOKENS: u64 = 2048;
@@ -36,7 +36,12 @@ pub struct LoadHistory {
 impl LoadHistory {
     /// Observes `steps` steps of `workload`'s routing on `model`, for the
     /// MoE layers `layers` (model layer ids, in order).
-    pub fn observe(model: &ModelSpec, workload: &WorkloadSpec, layers: &[u32], steps: u64) -> Result<LoadHistory, String> {
+    pub fn observe(
+        model: &ModelSpec,
+        workload: &WorkloadSpec,
+        layers: &[u32],
+        steps: u64,
+    ) -> Result<LoadHistory, String> {
         let experts = model.moe.as_ref().map_or(0, |m| m.experts as usize);
         let per_step = (layers.len() as u64).saturating_mul(experts as u64).max(1);
         if steps.saturating_mul(per_step) > MAX_LOADS {
@@ -134,7 +139,12 @@ mod tests {
 
     #[test]
     fn the_prediction_averages_only_the_window_before_the_step() {
-        let h = history(vec![vec![vec![1.0, 0.0]], vec![vec![3.0, 2.0]], vec![vec![5.0, 4.0]], vec![vec![100.0, 100.0]]]);
+        let h = history(vec![
+            vec![vec![1.0, 0.0]],
+            vec![vec![3.0, 2.0]],
+            vec![vec![5.0, 4.0]],
+            vec![vec![100.0, 100.0]],
+        ]);
         assert_eq!(h.predict(0, 2, 0), None);
         assert_eq!(h.predict(1, 2, 0), Some(vec![1.0, 0.0]));
         assert_eq!(h.predict(3, 2, 0), Some(vec![4.0, 3.0]));

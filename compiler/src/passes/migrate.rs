@@ -45,7 +45,12 @@ pub enum MigrationPolicy {
     /// hottest die's predicted load exceeds `(1 + alpha)` times the mean,
     /// its hottest expert gains a replica in a shadow slot (`slots` per die
     /// and layer) of the nearest die, sent over cold links.
-    NiBalancer { alpha: f64, every: u64, window: u64, slots: u32 },
+    NiBalancer {
+        alpha: f64,
+        every: u64,
+        window: u64,
+        slots: u32,
+    },
     /// HD-MoE's DynamicPlacement: every `every` steps, per MoE layer, the k
     /// hottest predicted experts are broadcast to every die for the next
     /// `every` steps, k the largest whose broadcast fits under attention.
@@ -92,7 +97,11 @@ impl MigrationPolicy {
                 .split_once('=')
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .ok_or_else(|| format!("`{part}`: write a setting as key = value"))?;
-            let int = || value.parse::<u64>().map_err(|_| format!("`{key}` takes a whole number, not `{value}`"));
+            let int = || {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{key}` takes a whole number, not `{value}`"))
+            };
             match (&mut policy, key) {
                 (
                     MigrationPolicy::Invasive { every, .. }
@@ -177,7 +186,10 @@ impl ExpertHolders {
             if n.ann.dies.is_empty() {
                 return Err(format!("expert e{} of layer {} is not placed", expert.0, layer.0));
             }
-            by_layer.entry(layer.0).or_default().insert(expert.0, n.ann.dies.clone());
+            by_layer
+                .entry(layer.0)
+                .or_default()
+                .insert(expert.0, n.ann.dies.clone());
             nodes.insert((layer.0, expert.0), i);
         }
         Ok(ExpertHolders {
@@ -262,12 +274,18 @@ impl Pass for Migrate {
                 every,
                 window,
                 slots,
-            } => ni_balancer::plan(ir, &holders, &history, cx, ni_balancer::Settings {
-                alpha,
-                every,
-                window,
-                slots,
-            })?,
+            } => ni_balancer::plan(
+                ir,
+                &holders,
+                &history,
+                cx,
+                ni_balancer::Settings {
+                    alpha,
+                    every,
+                    window,
+                    slots,
+                },
+            )?,
             MigrationPolicy::DynamicPlacement { every, window } => {
                 dynamic_placement::plan(ir, &holders, &history, cx, every, window)?
             }
@@ -295,10 +313,15 @@ fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Res
         // A move runs on the dies it touches: the sender first, then the receivers.
         let touched = |w: &WeightMove| std::iter::once(w.from).chain(w.to.iter().copied()).collect::<Vec<_>>();
         let (layer, expert, dies, op) = match d {
-            Decision::Move { layer, weights } => (layer, weights.expert, touched(&weights), Op::Migrate(Box::new(weights))),
-            Decision::Replicate { layer, weights } => {
-                (layer, weights.expert, touched(&weights), Op::Replicate(Box::new(weights)))
+            Decision::Move { layer, weights } => {
+                (layer, weights.expert, touched(&weights), Op::Migrate(Box::new(weights)))
             }
+            Decision::Replicate { layer, weights } => (
+                layer,
+                weights.expert,
+                touched(&weights),
+                Op::Replicate(Box::new(weights)),
+            ),
             Decision::Evict { layer, eviction } => (layer, eviction.expert, vec![eviction.die], Op::Evict(eviction)),
         };
         let model_layer = holders.layers[layer];

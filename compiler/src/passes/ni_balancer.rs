@@ -24,9 +24,9 @@
 //! shadow slots are reserved in every die's memory for every MoE layer
 //! (`Ir::shadow_slots`), so no migration can run a die out of memory.
 
+use super::load_history::LoadHistory;
 use super::migrate::{Decision, ExpertHolders, MovePlan};
 use super::phase_links::PhaseLinks;
-use super::load_history::LoadHistory;
 use super::PassContext;
 use crate::ir::{ExpertId, Ir, Timing, Travel, WeightMove};
 use moec_runtime::machine::DieId;
@@ -78,10 +78,15 @@ pub fn plan(
 
     for s in (1..steps).step_by(settings.every.max(1) as usize) {
         for i in 0..layers {
-            let Some(loads) = history.predict(s, settings.window, i) else { continue };
+            let Some(loads) = history.predict(s, settings.window, i) else {
+                continue;
+            };
             let h = ExpertHolders::die_loads(&planned[i], &loads, die_count);
             let mean = alive.iter().map(|d| h[d.index()]).sum::<f64>() / alive.len().max(1) as f64;
-            let Some(&hot) = alive.iter().max_by(|a, b| h[a.index()].total_cmp(&h[b.index()]).then(b.cmp(a))) else {
+            let Some(&hot) = alive
+                .iter()
+                .max_by(|a, b| h[a.index()].total_cmp(&h[b.index()]).then(b.cmp(a)))
+            else {
                 continue;
             };
             if h[hot.index()] <= (1.0 + settings.alpha) * mean {

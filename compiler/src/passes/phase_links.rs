@@ -145,7 +145,11 @@ impl PhaseLinks {
         Ok(PhaseLinks {
             utilisation,
             window_s,
-            link_bandwidth: if link_bandwidth.is_finite() { link_bandwidth } else { 0.0 },
+            link_bandwidth: if link_bandwidth.is_finite() {
+                link_bandwidth
+            } else {
+                0.0
+            },
             cold_routes,
             dies,
         })
@@ -188,12 +192,18 @@ impl PhaseLinks {
     pub fn legs(&self, machine: &Machine, from: DieId, to: DieId) -> Option<Vec<Leg>> {
         let alive = machine.alive_dies();
         let cold = |a: DieId, b: DieId, p: Phase| -> Option<(u32, f64)> {
-            self.cold_routes[slot(p)].get(a.index() * self.dies + b.index()).copied().flatten()
+            self.cold_routes[slot(p)]
+                .get(a.index() * self.dies + b.index())
+                .copied()
+                .flatten()
         };
         let phases = [Phase::Attention, Phase::Moe];
         let mut best: Option<((u32, f64), Vec<Leg>)> = None;
         let consider = |legs: Vec<Leg>, cost: (u32, f64), best: &mut Option<((u32, f64), Vec<Leg>)>| {
-            if best.as_ref().is_none_or(|(c, _)| cost.0 < c.0 || (cost.0 == c.0 && cost.1 < c.1)) {
+            if best
+                .as_ref()
+                .is_none_or(|(c, _)| cost.0 < c.0 || (cost.0 == c.0 && cost.1 < c.1))
+            {
                 *best = Some((cost, legs));
             }
         };

@@ -88,7 +88,11 @@ pub fn migration_policy(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Migrat
 /// and the policy decides from routing it can observe before the run, which
 /// `routing = gate` does not give.
 pub fn refuse(span: crate::syntax::Span, why: &str, hint: &str) -> Diagnostic {
-    Diagnostic::error(Code::E0041, span, format!("this migration cannot run on this plan: {why}"))
-        .with_label("migration policy")
-        .with_hint(hint.to_string())
+    Diagnostic::error(
+        Code::E0041,
+        span,
+        format!("this migration cannot run on this plan: {why}"),
+    )
+    .with_label("migration policy")
+    .with_hint(hint.to_string())
 }

@@ -550,7 +550,10 @@ fn issue(
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;
         if let Op::Experts { layer, .. } = instr.op {
-            if let Some(x) = result.expert_busy_s.get_mut(layer as usize * result.die_busy_s.len() + d) {
+            if let Some(x) = result
+                .expert_busy_s
+                .get_mut(layer as usize * result.die_busy_s.len() + d)
+            {
                 *x += t;
             }
         }

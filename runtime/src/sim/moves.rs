@@ -191,7 +191,9 @@ impl Moves {
 
     /// Starts the flows of the host reads done by `now`.
     pub fn finish_reads(&mut self, now: f64, net: &mut Network) -> Result<(), String> {
-        let (done, rest): (Vec<(f64, usize)>, Vec<(f64, usize)>) = self.reading.iter().partition(|&&(t, _)| t <= now);
+        // (time the read is done, chunk) pairs.
+        type Reads = Vec<(f64, usize)>;
+        let (done, rest): (Reads, Reads) = self.reading.iter().partition(|&&(t, _)| t <= now);
         self.reading = rest;
         for (_, i) in done {
             self.send(i, now, net)?;
