@@ -203,11 +203,9 @@ struct Scratch {
     /// Per slot: where its flow sits in `members` of each link of its route,
     /// in route order, so a finishing flow leaves each list in O(1).
     places: Vec<Vec<u32>>,
-    /// Per slot: its flow's route as (offset, len) in `route_links`, copied
-    /// out of the larger `Flow` records so the filling loops stay in cache.
-    routes: Vec<(u32, u32)>,
-    /// Per slot: its flow's rate once frozen, 0 before.
-    rates: Vec<f64>,
+    /// Per slot: what filling needs of its flow, copied out of the larger
+    /// `Flow` records so the filling loops stay in cache.
+    slots: Vec<SlotFill>,
     /// Slots free for the next flow to start transmitting.
     free: Vec<u32>,
 }
@@ -222,9 +220,8 @@ impl Scratch {
             None => {
                 // Slots fit u32: each is a flow in transmission, and 2^32 of
                 // them would not fit in memory.
-                let slot = self.routes.len() as u32;
-                self.routes.push((0, 0));
-                self.rates.push(0.0);
+                let slot = self.slots.len() as u32;
+                self.slots.push(SlotFill::default());
                 self.places.push(Vec::new());
                 slot
             }
@@ -232,7 +229,11 @@ impl Scratch {
         let s = slot as usize;
         // Offsets and lengths fit u32: the route cache holds far fewer than
         // 2^32 links for any machine that fits in memory.
-        self.routes[s] = (route.offset as u32, route.len as u32);
+        self.slots[s] = SlotFill {
+            rate: 0.0,
+            offset: route.offset as u32,
+            len: route.len as u32,
+        };
         let places = &mut self.places[s];
         places.clear();
         for (hop, &l) in route.links(route_links).iter().enumerate() {
@@ -248,9 +249,7 @@ impl Scratch {
     /// frees the slot.
     fn leave(&mut self, slot: u32, route_links: &[u32]) {
         let s = slot as usize;
-        let (offset, len) = self.routes[s];
-        let route = &route_links[offset as usize..(offset + len) as usize];
-        for (hop, &l) in route.iter().enumerate() {
+        for (hop, &l) in self.slots[s].links(route_links).iter().enumerate() {
             let place = self.places[s][hop];
             let members = &mut self.members[l as usize];
             members.swap_remove(place as usize);
@@ -261,6 +260,25 @@ impl Scratch {
             }
         }
         self.free.push(slot);
+    }
+}
+
+/// One transmitting flow's part in progressive filling: the fields read
+/// together, side by side, as the flows are visited in no useful order.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotFill {
+    /// Its rate once frozen, 0 before.
+    rate: f64,
+    /// Its route's first link in `route_links`.
+    offset: u32,
+    /// Links on its route.
+    len: u32,
+}
+
+impl SlotFill {
+    /// The flow's route as indices into the machine's link table.
+    fn links<'a>(&self, route_links: &'a [u32]) -> &'a [u32] {
+        &route_links[self.offset as usize..(self.offset + self.len) as usize]
     }
 }
 
@@ -693,7 +711,7 @@ impl<'m> Network<'m> {
         // and mark it unfrozen.
         for f in flows.iter_mut() {
             f.remaining = f.remaining_at(*now, *rates_since);
-            s.rates[f.slot as usize] = 0.0;
+            s.slots[f.slot as usize].rate = 0.0;
         }
         *rates_since = *now;
 
@@ -776,13 +794,13 @@ impl<'m> Network<'m> {
                 let (mut capacity, mut left) = (fill.capacity, fill.unfrozen);
                 for &(k, hop) in &s.members[l] {
                     let k = k as usize;
-                    if s.rates[k] > 0.0 {
+                    let slot = &mut s.slots[k];
+                    if slot.rate > 0.0 {
                         continue;
                     }
-                    s.rates[k] = level;
+                    slot.rate = level;
                     capacity -= level;
-                    let (offset, len) = s.routes[k];
-                    let route = &route_links[offset as usize..(offset + len) as usize];
+                    let route = slot.links(route_links);
                     // The links before and after this one (split rather
                     // than tested link by link: the test mispredicts).
                     let (before, after) = route.split_at(hop as usize);
@@ -806,7 +824,7 @@ impl<'m> Network<'m> {
         let mut first = f64::INFINITY;
         for f in flows.iter_mut() {
             // Every flow crosses a link, so it was frozen at a level > 0.
-            f.rate = s.rates[f.slot as usize];
+            f.rate = s.slots[f.slot as usize].rate;
             f.finish_at = *now + f.remaining.max(0.0) / f.rate;
             first = first.min(f.finish_at);
         }
