@@ -1,18 +1,20 @@
 //! What the main job's stages cost: compiling DeepSeek-V3 for the 8x8 wafer
 //! (front end, placement, lowering), simulating one decode step (with the
-//! network exact and with `moec run`'s default quantum), and one step of the
-//! numeric check at the default reduced width.
+//! network exact and with `moec run`'s default quantum; also at batch 8192,
+//! where the network dominates), and one step of the numeric check at the
+//! default reduced width.
 //!
 //! `cargo bench -p moec --bench pipeline`. The machine is shared and noisy:
 //! compare ratios measured in one run, not absolute times across runs.
 
 use moec::driver::{self, CompileOptions};
-use moec::source::FsReader;
+use moec::source::{FsReader, MemoryReader};
 use moec_runtime::machine::Machine;
 use moec_runtime::numerics::{NumericConfig, Numerics};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::schedule::Schedule;
 use moec_runtime::sim::engine::{simulate_step, SimOptions};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 fn main() {
@@ -64,6 +66,47 @@ fn simulate_one_decode_step(bencher: divan::Bencher, quantum: f64) {
 #[divan::bench(sample_count = 3, sample_size = 1)]
 fn simulate_one_decode_step_four_wafers(bencher: divan::Bencher) {
     simulate_step_of(bencher, example("deepseek-v3-4wafers.moe"), 0.02);
+}
+
+/// DeepSeek-V3 decode on the 8x8 wafer at batch 8192 (the drifting-routing
+/// runs' workload), timing only, at `moec run`'s default quantum: `default`
+/// is ER-mapping with `tp(16)` attention (many small ring transfers),
+/// `ep` is EPLB with data-parallel attention (all-to-alls of thousands of
+/// flows, where the network's rate recomputes dominate).
+#[divan::bench(args = ["default", "ep"], sample_count = 3, sample_size = 1)]
+fn simulate_one_decode_step_batch_8k(bencher: divan::Bencher, plan: &str) {
+    simulate_step_of(bencher, batch_8k(plan), 0.02);
+}
+
+/// The batch-8192 plans, compiled from a source held in memory beside the
+/// example model and machine it imports.
+fn batch_8k(plan: &str) -> Schedule {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (model, machine) = (examples.join("models/deepseek-v3.moe"), examples.join("machines/wafer-8x8.moe"));
+    let source = format!(
+        "import \"{}\"\nimport \"{}\"\n\
+         workload d8k {{ phase = decode; batch = 8192; context = 512; steps = 1000; \
+         routing = zipf(s = 0.3, layer_corr = 0.6, drift = 0.02, seed = 7) }}\n\
+         plan default {{ model = deepseek_v3; machine = wafer_8x8; workload = d8k; \
+         placement = er_mapping; redundant_experts = 0; attention = tp(16) }}\n\
+         plan ep {{ model = deepseek_v3; machine = wafer_8x8; workload = d8k; \
+         placement = eplb; redundant_experts = 64; attention = dp }}\n",
+        model.display(),
+        machine.display()
+    );
+    let root = examples.join("batch-8k.moe");
+    let mut files = BTreeMap::new();
+    files.insert(root.clone(), source.into_bytes());
+    for path in [model, machine] {
+        let bytes = std::fs::read(&path).expect("example readable");
+        files.insert(path, bytes);
+    }
+    let session = driver::check(&MemoryReader(files), &root).expect("readable");
+    let options = CompileOptions {
+        plan: Some(plan.into()),
+        ..Default::default()
+    };
+    session.schedule(&options, &mut |_, _| {}).expect("compiles")
 }
 
 fn simulate_step_of(bencher: divan::Bencher, schedule: Schedule, quantum: f64) {

@@ -328,28 +328,38 @@ pub fn simulate_step_with(
     // Flow id -> (src, dst, bytes, start), while recording.
     let mut open_flows = OpenFlows::new();
     let mut gate_wait = vec![0.0f64; dies];
+    // The dies that may be able to issue: every die at first, then those
+    // whose state changed since they last tried. A die can only issue once
+    // its own program moves on (an instruction of its own completes, its
+    // compute unit frees) or weights arrive (stop-the-world chunks, gating
+    // broadcasts); issuing on one die never lets another issue, so trying
+    // just these, in die order, issues exactly what trying every die would,
+    // in the same order.
+    let mut wake: Vec<usize> = (0..state.len()).collect();
+    // Dies that transfers arrived at in this event (their collectives may complete).
+    let mut arrivals: Vec<usize> = Vec::new();
     moves.start_world(&mut net)?;
     loop {
         // Issue everything that can issue now.
-        let mut progress = true;
-        while progress {
-            progress = false;
-            for (d, die_state) in state.iter_mut().enumerate() {
-                let mut at = Issue {
-                    d,
-                    now,
-                    net: &mut net,
-                    coll: &mut coll,
-                    moves: &mut moves,
-                    result: &mut result,
-                    gate_wait: &mut gate_wait,
-                    open_flows: record_flows.then_some(&mut open_flows),
-                };
-                while issue(schedule, &traffic, &costs, die_state, &mut at)? {
-                    progress = true;
-                }
-            }
+        wake.sort_unstable();
+        wake.dedup();
+        for &d in &wake {
+            let Some(die_state) = state.get_mut(d) else {
+                continue;
+            };
+            let mut at = Issue {
+                d,
+                now,
+                net: &mut net,
+                coll: &mut coll,
+                moves: &mut moves,
+                result: &mut result,
+                gate_wait: &mut gate_wait,
+                open_flows: record_flows.then_some(&mut open_flows),
+            };
+            while issue(schedule, &traffic, &costs, die_state, &mut at)? {}
         }
+        wake.clear();
         if record_flows {
             for (id, i) in moves.take_started() {
                 if let Some(c) = moves.chunk(i) {
@@ -368,6 +378,7 @@ pub fn simulate_step_with(
             // The step's own work is done: weights whose window never
             // opened go now, so none is lost.
             if moves.start_leftovers(now, &mut net)? > 0 {
+                wake.extend(0..state.len());
                 continue;
             }
             break;
@@ -378,6 +389,7 @@ pub fn simulate_step_with(
         // Weights read from the host go on the network once the io carried them.
         moves.finish_reads(now, &mut net)?;
         result.events += finished.len() as u64;
+        arrivals.clear();
         for &(id, t, end) in &finished {
             let migration = t >> 56 == MIGRATION;
             if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
@@ -412,9 +424,12 @@ pub fn simulate_step_with(
             }
             if migration {
                 moves.arrived((t & 0x00FF_FFFF_FFFF_FFFF) as usize, end, now, &mut net)?;
+                // The world may restart or an expert kernel be ungated.
+                wake.extend(0..state.len());
                 continue;
             }
             let (kind, layer, dst) = untag(t);
+            arrivals.push(dst);
             let k = layer * dies + dst;
             coll.pending[kind as usize][k] = coll.pending[kind as usize][k].saturating_sub(1);
             coll.arrived[kind as usize][k] = coll.arrived[kind as usize][k].max(end);
@@ -429,11 +444,19 @@ pub fn simulate_step_with(
                     s.done[i] = true;
                     s.running = None;
                     record(&mut result, schedule, d, i, s.issued_at[i], end);
+                    wake.push(d);
                 }
             }
         }
-        // Collectives complete once issued and every transfer has arrived.
-        for (d, s) in state.iter_mut().enumerate() {
+        // Collectives complete once issued and every transfer has arrived;
+        // only arrivals bring a count to 0, so only their dies are looked at
+        // (in die order, as every die was before).
+        arrivals.sort_unstable();
+        arrivals.dedup();
+        for &d in &arrivals {
+            let Some(s) = state.get_mut(d) else {
+                continue;
+            };
             let mut k = 0;
             while k < s.open.len() {
                 let (i, kind, layer) = s.open[k];
@@ -442,6 +465,7 @@ pub fn simulate_step_with(
                     let end = coll.arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
                     record(&mut result, schedule, d, i, s.issued_at[i], end);
                     s.open.swap_remove(k);
+                    wake.push(d);
                 } else {
                     k += 1;
                 }

@@ -20,8 +20,12 @@
 //! 1e-9) fill together, so the rates do not depend on link order. Rates
 //! change only when the set of transmitting flows changes, so they are
 //! recomputed once per instant at which flows start transmitting or finish,
-//! however many do; a recompute costs about O(flows x route length + active
-//! links x levels) and allocates nothing once its buffers have grown.
+//! however many do. Each link keeps the list of flows crossing it, updated
+//! as flows start and finish, so a recompute visits each flow once per link
+//! of its route at most twice (once found through a bottleneck, once
+//! frozen) and each active link once per level: about O(flows x route
+//! length + active links x levels), allocating nothing once its buffers
+//! have grown.
 //!
 //! Time is `f64` seconds. A flow counts as finished when its computed finish
 //! time is reached or fewer than 1e-6 of its bytes (or 1e-3 bytes) remain,
@@ -47,8 +51,11 @@ const DONE_BYTES: f64 = 1e-3;
 /// bottlenecks and are filled together (rates move by at most this much).
 const TIE: f64 = 1e-9;
 
-/// Levels filled by passes over the flows before the rest are grouped by
-/// link (see `recompute`).
+/// Levels at which every tied link fills as found at the level's start;
+/// later levels re-check each tied link's share just before filling it (see
+/// `recompute`). The two differ only for near ties, by at most `TIE`; the
+/// split is kept as it is so that the rates, and every result built on
+/// them, stay bit for bit what they have been.
 const FLOW_PASSES: u32 = 3;
 
 /// Flows in transmission below which the quantum is off: every change
@@ -104,6 +111,10 @@ impl RouteSlot {
 #[derive(Clone, Copy, Debug)]
 struct Flow {
     id: FlowId,
+    /// Its slot in the per-link member lists and the `Scratch` tables,
+    /// fixed while it transmits (its position in `Network::flows` is not);
+    /// `u32::MAX` until it starts transmitting.
+    slot: u32,
     /// The caller's label, handed back on completion.
     tag: u64,
     /// Bytes to send.
@@ -164,8 +175,14 @@ impl Ord for Heading {
     }
 }
 
-/// Buffers the max-min computation reuses, indexed by link, so a recompute
-/// allocates nothing once they have grown.
+/// The transmitting flows as the max-min computation sees them, kept up to
+/// date by `settle` as flows start and finish, plus the buffers a recompute
+/// reuses, so a recompute neither regroups the flows nor allocates once
+/// the buffers have grown.
+///
+/// Flows are named here by slot (`Flow::slot`): a slot is taken when a flow
+/// starts transmitting and freed when it finishes, so the tables stay as
+/// small as the most flows ever in transmission at once.
 #[derive(Debug, Default)]
 struct Scratch {
     /// Links with at least one transmitting flow, ascending id. `settle`
@@ -179,16 +196,90 @@ struct Scratch {
     /// Per link, its counts and filling state (one record, so each visit is
     /// one cache line).
     links: Vec<Fill>,
-    /// Flows (positions in `Network::flows`) not yet given a rate, while
-    /// levels are filled by passes over the flows.
-    unfrozen: Vec<u32>,
-    /// Flows grouped by link, once levels are filled link by link.
-    members: Vec<u32>,
-    /// Per flow: its route as (offset, len) in `route_links`, copied out of
-    /// the larger `Flow` records so the filling loops stay in cache.
-    routes: Vec<(u32, u32)>,
-    /// Per flow: its rate once frozen, 0 before.
-    rates: Vec<f64>,
+    /// Per link: the flows crossing it, as (slot, the link's position on
+    /// the flow's route), in no particular order (a finishing flow's place
+    /// is taken by the list's last).
+    members: Vec<Vec<(u32, u32)>>,
+    /// Per slot: where its flow sits in `members` of each link of its route,
+    /// in route order, so a finishing flow leaves each list in O(1).
+    places: Vec<Vec<u32>>,
+    /// Per slot: what filling needs of its flow, copied out of the larger
+    /// `Flow` records so the filling loops stay in cache.
+    slots: Vec<SlotFill>,
+    /// Slots free for the next flow to start transmitting.
+    free: Vec<u32>,
+}
+
+impl Scratch {
+    /// Enters a flow that starts transmitting over `route` (links at
+    /// `offset..offset + len` of `route_links`) in its links' member lists,
+    /// and returns its slot.
+    fn join(&mut self, route: RouteSlot, route_links: &[u32]) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                // Slots fit u32: each is a flow in transmission, and 2^32 of
+                // them would not fit in memory.
+                let slot = self.slots.len() as u32;
+                self.slots.push(SlotFill::default());
+                self.places.push(Vec::new());
+                slot
+            }
+        };
+        let s = slot as usize;
+        // Offsets and lengths fit u32: the route cache holds far fewer than
+        // 2^32 links for any machine that fits in memory.
+        self.slots[s] = SlotFill {
+            rate: 0.0,
+            offset: route.offset as u32,
+            len: route.len as u32,
+        };
+        let places = &mut self.places[s];
+        places.clear();
+        for (hop, &l) in route.links(route_links).iter().enumerate() {
+            let members = &mut self.members[l as usize];
+            places.push(members.len() as u32);
+            members.push((slot, hop as u32));
+            self.links[l as usize].count += 1;
+        }
+        slot
+    }
+
+    /// Takes the finished flow in `slot` out of its links' member lists and
+    /// frees the slot.
+    fn leave(&mut self, slot: u32, route_links: &[u32]) {
+        let s = slot as usize;
+        for (hop, &l) in self.slots[s].links(route_links).iter().enumerate() {
+            let place = self.places[s][hop];
+            let members = &mut self.members[l as usize];
+            members.swap_remove(place as usize);
+            self.links[l as usize].count -= 1;
+            // The list's last flow moved into the freed place: tell it.
+            if let Some(&(moved, at)) = members.get(place as usize) {
+                self.places[moved as usize][at as usize] = place;
+            }
+        }
+        self.free.push(slot);
+    }
+}
+
+/// One transmitting flow's part in progressive filling: the fields read
+/// together, side by side, as the flows are visited in no useful order.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotFill {
+    /// Its rate once frozen, 0 before.
+    rate: f64,
+    /// Its route's first link in `route_links`.
+    offset: u32,
+    /// Links on its route.
+    len: u32,
+}
+
+impl SlotFill {
+    /// The flow's route as indices into the machine's link table.
+    fn links<'a>(&self, route_links: &'a [u32]) -> &'a [u32] {
+        &route_links[self.offset as usize..(self.offset + self.len) as usize]
+    }
 }
 
 /// One link's part in progressive filling.
@@ -197,25 +288,30 @@ struct Fill {
     /// Capacity not yet handed out, bytes per second; after filling, what
     /// no flow uses.
     capacity: f64,
-    /// Transmitting flows crossing the link, kept up to date by `settle`.
+    /// Transmitting flows crossing the link (its `members`), kept up to
+    /// date by `settle`.
     count: u32,
     /// Flows crossing it not yet given a rate.
     unfrozen: u32,
-    /// Its flows in `members` are `first..next`.
-    first: u32,
-    /// See `first`; also the next free slot while grouping.
-    next: u32,
-    /// Whether the link is a bottleneck at the level being filled.
-    bottleneck: bool,
+    /// `share()` as of when `unfrozen` was `shared_at`: a link's capacity
+    /// and unfrozen count only change together, so the share is computed
+    /// again only after some of its flows froze, not at every level's scan.
+    share: f64,
+    /// See `share`; `u32::MAX` when it is stale.
+    shared_at: u32,
 }
 
 impl Fill {
     /// The link's fair share: capacity left over the flows still to freeze.
     #[inline]
-    fn share(&self) -> f64 {
-        // Rounding may leave a hair below zero; a share is never negative.
-        let capacity = if self.capacity > 0.0 { self.capacity } else { 0.0 };
-        capacity / f64::from(self.unfrozen)
+    fn share(&mut self) -> f64 {
+        if self.shared_at != self.unfrozen {
+            // Rounding may leave a hair below zero; a share is never negative.
+            let capacity = if self.capacity > 0.0 { self.capacity } else { 0.0 };
+            self.share = capacity / f64::from(self.unfrozen);
+            self.shared_at = self.unfrozen;
+        }
+        self.share
     }
 }
 
@@ -288,6 +384,7 @@ impl<'m> Network<'m> {
             traffic: Traffic::default(),
             scratch: Scratch {
                 links: vec![Fill::default(); links],
+                members: vec![Vec::new(); links],
                 ..Scratch::default()
             },
         }
@@ -350,6 +447,7 @@ impl<'m> Network<'m> {
             transmit_at: self.now + route.latency,
             flow: Flow {
                 id,
+                slot: u32::MAX,
                 tag,
                 size,
                 remaining: size,
@@ -545,8 +643,8 @@ impl<'m> Network<'m> {
                         // Hand the link the rounding left over, so it ends up
                         // having carried exactly the flow's bytes.
                         stats[l as usize].bytes += left;
-                        scratch.links[l as usize].count -= 1;
                     }
+                    scratch.leave(f.slot, route_links);
                     // A flow drained while the clock waited out a quantum
                     // still finished at its own time.
                     finished.push((f.id, f.tag, f.finish_at.min(now)));
@@ -559,7 +657,7 @@ impl<'m> Network<'m> {
             if h.transmit_at > now {
                 break;
             }
-            if let Some(h) = heading.pop() {
+            if let Some(mut h) = heading.pop() {
                 for &l in h.flow.route.links(route_links) {
                     let fill = &mut scratch.links[l as usize];
                     if fill.count == 0 {
@@ -569,8 +667,8 @@ impl<'m> Network<'m> {
                         scratch.active.push(l);
                         fill.capacity = bandwidth[l as usize];
                     }
-                    fill.count += 1;
                 }
+                h.flow.slot = scratch.join(h.flow.route, route_links);
                 flows.push(h.flow);
                 *dirty = true;
             }
@@ -599,12 +697,6 @@ impl<'m> Network<'m> {
     /// and when each will finish at them.
     fn recompute(&mut self) {
         self.dirty = false;
-        // Bring every flow's bytes up to the clock before the rates change.
-        let (now, since) = (self.now, self.rates_since);
-        for f in &mut self.flows {
-            f.remaining = f.remaining_at(now, since);
-        }
-        self.rates_since = now;
         let Network {
             flows,
             route_links,
@@ -612,43 +704,35 @@ impl<'m> Network<'m> {
             scratch: s,
             now,
             next_finish,
+            rates_since,
             ..
         } = self;
+        // Bring every flow's bytes up to the clock before the rates change,
+        // and mark it unfrozen.
+        for f in flows.iter_mut() {
+            f.remaining = f.remaining_at(*now, *rates_since);
+            s.slots[f.slot as usize].rate = 0.0;
+        }
+        *rates_since = *now;
 
-        // `settle` keeps the per-link flow counts and the list of links in
+        // `settle` keeps the per-link flow lists and the list of links in
         // use; here that list only loses the links that emptied and
         // duplicates, so the cost follows the traffic, not the machine's size.
         s.active.sort_unstable();
         s.active.dedup();
         let links = &s.links;
         s.active.retain(|&l| links[l as usize].count > 0);
-        s.routes.clear();
-        // Offsets and lengths fit u32: the route cache holds far fewer than
-        // 2^32 links for any machine that fits in memory.
-        s.routes
-            .extend(flows.iter().map(|f| (f.route.offset as u32, f.route.len as u32)));
         for &l in &s.active {
             let fill = &mut s.links[l as usize];
             fill.unfrozen = fill.count;
             fill.capacity = bandwidth[l as usize];
+            fill.shared_at = u32::MAX;
         }
-        s.rates.clear();
-        s.rates.resize(flows.len(), 0.0);
         s.open.clear();
         s.open.extend_from_slice(&s.active);
-        s.unfrozen.clear();
-        // Flow positions fit u32: a flow takes dozens of bytes, so 2^32 of
-        // them would not fit in memory.
-        s.unfrozen.extend(0..flows.len() as u32);
 
-        // Two ways to fill a level, one result. The first levels pass over
-        // the unfrozen flows, freezing those that cross a bottleneck: cheap
-        // when a few levels freeze most flows (symmetric traffic such as an
-        // all-to-all). After `FLOW_PASSES` levels the flows left are grouped
-        // by link, so each further level touches only its bottlenecks' flows
-        // (irregular traffic has dozens of levels).
         let mut level = 0.0f64;
-        let mut passes = 0;
+        let mut levels = 0;
         while !s.open.is_empty() {
             // One scan finds the lowest share, drops the links whose flows
             // all froze, and keeps every link within a tie of the lowest so
@@ -658,7 +742,7 @@ impl<'m> Network<'m> {
             s.tied.clear();
             for i in 0..s.open.len() {
                 let l = s.open[i];
-                let fill = &s.links[l as usize];
+                let fill = &mut s.links[l as usize];
                 if fill.unfrozen == 0 {
                     continue;
                 }
@@ -691,92 +775,60 @@ impl<'m> Network<'m> {
             // them comes first cannot matter.
             let tied = level * (1.0 + TIE);
             s.tied.retain(|&l| s.links[l as usize].share() <= tied);
-            if passes < FLOW_PASSES {
-                passes += 1;
-                for &l in &s.tied {
-                    s.links[l as usize].bottleneck = true;
-                }
-                let mut kept = 0;
-                for i in 0..s.unfrozen.len() {
-                    let k = s.unfrozen[i] as usize;
-                    let (offset, len) = s.routes[k];
-                    let route = &route_links[offset as usize..(offset + len) as usize];
-                    if route.iter().any(|&l| s.links[l as usize].bottleneck) {
-                        s.rates[k] = level;
-                        for &crossed in route {
-                            let fill = &mut s.links[crossed as usize];
-                            fill.capacity -= level;
-                            fill.unfrozen -= 1;
-                        }
-                    } else {
-                        s.unfrozen[kept] = k as u32;
-                        kept += 1;
-                    }
-                }
-                s.unfrozen.truncate(kept);
-                for &l in &s.tied {
-                    s.links[l as usize].bottleneck = false;
-                }
-                if passes == FLOW_PASSES {
-                    group_by_link(s, route_links);
-                }
-                continue;
-            }
+            // The first levels fill every link tied at the level's start;
+            // later ones re-check each just before filling it, so a near tie
+            // that rose past the level as others froze waits for a later
+            // level (see `FLOW_PASSES`).
+            let recheck = levels >= FLOW_PASSES;
+            levels += 1;
             for i in 0..s.tied.len() {
-                let fill = s.links[s.tied[i] as usize];
-                // Exact ties keep the share at the level as others freeze;
-                // a near tie may rise past it and wait for a later level.
-                if fill.unfrozen == 0 || fill.share() > tied {
+                let l = s.tied[i] as usize;
+                let fill = &mut s.links[l];
+                if fill.unfrozen == 0 || (recheck && fill.share() > tied) {
                     continue;
                 }
-                for m in fill.first..fill.next {
-                    let k = s.members[m as usize] as usize;
-                    if s.rates[k] > 0.0 {
+                // Every flow of the list crosses this link, so its capacity
+                // is taken in a register here, not through memory in the
+                // loop below: the same subtractions of the same level, so
+                // the same result.
+                let (mut capacity, mut left) = (fill.capacity, fill.unfrozen);
+                for &(k, hop) in &s.members[l] {
+                    let k = k as usize;
+                    let slot = &mut s.slots[k];
+                    if slot.rate > 0.0 {
                         continue;
                     }
-                    s.rates[k] = level;
-                    let (offset, len) = s.routes[k];
-                    for &crossed in &route_links[offset as usize..(offset + len) as usize] {
+                    slot.rate = level;
+                    capacity -= level;
+                    let route = slot.links(route_links);
+                    // The links before and after this one (split rather
+                    // than tested link by link: the test mispredicts).
+                    let (before, after) = route.split_at(hop as usize);
+                    for &crossed in before.iter().chain(&after[1..]) {
                         let fill = &mut s.links[crossed as usize];
                         fill.capacity -= level;
                         fill.unfrozen -= 1;
                     }
+                    // The rest of the list froze at earlier levels.
+                    left -= 1;
+                    if left == 0 {
+                        break;
+                    }
                 }
+                let fill = &mut s.links[l];
+                fill.capacity = capacity;
+                fill.unfrozen = left;
             }
         }
 
-        *next_finish = f64::INFINITY;
-        for (f, &rate) in flows.iter_mut().zip(&s.rates) {
+        let mut first = f64::INFINITY;
+        for f in flows.iter_mut() {
             // Every flow crosses a link, so it was frozen at a level > 0.
-            f.rate = rate;
-            f.finish_at = *now + f.remaining.max(0.0) / rate;
-            *next_finish = next_finish.min(f.finish_at);
+            f.rate = s.slots[f.slot as usize].rate;
+            f.finish_at = *now + f.remaining.max(0.0) / f.rate;
+            first = first.min(f.finish_at);
         }
-    }
-}
-
-/// Groups the unfrozen flows by the open links they cross (a counting sort
-/// over the links' unfrozen counts), so later levels visit only their
-/// bottlenecks' flows.
-fn group_by_link(s: &mut Scratch, route_links: &[u32]) {
-    // Member counts fit u32: each is a flow crossing a link, and 2^32 flows
-    // would not fit in memory.
-    let mut total = 0u32;
-    for &l in &s.open {
-        let fill = &mut s.links[l as usize];
-        fill.first = total;
-        fill.next = total;
-        total += fill.unfrozen;
-    }
-    s.members.clear();
-    s.members.resize(total as usize, 0);
-    for &k in &s.unfrozen {
-        let (offset, len) = s.routes[k as usize];
-        for &l in &route_links[offset as usize..(offset + len) as usize] {
-            let fill = &mut s.links[l as usize];
-            s.members[fill.next as usize] = k;
-            fill.next += 1;
-        }
+        *next_finish = first;
     }
 }
 
