@@ -82,7 +82,10 @@ fn simulate_one_decode_step_batch_8k(bencher: divan::Bencher, plan: &str) {
 /// example model and machine it imports.
 fn batch_8k(plan: &str) -> Schedule {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let (model, machine) = (examples.join("models/deepseek-v3.moe"), examples.join("machines/wafer-8x8.moe"));
+    let (model, machine) = (
+        examples.join("models/deepseek-v3.moe"),
+        examples.join("machines/wafer-8x8.moe"),
+    );
     let source = format!(
         "import \"{}\"\nimport \"{}\"\n\
          workload d8k {{ phase = decode; batch = 8192; context = 512; steps = 1000; \
