@@ -341,3 +341,52 @@ fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_prints_as_the_argument_it_parses_from() {
+        for name in ["none", "invasive", "ni_balancer", "dynamic_placement"] {
+            let p = MigrationPolicy::default_of(name).unwrap();
+            assert_eq!(MigrationPolicy::parse(&p.to_string()).unwrap(), p);
+        }
+        let p = MigrationPolicy::parse("ni_balancer, alpha = 0.25, slots = 3").unwrap();
+        assert_eq!(
+            p,
+            MigrationPolicy::NiBalancer {
+                alpha: 0.25,
+                every: 1,
+                window: 8,
+                slots: 3
+            }
+        );
+        assert_eq!(
+            p.pass(),
+            "migrate(ni_balancer, alpha = 0.25, every = 1, window = 8, slots = 3)"
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_reason() {
+        assert!(MigrationPolicy::parse("magic")
+            .unwrap_err()
+            .contains("no migration policy"));
+        assert!(MigrationPolicy::parse("invasive, slots = 2")
+            .unwrap_err()
+            .contains("no setting `slots`"));
+        assert!(MigrationPolicy::parse("ni_balancer, alpha = -1")
+            .unwrap_err()
+            .contains("alpha"));
+        assert!(MigrationPolicy::parse("invasive, every")
+            .unwrap_err()
+            .contains("key = value"));
+    }
+
+    #[test]
+    fn a_replicated_expert_shares_its_load_over_its_copies() {
+        let dies = vec![vec![DieId(0)], vec![DieId(0), DieId(1)]];
+        assert_eq!(ExpertHolders::die_loads(&dies, &[4.0, 6.0], 3), vec![7.0, 3.0, 0.0]);
+    }
+}
