@@ -46,8 +46,8 @@ pub fn plan(
             let copies: usize = layer.iter().map(Vec::len).sum();
             let fresh = eplb::place_layer(&loads, &alive, copies.saturating_sub(layer.len()));
             let target = match_to_dies(layer, &fresh, &alive)?;
-            let stop = |from: DieId, to: DieId| WeightMove {
-                expert: ExpertId(0),
+            let stop = |expert: ExpertId, from: DieId, to: DieId| WeightMove {
+                expert,
                 from,
                 to: vec![to],
                 bytes,
@@ -80,10 +80,7 @@ pub fn plan(
                             (false, from)
                         }
                     };
-                    let weights = WeightMove {
-                        expert,
-                        ..stop(from, to)
-                    };
+                    let weights = stop(expert, from, to);
                     decisions.push(if decision {
                         Decision::Move { layer: i, weights }
                     } else {

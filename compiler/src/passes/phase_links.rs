@@ -35,9 +35,6 @@ pub const COLD: f64 = 0.02;
 /// window.
 const WINDOW_SHARE: f64 = 0.5;
 
-/// Legs a migration may take at most (MoEntwine's local, global, local).
-const MAX_LEGS: usize = 3;
-
 /// Per-link utilisation by phase, and the phases' window lengths.
 #[derive(Clone, Debug)]
 pub struct PhaseLinks {
@@ -226,7 +223,7 @@ impl PhaseLinks {
                 }
             }
         }
-        if best.is_some() || MAX_LEGS < 3 {
+        if best.is_some() {
             return best.map(|(_, l)| l);
         }
         // Three legs: MoEntwine's local, global, local.

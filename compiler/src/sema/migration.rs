@@ -23,15 +23,21 @@ pub const POLICIES: &[&str] = &["none", "invasive", "ni_balancer", "dynamic_plac
 /// Reads `migration = NAME` or `migration = NAME { settings }`; reports
 /// into `diags` and returns `None` when anything is wrong.
 pub fn migration_policy(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<MigrationPolicy> {
-    let (name, body) = match &v.kind {
-        ValueKind::Name(_) => (v, None),
-        ValueKind::Configured { name, body } => {
-            if !POLICIES.contains(&name.text.as_str()) {
+    let (policy, block) = match &v.kind {
+        ValueKind::Name(_) => match reader::choice(v, "migration", POLICIES) {
+            Ok(name) => (MigrationPolicy::default_of(name)?, None),
+            Err(d) => {
+                diags.push(d);
+                return None;
+            }
+        },
+        ValueKind::Configured { name, body } => match MigrationPolicy::default_of(&name.text) {
+            Some(p) => (p, Some((name, body))),
+            None => {
                 diags.push(reader::unknown_choice(name.span, "migration", &name.text, POLICIES));
                 return None;
             }
-            (v, Some((name, body)))
-        }
+        },
         other => {
             diags.push(reader::wrong_type(
                 v,
@@ -42,45 +48,33 @@ pub fn migration_policy(v: &Value, diags: &mut Vec<Diagnostic>) -> Option<Migrat
             return None;
         }
     };
-    let policy = match body {
-        None => match reader::choice(name, "migration", POLICIES) {
-            Ok(p) => MigrationPolicy::default_of(p)?,
-            Err(d) => {
-                diags.push(d);
-                return None;
-            }
-        },
-        Some((name, block)) => {
-            let mut r = BlockReader::new(format!("migration `{}`", name.text), name.span, block);
-            let mut policy = MigrationPolicy::default_of(&name.text)?;
-            match &mut policy {
-                MigrationPolicy::None => {}
-                MigrationPolicy::Invasive { every, window } | MigrationPolicy::DynamicPlacement { every, window } => {
-                    *every = r.int("every", 1, 1 << 20).unwrap_or(*every);
-                    *window = r.int("window", 1, 1 << 16).unwrap_or(*window);
-                }
-                MigrationPolicy::NiBalancer {
-                    alpha,
-                    every,
-                    window,
-                    slots,
-                } => {
-                    *alpha = r.float("alpha", 0.0, 10.0).unwrap_or(*alpha);
-                    *every = r.int("every", 1, 1 << 20).unwrap_or(*every);
-                    *window = r.int("window", 1, 1 << 16).unwrap_or(*window);
-                    *slots = r.int("slots", 1, 64).map_or(*slots, |s| s as u32);
-                }
-            }
-            let found = r.finish();
-            let bad = !found.is_empty();
-            diags.extend(found);
-            if bad {
-                return None;
-            }
-            policy
-        }
+    let Some((name, block)) = block else {
+        return Some(policy);
     };
-    Some(policy)
+    let mut policy = policy;
+    let mut r = BlockReader::new(format!("migration `{}`", name.text), name.span, block);
+    match &mut policy {
+        MigrationPolicy::None => {}
+        MigrationPolicy::Invasive { every, window } | MigrationPolicy::DynamicPlacement { every, window } => {
+            *every = r.int("every", 1, 1 << 20).unwrap_or(*every);
+            *window = r.int("window", 1, 1 << 16).unwrap_or(*window);
+        }
+        MigrationPolicy::NiBalancer {
+            alpha,
+            every,
+            window,
+            slots,
+        } => {
+            *alpha = r.float("alpha", 0.0, 10.0).unwrap_or(*alpha);
+            *every = r.int("every", 1, 1 << 20).unwrap_or(*every);
+            *window = r.int("window", 1, 1 << 16).unwrap_or(*window);
+            *slots = r.int("slots", 1, 64).map_or(*slots, |s| s as u32);
+        }
+    }
+    let found = r.finish();
+    let ok = found.is_empty();
+    diags.extend(found);
+    ok.then_some(policy)
 }
 
 /// E0041: migration moves whole experts, so a plan whose experts are split
