@@ -154,7 +154,7 @@ fn migration_chunks_are_deterministic_and_carry_the_expert_before_it_serves() {
             .all(|c| matches!(c.window, Window::Attention { .. } | Window::Moe { .. })));
         // Each leg carries the whole expert once, all before the copy serves.
         let sent: u64 = m.chunks.iter().map(|c| c.bytes).sum();
-        assert!(sent > 0 && sent % m.bytes == 0, "{m:?}");
+        assert!(sent > 0 && sent.is_multiple_of(m.bytes), "{m:?}");
         assert!(m.chunks.iter().all(|c| c.step < m.effective_step), "{m:?}");
     }
 }
