@@ -247,9 +247,11 @@ impl Timeline {
     }
 
     /// Simulates `step` on the view, with the weights that travel in it.
-    /// When migration chunks travel, the step is simulated again without
-    /// them: the difference is what they cost (the broadcast's own wait is
-    /// in the breakdown already). When a fault restored experts, once more
+    /// When migration chunks or broadcast pieces travel, the step is
+    /// simulated again on the same view without them (as if the weights
+    /// were already where they go): the difference is what moving them
+    /// cost, the experts' wait for pieces and the links they took from the
+    /// step's own traffic alike. When a fault restored experts, once more
     /// without their chunks: the difference is the recovery time (second).
     fn simulate(
         &self,
@@ -262,17 +264,17 @@ impl Timeline {
         let planned = step_chunks(&self.current.migrations, &on, step);
         let restores = step_chunks(&self.restores, &[], step);
         let recovering = !restores.is_empty();
+        let restores_only = restores.clone();
         let chunks = joined(planned.clone(), restores);
-        let pieces = step_chunks(&[], &on, step);
-        let migrating = chunks.len() > pieces.len();
+        let moving = !planned.is_empty();
         let mut result = simulate_step_with(&self.view, machine, routing, sim, chunks)?;
         let quiet = SimOptions {
             record_flows: false,
             ..sim
         };
-        if migrating {
-            let without = simulate_step_with(&self.view, machine, routing, quiet, pieces)?;
-            result.breakdown.migration_s += (result.latency_s - without.latency_s).max(0.0);
+        if moving {
+            let without = simulate_step_with(&self.view, machine, routing, quiet, restores_only)?;
+            result.breakdown.migration_s = (result.latency_s - without.latency_s).max(0.0);
         }
         let mut recovery_s = 0.0;
         if recovering {

@@ -305,7 +305,7 @@ impl Pass for Migrate {
 
 /// Adds a node per decision, fed by its expert's node (the edge carries
 /// the expert's weights).
-fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Result<(), String> {
+pub(super) fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Result<(), String> {
     let bytes = ir.model.expert_bytes();
     let dtype = ir.model.dtype;
     let weights = Tensor::new(vec![bytes.0 / dtype.bytes().max(1)], TensorType::Data(dtype));

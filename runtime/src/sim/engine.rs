@@ -686,8 +686,9 @@ fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, star
 }
 
 /// The time the critical die spent in each phase; its migration time is
-/// what its expert kernels waited for broadcast weights (the run adds the
-/// time migration chunks cost the step).
+/// what its expert kernels waited for broadcast weights (the run replaces
+/// it with what all of the step's moving weights cost, measured by
+/// simulating the step again without them).
 fn critical_breakdown(result: &StepResult, gate_wait: &[f64]) -> Breakdown {
     let Some(critical) = result
         .spans
