@@ -159,6 +159,20 @@ fn a_failed_die_loses_no_token_and_its_experts_come_back() {
         host_bytes / io
     );
     assert!(out.traced[2].migration_bytes >= (replicated + single) * s.model.expert_bytes().0);
+    // The re-homed sequences rebuild their KV caches: a prefill of their
+    // context on the 7 surviving dies' peak compute, which the fault step waits for.
+    let (model, context) = (&s.model, s.workload.context());
+    let per_token: f64 = (0..model.layers).map(|i| model.layer_flops(i, context / 2).0).sum();
+    let expected = per_token * (homed * context) as f64 / (7.0 * s.machine.die.compute.0);
+    assert!(
+        homed > 0 && (f.kv_rebuild_s - expected).abs() <= 1e-9 * expected,
+        "{} vs {expected}",
+        f.kv_rebuild_s
+    );
+    assert!(
+        f.step_latency_s >= out.traced[1].latency_s.min(out.traced[3].latency_s) + f.kv_rebuild_s,
+        "the fault step waits for the rebuild: {f:#?}"
+    );
     // The dead die computes nothing and no link to it carries a byte.
     for step in 2..6 {
         let x = &out.traced[step];

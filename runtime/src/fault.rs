@@ -20,7 +20,9 @@
 //!   host through the nearest io die. Restores travel stop-the-world in the
 //!   fault step ([`Window::StopTheWorld`]).
 //! - Sequences homed on the dead die are re-homed, spread evenly over the
-//!   dies that run attention, so the step keeps every token. An attention
+//!   dies that run attention, so the step keeps every token. Their KV
+//!   caches are lost with the die and rebuilt by a prefill of their
+//!   context, which the fault step waits for. An attention
 //!   group (`tp(k)`) holding the dead die is dissolved: its survivors keep
 //!   their experts but run no attention, and its sequences go to the other
 //!   groups; when no group is left, attention runs data-parallel on the
@@ -505,6 +507,7 @@ pub fn recover(schedule: &mut Schedule, next: usize, machine: &Machine, fault: &
     }
     repair.drop_planned_moves(next);
     repair.rehome_sequences();
+    repair.charge_kv_rebuild();
     repair.restore_experts().map_err(|p| fault.error(p))?;
     repair.drop_stale_migrations(next);
     let Repair {
@@ -677,6 +680,32 @@ impl Repair<'_> {
             moved += 1;
         }
         self.report.rehomed_sequences = moved;
+    }
+
+    /// The re-homed sequences' KV caches are lost (with their die, or with
+    /// the dissolved group's share of every head, which no survivor can
+    /// complete), and a cache is rebuilt by a prefill of the sequence's
+    /// context: every layer, each token attending to those before it.
+    /// Charged at the peak compute of every surviving die working on it,
+    /// so it is a lower bound. Prefill workloads build their caches within
+    /// the step and lose nothing.
+    fn charge_kv_rebuild(&mut self) {
+        let s = &*self.schedule;
+        if s.workload.phase != crate::workload::Phase::Decode {
+            return;
+        }
+        let (m, context) = (&s.model, s.workload.context());
+        // The mean token of a prefill attends over half the context.
+        let per_token: f64 = (0..m.layers).map(|i| m.layer_flops(i, context / 2).0).sum();
+        let tokens = self.report.rehomed_sequences.saturating_mul(context);
+        let peak = self.after.alive_dies().len() as f64 * self.after.spec().die.compute.0;
+        if peak > 0.0 {
+            self.report.kv_rebuild_s = per_token * tokens as f64 / peak;
+        }
+        self.report.notes.push(format!(
+            "{} sequences rebuild their KV caches: a prefill of {tokens} tokens",
+            self.report.rehomed_sequences
+        ));
     }
 
     /// Bytes in use per die: expert weights, the KV cache of the sequences

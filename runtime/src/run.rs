@@ -82,7 +82,11 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
             record_flows: record,
             network_quantum: options.network_quantum,
         };
-        let (result, recovery_s) = timeline.simulate(step, &live, &routing, sim)?;
+        let (mut result, recovery_s) = timeline.simulate(step, &live, &routing, sim)?;
+        // Re-homed sequences decode again once their KV caches are rebuilt.
+        let rebuild: f64 = struck.iter().map(|r| r.kv_rebuild_s).sum();
+        result.latency_s += rebuild;
+        result.breakdown.other_s += rebuild;
         for mut report in struck {
             report.recovery_s = recovery_s;
             builder.fault(&live, report);

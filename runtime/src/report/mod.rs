@@ -129,6 +129,10 @@ pub struct FaultReport {
     pub recovery_s: f64,
     /// Sequences moved off the dead die (or its dissolved attention group).
     pub rehomed_sequences: u64,
+    /// Time the re-homed sequences' KV caches took to rebuild (a prefill of
+    /// their context at the surviving dies' peak compute, a lower bound),
+    /// added to the fault step: they cannot decode before it is done.
+    pub kv_rebuild_s: f64,
     /// Lost expert copies restored from a surviving replica over the
     /// network, and reloaded from the host through the io.
     pub restored_from_replica: u64,

@@ -81,6 +81,7 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(o, "  {:<18} {:>14}{ratio}", "step latency", s(f.step_latency_s));
         let _ = writeln!(o, "  {:<18} {:>14}", "recovery", s(f.recovery_s));
         let _ = writeln!(o, "  {:<18} {:>14}", "sequences re-homed", f.rehomed_sequences);
+        let _ = writeln!(o, "  {:<18} {:>14}", "KV rebuild", s(f.kv_rebuild_s));
         let _ = writeln!(o, "  {:<18} {:>14}", "from a replica", f.restored_from_replica);
         let _ = writeln!(o, "  {:<18} {:>14}", "from the host", f.reloaded_from_host);
         for note in &f.notes {
