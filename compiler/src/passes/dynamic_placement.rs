@@ -14,8 +14,9 @@
 //! utilisation says. Only dies no cold link reaches hang off a hot link.
 //! A broadcast's time is the busiest tree link's bytes over the bandwidth
 //! attention leaves it, plus the pipeline's fill; k broadcasts of one
-//! layer share links, so their bytes add on the links their trees share. The copies live for the layer only: nothing stays in
-//! memory after it, and nothing is added to a die's permanent load.
+//! layer share links, so their bytes add on the links their trees share.
+//! The copies live for the layer only: nothing stays in memory after it,
+//! and nothing is added to a die's permanent load.
 //!
 //! The estimate cannot see what the simulator sees (dies that lag their
 //! peers still send MoE traffic over the links attention leaves cold), so
