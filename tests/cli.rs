@@ -435,6 +435,48 @@ fn compare_runs_every_placement_on_the_same_workload() {
 const TINY: &str = "tests/placement_files/tiny.moe";
 
 #[test]
+fn compare_adds_every_migration_policy_for_a_plan_that_moves_experts() {
+    const DRIFT: &str = "tests/migration/drift.moe";
+    let policies = |doc: &serde_json::Value| -> Vec<String> {
+        let rows = doc["rows"].as_array().unwrap();
+        rows.iter()
+            .filter_map(|r| r["name"].as_str().unwrap().split(" + migration = ").nth(1))
+            .map(str::to_string)
+            .collect()
+    };
+    let mut args = vec!["compare", DRIFT, "--plan", "ni_balancer"];
+    args.extend(["--steps", "6", "--no-numerics", "--report", "json"]);
+    let o = moec(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(policies(&doc), ["none", "invasive", "ni_balancer", "dynamic_placement"]);
+    let row = |policy: &str| {
+        doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("+ migration = {policy}"))
+            })
+            .unwrap()
+            .clone()
+    };
+    // The policies planned over the 6 steps the rows ran, and moved weights.
+    assert_eq!(row("none")["migration"]["bytes"].as_f64(), Some(0.0));
+    assert!(row("ni_balancer")["migration"]["applied"].as_u64() > Some(0));
+    assert!(row("dynamic_placement")["migration"]["bytes"].as_f64() > Some(0.0));
+    for policy in ["none", "ni_balancer"] {
+        assert_eq!(row(policy)["steps"], 6);
+    }
+    // A plan that moves nothing compares placements and forms only.
+    let doc = compare_json(&[DRIFT, "--plan", "static"]);
+    assert!(policies(&doc).is_empty());
+}
+
+#[test]
 fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
     let dir = std::env::temp_dir().join(format!("moec-cli-placement-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,11 +1,14 @@
 //! `moec compare FILE`: every placement, and every parallel form after the
 //! plan's own placement, on the same plan's model, machine and workload,
 //! run over the same steps and routing, in one table (and as JSON rows with
-//! the run report's keys, and an SVG bar chart).
+//! the run report's keys, and an SVG bar chart). A plan that moves experts
+//! (`migration = ...`) also gets every migration policy, none included,
+//! after its own placement and parallel form.
 
 use super::output::{emit, load_checked, report, write_atomic};
 use moec::driver::CompileOptions;
 use moec::ir::Form;
+use moec::passes::MigrationPolicy;
 use moec::sema::{ParallelChoice, PlacementChoice};
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{bars, RunReport};
@@ -94,10 +97,39 @@ pub fn execute(args: Args) -> Result<(), u8> {
             None,
         )
     });
-    let placements: Vec<(String, String, Option<PlacementChoice>)> =
-        placements.into_iter().chain(parallel_rows).collect();
+    // A plan that moves experts: every policy after its own layout, the
+    // plan's own settings for its own policy and the defaults for the rest.
+    let layout = match plan.parallel {
+        ParallelChoice::Fixed(Form::EP) => own.clone(),
+        parallel => format!("{own},{}", parallel.pass()),
+    };
+    let migration_rows = ["none", "invasive", "ni_balancer", "dynamic_placement"]
+        .into_iter()
+        .filter(|_| plan.migration != MigrationPolicy::None)
+        .filter_map(|name| {
+            let policy = if plan.migration.name() == name {
+                plan.migration
+            } else {
+                MigrationPolicy::default_of(name)?
+            };
+            let pipeline = match policy {
+                MigrationPolicy::None => layout.clone(),
+                policy => format!("{layout},{}", policy.pass()),
+            };
+            Some((
+                format!("{} + migration = {name}", plan.placement.name()),
+                pipeline,
+                None,
+            ))
+        });
+    let placements: Vec<(String, String, Option<PlacementChoice>)> = placements
+        .into_iter()
+        .chain(parallel_rows)
+        .chain(migration_rows)
+        .collect();
     for (name, pipeline, choice) in placements {
-        let parallel = choice.is_none() && pipeline.contains("parallel(");
+        // A form or a policy that does not fit this plan is skipped, not fatal.
+        let parallel = choice.is_none() && (pipeline.contains("parallel(") || pipeline.contains("migrate("));
         if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {
             let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
             eprintln!("compare: skipping {name}: {reason}");
@@ -107,6 +139,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
         let options = CompileOptions {
             plan: Some(plan.name.clone()),
             passes: Some(pipeline),
+            // Migration policies plan over the steps the rows run.
+            steps: args.steps,
             ..Default::default()
         };
         let started = Instant::now();
@@ -193,8 +227,18 @@ fn table(rows: &[Row]) -> String {
     let name_width = rows.iter().map(|r| r.name.len()).chain([9]).max().unwrap_or(9);
     let _ = writeln!(
         o,
-        "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>10} {:>9}",
-        "placement", "p50", "p99", "all-to-all", "byte-hops", "link max", "die imb", "numerics", "compile"
+        "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "placement",
+        "p50",
+        "p99",
+        "all-to-all",
+        "byte-hops",
+        "link max",
+        "die imb",
+        "exp imb",
+        "migration",
+        "numerics",
+        "compile"
     );
     for row in rows {
         let r = &row.report;
@@ -205,7 +249,7 @@ fn table(rows: &[Row]) -> String {
             .map_or("skipped".to_string(), |n| format!("{:.1e}", n.max_rel_error));
         let _ = writeln!(
             o,
-            "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>10} {:>9}",
+            "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>9.3} {:>11} {:>10} {:>9}",
             row.name,
             Seconds(r.latency.p50_s).to_string(),
             Seconds(r.latency.p99_s).to_string(),
@@ -213,13 +257,15 @@ fn table(rows: &[Row]) -> String {
             Bytes(r.traffic.byte_hops as u64).to_string(),
             100.0 * r.links.max_util,
             r.dies.imbalance,
+            r.dies.expert_imbalance,
+            Seconds(r.breakdown.migration_s).to_string(),
             numerics,
             Seconds(row.compile_s).to_string()
         );
     }
     let _ = writeln!(
         o,
-        "\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean"
+        "\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean; exp imb: expert time max / mean; migration: the time moving weights added a step"
     );
     o
 }
