@@ -144,7 +144,6 @@ fn dynamic_placement_broadcasts_hot_experts_and_keeps_the_numbers() {
     // without its pieces), so they add next to nothing to the steps.
     let total: f64 = out.report.per_step.iter().map(|s| s.latency_s).sum();
     let stall = out.report.migration.stall_s;
-    eprintln!("broadcast stall {stall} of {total}");
     assert!(stall <= 0.02 * total, "broadcasts stall {stall} s of {total} s");
 }
 
