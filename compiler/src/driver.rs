@@ -43,6 +43,8 @@ pub struct CompileOptions {
     pub plan: Option<String>,
     /// A pipeline overriding the plan's (`--passes`).
     pub passes: Option<String>,
+    /// A migration policy overriding the plan's (`moec compare`'s rows).
+    pub migration: Option<MigrationPolicy>,
     pub print_after: PrintAfter,
     /// Steps the run will take (default: the workload's): what a
     /// migration policy plans over.
@@ -120,7 +122,7 @@ impl Session {
             (None, parallel) => format!("{pipeline},{}", parallel.pass()),
         };
         // A plan's `migration` (other than none) runs last, on the final layout.
-        let pipeline = match (&options.passes, plan.migration) {
+        let pipeline = match (&options.passes, options.migration.unwrap_or(plan.migration)) {
             (None, MigrationPolicy::None) | (Some(_), _) => pipeline,
             (None, policy) => format!("{pipeline},{}", policy.pass()),
         };

@@ -80,10 +80,11 @@ pub fn compile_printing(
     let options = CompileOptions {
         plan: Some(plan.into()),
         passes: None,
-        print_after: PrintAfter::All,
+        migration: None,
         // Migration plans over the run's steps; twelve show every kind of
         // move node without planning a 1,000-step run per snapshot.
         steps: Some(SNAPSHOT_STEPS),
+        print_after: PrintAfter::All,
     };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();

@@ -54,6 +54,20 @@ struct Row {
     report: RunReport,
 }
 
+/// One row to run: the plan compiled with another pipeline or another
+/// migration policy.
+struct Candidate {
+    name: String,
+    /// The pipeline replacing the plan's (`--passes`); `None` keeps its own.
+    passes: Option<String>,
+    /// The migration policy replacing the plan's.
+    migration: Option<MigrationPolicy>,
+    /// A compile error skips the row (with its reason) instead of stopping compare.
+    optional: bool,
+    /// The built-in placement the row runs, if it is one.
+    choice: Option<PlacementChoice>,
+}
+
 /// A placement compare did not run, and why.
 #[derive(Serialize)]
 struct Skipped {
@@ -69,13 +83,26 @@ pub fn execute(args: Args) -> Result<(), u8> {
         super::EXIT_DIAGNOSTICS
     })?;
     // Every built-in placement, and the plan's own placement file when it has one.
-    // (name, pipeline, the built-in choice; None for the file)
-    let mut placements: Vec<(String, String, Option<PlacementChoice>)> = PlacementChoice::ALL
+    let mut candidates: Vec<Candidate> = PlacementChoice::ALL
         .iter()
-        .map(|(name, c)| (name.to_string(), format!("place({name})"), Some(c.clone())))
+        .map(|(name, c)| Candidate {
+            name: name.to_string(),
+            passes: Some(format!("place({name})")),
+            migration: None,
+            // A layout that cannot place this plan (one needing a
+            // defect-free mesh, say) does not stop the others.
+            optional: c.needs_tensor_parallel_attention(),
+            choice: Some(c.clone()),
+        })
         .collect();
     if let PlacementChoice::File { path, .. } = &plan.placement {
-        placements.push((format!("file(\"{path}\")"), "from_file".to_string(), None));
+        candidates.push(Candidate {
+            name: format!("file(\"{path}\")"),
+            passes: Some("from_file".to_string()),
+            migration: None,
+            optional: false,
+            choice: None,
+        });
     }
     // Every parallel form after the plan's own placement (EP is its row above).
     let own = match &plan.placement {
@@ -83,53 +110,52 @@ pub fn execute(args: Args) -> Result<(), u8> {
         c => format!("place({})", c.name()),
     };
     let alive = session.machine_of(plan).map_or(1, |m| m.alive_dies().len() as u32);
-    let forms: Vec<ParallelChoice> = ParallelChoice::compared(alive, plan.attention.ways())
-        .into_iter()
-        .filter(|f| *f != ParallelChoice::Fixed(Form::EP))
-        .collect();
+    candidates.extend(
+        ParallelChoice::compared(alive, plan.attention.ways())
+            .into_iter()
+            .filter(|f| *f != ParallelChoice::Fixed(Form::EP))
+            .map(|f| Candidate {
+                name: format!("{} + parallel = {f}", plan.placement.name()),
+                passes: Some(format!("{own},{}", f.pass())),
+                migration: None,
+                // A form that does not fit (memory, group sizes) is skipped.
+                optional: true,
+                choice: None,
+            }),
+    );
+    // A plan that moves experts: the plan itself under every policy, its own
+    // settings for its own policy and the defaults for the rest.
+    if plan.migration != MigrationPolicy::None {
+        candidates.extend(
+            ["none", "invasive", "ni_balancer", "dynamic_placement"]
+                .into_iter()
+                .filter_map(|name| {
+                    let policy = if plan.migration.name() == name {
+                        plan.migration
+                    } else {
+                        MigrationPolicy::default_of(name)?
+                    };
+                    Some(Candidate {
+                        name: format!("{} + migration = {name}", plan.placement.name()),
+                        passes: None,
+                        migration: Some(policy),
+                        optional: true,
+                        choice: None,
+                    })
+                }),
+        );
+    }
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
     let mut skipped: Vec<Skipped> = Vec::new();
-    let parallel_rows = forms.iter().map(|f| {
-        (
-            format!("{} + parallel = {f}", plan.placement.name()),
-            format!("{own},{}", f.pass()),
-            None,
-        )
-    });
-    // A plan that moves experts: every policy after its own layout, the
-    // plan's own settings for its own policy and the defaults for the rest.
-    let layout = match plan.parallel {
-        ParallelChoice::Fixed(Form::EP) => own.clone(),
-        parallel => format!("{own},{}", parallel.pass()),
-    };
-    let migration_rows = ["none", "invasive", "ni_balancer", "dynamic_placement"]
-        .into_iter()
-        .filter(|_| plan.migration != MigrationPolicy::None)
-        .filter_map(|name| {
-            let policy = if plan.migration.name() == name {
-                plan.migration
-            } else {
-                MigrationPolicy::default_of(name)?
-            };
-            let pipeline = match policy {
-                MigrationPolicy::None => layout.clone(),
-                policy => format!("{layout},{}", policy.pass()),
-            };
-            Some((
-                format!("{} + migration = {name}", plan.placement.name()),
-                pipeline,
-                None,
-            ))
-        });
-    let placements: Vec<(String, String, Option<PlacementChoice>)> = placements
-        .into_iter()
-        .chain(parallel_rows)
-        .chain(migration_rows)
-        .collect();
-    for (name, pipeline, choice) in placements {
-        // A form or a policy that does not fit this plan is skipped, not fatal.
-        let parallel = choice.is_none() && (pipeline.contains("parallel(") || pipeline.contains("migrate("));
+    for Candidate {
+        name,
+        passes,
+        migration,
+        optional,
+        choice,
+    } in candidates
+    {
         if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {
             let reason = "needs attention = tp(k); this plan's attention is data-parallel".to_string();
             eprintln!("compare: skipping {name}: {reason}");
@@ -138,7 +164,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
         }
         let options = CompileOptions {
             plan: Some(plan.name.clone()),
-            passes: Some(pipeline),
+            passes,
+            migration,
             // Migration policies plan over the steps the rows run.
             steps: args.steps,
             ..Default::default()
@@ -146,15 +173,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         let started = Instant::now();
         let schedule = match session.schedule(&options, &mut |_, _| {}) {
             Ok(s) => s,
-            // One placement that cannot place this plan (a layout that needs
-            // a defect-free mesh, say) does not stop the others.
-            // Nor does a parallel form that does not fit (memory, group sizes).
-            Err(d)
-                if parallel
-                    || choice
-                        .as_ref()
-                        .is_some_and(PlacementChoice::needs_tensor_parallel_attention) =>
-            {
+            Err(d) if optional => {
                 report(&session.loaded.sources, std::slice::from_ref(&d));
                 let reason = d.message.clone();
                 skipped.push(Skipped { name, reason });

@@ -76,6 +76,7 @@ pub fn run(args: Args) -> Result<(), u8> {
         passes: args.passes.clone(),
         print_after,
         steps: args.steps,
+        ..CompileOptions::default()
     };
     let text_options = TextOptions { layers };
     let plan = session
