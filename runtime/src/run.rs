@@ -268,8 +268,7 @@ impl Timeline {
         let planned = step_chunks(&self.current.migrations, &on, step);
         let restores = step_chunks(&self.restores, &[], step);
         let recovering = !restores.is_empty();
-        let restores_only = restores.clone();
-        let chunks = joined(planned.clone(), restores);
+        let chunks = joined(planned.clone(), restores.clone());
         let moving = !planned.is_empty();
         let mut result = simulate_step_with(&self.view, machine, routing, sim, chunks)?;
         let quiet = SimOptions {
@@ -277,7 +276,7 @@ impl Timeline {
             ..sim
         };
         if moving {
-            let without = simulate_step_with(&self.view, machine, routing, quiet, restores_only)?;
+            let without = simulate_step_with(&self.view, machine, routing, quiet, restores)?;
             result.breakdown.migration_s = (result.latency_s - without.latency_s).max(0.0);
         }
         let mut recovery_s = 0.0;
