@@ -121,6 +121,7 @@ fn simulate_step_of(bencher: divan::Bencher, schedule: Schedule, quantum: f64) {
     let options = SimOptions {
         record_flows: false,
         network_quantum: quantum,
+        ..SimOptions::default()
     };
     let events = simulate_step(&schedule, &machine, &routing, options)
         .expect("runs")

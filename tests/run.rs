@@ -36,6 +36,7 @@ fn first_step(
         SimOptions {
             record_flows: false,
             network_quantum,
+            ..SimOptions::default()
         },
     )
     .unwrap();

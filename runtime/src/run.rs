@@ -81,6 +81,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
         let sim = SimOptions {
             record_flows: record,
             network_quantum: options.network_quantum,
+            ..SimOptions::default()
         };
         let (mut result, recovery_s) = timeline.simulate(step, &live, &routing, sim)?;
         // Re-homed sequences decode again once their KV caches are rebuilt.

@@ -17,6 +17,7 @@ use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::routing::StepRouting;
 use moec_runtime::schedule::Schedule;
 use moec_runtime::sim::network::Network;
+use moec_runtime::sim::time::Time;
 use moec_runtime::sim::traffic::{step_traffic, LayerTraffic};
 
 /// The network quantum of the search's objective: coarser than `moec
@@ -108,14 +109,14 @@ impl<'a> LayerAllToAll<'a> {
         let mut net = Network::new(self.machine).with_quantum(SEARCH_QUANTUM);
         let route_error = |e: moec_runtime::machine::RouteError| e.to_string();
         for &(src, dst, bytes) in &t.dispatch {
-            net.start(0.0, src, dst, bytes, 0).map_err(route_error)?;
+            net.start(Time::ZERO, src, dst, bytes, 0).map_err(route_error)?;
         }
-        net.advance(f64::INFINITY);
+        net.advance(Time::NEVER);
         let dispatched = net.now();
         for &(src, dst, bytes) in &t.dispatch {
             net.start(dispatched, dst, src, bytes, 1).map_err(route_error)?;
         }
-        net.advance(f64::INFINITY);
-        Ok(net.now())
+        net.advance(Time::NEVER);
+        Ok(net.now().secs())
     }
 }

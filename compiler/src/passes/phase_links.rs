@@ -69,6 +69,7 @@ impl PhaseLinks {
         let options = SimOptions {
             record_flows: true,
             network_quantum: 0.02,
+            ..SimOptions::default()
         };
         let step = simulate_step_with(&schedule, cx.machine, &routing, options, Vec::new())?;
         let machine = cx.machine;

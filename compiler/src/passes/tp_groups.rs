@@ -217,6 +217,7 @@ mod tests {
             inter_wafer_link: Some(link),
             inter_node_link: None,
             routing: RoutingPolicy::Xy,
+            router: Default::default(),
             io: None,
             defects: Defects::default(),
         })

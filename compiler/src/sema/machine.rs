@@ -11,7 +11,7 @@ use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
     Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError, MachineSpec,
-    RoutingPolicy, Topology,
+    RouterSpec, RoutingPolicy, Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 
@@ -52,6 +52,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
         Some(("yx", _)) => RoutingPolicy::Yx,
         _ => RoutingPolicy::Xy,
     };
+    let router = match r.plain_section("router") {
+        Some((_, body, span)) => router(&what, span, body, diags),
+        None => Some(RouterSpec::default()),
+    };
     let io_section = r.plain_section("io");
     let io = io_section.and_then(|(_, body, span)| io(&what, span, body, diags));
     let (defects, defect_spans) = match r.plain_section("defects") {
@@ -90,6 +94,7 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
         inter_wafer_link,
         inter_node_link,
         routing,
+        router: router?,
         io,
         defects,
     };
@@ -322,6 +327,31 @@ fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Op
     Some(LinkSpec {
         bandwidth: BytesPerSec(bandwidth?),
         latency: Seconds(latency?),
+    })
+}
+
+/// The `router { ... }` section: what each die's router adds to the links.
+fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<RouterSpec> {
+    let mut r = BlockReader::new(format!("the router of {machine}"), span, body);
+    let ideal = RouterSpec::default();
+    let latency = r.quantity("latency", Dim::Time).map(Seconds).unwrap_or(ideal.latency);
+    let efficiency = r.float("efficiency", 0.01, 1.0).unwrap_or(ideal.efficiency);
+    let overhead = r.quantity("overhead", Dim::Size).map(|b| Bytes(b.round() as u64));
+    let port = r.quantity("port", Dim::Bandwidth).map(BytesPerSec);
+    warn_suspicious(
+        &r,
+        &[
+            ("latency", latency.0 > 1e-3, "above 1 ms"),
+            ("overhead", overhead.is_some_and(|o| o.0 > 1 << 20), "above 1 MiB"),
+        ],
+        diags,
+    );
+    diags.extend(r.finish());
+    Some(RouterSpec {
+        latency,
+        efficiency,
+        overhead: overhead.unwrap_or(ideal.overhead),
+        port,
     })
 }
 

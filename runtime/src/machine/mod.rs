@@ -20,7 +20,7 @@ pub use error::{DefectEntry, MachineError, RouteError};
 pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
-pub use spec::{Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RoutingPolicy, Topology};
+pub use spec::{Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology};
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
 
 use crate::units::Bytes;
@@ -234,6 +234,7 @@ pub(crate) mod tests {
             inter_wafer_link: None,
             inter_node_link: None,
             routing: RoutingPolicy::Xy,
+            router: Default::default(),
             io: None,
             defects: Defects::default(),
         }

@@ -29,6 +29,10 @@ pub struct MachineSpec {
     pub inter_node_link: Option<LinkSpec>,
     /// Dimension order on meshes; ignored elsewhere.
     pub routing: RoutingPolicy,
+    /// What each die's router adds to the links: a fixed latency per
+    /// transfer, an efficiency, injection and ejection ports.
+    #[serde(default)]
+    pub router: RouterSpec,
     /// Off-wafer host memory, if any.
     #[serde(default)]
     pub io: Option<IoSpec>,
@@ -59,6 +63,39 @@ pub struct LinkSpec {
     pub bandwidth: BytesPerSec,
     /// Time for the first byte to arrive.
     pub latency: Seconds,
+}
+
+/// Where a die meets the network: the costs a real router adds to the
+/// links' bandwidth and latency. The default is the ideal router (no fixed
+/// latency, every link fully usable, no port limit), under which the
+/// network's closed forms hold exactly; `examples/machines/booksim-mesh-8x8.moe`
+/// holds the values calibrated against BookSim2 (docs/RUNTIME.md).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouterSpec {
+    /// Paid once per transfer on top of its links' latencies: the last
+    /// router's pipeline and the ejection into the die.
+    pub latency: Seconds,
+    /// The share of a link's bandwidth transfers can use (switch and
+    /// virtual-channel allocation losses), in (0, 1].
+    pub efficiency: f64,
+    /// What each transfer occupies on every link and port beyond its own
+    /// bytes, so small messages see a lower efficiency: a message of `s`
+    /// bytes uses `efficiency * s / (s + overhead)` of a link.
+    pub overhead: Bytes,
+    /// Each die's injection port and ejection port (one of each, this
+    /// bandwidth in each direction); `None`: only links limit a die.
+    pub port: Option<BytesPerSec>,
+}
+
+impl Default for RouterSpec {
+    fn default() -> RouterSpec {
+        RouterSpec {
+            latency: Seconds(0.0),
+            efficiency: 1.0,
+            overhead: Bytes(0),
+            port: None,
+        }
+    }
 }
 
 /// How the dies are connected.
@@ -207,7 +244,19 @@ impl MachineSpec {
         let mut times = vec![
             ("die launch_overhead", self.die.launch_overhead.0),
             ("link latency", self.link.latency.0),
+            ("router latency", self.router.latency.0),
         ];
+        if let Some(port) = self.router.port {
+            rates.push(("router port", port.0));
+        }
+        let efficiency = self.router.efficiency;
+        if !(efficiency > 0.0 && efficiency <= 1.0) {
+            return Err(MachineError::BadQuantity {
+                quantity: "router efficiency",
+                value: efficiency,
+                expected: "a share of the bandwidth in (0, 1]",
+            });
+        }
         let optional = [
             (
                 &self.inter_wafer_link,

@@ -21,6 +21,7 @@
 use super::cost::{Cost, CostModel};
 use super::moves::{opens, Moves, StepChunk, MIGRATION};
 use super::network::{Network, Traffic};
+use super::time::Time;
 use super::traffic::{step_traffic, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
@@ -128,7 +129,7 @@ pub struct FlowSpan {
 }
 
 /// Transfers in flight while recording: flow id -> (source, destination, bytes, start).
-type OpenFlows = std::collections::BTreeMap<u64, (DieId, DieId, u64, f64)>;
+type OpenFlows = std::collections::BTreeMap<u64, (DieId, DieId, u64, Time)>;
 
 const DISPATCH: u64 = 0;
 const COMBINE: u64 = 1;
@@ -159,7 +160,7 @@ struct Collectives {
     /// Transfers still to arrive.
     pending: Vec<Vec<u32>>,
     /// When the last transfer arrived.
-    arrived: Vec<Vec<f64>>,
+    arrived: Vec<Vec<Time>>,
     /// Whether the die issued its own instruction.
     issued: Vec<Vec<bool>>,
     /// Ring steps the die has sent.
@@ -189,7 +190,7 @@ impl Collectives {
         Collectives {
             dies,
             pending,
-            arrived: vec![vec![0.0; size]; KINDS],
+            arrived: vec![vec![Time::ZERO; size]; KINDS],
             issued: vec![vec![false; size]; KINDS],
             ring_sent: vec![vec![0; size]; KINDS],
         }
@@ -200,7 +201,7 @@ impl Collectives {
     fn advance_ring(
         &mut self,
         (kind, layer, d): (u64, usize, usize),
-        now: f64,
+        now: Time,
         traffic: &StepTraffic,
         net: &mut Network,
         mut open_flows: Option<&mut OpenFlows>,
@@ -245,12 +246,12 @@ fn untag(tag: u64) -> (u64, usize, usize) {
 struct DieState {
     pc: usize,
     done: Vec<bool>,
-    issued_at: Vec<f64>,
+    issued_at: Vec<Time>,
     /// The compute instruction running and when it ends.
-    running: Option<(usize, f64)>,
+    running: Option<(usize, Time)>,
     /// Since when the next instruction (an expert kernel) has been ready
     /// but for broadcast weights still on the way.
-    gated_since: Option<f64>,
+    gated_since: Option<Time>,
     /// Collectives issued and not yet complete: (instruction, kind, layer).
     open: Vec<(usize, u64, usize)>,
 }
@@ -264,6 +265,9 @@ pub struct SimOptions {
     /// 0 is exact; 0.02 bounds the error near 2% and makes an all-to-all
     /// with thousands of distinct flow sizes cheap.
     pub network_quantum: f64,
+    /// When the step starts on the simulated clock. Every figure the step
+    /// reports is relative to it, and none depends on it (`sim::time`).
+    pub start: Time,
 }
 
 impl Default for SimOptions {
@@ -271,6 +275,7 @@ impl Default for SimOptions {
         SimOptions {
             record_flows: false,
             network_quantum: DEFAULT_NETWORK_QUANTUM,
+            start: Time::ZERO,
         }
     }
 }
@@ -310,7 +315,7 @@ pub fn simulate_step_with(
         .map(|p| DieState {
             pc: 0,
             done: vec![false; p.instrs.len()],
-            issued_at: vec![0.0; p.instrs.len()],
+            issued_at: vec![Time::ZERO; p.instrs.len()],
             running: None,
             gated_since: None,
             open: Vec::new(),
@@ -323,7 +328,8 @@ pub fn simulate_step_with(
         tokens: routing.tokens as u64,
         ..Default::default()
     };
-    let mut now = 0.0f64;
+    let origin = options.start;
+    let mut now = origin;
     let mut finished = Vec::new();
     // Flow id -> (src, dst, bytes, start), while recording.
     let mut open_flows = OpenFlows::new();
@@ -338,7 +344,7 @@ pub fn simulate_step_with(
     let mut wake: Vec<usize> = (0..state.len()).collect();
     // Dies that transfers arrived at in this event (their collectives may complete).
     let mut arrivals: Vec<usize> = Vec::new();
-    moves.start_world(&mut net)?;
+    moves.start_world(now, &mut net)?;
     loop {
         // Issue everything that can issue now.
         wake.sort_unstable();
@@ -356,6 +362,7 @@ pub fn simulate_step_with(
                 result: &mut result,
                 gate_wait: &mut gate_wait,
                 open_flows: record_flows.then_some(&mut open_flows),
+                origin,
             };
             while issue(schedule, &traffic, &costs, die_state, &mut at)? {}
         }
@@ -370,11 +377,12 @@ pub fn simulate_step_with(
         let compute_next = state
             .iter()
             .filter_map(|s| s.running.map(|(_, end)| end))
-            .fold(f64::INFINITY, f64::min);
-        let net_next = net.next_event().unwrap_or(f64::INFINITY);
-        let read_next = moves.next_read_done().unwrap_or(f64::INFINITY);
+            .min()
+            .unwrap_or(Time::NEVER);
+        let net_next = net.next_event().unwrap_or(Time::NEVER);
+        let read_next = moves.next_read_done().unwrap_or(Time::NEVER);
         let next = compute_next.min(net_next).min(read_next);
-        if !next.is_finite() {
+        if next.is_never() {
             // The step's own work is done: weights whose window never
             // opened go now, so none is lost.
             if moves.start_leftovers(now, &mut net)? > 0 {
@@ -415,8 +423,8 @@ pub fn simulate_step_with(
                     src,
                     dst,
                     bytes,
-                    start_s,
-                    end_s: end,
+                    start_s: (start_s - origin).secs(),
+                    end_s: (end - origin).secs(),
                     migration,
                     layer,
                     phase,
@@ -443,7 +451,7 @@ pub fn simulate_step_with(
                 if end <= now {
                     s.done[i] = true;
                     s.running = None;
-                    record(&mut result, schedule, d, i, s.issued_at[i], end);
+                    record(&mut result, schedule, (d, i), origin, s.issued_at[i], end);
                     wake.push(d);
                 }
             }
@@ -463,7 +471,7 @@ pub fn simulate_step_with(
                 if coll.pending[kind as usize][layer * dies + d] == 0 {
                     s.done[i] = true;
                     let end = coll.arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
-                    record(&mut result, schedule, d, i, s.issued_at[i], end);
+                    record(&mut result, schedule, (d, i), origin, s.issued_at[i], end);
                     s.open.swap_remove(k);
                     wake.push(d);
                 } else {
@@ -502,7 +510,7 @@ pub fn simulate_step_with(
     result.latency_s = result.spans.iter().map(|s| s.end_s).fold(0.0, f64::max);
     (result.migration_bytes, result.migration_transfer_s) = moves.totals();
     // Chunks still in flight after the last instruction lengthen the step.
-    let last_arrival = moves.last_arrival();
+    let last_arrival = moves.last_arrival().map_or(0.0, |t| (t - origin).secs());
     result.latency_s = result.latency_s.max(last_arrival);
     result.breakdown = critical_breakdown(&result, &gate_wait);
     result.link_bytes = net.link_stats().iter().map(|l| l.bytes).collect();
@@ -519,7 +527,7 @@ pub fn simulate_step_with(
 /// What issuing an instruction on die `d` at `now` may touch.
 struct Issue<'a, 'm> {
     d: usize,
-    now: f64,
+    now: Time,
     net: &'a mut Network<'m>,
     coll: &'a mut Collectives,
     moves: &'a mut Moves,
@@ -527,6 +535,8 @@ struct Issue<'a, 'm> {
     /// Per die: time expert kernels waited for broadcast weights.
     gate_wait: &'a mut [f64],
     open_flows: Option<&'a mut OpenFlows>,
+    /// The step's start, which spans are measured from.
+    origin: Time,
 }
 
 /// Tries to issue die `d`'s next instruction; true if it did.
@@ -537,7 +547,7 @@ fn issue(
     s: &mut DieState,
     at: &mut Issue<'_, '_>,
 ) -> Result<bool, String> {
-    let (d, now) = (at.d, at.now);
+    let (d, now, origin) = (at.d, at.now, at.origin);
     let program = &schedule.programs[d];
     let Some(instr) = program.instrs.get(s.pc) else {
         return Ok(false);
@@ -567,10 +577,12 @@ fn issue(
                 return Ok(false);
             }
             if let Some(since) = s.gated_since.take() {
-                at.gate_wait[d] += now - since;
+                at.gate_wait[d] += (now - since).secs();
             }
         }
-        let t = compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0;
+        // Rounded once, to the picosecond, before it meets the clock.
+        let time = Time::from_secs(compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0);
+        let t = time.secs();
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;
         if let Op::Experts { layer, .. } = instr.op {
@@ -581,11 +593,11 @@ fn issue(
                 *x += t;
             }
         }
-        if t <= 0.0 {
+        if time == Time::ZERO {
             s.done[i] = true;
-            record(result, schedule, d, i, now, now);
+            record(result, schedule, (d, i), origin, now, now);
         } else {
-            s.running = Some((i, now + t));
+            s.running = Some((i, now + time));
         }
     } else {
         s.issued_at[i] = now;
@@ -610,7 +622,7 @@ fn issue(
                 coll.issued[kind as usize][layer as usize * dies + d] = true;
                 if coll.pending[kind as usize][layer as usize * dies + d] == 0 {
                     s.done[i] = true;
-                    record(result, schedule, d, i, now, now);
+                    record(result, schedule, (d, i), origin, now, now);
                 } else {
                     s.open.push((i, kind, layer as usize));
                 }
@@ -620,12 +632,12 @@ fn issue(
             | Op::TokenAllGather { layer }
             | Op::MoeReduceScatter { layer } => {
                 let kind = ring_kind(&instr.op).unwrap_or(ALL_GATHER);
-                let at = layer as usize * dies + d;
-                coll.issued[kind as usize][at] = true;
+                let slot = layer as usize * dies + d;
+                coll.issued[kind as usize][slot] = true;
                 coll.advance_ring((kind, layer as usize, d), now, traffic, net, open_flows)?;
-                if coll.pending[kind as usize][at] == 0 {
+                if coll.pending[kind as usize][slot] == 0 {
                     s.done[i] = true;
-                    record(result, schedule, d, i, now, now);
+                    record(result, schedule, (d, i), origin, now, now);
                 } else {
                     s.open.push((i, kind, layer as usize));
                 }
@@ -674,14 +686,16 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
     }
 }
 
-fn record(result: &mut StepResult, schedule: &Schedule, d: usize, i: usize, start: f64, end: f64) {
+/// Records instruction `i` of die `d` as run from `start` to `end`, in
+/// seconds since the step's `origin`.
+fn record(result: &mut StepResult, schedule: &Schedule, (d, i): (usize, usize), origin: Time, start: Time, end: Time) {
     result.events += 1;
     let op = schedule.programs[d].instrs[i].op.clone();
     result.spans.push(Span {
         die: DieId(d as u32),
         op,
-        start_s: start,
-        end_s: end,
+        start_s: (start - origin).secs(),
+        end_s: (end - origin).secs(),
     });
 }
 

@@ -7,4 +7,5 @@ pub mod engine;
 pub mod moves;
 pub mod netbench;
 pub mod network;
+pub mod time;
 pub mod traffic;

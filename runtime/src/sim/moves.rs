@@ -24,6 +24,7 @@
 //! bandwidth, and the chunk's flow starts when its read is done.
 
 use super::network::Network;
+use super::time::Time;
 use crate::machine::DieId;
 use crate::schedule::{Broadcast, Migration, Op, WeightSource, Window};
 use std::collections::BTreeMap;
@@ -123,7 +124,7 @@ pub struct Moves {
     dependents: Vec<Vec<usize>>,
     started: Vec<bool>,
     /// Per chunk: (start, arrival) once known.
-    times: Vec<(f64, Option<f64>)>,
+    times: Vec<(Time, Option<Time>)>,
     /// Windows opened so far, per (die, window).
     open: BTreeMap<(DieId, Window), ()>,
     /// Chunks by the (die, window) that starts them.
@@ -135,9 +136,9 @@ pub struct Moves {
     /// The machine's io bandwidth (bytes/s), if it has io.
     io_bandwidth: Option<f64>,
     /// When the io is next free to read from the host.
-    io_free_at: f64,
+    io_free_at: Time,
     /// Host reads under way: (when the read is done, chunk), in start order.
-    reading: Vec<(f64, usize)>,
+    reading: Vec<(Time, usize)>,
 }
 
 impl Moves {
@@ -164,14 +165,14 @@ impl Moves {
             waiting: chunks.iter().map(|c| c.after.len()).collect(),
             dependents,
             started: vec![false; n],
-            times: vec![(0.0, None); n],
+            times: vec![(Time::ZERO, None); n],
             open: BTreeMap::new(),
             by_window,
             gate,
             stop_the_world,
             started_flows: Vec::new(),
             io_bandwidth: None,
-            io_free_at: 0.0,
+            io_free_at: Time::ZERO,
             reading: Vec::new(),
             chunks,
         }
@@ -185,14 +186,14 @@ impl Moves {
     }
 
     /// When the next host read is done (its flow then starts), if any is under way.
-    pub fn next_read_done(&self) -> Option<f64> {
-        self.reading.iter().map(|&(t, _)| t).reduce(f64::min)
+    pub fn next_read_done(&self) -> Option<Time> {
+        self.reading.iter().map(|&(t, _)| t).min()
     }
 
     /// Starts the flows of the host reads done by `now`.
-    pub fn finish_reads(&mut self, now: f64, net: &mut Network) -> Result<(), String> {
+    pub fn finish_reads(&mut self, now: Time, net: &mut Network) -> Result<(), String> {
         // (time the read is done, chunk) pairs.
-        type Reads = Vec<(f64, usize)>;
+        type Reads = Vec<(Time, usize)>;
         let (done, rest): (Reads, Reads) = self.reading.iter().partition(|&&(t, _)| t <= now);
         self.reading = rest;
         for (_, i) in done {
@@ -216,8 +217,8 @@ impl Moves {
         self.gate.get(&(layer, die)).is_some_and(|&n| n > 0)
     }
 
-    /// Starts the stop-the-world chunks (at time 0).
-    pub fn start_world(&mut self, net: &mut Network) -> Result<(), String> {
+    /// Starts the stop-the-world chunks, at the step's start `now`.
+    pub fn start_world(&mut self, now: Time, net: &mut Network) -> Result<(), String> {
         let keys: Vec<(DieId, Window)> = self
             .by_window
             .keys()
@@ -225,13 +226,13 @@ impl Moves {
             .copied()
             .collect();
         for (d, w) in keys {
-            self.open_window(d, w, 0.0, net)?;
+            self.open_window(d, w, now, net)?;
         }
         Ok(())
     }
 
     /// Die `die` opened `window` at `now`: starts its chunks that are ready.
-    pub fn open_window(&mut self, die: DieId, window: Window, now: f64, net: &mut Network) -> Result<(), String> {
+    pub fn open_window(&mut self, die: DieId, window: Window, now: Time, net: &mut Network) -> Result<(), String> {
         if self.open.insert((die, window), ()).is_some() {
             return Ok(());
         }
@@ -242,7 +243,7 @@ impl Moves {
         Ok(())
     }
 
-    fn try_start(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+    fn try_start(&mut self, i: usize, now: Time, net: &mut Network) -> Result<(), String> {
         let c = &self.chunks[i];
         if self.started[i] || self.waiting[i] > 0 || !self.open.contains_key(&(c.from, c.window)) {
             return Ok(());
@@ -250,7 +251,7 @@ impl Moves {
         self.start(i, now, net)
     }
 
-    fn start(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+    fn start(&mut self, i: usize, now: Time, net: &mut Network) -> Result<(), String> {
         self.started[i] = true;
         self.times[i].0 = now;
         if self.chunks[i].from_host {
@@ -261,7 +262,7 @@ impl Moves {
                 ));
             };
             // One pipe: this read waits for the ones before it.
-            let done = now.max(self.io_free_at) + self.chunks[i].bytes as f64 / bandwidth;
+            let done = now.max(self.io_free_at) + Time::from_secs(self.chunks[i].bytes as f64 / bandwidth);
             self.io_free_at = done;
             self.reading.push((done, i));
             return Ok(());
@@ -270,7 +271,7 @@ impl Moves {
     }
 
     /// Puts chunk `i` on the network at `now`.
-    fn send(&mut self, i: usize, now: f64, net: &mut Network) -> Result<(), String> {
+    fn send(&mut self, i: usize, now: Time, net: &mut Network) -> Result<(), String> {
         let c = &self.chunks[i];
         let id = net
             .start(now, c.from, c.to, c.bytes, (MIGRATION << 56) | i as u64)
@@ -285,7 +286,7 @@ impl Moves {
     }
 
     /// Chunk `i` arrived at `end` (seen at `now`): releases what waited on it.
-    pub fn arrived(&mut self, i: usize, end: f64, now: f64, net: &mut Network) -> Result<(), String> {
+    pub fn arrived(&mut self, i: usize, end: Time, now: Time, net: &mut Network) -> Result<(), String> {
         let Some(c) = self.chunks.get(i) else {
             return Ok(());
         };
@@ -307,7 +308,7 @@ impl Moves {
 
     /// The step's own work is done: starts every chunk still unstarted
     /// whose predecessors have arrived. Returns how many it started.
-    pub fn start_leftovers(&mut self, now: f64, net: &mut Network) -> Result<usize, String> {
+    pub fn start_leftovers(&mut self, now: Time, net: &mut Network) -> Result<usize, String> {
         let mut n = 0;
         for i in 0..self.chunks.len() {
             if !self.started[i] && self.waiting[i] == 0 {
@@ -323,26 +324,24 @@ impl Moves {
         self.times.iter().all(|t| t.1.is_some())
     }
 
-    /// When the last chunk arrived (0 without chunks).
-    pub fn last_arrival(&self) -> f64 {
-        self.times.iter().filter_map(|t| t.1).fold(0.0, f64::max)
+    /// When the last chunk arrived (`None` without chunks).
+    pub fn last_arrival(&self) -> Option<Time> {
+        self.times.iter().filter_map(|t| t.1).max()
     }
 
     /// Bytes sent (per leg) and the time some chunk was in flight (the
     /// union of the chunks' flights).
     pub fn totals(&self) -> (u64, f64) {
         let bytes = self.chunks.iter().map(|c| c.bytes).sum();
-        let mut spans: Vec<(f64, f64)> = self.times.iter().filter_map(|&(s, e)| e.map(|e| (s, e))).collect();
-        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (mut total, mut reach) = (0.0, f64::NEG_INFINITY);
+        let mut spans: Vec<(Time, Time)> = self.times.iter().filter_map(|&(s, e)| e.map(|e| (s, e))).collect();
+        spans.sort_unstable();
+        let (mut total, mut reach) = (Time::ZERO, Time::ZERO);
         for (s, e) in spans {
             let from = s.max(reach);
-            if e > from {
-                total += e - from;
-            }
+            total += e - from;
             reach = reach.max(e);
         }
-        (bytes, total)
+        (bytes, total.secs())
     }
 
     /// The chunk of a started flow's index (for callers matching flows).
@@ -426,7 +425,9 @@ mod tests {
             };
             3
         ]);
-        m.times = vec![(0.0, Some(2.0)), (1.0, Some(3.0)), (5.0, Some(6.0))];
+        m.times = [(0, 2), (1, 3), (5, 6)]
+            .map(|(a, b)| (Time::from_secs(a as f64), Some(Time::from_secs(b as f64))))
+            .to_vec();
         assert_eq!(m.totals(), (30, 4.0));
     }
 }

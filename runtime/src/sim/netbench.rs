@@ -28,6 +28,7 @@
 //!   its links at once, and only links limit it.
 
 use super::network::Network;
+use super::time::Time;
 use crate::machine::{DieId, Machine, Topology};
 use crate::rng::Rng;
 use crate::units::{BytesPerSec, Seconds};
@@ -242,7 +243,7 @@ pub fn run(machine: &Machine, config: &NetbenchConfig) -> NetbenchResult {
 /// One message: when it is created, by which die, for which die.
 #[derive(Clone, Copy, Debug)]
 struct Message {
-    created: f64,
+    created: Time,
     src: DieId,
     dst: DieId,
 }
@@ -366,7 +367,7 @@ fn run_load(machine: &Machine, targets: &Targets, config: &NetbenchConfig, load:
     let messages = inject(targets, config, mean_gap, duration);
 
     let mut net = Network::new(machine);
-    let mut done = vec![f64::NAN; messages.len()];
+    let mut done = vec![Time::NEVER; messages.len()];
     let mut finished = Vec::new();
     let mut next = 0;
     loop {
@@ -393,6 +394,7 @@ fn run_load(machine: &Machine, targets: &Targets, config: &NetbenchConfig, load:
         }
     }
 
+    let done: Vec<f64> = done.iter().map(|t| if t.is_never() { f64::NAN } else { t.secs() }).collect();
     measure(machine, targets, &messages, &done, bytes, load, duration)
 }
 
@@ -415,11 +417,15 @@ fn inject(targets: &Targets, config: &NetbenchConfig, mean_gap: f64, duration: f
                 break;
             }
             if let Some(dst) = targets.pick(pos, k, &mut rng) {
-                messages.push(Message { created: t, src, dst });
+                messages.push(Message {
+                    created: Time::from_secs(t),
+                    src,
+                    dst,
+                });
             }
         }
     }
-    messages.sort_by(|a, b| a.created.total_cmp(&b.created).then(a.src.cmp(&b.src)));
+    messages.sort_by(|a, b| a.created.cmp(&b.created).then(a.src.cmp(&b.src)));
     messages
 }
 
@@ -451,10 +457,10 @@ fn measure(
     let mut latencies = Vec::new();
     let mut zero_sum = 0.0;
     for (m, &t) in messages.iter().zip(done) {
-        if m.created < from || !t.is_finite() {
+        if m.created.secs() < from || !t.is_finite() {
             continue;
         }
-        latencies.push(t - m.created);
+        latencies.push(t - m.created.secs());
         zero_sum += *zero_load
             .entry((m.src, m.dst))
             .or_insert_with(|| idle_latency(machine, m.src, m.dst, bytes));

@@ -6,46 +6,47 @@
 //! machine's route between them. Its life has two phases:
 //!
 //! 1. **head**: the first byte crosses the route's hops, taking the sum of
-//!    their latencies (cut-through: no hop waits for the whole message). The
-//!    flow takes no bandwidth yet.
+//!    their latencies plus the router's fixed latency (cut-through: no hop
+//!    waits for the whole message). The flow takes no bandwidth yet.
 //! 2. **transmission**: the bytes stream at the flow's fair rate; the flow
 //!    completes when its last byte has been sent, so a flow alone on its
 //!    route finishes at `start + route latency + bytes / bottleneck bandwidth`.
 //!
-//! Rates are max-min fair over the directional links of the transmitting
-//! flows' routes (progressive filling): the link whose capacity split among
-//! its unfrozen flows is smallest freezes those flows at that share, its
-//! capacity is taken from every other link they cross, and so on until every
-//! flow has a rate. Links tied for the smallest share (within a relative
-//! 1e-9) fill together, so the rates do not depend on link order. Rates
-//! change only when the set of transmitting flows changes, so they are
-//! recomputed once per instant at which flows start transmitting or finish,
-//! however many do. Each link keeps the list of flows crossing it, updated
-//! as flows start and finish, so a recompute visits each flow once per link
-//! of its route at most twice (once found through a bottleneck, once
-//! frozen) and each active link once per level: about O(flows x route
-//! length + active links x levels), allocating nothing once its buffers
-//! have grown.
+//! What a flow competes for are its route's directional links and, when the
+//! machine's router declares a `port`, the source die's injection port and
+//! the destination's ejection port (BookSim's terminal channels): each is a
+//! capacity in the same max-min solve. A link offers `efficiency` of its
+//! bandwidth, a port all of its own, and a flow occupies them for its bytes
+//! plus the router's per-message `overhead` (`machine::RouterSpec`).
 //!
-//! Time is `f64` seconds. A flow counts as finished when its computed finish
-//! time is reached or fewer than 1e-6 of its bytes (or 1e-3 bytes) remain,
-//! so rounding can neither strand a flow nor make the clock go back.
+//! Rates are max-min fair over those capacities (progressive filling): the
+//! one whose capacity split among its unfrozen flows is smallest freezes
+//! those flows at that share, its capacity is taken from every other one
+//! they cross, and so on until every flow has a rate. Capacities tied for
+//! the smallest share (within a relative 1e-9) fill together, so the rates
+//! do not depend on link order. Rates change only when the set of
+//! transmitting flows changes, so they are recomputed once per instant at
+//! which flows start transmitting or finish, however many do. Each link
+//! keeps the list of flows crossing it, updated as flows start and finish,
+//! so a recompute visits each flow once per link of its route at most twice
+//! (once found through a bottleneck, once frozen) and each active link once
+//! per level: about O(flows x route length + active links x levels),
+//! allocating nothing once its buffers have grown.
+//!
+//! Time is an integer count of picoseconds (`sim::time`): a flow's finish is
+//! the time its rate was set plus its remaining bytes over that rate,
+//! rounded up to the picosecond, so results never depend on when the
+//! traffic started, only on what happened since.
 //!
 //! There are no queues or packets: contention shows up as lower rates, not
-//! as waiting in a buffer, and a link's capacity is always fully usable by
-//! the flows crossing it.
+//! as waiting in a buffer.
 
+use super::time::Time;
 use crate::machine::{DieId, Machine, RouteError};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
-
-/// A flow counts as finished once fewer than this fraction of its bytes
-/// remain, so rounding in the drain never leaves a flow a sliver short.
-const DONE_FRACTION: f64 = 1e-6;
-
-/// ... or once fewer than this many bytes remain.
-const DONE_BYTES: f64 = 1e-3;
+use std::collections::BinaryHeap;
 
 /// Links whose fair shares differ by less than this fraction count as tied
 /// bottlenecks and are filled together (rates move by at most this much).
@@ -66,10 +67,11 @@ const HOLD_MIN_FLOWS: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FlowId(pub u64);
 
-/// What one directional link has carried so far.
+/// What one directional link (or port) has carried so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct LinkStats {
-    /// Bytes that crossed the link (fractional while flows are mid-transfer).
+    /// Bytes that crossed the link (fractional while flows are mid-transfer),
+    /// the router's per-message overhead included.
     pub bytes: f64,
     /// Seconds during which at least one flow was transmitting over the link.
     pub busy_s: f64,
@@ -96,8 +98,8 @@ struct RouteSlot {
     offset: usize,
     /// Links on the route.
     len: usize,
-    /// Sum of the per-hop latencies, seconds.
-    latency: f64,
+    /// Sum of the per-hop latencies and the router's.
+    latency: Time,
 }
 
 impl RouteSlot {
@@ -117,28 +119,21 @@ struct Flow {
     slot: u32,
     /// The caller's label, handed back on completion.
     tag: u64,
-    /// Bytes to send.
-    size: f64,
     /// Bytes not yet sent, as of `Network::rates_since` (the bytes drain
-    /// lazily: see [`Flow::remaining_at`]).
+    /// lazily: see [`Flow::remaining_at`]); the router's overhead included.
     remaining: f64,
     /// Bytes per second while transmitting; 0 until the first recompute.
     rate: f64,
     /// When the last byte leaves at the current rate.
-    finish_at: f64,
+    finish_at: Time,
     route: RouteSlot,
 }
 
 impl Flow {
     /// Bytes not yet sent at `now`, the rate having held since `since`.
     /// Draining lazily keeps an event that changes no rate O(1) in the flows.
-    fn remaining_at(&self, now: f64, since: f64) -> f64 {
-        self.remaining - self.rate * (now - since)
-    }
-
-    /// Whether so little is left at `now` that the flow counts as done.
-    fn drained(&self, now: f64, since: f64) -> bool {
-        self.remaining_at(now, since) <= (self.size * DONE_FRACTION).max(DONE_BYTES)
+    fn remaining_at(&self, now: Time, since: Time) -> f64 {
+        self.remaining - self.rate * now.since(since).secs()
     }
 }
 
@@ -147,7 +142,7 @@ impl Flow {
 #[derive(Clone, Copy, Debug)]
 struct Heading {
     /// When the head arrives and bytes start to stream.
-    transmit_at: f64,
+    transmit_at: Time,
     flow: Flow,
 }
 
@@ -170,7 +165,7 @@ impl Ord for Heading {
         // Reversed: BinaryHeap is a max-heap and we want the earliest.
         other
             .transmit_at
-            .total_cmp(&self.transmit_at)
+            .cmp(&self.transmit_at)
             .then_with(|| other.flow.id.cmp(&self.flow.id))
     }
 }
@@ -322,14 +317,26 @@ impl Fill {
 #[derive(Debug)]
 pub struct Network<'m> {
     machine: &'m Machine,
-    /// The clock, seconds.
-    now: f64,
+    /// The clock.
+    now: Time,
     next_id: u64,
-    /// Per link: bandwidth in bytes per second (dead links are never routed over).
-    bandwidth: Vec<f64>,
+    /// The machine's links, then (with ports) each die's injection port,
+    /// then each die's ejection port.
+    links: usize,
+    /// Per capacity (see `links`): the bytes per second flows may use.
+    capacity: Vec<f64>,
+    /// Whether dies have injection and ejection ports.
+    ports: bool,
+    /// A transfer from a die to itself turns around in its router (through
+    /// its ports and the router's latency) instead of completing at once.
+    loopback: bool,
+    /// The router's fixed latency per transfer.
+    router_latency: Time,
+    /// The router's per-message overhead, bytes.
+    overhead: f64,
     /// Routes already asked of the machine. Only looked up, never iterated,
     /// so its order cannot reach any result.
-    routes: HashMap<(DieId, DieId), RouteSlot>,
+    routes: FxHashMap<(DieId, DieId), RouteSlot>,
     /// Every cached route's links, back to back.
     route_links: Vec<u32>,
     /// Flows whose head is still crossing the route.
@@ -340,20 +347,20 @@ pub struct Network<'m> {
     dirty: bool,
     /// When the flows' `remaining` was last brought up to date (the last
     /// recompute); the rates have held since.
-    rates_since: f64,
+    rates_since: Time,
     /// Rates are recomputed at most every `quantum x (now - busy_since)`
-    /// seconds (0: at every change, exact). See [`Network::with_quantum`].
+    /// (0: at every change, exact). See [`Network::with_quantum`].
     quantum: f64,
     /// Flows in transmission from which the quantum acts (`HOLD_MIN_FLOWS`).
     hold_min_flows: usize,
     /// When the network last went from idle to busy.
-    busy_since: f64,
+    busy_since: Time,
     /// The earliest time the rates may be recomputed again.
-    next_recompute: f64,
-    /// Earliest `finish_at` over `flows`, infinite when there are none.
-    next_finish: f64,
+    next_recompute: Time,
+    /// Earliest `finish_at` over `flows`, `NEVER` when there are none.
+    next_finish: Time,
     /// Finished flows not yet handed back by `advance`.
-    finished: Vec<(FlowId, u64, f64)>,
+    finished: Vec<(FlowId, u64, Time)>,
     stats: Vec<LinkStats>,
     traffic: Traffic,
     scratch: Scratch,
@@ -362,29 +369,45 @@ pub struct Network<'m> {
 impl<'m> Network<'m> {
     /// An idle network at time 0 on `machine`.
     pub fn new(machine: &'m Machine) -> Network<'m> {
+        let router = machine.spec().router;
         let links = machine.links().len();
+        let dies = machine.die_count() as usize;
+        let mut capacity: Vec<f64> = machine
+            .links()
+            .iter()
+            .map(|l| l.spec.bandwidth.0 * router.efficiency)
+            .collect();
+        if let Some(port) = router.port {
+            capacity.resize(links + 2 * dies, port.0);
+        }
+        let all = capacity.len();
         Network {
             machine,
-            now: 0.0,
+            now: Time::ZERO,
             next_id: 0,
-            bandwidth: machine.links().iter().map(|l| l.spec.bandwidth.0).collect(),
-            routes: HashMap::new(),
+            links,
+            capacity,
+            ports: router.port.is_some(),
+            loopback: false,
+            router_latency: Time::from_secs(router.latency.0),
+            overhead: router.overhead.0 as f64,
+            routes: FxHashMap::default(),
             route_links: Vec::new(),
             heading: BinaryHeap::new(),
             flows: Vec::new(),
             dirty: false,
-            rates_since: 0.0,
+            rates_since: Time::ZERO,
             quantum: 0.0,
             hold_min_flows: HOLD_MIN_FLOWS,
-            busy_since: 0.0,
-            next_recompute: 0.0,
-            next_finish: f64::INFINITY,
+            busy_since: Time::ZERO,
+            next_recompute: Time::ZERO,
+            next_finish: Time::NEVER,
             finished: Vec::new(),
-            stats: vec![LinkStats::default(); links],
+            stats: vec![LinkStats::default(); all],
             traffic: Traffic::default(),
             scratch: Scratch {
-                links: vec![Fill::default(); links],
-                members: vec![Vec::new(); links],
+                links: vec![Fill::default(); all],
+                members: vec![Vec::new(); all],
                 ..Scratch::default()
             },
         }
@@ -409,22 +432,30 @@ impl<'m> Network<'m> {
         self
     }
 
+    /// Transfers from a die to itself go through its router (its injection
+    /// and ejection ports, the router's latency), as in a network-on-chip
+    /// simulator's traffic patterns, instead of completing at once as data
+    /// that never leaves the die.
+    pub fn with_loopback(mut self) -> Network<'m> {
+        self.loopback = true;
+        self
+    }
+
     /// The machine the flows run on.
     pub fn machine(&self) -> &'m Machine {
         self.machine
     }
 
-    /// Starts a transfer of `bytes` from `src` to `dst` at time `now`
-    /// (seconds) along `machine.route(src, dst)`; `tag` is handed back when
-    /// it finishes.
+    /// Starts a transfer of `bytes` from `src` to `dst` at time `now` along
+    /// `machine.route(src, dst)`; `tag` is handed back when it finishes.
     ///
     /// A `now` past the clock first advances the network to it (flows that
     /// finish meanwhile are kept for the next `advance`); a `now` before the
-    /// clock, or not finite, means the clock's time, since nothing starts in
-    /// the past or at infinity. A transfer from a die to itself, or of 0 bytes, completes at
-    /// `now` and is still reported by the next `advance`.
-    pub fn start(&mut self, now: f64, src: DieId, dst: DieId, bytes: u64, tag: u64) -> Result<FlowId, RouteError> {
-        if now > self.now && now.is_finite() {
+    /// clock means the clock's time, since nothing starts in the past. A
+    /// transfer of 0 bytes, or from a die to itself (unless `with_loopback`),
+    /// completes at `now` and is still reported by the next `advance`.
+    pub fn start(&mut self, now: Time, src: DieId, dst: DieId, bytes: u64, tag: u64) -> Result<FlowId, RouteError> {
+        if now > self.now && !now.is_never() {
             self.run_to(now);
         }
         if self.active() == 0 && self.finished.is_empty() {
@@ -434,25 +465,26 @@ impl<'m> Network<'m> {
         let id = FlowId(self.next_id);
         self.next_id += 1;
         self.traffic.bytes = self.traffic.bytes.saturating_add(bytes);
-        let hops = u64::try_from(route.len).unwrap_or(u64::MAX);
+        // Byte-hops count the machine's links, not the ports.
+        let hops = u64::try_from(route.len).unwrap_or(u64::MAX) - if self.ports { 2 } else { 0 };
+        let hops = if route.len == 0 { 0 } else { hops };
         self.traffic.byte_hops = self.traffic.byte_hops.saturating_add(bytes.saturating_mul(hops));
         let class = &mut self.traffic.class_byte_hops[((tag >> 56) as usize).min(7)];
         *class = class.saturating_add(bytes.saturating_mul(hops));
-        if bytes == 0 || route.len == 0 {
+        if bytes == 0 || (route.len == 0 && route.latency == Time::ZERO) {
             self.finished.push((id, tag, self.now));
             return Ok(id);
         }
-        let size = bytes as f64;
+        let size = bytes as f64 + self.overhead;
         self.heading.push(Heading {
             transmit_at: self.now + route.latency,
             flow: Flow {
                 id,
                 slot: u32::MAX,
                 tag,
-                size,
                 remaining: size,
                 rate: 0.0,
-                finish_at: f64::INFINITY,
+                finish_at: Time::NEVER,
                 route,
             },
         });
@@ -462,11 +494,11 @@ impl<'m> Network<'m> {
     /// The earliest time anything changes: a flow's head arriving so it
     /// starts transmitting, or a flow finishing; the current time when
     /// finished flows wait to be reported. `None` when idle.
-    pub fn next_event(&self) -> Option<f64> {
+    pub fn next_event(&self) -> Option<Time> {
         if !self.finished.is_empty() {
             return Some(self.now);
         }
-        let mut next = f64::INFINITY;
+        let mut next = Time::NEVER;
         if let Some(h) = self.heading.peek() {
             next = h.transmit_at.max(self.now);
         }
@@ -480,7 +512,7 @@ impl<'m> Network<'m> {
             }
         }
         next = self.hold_for_quantum(next);
-        next.is_finite().then_some(next)
+        (!next.is_never()).then_some(next)
     }
 
     /// Moves the clock to `t`, draining bytes at the current rates and
@@ -489,10 +521,10 @@ impl<'m> Network<'m> {
     /// sorted by (time, flow).
     ///
     /// `t` is normally `next_event()`, but any later time works: the events
-    /// before it are handled in order. A `t` before the clock, or NaN, leaves
-    /// the clock where it is; an infinite `t` runs until idle and leaves the
-    /// clock at the last event.
-    pub fn advance(&mut self, t: f64) -> Vec<(FlowId, u64, f64)> {
+    /// before it are handled in order. A `t` before the clock leaves the
+    /// clock where it is; `Time::NEVER` runs until idle and leaves the clock
+    /// at the last event.
+    pub fn advance(&mut self, t: Time) -> Vec<(FlowId, u64, Time)> {
         let mut out = Vec::new();
         self.advance_into(t, &mut out);
         out
@@ -500,15 +532,15 @@ impl<'m> Network<'m> {
 
     /// `advance`, appending to `out` (cleared first) so a caller's buffer is
     /// reused instead of a new vector per event.
-    pub fn advance_into(&mut self, t: f64, out: &mut Vec<(FlowId, u64, f64)>) {
+    pub fn advance_into(&mut self, t: Time, out: &mut Vec<(FlowId, u64, Time)>) {
         self.run_to(t);
         out.clear();
         out.append(&mut self.finished);
-        out.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+        out.sort_unstable_by(|a, b| a.2.cmp(&b.2).then(a.0.cmp(&b.0)));
     }
 
-    /// The clock, seconds.
-    pub fn now(&self) -> f64 {
+    /// The clock.
+    pub fn now(&self) -> Time {
         self.now
     }
 
@@ -528,7 +560,14 @@ impl<'m> Network<'m> {
     /// Per link (index = `LinkId.0`): bytes carried so far and seconds with
     /// at least one flow transmitting over it.
     pub fn link_stats(&self) -> &[LinkStats] {
-        &self.stats
+        &self.stats[..self.links]
+    }
+
+    /// Per die, what its injection port and its ejection port carried;
+    /// empty when the machine's dies have no ports.
+    pub fn port_stats(&self) -> (&[LinkStats], &[LinkStats]) {
+        let ports = &self.stats[self.links..];
+        ports.split_at(ports.len() / 2)
     }
 
     /// Total bytes and byte-hops (bytes x links traversed) of all flows
@@ -537,21 +576,35 @@ impl<'m> Network<'m> {
         self.traffic
     }
 
-    /// The route from `src` to `dst`, asked of the machine once per pair.
+    /// The route from `src` to `dst`, asked of the machine once per pair:
+    /// its links, between the dies' ports when they have them.
     fn route(&mut self, src: DieId, dst: DieId) -> Result<RouteSlot, RouteError> {
         if let Some(&slot) = self.routes.get(&(src, dst)) {
             return Ok(slot);
         }
         let route = self.machine.route(src, dst)?;
         let offset = self.route_links.len();
-        let mut latency = 0.0;
+        let mut latency = Time::ZERO;
+        let through_router = !route.links.is_empty() || self.loopback;
+        let dies = self.machine.die_count() as usize;
+        // Port indices fit u32 with the links: a machine has at most 2^20 dies.
+        let port = |kind: usize, die: DieId| (self.links + kind * dies + die.index()) as u32;
+        if through_router && self.ports {
+            self.route_links.push(port(0, src));
+        }
         for &link in &route.links {
             self.route_links.push(link.0);
-            latency += self.machine.link(link).spec.latency.0;
+            latency += Time::from_secs(self.machine.link(link).spec.latency.0);
+        }
+        if through_router {
+            if self.ports {
+                self.route_links.push(port(1, dst));
+            }
+            latency += self.router_latency;
         }
         let slot = RouteSlot {
             offset,
-            len: route.links.len(),
+            len: self.route_links.len() - offset,
             latency,
         };
         self.routes.insert((src, dst), slot);
@@ -560,19 +613,20 @@ impl<'m> Network<'m> {
 
     /// Handles every event up to `t` in time order and leaves the clock at
     /// `t` (see `advance` for odd values of `t`), with the rates current.
-    fn run_to(&mut self, t: f64) {
-        // NaN and the past both mean "now".
-        let t = if t > self.now { t } else { self.now };
+    fn run_to(&mut self, t: Time) {
+        // The past means "now".
+        let t = t.max(self.now);
         loop {
             // Everything due at this instant is one batch: one recompute.
             self.settle();
             if self.dirty {
                 if self.now >= self.next_recompute || self.flows.len() < self.hold_min_flows {
                     self.recompute();
-                    self.next_recompute = self.now + self.quantum * (self.now - self.busy_since);
+                    let busy = self.now.since(self.busy_since).secs();
+                    self.next_recompute = self.now + Time::from_secs(self.quantum * busy);
                 } else {
                     // Lagging: the old rates stay; only the finished flows left.
-                    self.next_finish = self.flows.iter().map(|f| f.finish_at).fold(f64::INFINITY, f64::min);
+                    self.next_finish = self.flows.iter().map(|f| f.finish_at).min().unwrap_or(Time::NEVER);
                 }
             }
             if self.now >= t {
@@ -586,7 +640,7 @@ impl<'m> Network<'m> {
                 next = next.min(self.next_recompute);
             }
             next = self.hold_for_quantum(next);
-            if !next.is_finite() && !t.is_finite() {
+            if next.is_never() && t.is_never() {
                 // Idle and asked to run forever: stop at the last event.
                 break;
             }
@@ -603,11 +657,8 @@ impl<'m> Network<'m> {
     /// Only while many flows transmit: then each event is costly (a pass over
     /// the flows) and batching pays; with few, holding would only delay
     /// chains of small dependent transfers (ring steps) by whole quanta.
-    fn hold_for_quantum(&self, next: f64) -> f64 {
-        if self.quantum > 0.0
-            && self.flows.len() >= self.hold_min_flows
-            && next.is_finite()
-            && next < self.next_recompute
+    fn hold_for_quantum(&self, next: Time) -> Time {
+        if self.quantum > 0.0 && self.flows.len() >= self.hold_min_flows && !next.is_never() && next < self.next_recompute
         {
             self.next_recompute
         } else {
@@ -620,9 +671,6 @@ impl<'m> Network<'m> {
     fn settle(&mut self) {
         let now = self.now;
         let since = self.rates_since;
-        // Nothing can be done before the earliest finish (but for rounding):
-        // then the scan over the flows is skipped.
-        let due = now >= self.next_finish - 1e-12 * now.abs().max(1e-9);
         let Network {
             flows,
             stats,
@@ -631,12 +679,15 @@ impl<'m> Network<'m> {
             dirty,
             heading,
             scratch,
-            bandwidth,
+            capacity,
+            next_finish,
             ..
         } = self;
-        if due {
+        // Nothing is done before the earliest finish: then the scan over the
+        // flows is skipped.
+        if now >= *next_finish {
             flows.retain(|f| {
-                let done = f.finish_at <= now || f.drained(now, since);
+                let done = f.finish_at <= now;
                 if done {
                     let left = f.remaining_at(now, since);
                     for &l in f.route.links(route_links) {
@@ -647,7 +698,7 @@ impl<'m> Network<'m> {
                     scratch.leave(f.slot, route_links);
                     // A flow drained while the clock waited out a quantum
                     // still finished at its own time.
-                    finished.push((f.id, f.tag, f.finish_at.min(now)));
+                    finished.push((f.id, f.tag, f.finish_at));
                     *dirty = true;
                 }
                 !done
@@ -658,6 +709,11 @@ impl<'m> Network<'m> {
                 break;
             }
             if let Some(mut h) = heading.pop() {
+                if h.flow.route.len == 0 {
+                    // A loopback without ports: only the router's latency.
+                    finished.push((h.flow.id, h.flow.tag, h.transmit_at));
+                    continue;
+                }
                 for &l in h.flow.route.links(route_links) {
                     let fill = &mut scratch.links[l as usize];
                     if fill.count == 0 {
@@ -665,7 +721,7 @@ impl<'m> Network<'m> {
                         // last recompute; `recompute` drops duplicates. An
                         // empty link carries nothing: all its bandwidth is free.
                         scratch.active.push(l);
-                        fill.capacity = bandwidth[l as usize];
+                        fill.capacity = capacity[l as usize];
                     }
                 }
                 h.flow.slot = scratch.join(h.flow.route, route_links);
@@ -676,15 +732,15 @@ impl<'m> Network<'m> {
     }
 
     /// Moves the clock forward to `t` at the current rates.
-    fn drain_to(&mut self, t: f64) {
-        let dt = t - self.now;
+    fn drain_to(&mut self, t: Time) {
+        let dt = t.since(self.now).secs();
         if dt > 0.0 {
             // The flows drain lazily (`Flow::remaining_at`); only the links'
             // counters move here.
             for &l in &self.scratch.active {
                 let l = l as usize;
                 // What the frozen flows took is what the link carries.
-                let load = self.bandwidth[l] - self.scratch.links[l].capacity;
+                let load = self.capacity[l] - self.scratch.links[l].capacity;
                 let s = &mut self.stats[l];
                 s.bytes += load * dt;
                 s.busy_s += dt;
@@ -700,7 +756,7 @@ impl<'m> Network<'m> {
         let Network {
             flows,
             route_links,
-            bandwidth,
+            capacity,
             scratch: s,
             now,
             next_finish,
@@ -725,7 +781,7 @@ impl<'m> Network<'m> {
         for &l in &s.active {
             let fill = &mut s.links[l as usize];
             fill.unfrozen = fill.count;
-            fill.capacity = bandwidth[l as usize];
+            fill.capacity = capacity[l as usize];
             fill.shared_at = u32::MAX;
         }
         s.open.clear();
@@ -821,11 +877,11 @@ impl<'m> Network<'m> {
             }
         }
 
-        let mut first = f64::INFINITY;
+        let mut first = Time::NEVER;
         for f in flows.iter_mut() {
             // Every flow crosses a link, so it was frozen at a level > 0.
             f.rate = s.slots[f.slot as usize].rate;
-            f.finish_at = *now + f.remaining.max(0.0) / f.rate;
+            f.finish_at = *now + Time::from_secs_ceil(f.remaining / f.rate);
             first = first.min(f.finish_at);
         }
         *next_finish = first;
@@ -850,20 +906,31 @@ mod tests {
         m.die_at(Coord::new(x, y)).expect("on the grid")
     }
 
+    /// A time in seconds on the network's clock.
+    fn ts(seconds: f64) -> Time {
+        Time::from_secs(seconds)
+    }
+
+    /// Finished flows with their times in seconds.
+    fn secs(done: Vec<(FlowId, u64, Time)>) -> Vec<(FlowId, u64, f64)> {
+        done.into_iter().map(|(f, tag, t)| (f, tag, t.secs())).collect()
+    }
+
     /// Runs the network until idle, returning every finished flow.
     fn run(net: &mut Network) -> Vec<(FlowId, u64, f64)> {
         let mut all = Vec::new();
         let mut steps = 0;
         while let Some(t) = net.next_event() {
-            all.extend(net.advance(t));
+            all.extend(secs(net.advance(t)));
             steps += 1;
             assert!(steps < 1_000_000, "the network never went idle");
         }
         all
     }
 
+    /// Equal but for the picosecond rounding of a few events.
     fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() <= 1e-9 * b.abs().max(1e-18)
+        (a - b).abs() <= 1e-9 * b.abs() + 4e-12
     }
 
     #[test]
@@ -872,11 +939,11 @@ mod tests {
         let mut net = Network::new(&m);
         let (src, dst) = (die(&m, 1, 2), die(&m, 6, 5));
         let bytes = 1 << 20;
-        let id = net.start(0.0, src, dst, bytes, 42).expect("route");
+        let id = net.start(ts(0.0), src, dst, bytes, 42).expect("route");
         assert_eq!(net.active(), 1);
         // First the head crosses 8 hops.
         let head = net.next_event().expect("a flow is heading");
-        assert!(close(head, 8.0 * L), "{head}");
+        assert!(close(head.secs(), 8.0 * L), "{head}");
         let done = run(&mut net);
         assert_eq!(done.len(), 1);
         let (fid, tag, t) = done[0];
@@ -903,8 +970,8 @@ mod tests {
         let mut net = Network::new(&m).with_quantum(2.0);
         // Three flows: let the quantum act on so few.
         net.hold_min_flows = 0;
-        net.start(0.0, DieId(0), DieId(1), 1_000_000, 1).expect("route");
-        net.start(0.0, DieId(2), DieId(3), 2_000_000, 2).expect("route");
+        net.start(ts(0.0), DieId(0), DieId(1), 1_000_000, 1).expect("route");
+        net.start(ts(0.0), DieId(2), DieId(3), 2_000_000, 2).expect("route");
         let mut done = Vec::new();
         while done.is_empty() {
             let t = net.next_event().expect("busy");
@@ -912,7 +979,7 @@ mod tests {
         }
         assert_eq!(done[0].1, 1);
         let c = net.start(net.now(), DieId(1), DieId(2), 1_000_000, 3).expect("route");
-        let finished = net.advance(2.5e-6);
+        let finished = net.advance(ts(2.5e-6));
         assert!(finished.is_empty() || finished.iter().all(|f| f.1 == 2), "{finished:?}");
         let rest = run(&mut net);
         assert!(rest.iter().any(|f| f.0 == c), "C never finished: {rest:?}");
@@ -923,9 +990,9 @@ mod tests {
         let m = build(mesh(2, 1));
         let mut net = Network::new(&m);
         let bytes = 1_000_000u64;
-        let a = net.start(0.0, DieId(0), DieId(1), bytes, 1).expect("route");
-        let b = net.start(0.0, DieId(0), DieId(1), bytes, 2).expect("route");
-        net.advance(L);
+        let a = net.start(ts(0.0), DieId(0), DieId(1), bytes, 1).expect("route");
+        let b = net.start(ts(0.0), DieId(0), DieId(1), bytes, 2).expect("route");
+        net.advance(ts(L));
         assert_eq!((net.rate(a), net.rate(b)), (Some(W / 2.0), Some(W / 2.0)));
         let done = run(&mut net);
         let expected = L + 2.0 * bytes as f64 / W;
@@ -957,11 +1024,11 @@ mod tests {
         });
         let m = build(s);
         let mut net = Network::new(&m);
-        let a = net.start(0.0, DieId(0), DieId(2), 1 << 30, 0).expect("route");
-        let b = net.start(0.0, DieId(0), DieId(1), 1 << 30, 0).expect("route");
-        let c = net.start(0.0, DieId(1), DieId(2), 1 << 30, 0).expect("route");
-        assert_eq!(net.next_event(), Some(0.0));
-        assert!(net.advance(0.0).is_empty());
+        let a = net.start(ts(0.0), DieId(0), DieId(2), 1 << 30, 0).expect("route");
+        let b = net.start(ts(0.0), DieId(0), DieId(1), 1 << 30, 0).expect("route");
+        let c = net.start(ts(0.0), DieId(1), DieId(2), 1 << 30, 0).expect("route");
+        assert_eq!(net.next_event(), Some(Time::ZERO));
+        assert!(net.advance(ts(0.0)).is_empty());
         // The slow link is the bottleneck: A and C split it, B gets the rest
         // of the fast link.
         assert_eq!(net.rate(a), Some(2e9));
@@ -993,14 +1060,14 @@ mod tests {
         let mut net = Network::new(&m);
         let bytes = 1_000_000u64;
         let b = bytes as f64;
-        let first = net.start(0.0, DieId(0), DieId(1), bytes, 0).expect("route");
+        let first = net.start(ts(0.0), DieId(0), DieId(1), bytes, 0).expect("route");
         // The second starts a quarter of the way into the first's transfer.
         let t1 = L + 0.25 * b / W;
-        assert!(net.advance(t1).is_empty());
+        assert!(net.advance(ts(t1)).is_empty());
         assert_eq!(net.rate(first), Some(W));
-        let second = net.start(t1, DieId(0), DieId(1), bytes, 0).expect("route");
+        let second = net.start(ts(t1), DieId(0), DieId(1), bytes, 0).expect("route");
         // Its head arrives after L; until then the first still runs alone.
-        assert_eq!(net.next_event(), Some(t1 + L));
+        assert_eq!(net.next_event(), Some(ts(t1) + ts(L)));
         let done = run(&mut net);
         // Alone until t1 + L, then half rate until it is done, then the
         // second alone.
@@ -1017,11 +1084,11 @@ mod tests {
         let m = build(mesh(4, 4));
         let mut net = Network::new(&m);
         let (a, b) = (die(&m, 0, 0), die(&m, 3, 3));
-        net.advance(1e-6);
-        let selfie = net.start(1e-6, a, a, 1 << 20, 7).expect("route");
-        let empty = net.start(1e-6, a, b, 0, 8).expect("route");
-        assert_eq!(net.next_event(), Some(1e-6));
-        assert_eq!(net.advance(1e-6), [(selfie, 7, 1e-6), (empty, 8, 1e-6)]);
+        net.advance(ts(1e-6));
+        let selfie = net.start(ts(1e-6), a, a, 1 << 20, 7).expect("route");
+        let empty = net.start(ts(1e-6), a, b, 0, 8).expect("route");
+        assert_eq!(net.next_event(), Some(ts(1e-6)));
+        assert_eq!(net.advance(ts(1e-6)), [(selfie, 7, ts(1e-6)), (empty, 8, ts(1e-6))]);
         assert_eq!(net.next_event(), None);
         assert_eq!(
             net.traffic(),
@@ -1033,7 +1100,7 @@ mod tests {
         );
         // Errors from the machine come through.
         assert_eq!(
-            net.start(0.0, a, DieId(99), 1, 0),
+            net.start(ts(0.0), a, DieId(99), 1, 0),
             Err(RouteError::NoSuchDie(DieId(99)))
         );
     }
@@ -1056,7 +1123,7 @@ mod tests {
             }
             byte_hops += bytes * u64::from(route.hops());
             total += bytes;
-            net.start(0.0, DieId(src), DieId(dst), bytes, i as u64).expect("route");
+            net.start(ts(0.0), DieId(src), DieId(dst), bytes, i as u64).expect("route");
         }
         assert_eq!(run(&mut net).len(), 6);
         for (s, e) in net.link_stats().iter().zip(&expected) {
@@ -1131,7 +1198,7 @@ mod tests {
             if src == dst {
                 continue;
             }
-            ids.push(net.start(0.0, src, dst, 1 << 20, 0).expect("route"));
+            ids.push(net.start(ts(0.0), src, dst, 1 << 20, 0).expect("route"));
             routes.push(
                 m.route(src, dst)
                     .expect("route")
@@ -1141,7 +1208,7 @@ mod tests {
                     .collect::<Vec<_>>(),
             );
         }
-        net.advance(0.0);
+        net.advance(ts(0.0));
         let expected = reference_rates(&m, &routes);
         let mut levels: Vec<f64> = expected.clone();
         levels.sort_by(f64::total_cmp);
@@ -1165,22 +1232,22 @@ mod tests {
         for &src in &dies {
             for &dst in &dies {
                 if src != dst {
-                    net.start(0.0, src, dst, 10_000, (u64::from(src.0) << 32) | u64::from(dst.0))
+                    net.start(ts(0.0), src, dst, 10_000, (u64::from(src.0) << 32) | u64::from(dst.0))
                         .expect("route");
                 }
             }
         }
         // Odd times leave the clock alone; infinity runs until idle.
-        assert!(net.advance(f64::NAN).is_empty() && net.advance(-1.0).is_empty());
-        assert_eq!(net.now(), 0.0);
-        let at_once = net.advance(f64::INFINITY);
+        assert!(net.advance(ts(f64::NAN)).is_empty() && net.advance(ts(-1.0)).is_empty());
+        assert_eq!(net.now(), Time::ZERO);
+        let at_once = secs(net.advance(Time::NEVER));
         assert_eq!(at_once, stepped);
         assert_eq!(net.next_event(), None);
-        assert_eq!(net.now(), at_once.last().map(|d| d.2).unwrap_or(0.0));
+        assert_eq!(net.now().secs(), at_once.last().map(|d| d.2).unwrap_or(0.0));
         // A start in the past starts now.
-        let late = net.start(0.0, DieId(0), DieId(1), 1000, 0).expect("route");
-        assert_eq!(net.advance(f64::INFINITY)[0].0, late);
-        assert!(close(net.now(), at_once[at_once.len() - 1].2 + L + 1000.0 / W));
+        let late = net.start(ts(0.0), DieId(0), DieId(1), 1000, 0).expect("route");
+        assert_eq!(net.advance(Time::NEVER)[0].0, late);
+        assert!(close(net.now().secs(), at_once[at_once.len() - 1].2 + L + 1000.0 / W));
     }
 
     /// Every die sends `bytes` to every other die at time 0.
@@ -1189,7 +1256,7 @@ mod tests {
         for &src in &dies {
             for &dst in &dies {
                 if src != dst {
-                    net.start(0.0, src, dst, bytes, (u64::from(src.0) << 32) | u64::from(dst.0))
+                    net.start(ts(0.0), src, dst, bytes, (u64::from(src.0) << 32) | u64::from(dst.0))
                         .expect("route");
                 }
             }
@@ -1209,7 +1276,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.bytes.to_bits(), s.busy_s.to_bits()))
                 .collect();
-            (bits, stats, net.now().to_bits())
+            (bits, stats, net.now())
         };
         let first = once();
         assert_eq!(first.0.len(), 16 * 15);
@@ -1244,7 +1311,7 @@ mod tests {
         // 32 * 32 flows cross the middle column boundary eastward over 8
         // links: no schedule beats that, and max-min should not be far off.
         let bound = 32.0 * 32.0 * bytes as f64 / (8.0 * W);
-        let end = net.now();
+        let end = net.now().secs();
         assert!(end >= bound, "{end} < {bound}");
         assert!(end < 2.0 * bound + 14.0 * L, "{end} vs {bound}");
     }
@@ -1266,7 +1333,7 @@ mod tests {
             for &src in &dies {
                 for &dst in &dies {
                     if src != dst {
-                        net.start(0.0, src, dst, 64 << 10, 0).expect("route");
+                        net.start(ts(0.0), src, dst, 64 << 10, 0).expect("route");
                     }
                 }
             }
@@ -1275,7 +1342,7 @@ mod tests {
                 net.advance(t);
                 events += 1;
             }
-            end = net.now();
+            end = net.now().secs();
         }
         let each = begin.elapsed().as_secs_f64() / f64::from(runs);
         println!(
