@@ -165,6 +165,38 @@ fn decode_attention_costs_what_the_roofline_says() {
     );
 }
 
+/// Shifting a step's start by any number of picoseconds shifts every event
+/// by exactly that much (`sim::time`): the step, measured from its start,
+/// is the same bit for bit. On the wafers, with entwined attention rings
+/// and thousands of flows, where `f64` seconds moved a step by milliseconds.
+#[test]
+fn a_step_started_later_is_the_same_step_bit_for_bit() {
+    use moec_runtime::sim::time::Time;
+    for (example, plan, record_flows) in [
+        ("deepseek-v3-wafer.moe", "er_mapping", false),
+        ("deepseek-v3-wafer-drift.moe", "static", true),
+    ] {
+        let s = schedule(example, plan);
+        let machine = Machine::build(s.machine.clone()).unwrap();
+        let routing = RoutingGenerator::new(&s.model, &s.workload).unwrap().step(1).unwrap();
+        let at = |start: Time| {
+            let options = SimOptions {
+                record_flows,
+                start,
+                ..SimOptions::default()
+            };
+            simulate_step(&s, &machine, &routing, options).unwrap()
+        };
+        let first = at(Time::ZERO);
+        assert!(first.latency_s > 0.0 && first.events > 0);
+        // 1 ps, 20 ns, 3 ms and 7 ps, an hour and 13 ps.
+        for delta in [1, 20_000, 3_000_000_007, 3_600_000_000_000_013] {
+            let later = at(Time(delta));
+            assert!(later == first, "{example} {plan}: a start at {delta} ps changes the step");
+        }
+    }
+}
+
 #[test]
 fn the_network_quantum_trades_little_accuracy() {
     // An irregular all-to-all on a 4x8 mesh: exact max-min against the lagged rates.

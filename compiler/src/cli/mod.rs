@@ -69,11 +69,14 @@ Placement formats (--emit placement --format F): sglang, vllm-ascend, trtllm, mo
   moec compare examples/deepseek-v3-wafer.moe --steps 4
   moec compare examples/mixtral-8x7b-h200.moe --report json -o rows.json --svg placements.svg")]
     Compare(compare::Args),
-    /// The network alone under synthetic traffic (uniform, transpose, bitcomp, hotspot, all-to-all), swept over load.
+    /// The network alone under BookSim2's synthetic traffic (uniform, transpose, bitcomp, hotspot, all-to-all),
+    /// swept over load; its saturation load; a BookSim2 saturation table reproduced.
     #[command(after_help = "Examples:
   moec netbench examples/machines/wafer-8x8.moe
   moec netbench examples/machines/wafer-8x8.moe --pattern transpose --loads 0.05,0.1,0.15,0.2 --svg transpose.svg
-  moec netbench examples/machines/wafer-8x8.moe --pattern hotspot:0.3 --message-size 65536 --json")]
+  moec netbench examples/machines/wafer-8x8.moe --pattern hotspot:0.3 --message-size 65536 --json
+  moec netbench examples/machines/booksim-mesh-8x8.moe --pattern uniform --message-size 256 --saturation
+  moec netbench examples/machines/booksim-mesh-8x8.moe --reference tests/netbench/saturation-8x8.csv")]
     Netbench(netbench::Args),
     /// Explain a diagnostic code, with an example (no code: list them all).
     Explain {

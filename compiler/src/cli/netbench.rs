@@ -14,7 +14,9 @@ pub struct Args {
     /// Which machine (default: the only one in the file).
     #[arg(long)]
     machine: Option<String>,
-    /// Traffic pattern: uniform, transpose, bitcomp, hotspot, hotspot:F (fraction to the hot die), all-to-all.
+    /// Traffic pattern, as BookSim2 defines it: uniform (the sender included), transpose, bitcomp,
+    /// hotspot (everything to the centre die), hotspot(DIE), hotspot:F (a fraction F, the rest uniform),
+    /// or all-to-all.
     #[arg(long, default_value = "uniform")]
     pattern: String,
     /// Message size in bytes.
@@ -24,9 +26,19 @@ pub struct Args {
     /// (default 0.05, 0.1, ..., 1.0).
     #[arg(long, value_delimiter = ',', value_name = "LOADS")]
     loads: Vec<f64>,
-    /// Messages each die injects per load point.
-    #[arg(long, default_value_t = 100)]
+    /// Messages each die injects per load point (a point that looks unstable runs again up to 16x as long).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     messages: u32,
+    /// Also search for the saturation load (the highest stable load) by bisection.
+    #[arg(long)]
+    saturation: bool,
+    /// Reproduce a BookSim2 saturation table (e.g. ../shared/validation/booksim/saturation-8x8.csv): every
+    /// row's saturation load and zero-load latency, side by side with the table's.
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["pattern", "loads", "saturation", "svg", "message_size"])]
+    reference: Option<PathBuf>,
+    /// With --reference: bytes in one flit (a flit a cycle is one link's bandwidth).
+    #[arg(long, default_value_t = 16, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    flit: u64,
     /// Seed of the message arrivals.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -71,11 +83,28 @@ pub fn execute(args: Args) -> Result<(), u8> {
         );
         return Err(super::EXIT_DIAGNOSTICS);
     };
+    if let Some(path) = &args.reference {
+        let rows = read_table(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| netbench::read_reference(&text))
+            .map_err(|e| {
+                eprintln!("error: --reference `{}`: {e}", path.display());
+                super::EXIT_DIAGNOSTICS
+            })?;
+        let compared = netbench::compare(machine, &rows, args.flit, args.messages, args.seed);
+        let text = if args.json {
+            serde_json::to_string_pretty(&compared).unwrap_or_default()
+        } else {
+            netbench::comparison_table(&compared, args.flit)
+        };
+        return emit(args.output.as_deref(), &text);
+    }
     let mut config = NetbenchConfig {
         pattern,
         message_bytes: args.message_size,
         messages_per_die: args.messages,
         seed: args.seed,
+        saturation: args.saturation,
         ..NetbenchConfig::default()
     };
     if !args.loads.is_empty() {
@@ -94,4 +123,21 @@ pub fn execute(args: Args) -> Result<(), u8> {
         netbench::to_table(&result)
     };
     emit(args.output.as_deref(), &text)
+}
+
+/// A reference table's text: a regular file of at most 1 MiB (a device or
+/// a FIFO is refused, not read without end).
+fn read_table(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    const LIMIT: u64 = 1 << 20;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(LIMIT + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > LIMIT {
+        return Err(std::io::Error::other("larger than 1 MiB"));
+    }
+    Ok(text)
 }

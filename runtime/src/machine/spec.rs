@@ -75,12 +75,12 @@ pub struct RouterSpec {
     /// Paid once per transfer on top of its links' latencies: the last
     /// router's pipeline and the ejection into the die.
     pub latency: Seconds,
-    /// The share of a link's bandwidth transfers can use (switch and
-    /// virtual-channel allocation losses), in (0, 1].
+    /// The share of a link's or port's bandwidth transfers can use (switch
+    /// and virtual-channel allocation losses), in (0, 1].
     pub efficiency: f64,
-    /// What each transfer occupies on every link and port beyond its own
+    /// What each transfer occupies on every link (not port) beyond its own
     /// bytes, so small messages see a lower efficiency: a message of `s`
-    /// bytes uses `efficiency * s / (s + overhead)` of a link.
+    /// bytes can use `efficiency * s / (s + overhead)` of a link.
     pub overhead: Bytes,
     /// Each die's injection port and ejection port (one of each, this
     /// bandwidth in each direction); `None`: only links limit a die.

@@ -15,8 +15,8 @@
 //! What a flow competes for are its route's directional links and, when the
 //! machine's router declares a `port`, the source die's injection port and
 //! the destination's ejection port (BookSim's terminal channels): each is a
-//! capacity in the same max-min solve. A link offers `efficiency` of its
-//! bandwidth, a port all of its own, and a flow occupies them for its bytes
+//! capacity in the same max-min solve. Each offers `efficiency` of its
+//! bandwidth; a flow occupies a port for its bytes and a link for its bytes
 //! plus the router's per-message `overhead` (`machine::RouterSpec`).
 //!
 //! Rates are max-min fair over those capacities (progressive filling): the
@@ -120,7 +120,7 @@ struct Flow {
     /// The caller's label, handed back on completion.
     tag: u64,
     /// Bytes not yet sent, as of `Network::rates_since` (the bytes drain
-    /// lazily: see [`Flow::remaining_at`]); the router's overhead included.
+    /// lazily: see [`Flow::remaining_at`]).
     remaining: f64,
     /// Bytes per second while transmitting; 0 until the first recompute.
     rate: f64,
@@ -209,7 +209,7 @@ impl Scratch {
     /// Enters a flow that starts transmitting over `route` (links at
     /// `offset..offset + len` of `route_links`) in its links' member lists,
     /// and returns its slot.
-    fn join(&mut self, route: RouteSlot, route_links: &[u32]) -> u32 {
+    fn join(&mut self, route: RouteSlot, weight: f64, route_links: &[u32]) -> u32 {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -226,6 +226,7 @@ impl Scratch {
         // 2^32 links for any machine that fits in memory.
         self.slots[s] = SlotFill {
             rate: 0.0,
+            weight,
             offset: route.offset as u32,
             len: route.len as u32,
         };
@@ -264,6 +265,9 @@ impl Scratch {
 struct SlotFill {
     /// Its rate once frozen, 0 before.
     rate: f64,
+    /// What a byte of it occupies on a link (not a port): 1 plus the
+    /// router's per-message overhead over its size.
+    weight: f64,
     /// Its route's first link in `route_links`.
     offset: u32,
     /// Links on its route.
@@ -288,9 +292,13 @@ struct Fill {
     count: u32,
     /// Flows crossing it not yet given a rate.
     unfrozen: u32,
-    /// `share()` as of when `unfrozen` was `shared_at`: a link's capacity
-    /// and unfrozen count only change together, so the share is computed
-    /// again only after some of its flows froze, not at every level's scan.
+    /// Their weights' sum (`SlotFill::weight` on links, 1 on ports): the
+    /// capacity one unit of rate given to all of them takes.
+    weight: f64,
+    /// `share()` as of when `unfrozen` was `shared_at`: a link's capacity,
+    /// weight and unfrozen count only change together, so the share is
+    /// computed again only after some of its flows froze, not at every
+    /// level's scan.
     share: f64,
     /// See `share`; `u32::MAX` when it is stale.
     shared_at: u32,
@@ -303,7 +311,7 @@ impl Fill {
         if self.shared_at != self.unfrozen {
             // Rounding may leave a hair below zero; a share is never negative.
             let capacity = if self.capacity > 0.0 { self.capacity } else { 0.0 };
-            self.share = capacity / f64::from(self.unfrozen);
+            self.share = capacity / self.weight;
             self.shared_at = self.unfrozen;
         }
         self.share
@@ -334,6 +342,12 @@ pub struct Network<'m> {
     router_latency: Time,
     /// The router's per-message overhead, bytes.
     overhead: f64,
+    /// Whether flows differ in weight (`SlotFill::weight`): with no
+    /// overhead every weight is 1 and a link's weight is its flow count.
+    weighted: bool,
+    /// The first port's index among the capacities: the machine's links
+    /// come before it.
+    ports_from: u32,
     /// Routes already asked of the machine. Only looked up, never iterated,
     /// so its order cannot reach any result.
     routes: FxHashMap<(DieId, DieId), RouteSlot>,
@@ -378,7 +392,7 @@ impl<'m> Network<'m> {
             .map(|l| l.spec.bandwidth.0 * router.efficiency)
             .collect();
         if let Some(port) = router.port {
-            capacity.resize(links + 2 * dies, port.0);
+            capacity.resize(links + 2 * dies, port.0 * router.efficiency);
         }
         let all = capacity.len();
         Network {
@@ -391,6 +405,9 @@ impl<'m> Network<'m> {
             loopback: false,
             router_latency: Time::from_secs(router.latency.0),
             overhead: router.overhead.0 as f64,
+            weighted: router.overhead.0 > 0,
+            // Capacities are indexed by u32 everywhere: links and 2 x 2^20 ports fit.
+            ports_from: links as u32,
             routes: FxHashMap::default(),
             route_links: Vec::new(),
             heading: BinaryHeap::new(),
@@ -475,7 +492,7 @@ impl<'m> Network<'m> {
             self.finished.push((id, tag, self.now));
             return Ok(id);
         }
-        let size = bytes as f64 + self.overhead;
+        let size = bytes as f64;
         self.heading.push(Heading {
             transmit_at: self.now + route.latency,
             flow: Flow {
@@ -681,6 +698,7 @@ impl<'m> Network<'m> {
             scratch,
             capacity,
             next_finish,
+            overhead,
             ..
         } = self;
         // Nothing is done before the earliest finish: then the scan over the
@@ -724,7 +742,8 @@ impl<'m> Network<'m> {
                         fill.capacity = capacity[l as usize];
                     }
                 }
-                h.flow.slot = scratch.join(h.flow.route, route_links);
+                let weight = 1.0 + *overhead / h.flow.remaining;
+                h.flow.slot = scratch.join(h.flow.route, weight, route_links);
                 flows.push(h.flow);
                 *dirty = true;
             }
@@ -758,6 +777,8 @@ impl<'m> Network<'m> {
             route_links,
             capacity,
             scratch: s,
+            weighted,
+            ports_from,
             now,
             next_finish,
             rates_since,
@@ -783,6 +804,11 @@ impl<'m> Network<'m> {
             fill.unfrozen = fill.count;
             fill.capacity = capacity[l as usize];
             fill.shared_at = u32::MAX;
+            fill.weight = if *weighted && l < *ports_from {
+                s.members[l as usize].iter().map(|&(k, _)| s.slots[k as usize].weight).sum()
+            } else {
+                f64::from(fill.count)
+            };
         }
         s.open.clear();
         s.open.extend_from_slice(&s.active);
@@ -847,7 +873,9 @@ impl<'m> Network<'m> {
                 // is taken in a register here, not through memory in the
                 // loop below: the same subtractions of the same level, so
                 // the same result.
-                let (mut capacity, mut left) = (fill.capacity, fill.unfrozen);
+                let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
+                // Ports carry a flow's bytes alone; links its weight.
+                let on = |link: usize, w: f64| if link < *ports_from as usize { w } else { 1.0 };
                 for &(k, hop) in &s.members[l] {
                     let k = k as usize;
                     let slot = &mut s.slots[k];
@@ -855,14 +883,19 @@ impl<'m> Network<'m> {
                         continue;
                     }
                     slot.rate = level;
-                    capacity -= level;
+                    let w = slot.weight;
+                    // With weight 1 these are the plain subtractions of the level.
+                    capacity -= level * on(l, w);
+                    weight -= on(l, w);
                     let route = slot.links(route_links);
                     // The links before and after this one (split rather
                     // than tested link by link: the test mispredicts).
                     let (before, after) = route.split_at(hop as usize);
                     for &crossed in before.iter().chain(&after[1..]) {
                         let fill = &mut s.links[crossed as usize];
-                        fill.capacity -= level;
+                        let w = on(crossed as usize, w);
+                        fill.capacity -= level * w;
+                        fill.weight -= w;
                         fill.unfrozen -= 1;
                     }
                     // The rest of the list froze at earlier levels.
@@ -874,6 +907,7 @@ impl<'m> Network<'m> {
                 let fill = &mut s.links[l];
                 fill.capacity = capacity;
                 fill.unfrozen = left;
+                fill.weight = weight;
             }
         }
 
