@@ -192,7 +192,10 @@ fn a_step_started_later_is_the_same_step_bit_for_bit() {
         // 1 ps, 20 ns, 3 ms and 7 ps, an hour and 13 ps.
         for delta in [1, 20_000, 3_000_000_007, 3_600_000_000_000_013] {
             let later = at(Time(delta));
-            assert!(later == first, "{example} {plan}: a start at {delta} ps changes the step");
+            assert!(
+                later == first,
+                "{example} {plan}: a start at {delta} ps changes the step"
+            );
         }
     }
 }
@@ -463,4 +466,31 @@ fn a_stop_the_world_move_holds_its_step_for_the_transfer() {
         moved.migration.overlapped_s,
         (moved.migration.transfer_s - moved.migration.stall_s).max(0.0)
     );
+}
+
+/// What one decode step of the main job asks of the simulator: events,
+/// rate recomputes, flows rated. Prints; asserts nothing about time. Run
+/// with `cargo test --release -p moec --test run -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, meaningful in release mode"]
+fn measure_the_simulators_work_on_a_wafer_step() {
+    for (example, plan) in [
+        ("deepseek-v3-wafer.moe", "default"),
+        ("deepseek-v3-4wafers.moe", "default"),
+    ] {
+        let s = schedule(example, plan);
+        for quantum in [0.0, 0.02] {
+            let begin = std::time::Instant::now();
+            let (_, r) = first_step(&s, quantum);
+            println!(
+                "{example} quantum {quantum}: {:.3} s, {} events, {} recomputes rating {} flows ({:.0} a recompute), latency {:.6} ms",
+                begin.elapsed().as_secs_f64(),
+                r.events,
+                r.rate_recomputes,
+                r.flows_rated,
+                r.flows_rated as f64 / r.rate_recomputes.max(1) as f64,
+                r.latency_s * 1e3
+            );
+        }
+    }
 }

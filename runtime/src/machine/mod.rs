@@ -20,7 +20,9 @@ pub use error::{DefectEntry, MachineError, RouteError};
 pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
-pub use spec::{Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology};
+pub use spec::{
+    Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
+};
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
 
 use crate::units::Bytes;

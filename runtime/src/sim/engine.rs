@@ -27,6 +27,8 @@ use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
 use crate::schedule::{Op, Phase, Schedule, Window};
 use crate::units::Seconds;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Where a step's time went, on its critical die (the one that finished last).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -77,6 +79,10 @@ pub struct StepResult {
     /// Events the simulation processed: instructions completed and
     /// transfers arrived (the simulator's unit of work, for benchmarks).
     pub events: u64,
+    /// The network's rate recomputes and the flows they rated in all
+    /// (`Network::work`).
+    pub rate_recomputes: u64,
+    pub flows_rated: u64,
     /// Bytes of expert weights sent (migration chunks and broadcast
     /// pieces, per leg), and the time some were in flight.
     pub migration_bytes: u64,
@@ -334,6 +340,9 @@ pub fn simulate_step_with(
     // Flow id -> (src, dst, bytes, start), while recording.
     let mut open_flows = OpenFlows::new();
     let mut gate_wait = vec![0.0f64; dies];
+    // The compute kernels running, by when they end (then die): the next
+    // compute event without a scan over every die.
+    let mut ending: BinaryHeap<Reverse<(Time, usize)>> = BinaryHeap::new();
     // The dies that may be able to issue: every die at first, then those
     // whose state changed since they last tried. A die can only issue once
     // its own program moves on (an instruction of its own completes, its
@@ -361,6 +370,7 @@ pub fn simulate_step_with(
                 moves: &mut moves,
                 result: &mut result,
                 gate_wait: &mut gate_wait,
+                ending: &mut ending,
                 open_flows: record_flows.then_some(&mut open_flows),
                 origin,
             };
@@ -374,11 +384,7 @@ pub fn simulate_step_with(
                 }
             }
         }
-        let compute_next = state
-            .iter()
-            .filter_map(|s| s.running.map(|(_, end)| end))
-            .min()
-            .unwrap_or(Time::NEVER);
+        let compute_next = ending.peek().map_or(Time::NEVER, |e| e.0 .0);
         let net_next = net.next_event().unwrap_or(Time::NEVER);
         let read_next = moves.next_read_done().unwrap_or(Time::NEVER);
         let next = compute_next.min(net_next).min(read_next);
@@ -446,14 +452,17 @@ pub fn simulate_step_with(
                 coll.advance_ring((kind, layer, dst), now, &traffic, &mut net, open)?;
             }
         }
-        for (d, s) in state.iter_mut().enumerate() {
-            if let Some((i, end)) = s.running {
-                if end <= now {
-                    s.done[i] = true;
-                    s.running = None;
-                    record(&mut result, schedule, (d, i), origin, s.issued_at[i], end);
-                    wake.push(d);
-                }
+        // Kernels ending now, in die order (as a scan over the dies would).
+        while let Some(&Reverse((end, d))) = ending.peek() {
+            if end > now {
+                break;
+            }
+            ending.pop();
+            let s = &mut state[d];
+            if let Some((i, end)) = s.running.take() {
+                s.done[i] = true;
+                record(&mut result, schedule, (d, i), origin, s.issued_at[i], end);
+                wake.push(d);
             }
         }
         // Collectives complete once issued and every transfer has arrived;
@@ -516,6 +525,7 @@ pub fn simulate_step_with(
     result.link_bytes = net.link_stats().iter().map(|l| l.bytes).collect();
     result.link_busy_s = net.link_stats().iter().map(|l| l.busy_s).collect();
     result.traffic = net.traffic();
+    (result.rate_recomputes, result.flows_rated) = net.work();
     // The tag's top byte is the collective kind (`tag`).
     let by_kind = result.traffic.class_byte_hops;
     result.all_to_all_byte_hops = by_kind[DISPATCH as usize] + by_kind[COMBINE as usize];
@@ -534,6 +544,8 @@ struct Issue<'a, 'm> {
     result: &'a mut StepResult,
     /// Per die: time expert kernels waited for broadcast weights.
     gate_wait: &'a mut [f64],
+    /// The running compute kernels by (end, die).
+    ending: &'a mut BinaryHeap<Reverse<(Time, usize)>>,
     open_flows: Option<&'a mut OpenFlows>,
     /// The step's start, which spans are measured from.
     origin: Time,
@@ -598,6 +610,7 @@ fn issue(
             record(result, schedule, (d, i), origin, now, now);
         } else {
             s.running = Some((i, now + time));
+            at.ending.push(Reverse((now + time, d)));
         }
     } else {
         s.issued_at[i] = now;

@@ -22,16 +22,17 @@
 //! Rates are max-min fair over those capacities (progressive filling): the
 //! one whose capacity split among its unfrozen flows is smallest freezes
 //! those flows at that share, its capacity is taken from every other one
-//! they cross, and so on until every flow has a rate. Capacities tied for
-//! the smallest share (within a relative 1e-9) fill together, so the rates
-//! do not depend on link order. Rates change only when the set of
-//! transmitting flows changes, so they are recomputed once per instant at
-//! which flows start transmitting or finish, however many do. Each link
-//! keeps the list of flows crossing it, updated as flows start and finish,
-//! so a recompute visits each flow once per link of its route at most twice
-//! (once found through a bottleneck, once frozen) and each active link once
-//! per level: about O(flows x route length + active links x levels),
-//! allocating nothing once its buffers have grown.
+//! they cross, and so on until every flow has a rate. The capacities wait
+//! in a min-heap by share: freezing a flow only raises the shares of the
+//! other capacities it crosses, so an entry is refreshed lazily, when it
+//! comes to the top with a share lower than its capacity's current one.
+//! Rates change only when the set of transmitting flows changes, so they
+//! are recomputed once per instant at which flows start transmitting or
+//! finish, however many do. Each link keeps the list of flows crossing it,
+//! updated as flows start and finish, so a recompute visits each flow once
+//! per link of its route at most twice (once found through a bottleneck,
+//! once frozen): O(flows x route length x log(active links)), allocating
+//! nothing once its buffers have grown.
 //!
 //! Time is an integer count of picoseconds (`sim::time`): a flow's finish is
 //! the time its rate was set plus its remaining bytes over that rate,
@@ -45,19 +46,8 @@ use super::time::Time;
 use crate::machine::{DieId, Machine, RouteError};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-
-/// Links whose fair shares differ by less than this fraction count as tied
-/// bottlenecks and are filled together (rates move by at most this much).
-const TIE: f64 = 1e-9;
-
-/// Levels at which every tied link fills as found at the level's start;
-/// later levels re-check each tied link's share just before filling it (see
-/// `recompute`). The two differ only for near ties, by at most `TIE`; the
-/// split is kept as it is so that the rates, and every result built on
-/// them, stay bit for bit what they have been.
-const FLOW_PASSES: u32 = 3;
 
 /// Flows in transmission below which the quantum is off: every change
 /// recomputes the rates and no event is held back (see `hold_for_quantum`).
@@ -184,10 +174,10 @@ struct Scratch {
     /// appends links that gain their first flow; `recompute` sorts and
     /// prunes.
     active: Vec<u32>,
-    /// Active links still holding unfrozen flows during progressive filling.
-    open: Vec<u32>,
-    /// Links whose share ties the lowest at the level being filled.
-    tied: Vec<u32>,
+    /// Capacities still holding unfrozen flows during progressive filling,
+    /// by share as of when they were pushed (`f64::to_bits` of a share,
+    /// never negative, orders as the share does), then link.
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
     /// Per link, its counts and filling state (one record, so each visit is
     /// one cache line).
     links: Vec<Fill>,
@@ -378,6 +368,10 @@ pub struct Network<'m> {
     stats: Vec<LinkStats>,
     traffic: Traffic,
     scratch: Scratch,
+    /// Rate recomputes so far, and the flows they gave rates to: the
+    /// network's work, for benchmarks.
+    recomputes: u64,
+    rated: u64,
 }
 
 impl<'m> Network<'m> {
@@ -422,6 +416,8 @@ impl<'m> Network<'m> {
             finished: Vec::new(),
             stats: vec![LinkStats::default(); all],
             traffic: Traffic::default(),
+            recomputes: 0,
+            rated: 0,
             scratch: Scratch {
                 links: vec![Fill::default(); all],
                 members: vec![Vec::new(); all],
@@ -431,14 +427,15 @@ impl<'m> Network<'m> {
     }
 
     /// Trades exactness for speed: after recomputing the rates at time r,
-    /// changes (flows starting or finishing) wait until
-    /// r + `quantum` x (r - start of the busy period) before the rates are
-    /// recomputed. A finishing flow still finishes at its exact time; only
-    /// the handing of its bandwidth to the others lags, by at most that
-    /// fraction of the time the network has been busy, so every result is
-    /// pessimistic by at most about `quantum`. An all-to-all whose flows all
-    /// differ in size then costs hundreds of recomputes instead of one per
-    /// flow. 0 (the default) is exact. The quantum only acts while at least
+    /// changes (flows starting or finishing) wait until r + `quantum` x the
+    /// busy period as it stands (from its start to when, at the new rates,
+    /// the last flow would finish) before the rates are recomputed. A
+    /// finishing flow still finishes at its exact time; only the handing of
+    /// its bandwidth to the others lags, by at most that fraction of the
+    /// busy period, so every result is pessimistic by at most about
+    /// `quantum`. An all-to-all whose flows all differ in size then costs
+    /// about 1 / `quantum` recomputes instead of one per flow. 0 (the
+    /// default) is exact. The quantum only acts while at least
     /// `HOLD_MIN_FLOWS` flows transmit; with fewer the network is exact.
     pub fn with_quantum(mut self, quantum: f64) -> Network<'m> {
         self.quantum = if quantum.is_finite() && quantum > 0.0 {
@@ -593,6 +590,13 @@ impl<'m> Network<'m> {
         self.traffic
     }
 
+    /// How many times the rates were recomputed, and how many flows those
+    /// recomputes rated in all (the network's work: each costs about the
+    /// flow's route length).
+    pub fn work(&self) -> (u64, u64) {
+        (self.recomputes, self.rated)
+    }
+
     /// The route from `src` to `dst`, asked of the machine once per pair:
     /// its links, between the dies' ports when they have them.
     fn route(&mut self, src: DieId, dst: DieId) -> Result<RouteSlot, RouteError> {
@@ -638,8 +642,10 @@ impl<'m> Network<'m> {
             self.settle();
             if self.dirty {
                 if self.now >= self.next_recompute || self.flows.len() < self.hold_min_flows {
-                    self.recompute();
-                    let busy = self.now.since(self.busy_since).secs();
+                    let last_finish = self.recompute();
+                    // The busy period as it stands: begun at `busy_since`,
+                    // ending (at these rates) when the last flow finishes.
+                    let busy = last_finish.max(self.now).since(self.busy_since).secs();
                     self.next_recompute = self.now + Time::from_secs(self.quantum * busy);
                 } else {
                     // Lagging: the old rates stay; only the finished flows left.
@@ -675,7 +681,10 @@ impl<'m> Network<'m> {
     /// the flows) and batching pays; with few, holding would only delay
     /// chains of small dependent transfers (ring steps) by whole quanta.
     fn hold_for_quantum(&self, next: Time) -> Time {
-        if self.quantum > 0.0 && self.flows.len() >= self.hold_min_flows && !next.is_never() && next < self.next_recompute
+        if self.quantum > 0.0
+            && self.flows.len() >= self.hold_min_flows
+            && !next.is_never()
+            && next < self.next_recompute
         {
             self.next_recompute
         } else {
@@ -769,9 +778,11 @@ impl<'m> Network<'m> {
     }
 
     /// Max-min fair rates for the transmitting flows by progressive filling,
-    /// and when each will finish at them.
-    fn recompute(&mut self) {
+    /// and when each will finish at them; returns the last of those finishes.
+    fn recompute(&mut self) -> Time {
         self.dirty = false;
+        self.recomputes += 1;
+        self.rated += self.flows.len() as u64;
         let Network {
             flows,
             route_links,
@@ -805,120 +816,90 @@ impl<'m> Network<'m> {
             fill.capacity = capacity[l as usize];
             fill.shared_at = u32::MAX;
             fill.weight = if *weighted && l < *ports_from {
-                s.members[l as usize].iter().map(|&(k, _)| s.slots[k as usize].weight).sum()
+                s.members[l as usize]
+                    .iter()
+                    .map(|&(k, _)| s.slots[k as usize].weight)
+                    .sum()
             } else {
                 f64::from(fill.count)
             };
         }
-        s.open.clear();
-        s.open.extend_from_slice(&s.active);
+        s.heap.clear();
+        for &l in &s.active {
+            let share = s.links[l as usize].share();
+            s.heap.push(Reverse((share.to_bits(), l)));
+        }
 
         let mut level = 0.0f64;
-        let mut levels = 0;
-        while !s.open.is_empty() {
-            // One scan finds the lowest share, drops the links whose flows
-            // all froze, and keeps every link within a tie of the lowest so
-            // far (in ascending link order, as `open` is).
-            let mut least = f64::INFINITY;
-            let mut kept = 0;
-            s.tied.clear();
-            for i in 0..s.open.len() {
-                let l = s.open[i];
-                let fill = &mut s.links[l as usize];
-                if fill.unfrozen == 0 {
-                    continue;
-                }
-                s.open[kept] = l;
-                kept += 1;
-                let share = fill.share();
-                if share <= least * (1.0 + TIE) {
-                    s.tied.push(l);
-                    if share < least {
-                        least = share;
-                    }
-                }
+        while let Some(Reverse((pushed, l))) = s.heap.pop() {
+            let fill = &mut s.links[l as usize];
+            if fill.unfrozen == 0 {
+                continue;
             }
-            s.open.truncate(kept);
-            if s.open.is_empty() {
-                break;
+            // Flows froze on this capacity since it was pushed: its share
+            // rose, so it waits for its turn again, unless it is still the
+            // lowest (a tie: the common case in an all-to-all).
+            let share = fill.share();
+            let bits = share.to_bits();
+            if bits != pushed && s.heap.peek().is_some_and(|top| (bits, l) > top.0) {
+                s.heap.push(Reverse((bits, l)));
+                continue;
             }
             // In exact arithmetic each level is at least the one before;
             // holding to that keeps rounding from ever giving a flow a
-            // smaller (or negative) rate than an earlier one.
-            if least > level {
-                level = least;
-            }
-            // Only a bandwidth near the smallest float could underflow a
-            // share to 0; a positive level keeps "rate > 0" meaning frozen.
-            level = level.max(f64::MIN_POSITIVE);
-            // Every link at the lowest share is a bottleneck at this level:
-            // freezing one's flows leaves a tied link's share exactly at the
-            // level (in exact arithmetic), so they all fill now and which of
-            // them comes first cannot matter.
-            let tied = level * (1.0 + TIE);
-            s.tied.retain(|&l| s.links[l as usize].share() <= tied);
-            // The first levels fill every link tied at the level's start;
-            // later ones re-check each just before filling it, so a near tie
-            // that rose past the level as others froze waits for a later
-            // level (see `FLOW_PASSES`).
-            let recheck = levels >= FLOW_PASSES;
-            levels += 1;
-            for i in 0..s.tied.len() {
-                let l = s.tied[i] as usize;
-                let fill = &mut s.links[l];
-                if fill.unfrozen == 0 || (recheck && fill.share() > tied) {
+            // smaller (or negative) rate than an earlier one. Only a
+            // bandwidth near the smallest float could underflow a share to
+            // 0; a positive level keeps "rate > 0" meaning frozen.
+            level = level.max(share).max(f64::MIN_POSITIVE);
+            // Every flow of the list crosses this capacity, so its figures
+            // are kept in registers here, not through memory in the loop.
+            let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
+            let l = l as usize;
+            // Ports carry a flow's bytes alone; links its weight.
+            let on = |link: usize, w: f64| if link < *ports_from as usize { w } else { 1.0 };
+            for &(k, hop) in &s.members[l] {
+                let slot = &mut s.slots[k as usize];
+                if slot.rate > 0.0 {
                     continue;
                 }
-                // Every flow of the list crosses this link, so its capacity
-                // is taken in a register here, not through memory in the
-                // loop below: the same subtractions of the same level, so
-                // the same result.
-                let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
-                // Ports carry a flow's bytes alone; links its weight.
-                let on = |link: usize, w: f64| if link < *ports_from as usize { w } else { 1.0 };
-                for &(k, hop) in &s.members[l] {
-                    let k = k as usize;
-                    let slot = &mut s.slots[k];
-                    if slot.rate > 0.0 {
-                        continue;
-                    }
-                    slot.rate = level;
-                    let w = slot.weight;
-                    // With weight 1 these are the plain subtractions of the level.
-                    capacity -= level * on(l, w);
-                    weight -= on(l, w);
-                    let route = slot.links(route_links);
-                    // The links before and after this one (split rather
-                    // than tested link by link: the test mispredicts).
-                    let (before, after) = route.split_at(hop as usize);
-                    for &crossed in before.iter().chain(&after[1..]) {
-                        let fill = &mut s.links[crossed as usize];
-                        let w = on(crossed as usize, w);
-                        fill.capacity -= level * w;
-                        fill.weight -= w;
-                        fill.unfrozen -= 1;
-                    }
-                    // The rest of the list froze at earlier levels.
-                    left -= 1;
-                    if left == 0 {
-                        break;
-                    }
+                slot.rate = level;
+                let w = slot.weight;
+                // With weight 1 these are the plain subtractions of the level.
+                capacity -= level * on(l, w);
+                weight -= on(l, w);
+                let route = slot.links(route_links);
+                // The links before and after this one (split rather than
+                // tested link by link: the test mispredicts).
+                let (before, after) = route.split_at(hop as usize);
+                for &crossed in before.iter().chain(&after[1..]) {
+                    let fill = &mut s.links[crossed as usize];
+                    let w = on(crossed as usize, w);
+                    fill.capacity -= level * w;
+                    fill.weight -= w;
+                    fill.unfrozen -= 1;
                 }
-                let fill = &mut s.links[l];
-                fill.capacity = capacity;
-                fill.unfrozen = left;
-                fill.weight = weight;
+                // The rest of the list froze at earlier levels.
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
             }
+            let fill = &mut s.links[l];
+            fill.capacity = capacity;
+            fill.unfrozen = left;
+            fill.weight = weight;
         }
 
-        let mut first = Time::NEVER;
+        let (mut first, mut last) = (Time::NEVER, Time::ZERO);
         for f in flows.iter_mut() {
             // Every flow crosses a link, so it was frozen at a level > 0.
             f.rate = s.slots[f.slot as usize].rate;
             f.finish_at = *now + Time::from_secs_ceil(f.remaining / f.rate);
             first = first.min(f.finish_at);
+            last = last.max(f.finish_at);
         }
         *next_finish = first;
+        last
     }
 }
 
@@ -1157,7 +1138,8 @@ mod tests {
             }
             byte_hops += bytes * u64::from(route.hops());
             total += bytes;
-            net.start(ts(0.0), DieId(src), DieId(dst), bytes, i as u64).expect("route");
+            net.start(ts(0.0), DieId(src), DieId(dst), bytes, i as u64)
+                .expect("route");
         }
         assert_eq!(run(&mut net).len(), 6);
         for (s, e) in net.link_stats().iter().zip(&expected) {
@@ -1247,7 +1229,7 @@ mod tests {
         let mut levels: Vec<f64> = expected.clone();
         levels.sort_by(f64::total_cmp);
         levels.dedup_by(|a, b| close(*a, *b));
-        assert!(levels.len() > 2 * FLOW_PASSES as usize, "only {} levels", levels.len());
+        assert!(levels.len() > 6, "only {} levels", levels.len());
         for (id, want) in ids.iter().zip(&expected) {
             let got = net.rate(*id).expect("transmitting");
             assert!((got / want - 1.0).abs() < 1e-8, "{id:?}: {got} vs {want}");

@@ -319,7 +319,9 @@ fn run_load(
     loop {
         let next_arrival = arrivals.peek().map_or(Time::NEVER, |a| a.0 .0);
         let checkpoint = [warm, mid, end].into_iter().find(|&c| c > last).unwrap_or(Time::NEVER);
-        let t = next_arrival.min(checkpoint).min(net.next_event().unwrap_or(Time::NEVER));
+        let t = next_arrival
+            .min(checkpoint)
+            .min(net.next_event().unwrap_or(Time::NEVER));
         if t.is_never() || t > drain_limit {
             break;
         }

@@ -196,9 +196,14 @@ impl Targets {
         let uniform = |weight: f64| self.alive.iter().map(move |&d| (d, weight / m as f64));
         match self.pattern {
             Pattern::UniformRandom => uniform(1.0).collect(),
-            Pattern::Transpose | Pattern::BitComplement => {
-                self.partner.get(pos).copied().flatten().map(|p| (p, 1.0)).into_iter().collect()
-            }
+            Pattern::Transpose | Pattern::BitComplement => self
+                .partner
+                .get(pos)
+                .copied()
+                .flatten()
+                .map(|p| (p, 1.0))
+                .into_iter()
+                .collect(),
             Pattern::Hotspot { fraction, .. } => {
                 let Some(hot) = self.hotspot else {
                     return uniform(1.0).collect();

@@ -53,14 +53,20 @@ pub fn to_table(result: &NetbenchResult) -> String {
         .collect();
     aligned(&mut out, &headers, &rows);
     let load = |l: Option<f64>, what: &str| l.map_or(format!("not {what}"), |l| format!("{l:.3}"));
-    let _ = writeln!(out, "first unstable load: {}", load(result.first_unstable, "in the sweep"));
+    let _ = writeln!(
+        out,
+        "first unstable load: {}",
+        load(result.first_unstable, "in the sweep")
+    );
     let _ = writeln!(
         out,
         "latency knee ({KNEE}x zero load): {}",
         load(result.knee, "in the sweep")
     );
     if let Some(s) = result.saturation {
-        let of_theta = result.theta.map_or(String::new(), |t| format!(" ({:.3} of the bound)", s / t));
+        let of_theta = result
+            .theta
+            .map_or(String::new(), |t| format!(" ({:.3} of the bound)", s / t));
         let _ = writeln!(out, "saturation (highest stable load): {s:.4}{of_theta}");
     }
     out
@@ -278,7 +284,10 @@ pub fn to_svg(result: &NetbenchResult) -> String {
     let marks = [
         (result.saturation.map(|s| (s, "saturation")), "#d62728"),
         (
-            result.first_unstable.filter(|_| result.saturation.is_none()).map(|s| (s, "unstable from")),
+            result
+                .first_unstable
+                .filter(|_| result.saturation.is_none())
+                .map(|s| (s, "unstable from")),
             "#d62728",
         ),
         (result.theta.filter(|t| *t <= x_top).map(|t| (t, "bound")), "#888888"),
@@ -321,7 +330,6 @@ pub fn to_svg(result: &NetbenchResult) -> String {
     svg
 }
 
-
 /// A comparison with BookSim2 as an aligned table, one row per pattern and
 /// packet size, with each figure's error.
 pub fn comparison_table(rows: &[Comparison], flit_bytes: u64) -> String {
@@ -360,9 +368,7 @@ pub fn comparison_table(rows: &[Comparison], flit_bytes: u64) -> String {
         })
         .collect();
     aligned(&mut out, &headers, &table);
-    let worst = |e: &dyn Fn(&Comparison) -> Option<f64>| {
-        rows.iter().filter_map(e).map(f64::abs).fold(0.0, f64::max)
-    };
+    let worst = |e: &dyn Fn(&Comparison) -> Option<f64>| rows.iter().filter_map(e).map(f64::abs).fold(0.0, f64::max);
     let _ = writeln!(
         out,
         "largest error: saturation {}, zero-load latency {}",

@@ -248,7 +248,10 @@ fn reports_are_deterministic() {
     assert_eq!(svg.matches("<polyline").count(), 2);
     assert!(!svg.contains("NaN") && !svg.contains("inf"));
     let table = to_table(&a);
-    assert_eq!(table.lines().count(), 1 + 1 + 3 + 2 + usize::from(a.saturation.is_some()));
+    assert_eq!(
+        table.lines().count(),
+        1 + 1 + 3 + 2 + usize::from(a.saturation.is_some())
+    );
     // Columns line up: every row as wide as the header.
     let widths: Vec<usize> = table.lines().skip(1).take(4).map(str::len).collect();
     assert!(widths.windows(2).all(|w| w[0] == w[1]), "{table}");
@@ -282,4 +285,3 @@ fn degenerate_machines_and_configs_do_not_panic() {
     let theta = bounds(&m, Pattern::UniformRandom, 4096).theta.unwrap();
     assert!((theta - 1.0 / 8.0).abs() < 1e-12, "{theta}");
 }
-
