@@ -156,7 +156,7 @@ impl Targets {
             .filter(|&i| match pattern {
                 Pattern::Transpose | Pattern::BitComplement => partner[i].is_some(),
                 Pattern::AllToAll => alive.len() >= 2,
-                Pattern::Hotspot { fraction, .. } if fraction == 1.0 => hotspot.is_some(),
+                Pattern::Hotspot { fraction: 1.0, .. } => hotspot.is_some(),
                 _ => true,
             })
             .collect();
