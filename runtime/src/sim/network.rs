@@ -22,10 +22,11 @@
 //! Rates are max-min fair over those capacities (progressive filling): the
 //! one whose capacity split among its unfrozen flows is smallest freezes
 //! those flows at that share, its capacity is taken from every other one
-//! they cross, and so on until every flow has a rate. The capacities wait
-//! in a min-heap by share: freezing a flow only raises the shares of the
-//! other capacities it crosses, so an entry is refreshed lazily, when it
-//! comes to the top with a share lower than its capacity's current one.
+//! they cross, and so on until every flow has a rate. With more than a few
+//! dozen capacities in use they wait in a min-heap by share: freezing a
+//! flow only raises the shares of the other capacities it crosses, so an
+//! entry is refreshed lazily, when it comes to the top with a share lower
+//! than its capacity's current one; with fewer, a scan finds the lowest.
 //! Rates change only when the set of transmitting flows changes, so they
 //! are recomputed once per instant at which flows start transmitting or
 //! finish, however many do. Each link keeps the list of flows crossing it,
@@ -48,6 +49,10 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+
+/// Capacities in use up to which progressive filling scans them for the
+/// lowest share at each level instead of keeping them in a heap.
+const SCAN_LINKS: usize = 64;
 
 /// Flows in transmission below which the quantum is off: every change
 /// recomputes the rates and no event is held back (see `hold_for_quantum`).
@@ -229,6 +234,49 @@ impl Scratch {
             self.links[l as usize].count += 1;
         }
         slot
+    }
+
+    /// Gives every unfrozen flow crossing capacity `l` the rate `level`,
+    /// and takes what they use from every capacity they cross.
+    fn freeze<const WEIGHTED: bool>(&mut self, l: usize, level: f64, route_links: &[u32], ports_from: u32) {
+        let fill = &self.links[l];
+        // Every flow of the list crosses this capacity, so its figures are
+        // kept in registers here, not through memory in the loop.
+        let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
+        // Ports carry a flow's bytes alone; links its weight. Unweighted,
+        // every weight is 1 and the test folds away.
+        let on = |link: usize, w: f64| if WEIGHTED && link < ports_from as usize { w } else { 1.0 };
+        for &(k, hop) in &self.members[l] {
+            let slot = &mut self.slots[k as usize];
+            if slot.rate > 0.0 {
+                continue;
+            }
+            slot.rate = level;
+            let w = slot.weight;
+            // With weight 1 these are the plain subtractions of the level.
+            capacity -= level * on(l, w);
+            weight -= on(l, w);
+            let route = slot.links(route_links);
+            // The links before and after this one (split rather than tested
+            // link by link: the test mispredicts).
+            let (before, after) = route.split_at(hop as usize);
+            for &crossed in before.iter().chain(&after[1..]) {
+                let fill = &mut self.links[crossed as usize];
+                let w = on(crossed as usize, w);
+                fill.capacity -= level * w;
+                fill.weight -= w;
+                fill.unfrozen -= 1;
+            }
+            // The rest of the list froze at earlier levels.
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+        let fill = &mut self.links[l];
+        fill.capacity = capacity;
+        fill.unfrozen = left;
+        fill.weight = weight;
     }
 
     /// Takes the finished flow in `slot` out of its links' member lists and
@@ -824,70 +872,61 @@ impl<'m> Network<'m> {
                 f64::from(fill.count)
             };
         }
-        s.heap.clear();
-        for &l in &s.active {
-            let share = s.links[l as usize].share();
-            s.heap.push(Reverse((share.to_bits(), l)));
-        }
-
         let mut level = 0.0f64;
-        while let Some(Reverse((pushed, l))) = s.heap.pop() {
-            let fill = &mut s.links[l as usize];
-            if fill.unfrozen == 0 {
-                continue;
+        if s.active.len() <= SCAN_LINKS {
+            // Few capacities: a scan for the lowest share each level costs
+            // less than keeping a heap (rings: one level fills them all).
+            loop {
+                let mut lowest: Option<(f64, u32)> = None;
+                for &l in &s.active {
+                    let fill = &mut s.links[l as usize];
+                    if fill.unfrozen > 0 {
+                        let share = fill.share();
+                        if lowest.is_none_or(|(least, _)| share < least) {
+                            lowest = Some((share, l));
+                        }
+                    }
+                }
+                let Some((share, l)) = lowest else { break };
+                level = level.max(share).max(f64::MIN_POSITIVE);
+                if *weighted {
+                    s.freeze::<true>(l as usize, level, route_links, *ports_from);
+                } else {
+                    s.freeze::<false>(l as usize, level, route_links, *ports_from);
+                }
             }
-            // Flows froze on this capacity since it was pushed: its share
-            // rose, so it waits for its turn again, unless it is still the
-            // lowest (a tie: the common case in an all-to-all).
-            let share = fill.share();
-            let bits = share.to_bits();
-            if bits != pushed && s.heap.peek().is_some_and(|top| (bits, l) > top.0) {
-                s.heap.push(Reverse((bits, l)));
-                continue;
+        } else {
+            s.heap.clear();
+            for &l in &s.active {
+                let share = s.links[l as usize].share();
+                s.heap.push(Reverse((share.to_bits(), l)));
             }
-            // In exact arithmetic each level is at least the one before;
-            // holding to that keeps rounding from ever giving a flow a
-            // smaller (or negative) rate than an earlier one. Only a
-            // bandwidth near the smallest float could underflow a share to
-            // 0; a positive level keeps "rate > 0" meaning frozen.
-            level = level.max(share).max(f64::MIN_POSITIVE);
-            // Every flow of the list crosses this capacity, so its figures
-            // are kept in registers here, not through memory in the loop.
-            let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
-            let l = l as usize;
-            // Ports carry a flow's bytes alone; links its weight.
-            let on = |link: usize, w: f64| if link < *ports_from as usize { w } else { 1.0 };
-            for &(k, hop) in &s.members[l] {
-                let slot = &mut s.slots[k as usize];
-                if slot.rate > 0.0 {
+            while let Some(Reverse((pushed, l))) = s.heap.pop() {
+                let fill = &mut s.links[l as usize];
+                if fill.unfrozen == 0 {
                     continue;
                 }
-                slot.rate = level;
-                let w = slot.weight;
-                // With weight 1 these are the plain subtractions of the level.
-                capacity -= level * on(l, w);
-                weight -= on(l, w);
-                let route = slot.links(route_links);
-                // The links before and after this one (split rather than
-                // tested link by link: the test mispredicts).
-                let (before, after) = route.split_at(hop as usize);
-                for &crossed in before.iter().chain(&after[1..]) {
-                    let fill = &mut s.links[crossed as usize];
-                    let w = on(crossed as usize, w);
-                    fill.capacity -= level * w;
-                    fill.weight -= w;
-                    fill.unfrozen -= 1;
+                // Flows froze on this capacity since it was pushed: its share
+                // rose, so it waits for its turn again, unless it is still the
+                // lowest (a tie: the common case in an all-to-all).
+                let share = fill.share();
+                let bits = share.to_bits();
+                if bits != pushed && s.heap.peek().is_some_and(|top| (bits, l) > top.0) {
+                    s.heap.push(Reverse((bits, l)));
+                    continue;
                 }
-                // The rest of the list froze at earlier levels.
-                left -= 1;
-                if left == 0 {
-                    break;
+                // In exact arithmetic each level is at least the one before;
+                // holding to that keeps rounding from ever giving a flow a
+                // smaller (or negative) rate than an earlier one. Only a
+                // bandwidth near the smallest float could underflow a share
+                // to 0; a positive level keeps "rate > 0" meaning frozen.
+                level = level.max(share).max(f64::MIN_POSITIVE);
+                if *weighted {
+                    s.freeze::<true>(l as usize, level, route_links, *ports_from);
+                } else {
+                    s.freeze::<false>(l as usize, level, route_links, *ports_from);
                 }
             }
-            let fill = &mut s.links[l];
-            fill.capacity = capacity;
-            fill.unfrozen = left;
-            fill.weight = weight;
         }
 
         let (mut first, mut last) = (Time::NEVER, Time::ZERO);

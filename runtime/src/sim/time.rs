@@ -34,22 +34,33 @@ impl Time {
     /// A duration of `seconds`, rounded to the nearest picosecond. Negative
     /// and NaN durations are 0; durations past the range saturate at `NEVER`.
     pub fn from_secs(seconds: f64) -> Time {
-        Time::from_ps(seconds * PER_SECOND, f64::round)
+        Time::from_ps(seconds * PER_SECOND + 0.5)
     }
 
     /// A duration of `seconds` rounded up to the next picosecond, for a
     /// transfer's end: when it is reached the bytes are surely through.
     pub fn from_secs_ceil(seconds: f64) -> Time {
-        Time::from_ps(seconds * PER_SECOND, f64::ceil)
+        let ps = seconds * PER_SECOND;
+        let down = Time::from_ps(ps);
+        // The cast truncates; one more picosecond if anything was cut off
+        // (by hand: `f64::ceil` is a library call on baseline x86-64, and
+        // this runs once per flow per rate recompute).
+        if (down.0 as f64) < ps && !down.is_never() {
+            Time(down.0 + 1)
+        } else {
+            down
+        }
     }
 
-    fn from_ps(ps: f64, round: fn(f64) -> f64) -> Time {
+    /// Whole picoseconds in `ps`, truncated; 0 for negatives and NaN,
+    /// `NEVER` past the range.
+    fn from_ps(ps: f64) -> Time {
         if ps.is_nan() || ps <= 0.0 {
             Time::ZERO
         } else if ps >= u64::MAX as f64 {
             Time::NEVER
         } else {
-            Time(round(ps) as u64)
+            Time(ps as u64)
         }
     }
 
@@ -109,7 +120,10 @@ mod tests {
     fn seconds_round_to_picoseconds_and_saturate() {
         assert_eq!(Time::from_secs(1e-9), Time(1000));
         assert_eq!(Time::from_secs(1.4e-12), Time(1));
+        assert_eq!(Time::from_secs(1.6e-12), Time(2));
         assert_eq!(Time::from_secs_ceil(1.4e-12), Time(2));
+        assert_eq!(Time::from_secs_ceil(3e-12), Time(3));
+        assert_eq!(Time::from_secs_ceil(-3e-12), Time::ZERO);
         assert_eq!(Time::from_secs(-1.0), Time::ZERO);
         assert_eq!(Time::from_secs(f64::NAN), Time::ZERO);
         assert_eq!(Time::from_secs(1e308), Time::NEVER);
