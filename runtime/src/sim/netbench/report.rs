@@ -256,28 +256,21 @@ pub fn to_svg(result: &NetbenchResult) -> String {
         r##"<polyline points="{}" fill="none" stroke="#1f77b4" stroke-width="2"/>"##,
         polyline(&|p| p.mean_latency_s)
     );
-    let _ = writeln!(svg, r##"<g fill="#1f77b4">"##);
-    for p in points {
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="3"/>"#,
-            x(p.offered),
-            y(p.mean_latency_s)
-        );
-    }
-    let _ = writeln!(svg, "</g>");
-
-    // Unstable points hollow: the network did not keep up there.
-    let _ = writeln!(svg, r##"<g fill="white" stroke="#d62728" stroke-width="1.5">"##);
-    for p in points.iter().filter(|p| !p.stable) {
-        let _ = writeln!(
-            svg,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="4"/>"#,
-            x(p.offered),
-            y(p.mean_latency_s)
-        );
-    }
-    let _ = writeln!(svg, "</g>");
+    // Every point a dot; unstable ones ringed: the network did not keep up.
+    let mut dots = |style: &str, radius: u32, stable_too: bool| {
+        let _ = writeln!(svg, "<g {style}>");
+        for p in points.iter().filter(|p| stable_too || !p.stable) {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="{radius}"/>"#,
+                x(p.offered),
+                y(p.mean_latency_s)
+            );
+        }
+        let _ = writeln!(svg, "</g>");
+    };
+    dots(r##"fill="#1f77b4""##, 3, true);
+    dots(r##"fill="white" stroke="#d62728" stroke-width="1.5""##, 4, false);
 
     // The searched saturation load, else the first unstable load of the
     // sweep; and the analytical bound when it is on the axis.
