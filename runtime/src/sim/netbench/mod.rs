@@ -40,7 +40,8 @@
 //!   not, so a load that looks unstable is run again twice as long (up to
 //!   `MAX_LENGTHENING` times): it is unstable if its growth persists (at
 //!   least `PERSISTS` of what the shorter run saw) and stable if it falls
-//!   below the threshold.
+//!   below the threshold. A point whose growth is past `CLEARLY_UNSTABLE`
+//!   is not run again.
 //! - **saturation** is the highest stable load, found by bisection between
 //!   0 and just past the pattern's analytical bound; the latency **knee**
 //!   (3x the zero-load latency) is reported apart from it.
@@ -83,6 +84,10 @@ const MAX_LENGTHENING: u32 = 16;
 /// ... until its backlog growth stays at least this share of the shorter
 /// run's (a real excess) or falls below `UNSTABLE_GROWTH` (a transient).
 const PERSISTS: f64 = 0.7;
+
+/// Growth no warm-up transient reaches (near saturation they stay under
+/// 0.1 on the meshes measured): a point this far gone is not run again.
+const CLEARLY_UNSTABLE: f64 = 0.25;
 
 /// The latency knee: mean latency at this multiple of the zero-load latency.
 const KNEE: f64 = 3.0;
@@ -257,7 +262,7 @@ fn verdict(machine: &Machine, targets: &Targets, config: &NetbenchConfig, load: 
     let mut messages = config.messages_per_die;
     let mut point = run_load(machine, targets, config, (load, share), messages);
     let limit = config.messages_per_die.saturating_mul(MAX_LENGTHENING);
-    while !point.stable && messages < limit {
+    while !point.stable && messages < limit && point.backlog_growth < CLEARLY_UNSTABLE {
         let before = point.backlog_growth;
         messages = messages.saturating_mul(2);
         point = run_load(machine, targets, config, (load, share), messages);
