@@ -360,12 +360,15 @@ fn netbench_sweeps_load_on_a_mesh() {
     let points = r["points"].as_array().unwrap();
     assert_eq!(points.len(), 2);
     assert!(points[1]["mean_latency_s"].as_f64() > points[0]["mean_latency_s"].as_f64());
-    assert_eq!(
-        moec(&["netbench", "examples/machines/nmp-4x4.moe", "--pattern", "tornado"])
-            .status
-            .code(),
-        Some(2)
-    );
+    for pattern in ["tornado", "hotspot(16)"] {
+        assert_eq!(
+            moec(&["netbench", "examples/machines/nmp-4x4.moe", "--pattern", pattern])
+                .status
+                .code(),
+            Some(2),
+            "{pattern}"
+        );
+    }
 }
 
 /// The rows `moec compare` gives a plan with data-parallel attention, in order.

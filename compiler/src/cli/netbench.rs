@@ -99,6 +99,17 @@ pub fn execute(args: Args) -> Result<(), u8> {
         };
         return emit(args.output.as_deref(), &text);
     }
+    if let Pattern::Hotspot { die: Some(die), .. } = pattern {
+        if !machine.is_alive(die) {
+            eprintln!(
+                "error: --pattern: the hot die {} is not an alive die of `{}` (dies 0 to {})",
+                die.0,
+                machine.spec().name,
+                machine.die_count().saturating_sub(1)
+            );
+            return Err(super::EXIT_USAGE);
+        }
+    }
     let mut config = NetbenchConfig {
         pattern,
         message_bytes: args.message_size,

@@ -236,16 +236,54 @@ impl Scratch {
         slot
     }
 
+    /// The capacity with unfrozen flows and the lowest share (lowest index
+    /// among equals), found by a scan over those in use.
+    fn lowest_by_scan(&mut self) -> Option<(f64, u32)> {
+        let mut lowest: Option<(f64, u32)> = None;
+        for &l in &self.active {
+            let fill = &mut self.links[l as usize];
+            if fill.unfrozen > 0 {
+                let share = fill.share();
+                if lowest.is_none_or(|(least, _)| share < least) {
+                    lowest = Some((share, l));
+                }
+            }
+        }
+        lowest
+    }
+
+    /// The same from the heap, refreshing entries that went stale: flows
+    /// froze on a capacity since it was pushed, so its share rose and it
+    /// waits for its turn again, unless it is still the lowest (a tie: the
+    /// common case in an all-to-all).
+    fn lowest_by_heap(&mut self) -> Option<(f64, u32)> {
+        while let Some(Reverse((pushed, l))) = self.heap.pop() {
+            let fill = &mut self.links[l as usize];
+            if fill.unfrozen == 0 {
+                continue;
+            }
+            let share = fill.share();
+            let bits = share.to_bits();
+            if bits != pushed && self.heap.peek().is_some_and(|top| (bits, l) > top.0) {
+                self.heap.push(Reverse((bits, l)));
+                continue;
+            }
+            return Some((share, l));
+        }
+        None
+    }
+
     /// Gives every unfrozen flow crossing capacity `l` the rate `level`,
     /// and takes what they use from every capacity they cross.
-    fn freeze<const WEIGHTED: bool>(&mut self, l: usize, level: f64, route_links: &[u32], ports_from: u32) {
+    /// Capacities from index `ports_from` on are ports.
+    fn freeze<const WEIGHTED: bool>(&mut self, l: usize, level: f64, route_links: &[u32], ports_from: usize) {
         let fill = &self.links[l];
         // Every flow of the list crosses this capacity, so its figures are
         // kept in registers here, not through memory in the loop.
         let (mut capacity, mut left, mut weight) = (fill.capacity, fill.unfrozen, fill.weight);
         // Ports carry a flow's bytes alone; links its weight. Unweighted,
         // every weight is 1 and the test folds away.
-        let on = |link: usize, w: f64| if WEIGHTED && link < ports_from as usize { w } else { 1.0 };
+        let on = |link: usize, w: f64| if WEIGHTED && link < ports_from { w } else { 1.0 };
         for &(k, hop) in &self.members[l] {
             let slot = &mut self.slots[k as usize];
             if slot.rate > 0.0 {
@@ -371,8 +409,6 @@ pub struct Network<'m> {
     links: usize,
     /// Per capacity (see `links`): the bytes per second flows may use.
     capacity: Vec<f64>,
-    /// Whether dies have injection and ejection ports.
-    ports: bool,
     /// A transfer from a die to itself turns around in its router (through
     /// its ports and the router's latency) instead of completing at once.
     loopback: bool,
@@ -380,12 +416,6 @@ pub struct Network<'m> {
     router_latency: Time,
     /// The router's per-message overhead, bytes.
     overhead: f64,
-    /// Whether flows differ in weight (`SlotFill::weight`): with no
-    /// overhead every weight is 1 and a link's weight is its flow count.
-    weighted: bool,
-    /// The first port's index among the capacities: the machine's links
-    /// come before it.
-    ports_from: u32,
     /// Routes already asked of the machine. Only looked up, never iterated,
     /// so its order cannot reach any result.
     routes: FxHashMap<(DieId, DieId), RouteSlot>,
@@ -443,13 +473,9 @@ impl<'m> Network<'m> {
             next_id: 0,
             links,
             capacity,
-            ports: router.port.is_some(),
             loopback: false,
             router_latency: Time::from_secs(router.latency.0),
             overhead: router.overhead.0 as f64,
-            weighted: router.overhead.0 > 0,
-            // Capacities are indexed by u32 everywhere: links and 2 x 2^20 ports fit.
-            ports_from: links as u32,
             routes: FxHashMap::default(),
             route_links: Vec::new(),
             heading: BinaryHeap::new(),
@@ -528,7 +554,7 @@ impl<'m> Network<'m> {
         self.next_id += 1;
         self.traffic.bytes = self.traffic.bytes.saturating_add(bytes);
         // Byte-hops count the machine's links, not the ports.
-        let hops = u64::try_from(route.len).unwrap_or(u64::MAX) - if self.ports { 2 } else { 0 };
+        let hops = u64::try_from(route.len).unwrap_or(u64::MAX) - if self.has_ports() { 2 } else { 0 };
         let hops = if route.len == 0 { 0 } else { hops };
         self.traffic.byte_hops = self.traffic.byte_hops.saturating_add(bytes.saturating_mul(hops));
         let class = &mut self.traffic.class_byte_hops[((tag >> 56) as usize).min(7)];
@@ -645,6 +671,12 @@ impl<'m> Network<'m> {
         (self.recomputes, self.rated)
     }
 
+    /// Whether dies have injection and ejection ports (capacities after the
+    /// links).
+    fn has_ports(&self) -> bool {
+        self.capacity.len() > self.links
+    }
+
     /// The route from `src` to `dst`, asked of the machine once per pair:
     /// its links, between the dies' ports when they have them.
     fn route(&mut self, src: DieId, dst: DieId) -> Result<RouteSlot, RouteError> {
@@ -658,7 +690,7 @@ impl<'m> Network<'m> {
         let dies = self.machine.die_count() as usize;
         // Port indices fit u32 with the links: a machine has at most 2^20 dies.
         let port = |kind: usize, die: DieId| (self.links + kind * dies + die.index()) as u32;
-        if through_router && self.ports {
+        if through_router && self.has_ports() {
             self.route_links.push(port(0, src));
         }
         for &link in &route.links {
@@ -666,7 +698,7 @@ impl<'m> Network<'m> {
             latency += Time::from_secs(self.machine.link(link).spec.latency.0);
         }
         if through_router {
-            if self.ports {
+            if self.has_ports() {
                 self.route_links.push(port(1, dst));
             }
             latency += self.router_latency;
@@ -836,8 +868,8 @@ impl<'m> Network<'m> {
             route_links,
             capacity,
             scratch: s,
-            weighted,
-            ports_from,
+            overhead,
+            links: ports_from,
             now,
             next_finish,
             rates_since,
@@ -863,7 +895,9 @@ impl<'m> Network<'m> {
             fill.unfrozen = fill.count;
             fill.capacity = capacity[l as usize];
             fill.shared_at = u32::MAX;
-            fill.weight = if *weighted && l < *ports_from {
+            // With an overhead flows differ in weight (`SlotFill::weight`)
+            // on links; otherwise a capacity's weight is its flow count.
+            fill.weight = if *overhead > 0.0 && (l as usize) < *ports_from {
                 s.members[l as usize]
                     .iter()
                     .map(|&(k, _)| s.slots[k as usize].weight)
@@ -872,60 +906,28 @@ impl<'m> Network<'m> {
                 f64::from(fill.count)
             };
         }
-        let mut level = 0.0f64;
-        if s.active.len() <= SCAN_LINKS {
-            // Few capacities: a scan for the lowest share each level costs
-            // less than keeping a heap (rings: one level fills them all).
-            loop {
-                let mut lowest: Option<(f64, u32)> = None;
-                for &l in &s.active {
-                    let fill = &mut s.links[l as usize];
-                    if fill.unfrozen > 0 {
-                        let share = fill.share();
-                        if lowest.is_none_or(|(least, _)| share < least) {
-                            lowest = Some((share, l));
-                        }
-                    }
-                }
-                let Some((share, l)) = lowest else { break };
-                level = level.max(share).max(f64::MIN_POSITIVE);
-                if *weighted {
-                    s.freeze::<true>(l as usize, level, route_links, *ports_from);
-                } else {
-                    s.freeze::<false>(l as usize, level, route_links, *ports_from);
-                }
-            }
-        } else {
+        // Few capacities: a scan for the lowest share each level costs less
+        // than keeping a heap (rings: one level fills them all).
+        let scan = s.active.len() <= SCAN_LINKS;
+        if !scan {
             s.heap.clear();
             for &l in &s.active {
                 let share = s.links[l as usize].share();
                 s.heap.push(Reverse((share.to_bits(), l)));
             }
-            while let Some(Reverse((pushed, l))) = s.heap.pop() {
-                let fill = &mut s.links[l as usize];
-                if fill.unfrozen == 0 {
-                    continue;
-                }
-                // Flows froze on this capacity since it was pushed: its share
-                // rose, so it waits for its turn again, unless it is still the
-                // lowest (a tie: the common case in an all-to-all).
-                let share = fill.share();
-                let bits = share.to_bits();
-                if bits != pushed && s.heap.peek().is_some_and(|top| (bits, l) > top.0) {
-                    s.heap.push(Reverse((bits, l)));
-                    continue;
-                }
-                // In exact arithmetic each level is at least the one before;
-                // holding to that keeps rounding from ever giving a flow a
-                // smaller (or negative) rate than an earlier one. Only a
-                // bandwidth near the smallest float could underflow a share
-                // to 0; a positive level keeps "rate > 0" meaning frozen.
-                level = level.max(share).max(f64::MIN_POSITIVE);
-                if *weighted {
-                    s.freeze::<true>(l as usize, level, route_links, *ports_from);
-                } else {
-                    s.freeze::<false>(l as usize, level, route_links, *ports_from);
-                }
+        }
+        let mut level = 0.0f64;
+        while let Some((share, l)) = if scan { s.lowest_by_scan() } else { s.lowest_by_heap() } {
+            // In exact arithmetic each level is at least the one before;
+            // holding to that keeps rounding from ever giving a flow a
+            // smaller (or negative) rate than an earlier one. Only a
+            // bandwidth near the smallest float could underflow a share to
+            // 0; a positive level keeps "rate > 0" meaning frozen.
+            level = level.max(share).max(f64::MIN_POSITIVE);
+            if *overhead > 0.0 {
+                s.freeze::<true>(l as usize, level, route_links, *ports_from);
+            } else {
+                s.freeze::<false>(l as usize, level, route_links, *ports_from);
             }
         }
 
