@@ -202,28 +202,34 @@ fn a_step_started_later_is_the_same_step_bit_for_bit() {
 
 #[test]
 fn the_network_quantum_trades_little_accuracy() {
-    // An irregular all-to-all on a 4x8 mesh: exact max-min against the lagged rates.
-    let s = schedule("deepseekmoe-16b-nmp.moe", "default");
-    let (_, exact) = first_step(&s, 0.0);
-    let (_, fast) = first_step(&s, 0.02);
-    let rel = |a: f64, b: f64| (a - b).abs() / b;
-    assert!(
-        fast.latency_s >= exact.latency_s * (1.0 - 1e-9),
-        "lagging rates can only be pessimistic"
-    );
-    assert!(
-        rel(fast.latency_s, exact.latency_s) < 0.02,
-        "{} vs {}",
-        fast.latency_s,
-        exact.latency_s
-    );
-    assert!(
-        rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05,
-        "dispatch {} vs {}",
-        fast.breakdown.dispatch_s,
-        exact.breakdown.dispatch_s
-    );
-    assert_eq!(fast.traffic, exact.traffic);
+    // Exact max-min against the lagged rates: an irregular all-to-all on a
+    // 4x8 mesh, and a wafer plan whose tensor-parallel rings are chains of
+    // short dependent transfers (where a hold in proportion to the whole
+    // busy period once made the step 10x slower).
+    for (example, plan) in [("deepseekmoe-16b-nmp.moe", "default"), ("qwen3-235b-wafer.moe", "er_mapping")] {
+        let s = schedule(example, plan);
+        let (_, exact) = first_step(&s, 0.0);
+        let (_, fast) = first_step(&s, moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM);
+        let rel = |a: f64, b: f64| (a - b).abs() / b;
+        // Both ways: flows keeping a lagging rate may finish early.
+        assert!(
+            rel(fast.latency_s, exact.latency_s) < 0.02,
+            "{example} {plan}: {} vs {}",
+            fast.latency_s,
+            exact.latency_s
+        );
+        // The all-to-all's own time; under tensor parallelism the critical
+        // die's dispatch share moves with which die is critical.
+        if plan == "default" {
+            assert!(
+                rel(fast.breakdown.dispatch_s, exact.breakdown.dispatch_s) < 0.05,
+                "{example} {plan}: dispatch {} vs {}",
+                fast.breakdown.dispatch_s,
+                exact.breakdown.dispatch_s
+            );
+        }
+        assert_eq!(fast.traffic, exact.traffic);
+    }
 }
 
 #[test]

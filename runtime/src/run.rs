@@ -9,6 +9,8 @@ use crate::machine::Machine;
 use crate::numerics::Arrival;
 use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{FaultReport, NumericReport, ReportBuilder, RunReport};
+use rayon::prelude::*;
+use std::sync::Arc;
 use crate::routing::{RoutingGenerator, StepRouting};
 use crate::schedule::{Broadcast, Migration, MigrationKind, Schedule, WeightSource};
 use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
@@ -37,7 +39,18 @@ pub struct RunOutput {
     pub machine: Machine,
 }
 
+/// Steps prepared ahead and simulated at once, per worker thread: enough
+/// to keep every core busy, few enough that their routings stay small.
+const STEPS_PER_THREAD: u64 = 2;
+
 /// Runs `schedule`. `progress(done, total)` is called after every step.
+///
+/// The steps' timings are independent (each step starts on an idle
+/// machine), while what feeds them is not (the routing generator's stream,
+/// the migrations and faults so far, the numeric executor's state). So the
+/// run goes in batches: the batch's steps are prepared one after another,
+/// simulated on all cores, and reported in step order, which gives the
+/// same report, bit for bit, as one step at a time.
 pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunOutput, String> {
     schedule.validate()?;
     let machine = Machine::build(schedule.machine.clone()).map_err(|e| e.to_string())?;
@@ -45,7 +58,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     fault::check(&machine, &options.faults, steps).map_err(|e| e.to_string())?;
     let faults = fault::in_order(&options.faults);
     // The machine as faults leave it; `machine` stays as the run began.
-    let mut live = machine.clone();
+    let mut live = Arc::new(machine.clone());
     let mut generator = RoutingGenerator::new(&schedule.model, &schedule.workload)?;
     let mut numerics = match &options.numerics {
         Some(c) => Some(Numerics::new(schedule, c)?),
@@ -56,47 +69,74 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     let mut traced = Vec::new();
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
     let tokens = schedule.workload.tokens_per_step() as usize;
-    for step in 0..steps {
-        let struck = timeline.apply_faults(step, &faults, &mut live)?;
-        let change = timeline.advance(step)?;
-        if change.placement_changed {
-            if let Some(n) = &mut numerics {
-                n.relocate(&timeline.view, &change.arrivals)
-                    .map_err(|e| format!("step {step}: the numeric executor cannot follow the migration: {e}"))?;
+    let batch = STEPS_PER_THREAD * rayon::current_num_threads().max(1) as u64;
+    let mut next = 0;
+    while next < steps {
+        // Prepare: everything a step's timing needs, in step order. An
+        // error here is reported after the steps before it.
+        let mut jobs = Vec::new();
+        let mut failed = None;
+        for step in next..steps.min(next + batch) {
+            let prepared = (|| -> Result<StepJob, String> {
+                let struck = timeline.apply_faults(step, &faults, &mut live)?;
+                let change = timeline.advance(step)?;
+                if change.placement_changed {
+                    if let Some(n) = &mut numerics {
+                        n.relocate(&timeline.view, &change.arrivals)
+                            .map_err(|e| format!("step {step}: the numeric executor cannot follow the migration: {e}"))?;
+                    }
+                }
+                let generated = generator.step(step);
+                let routing = match (&mut numerics, generated) {
+                    (Some(n), generated) => {
+                        let checked = n.step(step, generated.as_ref());
+                        max_abs = max_abs.max(checked.max_abs_error);
+                        max_rel = max_rel.max(checked.max_rel_error);
+                        // The real gate decided only for the numeric tokens: tile them over the step.
+                        generated.unwrap_or_else(|| tile(&checked.routing, tokens))
+                    }
+                    (None, Some(r)) => r,
+                    (None, None) => {
+                        return Err("routing = gate needs the numeric executor: drop --no-numerics".into())
+                    }
+                };
+                let sim = SimOptions {
+                    record_flows: step < options.trace_steps,
+                    network_quantum: options.network_quantum,
+                    ..SimOptions::default()
+                };
+                Ok(timeline.job(step, &live, routing, sim, struck, change.applied))
+            })();
+            match prepared {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        let generated = generator.step(step);
-        let routing = match (&mut numerics, generated) {
-            (Some(n), generated) => {
-                let checked = n.step(step, generated.as_ref());
-                max_abs = max_abs.max(checked.max_abs_error);
-                max_rel = max_rel.max(checked.max_rel_error);
-                // The real gate decided only for the numeric tokens: tile them over the step.
-                generated.unwrap_or_else(|| tile(&checked.routing, tokens))
+        next += jobs.len() as u64;
+        // Simulate on all cores; report in step order.
+        let timed: Vec<Result<(StepResult, f64), String>> = jobs.par_iter().map(StepJob::simulate).collect();
+        for (job, timed) in jobs.into_iter().zip(timed) {
+            let (mut result, recovery_s) = timed?;
+            // Re-homed sequences decode again once their KV caches are rebuilt.
+            let rebuild: f64 = job.struck.iter().map(|r| r.kv_rebuild_s).sum();
+            result.latency_s += rebuild;
+            result.breakdown.other_s += rebuild;
+            for mut report in job.struck {
+                report.recovery_s = recovery_s;
+                builder.fault(&job.machine, report);
             }
-            (None, Some(r)) => r,
-            (None, None) => return Err("routing = gate needs the numeric executor: drop --no-numerics".into()),
-        };
-        let record = step < options.trace_steps;
-        let sim = SimOptions {
-            record_flows: record,
-            network_quantum: options.network_quantum,
-            ..SimOptions::default()
-        };
-        let (mut result, recovery_s) = timeline.simulate(step, &live, &routing, sim)?;
-        // Re-homed sequences decode again once their KV caches are rebuilt.
-        let rebuild: f64 = struck.iter().map(|r| r.kv_rebuild_s).sum();
-        result.latency_s += rebuild;
-        result.breakdown.other_s += rebuild;
-        for mut report in struck {
-            report.recovery_s = recovery_s;
-            builder.fault(&live, report);
+            builder.add(job.step, &result, job.applied);
+            if job.sim.record_flows {
+                traced.push(result);
+            }
+            progress(job.step + 1, steps);
         }
-        builder.add(step, &result, change.applied);
-        if record {
-            traced.push(result);
+        if let Some(e) = failed {
+            return Err(e);
         }
-        progress(step + 1, steps);
     }
     let numeric_check = numerics.map(|n| {
         let s = n.shape();
@@ -121,7 +161,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
     Ok(RunOutput {
         report: builder.finish(numeric_check),
         traced,
-        machine: live,
+        machine: Arc::unwrap_or_clone(live),
     })
 }
 
@@ -132,7 +172,9 @@ struct Timeline {
     current: Schedule,
     /// The next migration of `current.migrations` to take effect.
     next: usize,
-    view: Schedule,
+    /// Shared with the steps simulating on it; copied when it changes
+    /// while they do.
+    view: Arc<Schedule>,
     /// Indices of the broadcasts `view` holds.
     active: Vec<usize>,
     /// Expert copies faults restored (already in `current`'s placement),
@@ -158,7 +200,7 @@ impl Timeline {
         Timeline {
             current: schedule.clone(),
             next: 0,
-            view: schedule.clone(),
+            view: Arc::new(schedule.clone()),
             active: Vec::new(),
             restores: Vec::new(),
             stale: false,
@@ -169,13 +211,18 @@ impl Timeline {
     /// The faults of `faults` (in the order they strike) that strike at
     /// `step`: each rebuilds `machine` and repairs `current`
     /// (`fault::recover`). Returns their reports, without the step's timing.
-    fn apply_faults(&mut self, step: u64, faults: &[Fault], machine: &mut Machine) -> Result<Vec<FaultReport>, String> {
+    fn apply_faults(
+        &mut self,
+        step: u64,
+        faults: &[Fault],
+        machine: &mut Arc<Machine>,
+    ) -> Result<Vec<FaultReport>, String> {
         let mut reports = Vec::new();
         for f in faults.iter().filter(|f| f.step == step) {
             let r =
                 fault::recover(&mut self.current, self.next, machine, f).map_err(|e| format!("step {step}: {e}"))?;
-            *machine = r.machine;
-            self.view.machine = self.current.machine.clone();
+            *machine = Arc::new(r.machine);
+            Arc::make_mut(&mut self.view).machine = self.current.machine.clone();
             self.stale |= r.placement_changed;
             self.restores.extend(r.restores);
             self.fault_arrivals.extend(r.arrivals);
@@ -216,12 +263,13 @@ impl Timeline {
             .collect();
         let placement_changed = applied > 0 || active != self.active || self.stale;
         if std::mem::take(&mut self.stale) {
-            self.view.programs = self.current.programs.clone();
+            Arc::make_mut(&mut self.view).programs = self.current.programs.clone();
         }
         if placement_changed {
-            let before = std::mem::take(&mut self.view.placement);
+            let view = Arc::make_mut(&mut self.view);
+            let before = std::mem::take(&mut view.placement);
             let on: Vec<&Broadcast> = active.iter().map(|&i| &self.current.broadcasts[i]).collect();
-            self.view.placement = self.current.placement.with_broadcasts(&on);
+            view.placement = self.current.placement.with_broadcasts(&on);
             // A broadcast copy is new where neither the placement nor the
             // last view had it; it comes down the tree from its parent.
             for b in &on {
@@ -251,40 +299,89 @@ impl Timeline {
         })
     }
 
-    /// Simulates `step` on the view, with the weights that travel in it.
-    /// When migration chunks or broadcast pieces travel, the step is
-    /// simulated again on the same view without them (as if the weights
-    /// were already where they go): the difference is what moving them
-    /// cost, the experts' wait for pieces and the links they took from the
-    /// step's own traffic alike. When a fault restored experts, once more
-    /// without their chunks: the difference is the recovery time (second).
-    fn simulate(
+    /// `step`, ready to simulate on the view as it stands: the weights
+    /// that travel in it (planned migrations and broadcasts, and copies
+    /// faults restored) and what the run reports beside its timing.
+    fn job(
         &self,
         step: u64,
-        machine: &Machine,
-        routing: &crate::routing::StepRouting,
+        machine: &Arc<Machine>,
+        routing: StepRouting,
         sim: SimOptions,
-    ) -> Result<(StepResult, f64), String> {
+        struck: Vec<FaultReport>,
+        applied: u32,
+    ) -> StepJob {
         let on: Vec<&Broadcast> = self.active.iter().map(|&i| &self.current.broadcasts[i]).collect();
-        let planned = step_chunks(&self.current.migrations, &on, step);
-        let restores = step_chunks(&self.restores, &[], step);
-        let recovering = !restores.is_empty();
-        let chunks = joined(planned.clone(), restores.clone());
-        let moving = !planned.is_empty();
-        let mut result = simulate_step_with(&self.view, machine, routing, sim, chunks)?;
+        StepJob {
+            step,
+            view: Arc::clone(&self.view),
+            machine: Arc::clone(machine),
+            routing,
+            sim,
+            planned: step_chunks(&self.current.migrations, &on, step),
+            restores: step_chunks(&self.restores, &[], step),
+            struck,
+            applied,
+        }
+    }
+}
+
+/// One step, prepared: everything its timing depends on, so steps can be
+/// simulated in any order and on any core.
+struct StepJob {
+    step: u64,
+    view: Arc<Schedule>,
+    /// The machine as the faults so far left it.
+    machine: Arc<Machine>,
+    routing: StepRouting,
+    sim: SimOptions,
+    /// Migration chunks and broadcast pieces in flight this step.
+    planned: Vec<StepChunk>,
+    /// Chunks of the expert copies faults restored, in flight this step.
+    restores: Vec<StepChunk>,
+    /// The faults that struck at its start, their timing not yet known.
+    struck: Vec<FaultReport>,
+    /// Migrations that took effect at its start.
+    applied: u32,
+}
+
+impl StepJob {
+    /// Simulates the step with its weights in flight. When migration
+    /// chunks or broadcast pieces travel, the step is simulated again
+    /// without them (as if the weights were already where they go): the
+    /// difference is what moving them cost, the experts' wait for pieces
+    /// and the links they took from the step's own traffic alike. When a
+    /// fault restored experts, once more without their chunks: the
+    /// difference is the recovery time (second). The variants run side by
+    /// side.
+    fn simulate(&self) -> Result<(StepResult, f64), String> {
+        let run = |chunks: Vec<StepChunk>, sim: SimOptions| {
+            simulate_step_with(&self.view, &self.machine, &self.routing, sim, chunks)
+        };
         let quiet = SimOptions {
             record_flows: false,
-            ..sim
+            ..self.sim
         };
-        if moving {
-            let without = simulate_step_with(&self.view, machine, routing, quiet, restores)?;
-            result.breakdown.migration_s = (result.latency_s - without.latency_s).max(0.0);
+        let without = |present: &Vec<StepChunk>, kept: &Vec<StepChunk>| {
+            (!present.is_empty()).then(|| run(kept.clone(), quiet)).transpose()
+        };
+        let (result, (without_moves, without_restores)) = rayon::join(
+            || run(joined(self.planned.clone(), self.restores.clone()), self.sim),
+            || {
+                rayon::join(
+                    || without(&self.planned, &self.restores),
+                    || without(&self.restores, &self.planned),
+                )
+            },
+        );
+        let mut result = result?;
+        if let Some(w) = without_moves? {
+            result.breakdown.migration_s = (result.latency_s - w.latency_s).max(0.0);
         }
-        let mut recovery_s = 0.0;
-        if recovering {
-            let without = simulate_step_with(&self.view, machine, routing, quiet, planned)?;
-            recovery_s = (result.latency_s - without.latency_s).max(0.0);
-        }
+        let recovery_s = match without_restores? {
+            Some(w) => (result.latency_s - w.latency_s).max(0.0),
+            None => 0.0,
+        };
         Ok((result, recovery_s))
     }
 }

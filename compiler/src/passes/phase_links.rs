@@ -68,7 +68,9 @@ impl PhaseLinks {
             .ok_or("routing = gate: no routing to measure links with before the run")?;
         let options = SimOptions {
             record_flows: true,
-            network_quantum: 0.02,
+            // Exact: the windows are a measurement the migration plan is
+            // sized by, and one step costs little beside the pass's search.
+            network_quantum: 0.0,
             ..SimOptions::default()
         };
         let step = simulate_step_with(&schedule, cx.machine, &routing, options, Vec::new())?;

@@ -10,7 +10,8 @@ use crate::machine::{DieId, Machine};
 use crate::routing::StepRouting;
 use crate::schedule::{ExpertCopy, Placement, Schedule};
 use crate::workload::Phase;
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
+use std::ops::Range;
 
 /// One MoE layer's traffic.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,6 +107,7 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     let senders = schedule.placement.senders(dies);
     let ffn = schedule.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
     let mut layers = vec![None; schedule.model.layers as usize];
+    let mut pairs = PairTokens::new(dies);
     for lr in &routing.layers {
         let l = lr.layer as usize;
         if schedule.placement.experts.get(l).is_none_or(|e| e.is_empty()) {
@@ -114,9 +116,19 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         let copies: Vec<Vec<ExpertCopy>> = (0..schedule.placement.experts[l].len())
             .map(|e| schedule.placement.expert_copies(l, e, ffn))
             .collect();
-        let mut pair_tokens = vec![0u64; dies * dies];
-        // Per die: (expert, first column) -> its load.
-        let mut loads: Vec<BTreeMap<(u32, u64), PartLoad>> = vec![BTreeMap::new(); dies];
+        // Every part of every copy gets a counter, numbered expert by
+        // expert, copy by copy: counting a token is an index, not a lookup.
+        let mut copy_slot: Vec<Vec<usize>> = Vec::with_capacity(copies.len());
+        let mut slots: Vec<(DieId, u32, Range<u64>)> = Vec::new();
+        for (e, of_expert) in copies.iter().enumerate() {
+            copy_slot.push(of_expert.iter().map(|c| {
+                let first = slots.len();
+                slots.extend(c.iter().map(|p| (p.die, e as u32, p.columns.clone())));
+                first
+            }).collect());
+        }
+        let mut slot_tokens = vec![0u64; slots.len()];
+        pairs.clear();
         // Tokens of balanced (broadcast) experts go last, each to the
         // holder with the fewest token-expert pairs so far.
         let mut die_load = vec![0u64; dies];
@@ -137,31 +149,50 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             let Some(copy) = copy else {
                 continue;
             };
-            for part in copy {
+            let first = copy_slot[e as usize][position_of(of_expert, copy)];
+            for (p, part) in copy.iter().enumerate() {
                 die_load[part.die.index()] += 1;
+                slot_tokens[first + p] += 1;
                 let sender = senders.sender(home, part.die);
-                let load = loads[part.die.index()].entry((e, part.columns.start)).or_default();
-                load.tokens += 1;
-                load.columns = part.columns.end - part.columns.start;
                 if part.die != sender {
-                    pair_tokens[sender.index() * dies + part.die.index()] += 1;
+                    pairs.add(sender.index(), part.die.index());
                 }
             }
         }
+        // Per die, its parts with tokens by (expert, first column); two
+        // copies' parts alike on one die count as one.
+        let mut expert_loads: Vec<Vec<(u32, u64, PartLoad)>> = vec![Vec::new(); dies];
+        for ((die, e, columns), &tokens) in slots.iter().zip(&slot_tokens) {
+            if tokens > 0 {
+                let load = PartLoad {
+                    tokens,
+                    columns: columns.end - columns.start,
+                };
+                expert_loads[die.index()].push((*e, columns.start, load));
+            }
+        }
+        for loads in &mut expert_loads {
+            // Already by expert; within one, by column.
+            loads.sort_by_key(|&(e, start, _)| (e, start));
+            loads.dedup_by(|later, kept| {
+                let same = (later.0, later.1) == (kept.0, kept.1);
+                if same {
+                    kept.2.tokens += later.2.tokens;
+                }
+                same
+            });
+        }
         let mut t = LayerTraffic {
-            expert_loads: loads.iter().map(|m| m.values().copied().collect()).collect(),
-            expert_tokens: loads.iter().map(|m| m.values().map(|p| p.tokens).sum()).collect(),
+            expert_tokens: expert_loads.iter().map(|m| m.iter().map(|p| p.2.tokens).sum()).collect(),
+            expert_loads: expert_loads.into_iter().map(|m| m.into_iter().map(|p| p.2).collect()).collect(),
             dispatch: Vec::new(),
             dispatch_in: vec![0; dies],
             combine_in: vec![0; dies],
         };
-        for (k, &n) in pair_tokens.iter().enumerate() {
-            if n > 0 {
-                let (src, dst) = (k / dies, k % dies);
-                t.dispatch.push((DieId(src as u32), DieId(dst as u32), n * token_bytes));
-                t.dispatch_in[dst] += 1;
-                t.combine_in[src] += 1;
-            }
+        for (src, dst, n) in pairs.sorted() {
+            t.dispatch.push((DieId(src as u32), DieId(dst as u32), n * token_bytes));
+            t.dispatch_in[dst] += 1;
+            t.combine_in[src] += 1;
         }
         layers[l] = Some(t);
     }
@@ -181,4 +212,77 @@ fn least_loaded<'c>(copies: &'c [ExpertCopy], die_load: &[u64], home: DieId) -> 
         let load = c.iter().map(|p| die_load[p.die.index()]).max().unwrap_or(0);
         (load, !c.iter().any(|p| p.die == home))
     })
+}
+
+/// Where `item` (a reference into `items`) sits in it.
+fn position_of<T>(items: &[T], item: &T) -> usize {
+    // Plain address arithmetic: `item` is an element of `items`.
+    (item as *const T as usize - items.as_ptr() as usize) / std::mem::size_of::<T>().max(1)
+}
+
+/// Tokens sent from each die to each other die in one layer: a dense
+/// table on machines small enough for one (dies^2 counters), a map of the
+/// pairs that occur above that, so a machine of 65,536 dies costs what
+/// its traffic does, not 34 GB.
+enum PairTokens {
+    /// Counters by `src x dies + dst`, and the pairs counted since the
+    /// last `sorted`, so clearing costs the traffic, not the table.
+    Dense { dies: usize, count: Vec<u64>, touched: Vec<usize> },
+    Sparse { dies: usize, count: FxHashMap<usize, u64> },
+}
+
+/// Dies up to which the pair table is dense (8 MB of counters at 1,024).
+const DENSE_PAIR_DIES: usize = 1024;
+
+impl PairTokens {
+    fn new(dies: usize) -> PairTokens {
+        if dies <= DENSE_PAIR_DIES {
+            PairTokens::Dense {
+                dies,
+                count: vec![0; dies * dies],
+                touched: Vec::new(),
+            }
+        } else {
+            PairTokens::Sparse {
+                dies,
+                count: FxHashMap::default(),
+            }
+        }
+    }
+
+    /// One more token from `src` to `dst`.
+    fn add(&mut self, src: usize, dst: usize) {
+        match self {
+            PairTokens::Dense { dies, count, touched } => {
+                let k = src * *dies + dst;
+                if count[k] == 0 {
+                    touched.push(k);
+                }
+                count[k] += 1;
+            }
+            PairTokens::Sparse { dies, count } => *count.entry(src * *dies + dst).or_insert(0) += 1,
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            PairTokens::Dense { count, touched, .. } => {
+                for k in touched.drain(..) {
+                    count[k] = 0;
+                }
+            }
+            PairTokens::Sparse { count, .. } => count.clear(),
+        }
+    }
+
+    /// The pairs with tokens as (source, destination, tokens), by source
+    /// then destination.
+    fn sorted(&mut self) -> Vec<(usize, usize, u64)> {
+        let (dies, mut pairs) = match self {
+            PairTokens::Dense { dies, count, touched } => (*dies, touched.iter().map(|&k| (k, count[k])).collect::<Vec<_>>()),
+            PairTokens::Sparse { dies, count } => (*dies, count.iter().map(|(&k, &n)| (k, n)).collect()),
+        };
+        pairs.sort_unstable();
+        pairs.into_iter().map(|(k, n)| (k / dies, k % dies, n)).collect()
+    }
 }
