@@ -51,6 +51,7 @@ for c in "${cases[@]}"; do
     step-4wafers) row "DeepSeek-V3 decode, 4 wafers, 2 steps" run examples/deepseek-v3-4wafers.moe --no-numerics --steps 2 ;;
     drift-100) row "drift example, ni_balancer, 100 steps" run examples/deepseek-v3-wafer-drift.moe --plan ni_balancer --no-numerics --steps 100 ;;
     place-auto) row "place(auto), 4 wafers" compile examples/deepseek-v3-4wafers.moe --plan her_mapping --passes 'place(auto)' ;;
+    parallel-auto) row "parallel(auto), 4 wafers" compile examples/deepseek-v3-4wafers.moe --plan her_mapping --passes 'place(er_mapping),parallel(auto)' ;;
     compare) row "moec compare, 8x8 wafer" compare examples/deepseek-v3-wafer.moe ;;
     # BookSim's speed case (tests/netbench/speed.csv): uniform, 16-flit
     # packets (256 B), 1,000 messages a die, the new build alone (the old one

@@ -602,3 +602,65 @@ fn skewed_routing_checks_and_runs_from_a_schedule() {
     assert_eq!(a.stdout, b.stdout);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A scratch folder of this test's own under the system's temporary one.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("moec-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+#[test]
+fn an_output_through_a_symlink_keeps_the_link_and_fills_its_target() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch("symlink");
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.join("link.txt");
+    symlink(&target, &link).unwrap();
+    let o = moec(&["compile", MAIN, "-o", link.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert!(written.contains("expert"), "{written}");
+    // Nothing left beside them: no temporary files.
+    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["link.txt", "target.txt"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_output_into_a_fifo_is_written_through_and_the_fifo_stays() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("fifo");
+    let fifo = dir.join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    // The reader opens the FIFO while moec writes it.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read the fifo"))
+    };
+    let o = moec(&["compile", MAIN, "-o", fifo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    // Checked before joining: a replaced FIFO would leave the reader waiting.
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the fifo was replaced");
+    let read = reader.join().unwrap();
+    assert!(read.contains("expert"), "{read}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_output_onto_a_full_device_fails_and_leaves_the_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let full = std::path::Path::new("/dev/full");
+    if !std::fs::metadata(full).is_ok_and(|m| m.file_type().is_char_device()) {
+        return; // no such device here: nothing to check
+    }
+    let o = moec(&["compile", MAIN, "-o", "/dev/full"]);
+    assert_eq!(o.status.code(), Some(1), "writing a full device succeeded");
+    assert!(text(&o.stderr).contains("cannot write"), "{}", text(&o.stderr));
+    assert!(std::fs::metadata(full).unwrap().file_type().is_char_device(), "/dev/full was replaced");
+}

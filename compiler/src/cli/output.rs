@@ -36,28 +36,58 @@ pub fn report_session(session: &Session) -> bool {
     report(&session.loaded.sources, &session.diagnostics.sorted())
 }
 
-/// Writes `text` to `path` through a temporary file in the same folder and a
-/// rename, so a reader never sees half a file.
+/// Writes `text` to `path` so a reader never sees half a file, without
+/// ever replacing what is not a regular file:
+///
+/// - a regular file, or nothing yet: through a temporary file beside it
+///   and a rename (the old file's permissions kept); the temporary file is
+///   removed on any failure (only a kill between its creation and the
+///   rename can leave a `.NAME.moec-*` behind);
+/// - a symbolic link: the same, onto the file it points to, so the link
+///   stays a link;
+/// - a device, FIFO or socket (`/dev/stdout`, a named pipe): written
+///   through, in place, and an error writing (`/dev/full`) is an error.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = match path.parent() {
+    // Follow links to what they name; a dangling link is written through.
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match std::fs::canonicalize(path) {
+            Ok(resolved) => resolved,
+            Err(_) => return write_through(path, text),
+        },
+        _ => path.to_path_buf(),
+    };
+    let existing = std::fs::metadata(&target).ok();
+    if existing.as_ref().is_some_and(|m| !m.is_file()) {
+        return write_through(&target, text);
+    }
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // Removed on drop unless persisted: every early return cleans up.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.moec-"))
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    if let Some(m) = existing {
+        tmp.as_file().set_permissions(m.permissions())?;
     }
-    result
+    tmp.persist(&target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes `text` into an existing special file (or through a dangling
+/// link) in place: opened for writing, never created as a regular file in
+/// a device's stead, flushed so a full device reports it.
+fn write_through(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.flush()
 }
 
 /// Writes to `path` if given, else standard output; exit status on failure.
@@ -69,9 +99,14 @@ pub fn emit(path: Option<&Path>, text: &str) -> Result<(), u8> {
         }),
         None => {
             let mut out = std::io::stdout().lock();
-            // A closed pipe (`moec ... | head`) is not an error worth a panic.
-            let _ = out.write_all(text.as_bytes());
-            Ok(())
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                // A reader that stopped early (`moec ... | head`) wanted no more.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write standard output: {e}");
+                    Err(super::EXIT_DIAGNOSTICS)
+                }
+                _ => Ok(()),
+            }
         }
     }
 }

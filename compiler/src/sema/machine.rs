@@ -301,7 +301,7 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
     let suspicious = [
         ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
-        ("launch_overhead", launch.0 > 1e-3, "above 1 ms"),
+        ("launch_overhead", plausible_or_refused(launch.0), "above 1 ms"),
     ];
     warn_suspicious(&r, &suspicious, diags);
     diags.extend(r.finish());
@@ -320,7 +320,7 @@ fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Op
     let latency = r.req_quantity("latency", Dim::Time, "latency = 20 ns");
     warn_suspicious(
         &r,
-        &[("latency", latency.is_some_and(|l| l > 1e-3), "above 1 ms")],
+        &[("latency", latency.is_some_and(plausible_or_refused), "above 1 ms")],
         diags,
     );
     diags.extend(r.finish());
@@ -341,7 +341,7 @@ fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) 
     warn_suspicious(
         &r,
         &[
-            ("latency", latency.0 > 1e-3, "above 1 ms"),
+            ("latency", plausible_or_refused(latency.0), "above 1 ms"),
             ("overhead", overhead.is_some_and(|o| o.0 > 1 << 20), "above 1 MiB"),
         ],
         diags,
@@ -353,6 +353,12 @@ fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) 
         overhead: overhead.unwrap_or(ideal.overhead),
         port,
     })
+}
+
+/// A time above 1 ms that the machine check will still accept: worth a
+/// warning. Past `MAX_MACHINE_TIME_S` it is refused (E0018), not warned of.
+fn plausible_or_refused(seconds: f64) -> bool {
+    seconds > 1e-3 && seconds <= moec_runtime::machine::MAX_MACHINE_TIME_S
 }
 
 fn warn_suspicious(r: &BlockReader, checks: &[(&str, bool, &str)], diags: &mut Vec<Diagnostic>) {

@@ -149,7 +149,12 @@ impl fmt::Display for MachineError {
                 value,
                 expected,
             } => {
-                write!(f, "{quantity} is {value}, but must be {expected}")
+                if value.is_finite() && *value != 0.0 && !(1e-6..1e9).contains(&value.abs()) {
+                    // 1e308 in full is three hundred digits.
+                    write!(f, "{quantity} is {value:e}, but must be {expected}")
+                } else {
+                    write!(f, "{quantity} is {value}, but must be {expected}")
+                }
             }
             MachineError::ZeroDimension { topology, dimension } => {
                 write!(

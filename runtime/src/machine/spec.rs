@@ -8,6 +8,9 @@ use crate::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The longest latency or overhead a machine may declare, seconds.
+pub const MAX_MACHINE_TIME_S: f64 = 3600.0;
+
 /// A whole machine as written: shape, parts and known defects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MachineSpec {
@@ -286,12 +289,15 @@ impl MachineSpec {
                 expected: "a positive finite rate",
             });
         }
-        let bad_time = times.into_iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0));
+        // An hour is no machine's latency or launch overhead, and the
+        // simulated clock (picoseconds in a u64, about 213 days) must hold
+        // a step of thousands of them.
+        let bad_time = times.into_iter().find(|(_, v)| !(v.is_finite() && (0.0..=MAX_MACHINE_TIME_S).contains(v)));
         if let Some((quantity, value)) = bad_time {
             return Err(MachineError::BadQuantity {
                 quantity,
                 value,
-                expected: "a finite time of zero or more",
+                expected: "a time from 0 to an hour (3600 s)",
             });
         }
         Ok(())

@@ -489,6 +489,14 @@ pub fn simulate_step_with(
             }
         }
     }
+    // Nothing left to happen before the end of the clock, yet transfers or
+    // kernels are unfinished: they would end past it, not never.
+    if net.active() > 0 || state.iter().any(|s| s.running.is_some()) {
+        return Err(format!(
+            "the step outlasts the simulated clock ({:.0} days): a rate or latency of the machine is implausible",
+            Time::NEVER.secs() / 86_400.0
+        ));
+    }
     // Report the die that got least far: the others wait on it.
     if let Some((d, s)) = state
         .iter()
