@@ -27,7 +27,6 @@ while read -r file plan steps; do
     "$(echo "($d - $e) * 100 / $e" | bc -l)" "$et" "$dt"
 done <<'CASES'
 deepseek-v3-wafer.moe default 2
-deepseek-v3-wafer.moe tp_contiguous 2
 deepseek-v3-wafer-drift.moe static 3
 deepseek-v3-wafer-drift.moe ni_balancer 3
 qwen3-235b-wafer.moe default 2
@@ -35,5 +34,6 @@ qwen3-235b-wafer.moe tp_attention 2
 qwen3-235b-wafer.moe er_mapping 2
 dbrx-wafer.moe prefill 1
 deepseek-v3-nvl72.moe default 2
-deepseekmoe-16b-nmp.moe default 2
+mixtral-8x22b-wafer.moe default 2
+deepseek-v2-wafer.moe default 2
 CASES

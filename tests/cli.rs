@@ -664,3 +664,64 @@ fn an_output_onto_a_full_device_fails_and_leaves_the_device() {
     assert!(text(&o.stderr).contains("cannot write"), "{}", text(&o.stderr));
     assert!(std::fs::metadata(full).unwrap().file_type().is_char_device(), "/dev/full was replaced");
 }
+
+#[test]
+fn a_schedule_naming_a_layer_the_model_lacks_is_refused_whatever_runs() {
+    // It once panicked in the simulator with --no-numerics, while the
+    // numeric executor refused it: validation runs before either.
+    let dir = scratch("layer");
+    let plan = dir.join("plan.json");
+    let o = moec(&["compile", "examples/mixtral-8x7b-h100.moe", "--emit", "schedule", "-o", plan.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json = std::fs::read_to_string(&plan).unwrap();
+    let mut schedule: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let instrs = schedule["programs"][0]["instrs"].as_array_mut().unwrap();
+    let dispatch = instrs.iter_mut().find(|i| i["op"]["op"] == "dispatch").expect("a dispatch");
+    dispatch["op"]["layer"] = serde_json::json!(9999);
+    std::fs::write(&plan, serde_json::to_string(&schedule).unwrap()).unwrap();
+    for numerics in [true, false] {
+        let mut args = vec!["run", plan.to_str().unwrap(), "--steps", "1"];
+        if !numerics {
+            args.push("--no-numerics");
+        }
+        let o = moec(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "numerics {numerics}: {err}");
+        assert!(err.contains("names layer 9999"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_model_at_the_layer_limit_compiles_and_runs() {
+    // 100,000 layers is the documented limit; a recursive cycle check once
+    // overflowed the stack from about 16,300.
+    let dir = scratch("deep");
+    let file = dir.join("deep.moe");
+    std::fs::write(
+        &file,
+        "model deep {
+  layers = 100000
+  hidden = 64
+  vocab = 100
+  dtype = bf16
+  attention mha { heads = 2; head_dim = 32 }
+  moe { experts = 2; top_k = 1; expert_ffn = 64; activation = swiglu; gate = softmax }
+}
+machine m {
+  topology = mesh(2, 1)
+  die { compute = 100 TFLOPS; memory = 1000 GB; memory_bw = 1 TB/s }
+  link { bandwidth = 100 GB/s; latency = 100 ns }
+}
+workload w { phase = decode; batch = 2; context = 16; steps = 1; routing = uniform(seed = 1) }
+plan p { model = deep; machine = m; workload = w; placement = round_robin }
+",
+    )
+    .unwrap();
+    let out = dir.join("out.txt");
+    let o = moec(&["compile", file.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = moec(&["run", file.to_str().unwrap(), "--no-numerics"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -298,3 +298,43 @@ fn a_schedule_read_back_from_json_fails_the_same() {
     let b = run_with(&back, false, &["die(2,1)@step=2"]).unwrap();
     assert_eq!(a.report.to_json(), b.report.to_json());
 }
+
+#[test]
+fn two_dies_failing_in_one_step_are_recovered_together() {
+    // The first die's recovery may restore a copy onto the second, or
+    // from it: each pair of neighbouring dies, failing in that order at
+    // one step.
+    let s = schedule("eplb");
+    let m = Machine::build(s.machine.clone()).unwrap();
+    let dies = m.alive_dies();
+    let spec = |d: DieId| {
+        let at = m.coord(d).unwrap();
+        format!("die({},{})@step=2", at.x, at.y)
+    };
+    let mut recovered = 0;
+    let mut pairs = 0;
+    for &a in &dies {
+        // Neighbours: the nearest die is where a lost copy goes first.
+        for &b in dies.iter().filter(|&&b| m.hops(a, b) == Some(1)) {
+            pairs += 1;
+            let (fa, fb) = (spec(a), spec(b));
+            let options = RunOptions {
+                steps: Some(3),
+                trace_steps: 3,
+                ..options(true, &[&fa, &fb])
+            };
+            match run(&s, &options, &mut |_, _| {}) {
+                Ok(out) => {
+                    recovered += 1;
+                    let check = out.report.numeric_check.as_ref().expect("numerics ran");
+                    assert!(check.max_rel_error < TOLERANCE, "{fa} {fb}: {check:?}");
+                    assert!(out.traced.iter().all(|x| x.tokens == s.workload.tokens_per_step()));
+                    assert_eq!(out.report.faults.len(), 2);
+                }
+                // Only a machine the two faults leave unusable may refuse.
+                Err(e) => assert!(e.contains("cannot run after it"), "{fa} {fb}: {e}"),
+            }
+        }
+    }
+    assert!(recovered * 2 > pairs, "{recovered} of {pairs} pairs recovered");
+}

@@ -472,7 +472,16 @@ pub struct Recovery {
 /// Recovers `schedule` (a run's current schedule: its placement has the
 /// migrations before index `next` applied) from `fault` striking `machine`
 /// at the start of `fault.step`. See the module doc for what it does.
-pub fn recover(schedule: &mut Schedule, next: usize, machine: &Machine, fault: &Fault) -> Result<Recovery, FaultError> {
+///
+/// `arriving` are the copies earlier faults of the same step restored:
+/// their weights are still on the way, so none is a source.
+pub fn recover(
+    schedule: &mut Schedule,
+    next: usize,
+    machine: &Machine,
+    fault: &Fault,
+    arriving: &[Arrival],
+) -> Result<Recovery, FaultError> {
     let after = fault.strike(machine)?;
     schedule.machine = after.spec().clone();
     let mut report = FaultReport {
@@ -501,6 +510,7 @@ pub fn recover(schedule: &mut Schedule, next: usize, machine: &Machine, fault: &
         report,
         restores: Vec::new(),
         arrivals: Vec::new(),
+        arriving,
     };
     if let Some(p) = repair.schedule.programs.get_mut(dead.index()) {
         p.instrs.clear();
@@ -531,6 +541,72 @@ pub fn recover(schedule: &mut Schedule, next: usize, machine: &Machine, fault: &
     })
 }
 
+/// Keeps the expert copies restored earlier in `step` valid once a later
+/// fault of the same step has struck `machine`: a copy restored onto a die
+/// that has now failed is dropped (that fault's own recovery restores it
+/// again elsewhere, since the placement held it there), and one whose
+/// weights were to come from a die that has now failed comes instead from
+/// the nearest surviving whole replica, else through the nearest io die.
+/// `arrivals` (the numeric executor's view of the same copies) follows.
+/// `fault` is the one that struck last, named when nothing is left.
+pub fn revise_restores(
+    restores: &mut Vec<Migration>,
+    arrivals: &mut Vec<Arrival>,
+    fault: &Fault,
+    placement: &Placement,
+    ffn: u64,
+    machine: &Machine,
+) -> Result<(), FaultError> {
+    let step = fault.step;
+    let this_step = |m: &Migration| m.effective_step == step;
+    restores.retain(|m| !this_step(m) || machine.is_alive(m.to));
+    arrivals.retain(|a| machine.is_alive(a.to));
+    let io_dies = machine.io_dies();
+    for m in restores.iter_mut().filter(|m| this_step(m)) {
+        let Some(chunk) = m.chunks.first_mut() else { continue };
+        if machine.is_alive(chunk.from) {
+            continue;
+        }
+        let to = m.to;
+        // Copies restored in this step hold no weights yet: not a source.
+        let arriving: Vec<DieId> = arrivals
+            .iter()
+            .filter(|a| (a.layer, a.expert) == (m.layer, m.expert))
+            .map(|a| a.to)
+            .collect();
+        let nearest = |from: &mut dyn Iterator<Item = DieId>| {
+            from.filter(|&d| machine.is_alive(d))
+                .min_by_key(|&d| (machine.hops(d, to).unwrap_or(u32::MAX), d.0))
+        };
+        // Whole replicas elsewhere that were there before this step.
+        let mut whole = placement
+            .expert_copies(m.layer as usize, m.expert as usize, ffn)
+            .into_iter()
+            .filter(|c| c.len() == 1 && c[0].die != to && !arriving.contains(&c[0].die))
+            .map(|c| c[0].die);
+        // Else the host, through the nearest io die (the copy's own die
+        // when it is one).
+        let (source, from) = match nearest(&mut whole) {
+            Some(d) => (WeightSource::Die(d), d),
+            None => match nearest(&mut io_dies.iter().copied()) {
+                Some(io) => (WeightSource::Host, io),
+                None => {
+                    return Err(fault.error(FaultProblem::NoHost {
+                        layer: m.layer,
+                        expert: m.expert,
+                    }))
+                }
+            },
+        };
+        m.source = source;
+        chunk.from = from;
+        for a in arrivals.iter_mut().filter(|a| (a.layer, a.expert, a.to) == (m.layer, m.expert, to)) {
+            a.source = source;
+        }
+    }
+    Ok(())
+}
+
 /// A die fault's repair under way.
 struct Repair<'a> {
     schedule: &'a mut Schedule,
@@ -541,6 +617,8 @@ struct Repair<'a> {
     report: FaultReport,
     restores: Vec<Migration>,
     arrivals: Vec<Arrival>,
+    /// Copies earlier faults of this step restored, not there yet.
+    arriving: &'a [Arrival],
 }
 
 impl Repair<'_> {
@@ -815,11 +893,15 @@ impl Repair<'_> {
                             needed: bytes,
                             most_free: room.iter().map(|&d| free(d)).max().unwrap_or(0),
                         })?;
-                    // Whole replicas that survive (or were restored just now).
+                    // Whole replicas that survive or this repair restored, not those an
+                    // earlier fault of the step restored (still on the way).
+                    let arrived = |d: &DieId| {
+                        !self.arriving.iter().any(|a| (a.layer, a.expert, a.to) == (layer, expert, *d))
+                    };
                     let whole: Vec<DieId> = dies
                         .iter()
                         .zip(&columns)
-                        .filter(|(_, &c)| c >= ffn)
+                        .filter(|(d, &c)| c >= ffn && arrived(d))
                         .map(|(&d, _)| d)
                         .collect();
                     let nearest = |from: &[DieId]| {

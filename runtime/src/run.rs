@@ -220,12 +220,25 @@ impl Timeline {
         let mut reports = Vec::new();
         for f in faults.iter().filter(|f| f.step == step) {
             let r =
-                fault::recover(&mut self.current, self.next, machine, f).map_err(|e| format!("step {step}: {e}"))?;
+                fault::recover(&mut self.current, self.next, machine, f, &self.fault_arrivals)
+                    .map_err(|e| format!("step {step}: {e}"))?;
             *machine = Arc::new(r.machine);
             Arc::make_mut(&mut self.view).machine = self.current.machine.clone();
             self.stale |= r.placement_changed;
             self.restores.extend(r.restores);
             self.fault_arrivals.extend(r.arrivals);
+            // An earlier fault of this step may have restored copies onto,
+            // or from, the die this one killed.
+            let ffn = self.current.model.moe.as_ref().map_or(1, |m| m.expert_ffn.max(1));
+            fault::revise_restores(
+                &mut self.restores,
+                &mut self.fault_arrivals,
+                f,
+                &self.current.placement,
+                ffn,
+                machine,
+            )
+            .map_err(|e| format!("step {step}: {e}"))?;
             reports.push(r.report);
         }
         Ok(reports)

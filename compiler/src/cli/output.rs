@@ -69,8 +69,11 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     // Removed on drop unless persisted: every early return cleans up.
+    // Created as `File::create` would (0666 less the umask), not the
+    // temporary file's usual owner-only mode.
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.moec-"))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;

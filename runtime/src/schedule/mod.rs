@@ -399,6 +399,14 @@ impl Schedule {
                 if let Some(d) = instr.deps.iter().find(|d| d.0 as usize >= k) {
                     return Err(format!("die {i}: instruction {k} depends on a later one ({})", d.0));
                 }
+                // The simulator and the numeric executor index by layer.
+                if let Some(l) = instr.op.layer().filter(|&l| u64::from(l) >= self.model.layers) {
+                    return Err(format!(
+                        "die {i}: instruction {k} ({}) names layer {l}, but the model has {} layers",
+                        instr.op.name(),
+                        self.model.layers
+                    ));
+                }
             }
         }
         let bad = |d: &DieId| d.0 >= dies;
