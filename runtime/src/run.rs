@@ -367,19 +367,29 @@ impl StepJob {
     /// fault restored experts, once more without their chunks: the
     /// difference is the recovery time (second). The variants run side by
     /// side.
+    ///
+    /// Those differences are taken on the exact network: the quantum's
+    /// error goes both ways (`Network::with_quantum`), so at the default a
+    /// step without any weight in flight could read up to a few percent
+    /// apart from itself with them, a noise as large as the stall measured.
     fn simulate(&self) -> Result<(StepResult, f64), String> {
         let run = |chunks: Vec<StepChunk>, sim: SimOptions| {
             simulate_step_with(&self.view, &self.machine, &self.routing, sim, chunks)
         };
+        let differenced = !self.planned.is_empty() || !self.restores.is_empty();
+        let sim = SimOptions {
+            network_quantum: if differenced { 0.0 } else { self.sim.network_quantum },
+            ..self.sim
+        };
         let quiet = SimOptions {
             record_flows: false,
-            ..self.sim
+            ..sim
         };
         let without = |present: &Vec<StepChunk>, kept: &Vec<StepChunk>| {
             (!present.is_empty()).then(|| run(kept.clone(), quiet)).transpose()
         };
         let (result, (without_moves, without_restores)) = rayon::join(
-            || run(joined(self.planned.clone(), self.restores.clone()), self.sim),
+            || run(joined(self.planned.clone(), self.restores.clone()), sim),
             || {
                 rayon::join(
                     || without(&self.planned, &self.restores),
