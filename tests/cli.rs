@@ -725,3 +725,13 @@ plan p { model = deep; machine = m; workload = w; placement = round_robin }
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn steps_past_the_languages_limit_are_refused_up_front() {
+    // The language caps `steps` at 2^24; the flag once took any u64 and ran.
+    for command in ["run", "compare"] {
+        let o = moec(&[command, MAIN, "--steps", "18446744073709551615", "--no-numerics"]);
+        assert_eq!(o.status.code(), Some(2), "{command}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).contains("--steps"), "{}", text(&o.stderr));
+    }
+}

@@ -28,8 +28,8 @@ pub struct Args {
     /// Which plan supplies the model, machine and workload (default: the only plan, or `default`).
     #[arg(long)]
     plan: Option<String>,
-    /// Steps to run each placement (default: the workload's `steps`).
-    #[arg(long)]
+    /// Steps to run each placement (default: the workload's `steps`; 1 to 2^24, as in the language).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     steps: Option<u64>,
     /// Skip the numeric check (timing only).
     #[arg(long)]

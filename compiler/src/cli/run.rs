@@ -47,8 +47,8 @@ pub struct Args {
     /// Write an SVG time series of latency and imbalance per step.
     #[arg(long, value_name = "FILE")]
     series: Option<PathBuf>,
-    /// Steps to run (default: the workload's `steps`).
-    #[arg(long)]
+    /// Steps to run (default: the workload's `steps`; 1 to 2^24, as in the language).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     steps: Option<u64>,
     /// Hidden width of the numeric check (default: the largest that fits the memory and time budget).
     #[arg(long, value_name = "W")]
