@@ -735,3 +735,37 @@ fn steps_past_the_languages_limit_are_refused_up_front() {
         assert!(text(&o.stderr).contains("--steps"), "{}", text(&o.stderr));
     }
 }
+
+#[test]
+fn imports_of_devices_and_fifos_are_refused_at_once() {
+    // `import "/dev/zero"` once read 4 GB before failing, and a FIFO
+    // blocked forever.
+    let dir = scratch("imports");
+    let fifo = dir.join("pipe.moe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    for target in ["/dev/zero", "pipe.moe"] {
+        let file = dir.join("root.moe");
+        std::fs::write(&file, format!("import \"{target}\"\n")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_moec"))
+            .args(["check", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("moec runs");
+        let begin = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if begin.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("moec check waited on `{target}`");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let err = text(&child.wait_with_output().unwrap().stderr);
+        assert_eq!(status.code(), Some(1), "{target}: {err}");
+        assert!(err.contains("E0011") && err.contains("not a regular file"), "{target}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

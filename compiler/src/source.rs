@@ -51,7 +51,7 @@ pub struct FsReader;
 
 impl SourceReader for FsReader {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
+        moec_runtime::input::read_file(path, MAX_FILE_BYTES as u64)
     }
 }
 

@@ -10,6 +10,7 @@
 //! `run::run` ties them together.
 
 pub mod fault;
+pub mod input;
 pub mod kernels;
 pub mod machine;
 pub mod model;

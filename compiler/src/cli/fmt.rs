@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Runs `moec fmt`.
 pub fn run(file: &Path, write: bool, check: bool) -> Result<(), u8> {
-    let bytes = std::fs::read(file).map_err(|e| {
+    let bytes = moec_runtime::input::read_file(file, moec::source::MAX_FILE_BYTES as u64).map_err(|e| {
         eprintln!("error: cannot read `{}`: {e}", file.display());
         super::EXIT_DIAGNOSTICS
     })?;

@@ -123,7 +123,7 @@ fn write(path: &Path, text: &str) -> Result<(), u8> {
 /// A .moe file compiled, or a schedule read back.
 fn load_schedule(file: &Path, plan: Option<&str>, steps: Option<u64>) -> Result<Schedule, u8> {
     if file.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(file).map_err(|e| {
+        let text = moec_runtime::input::read_text(file, moec_runtime::input::MAX_DATA_FILE_BYTES).map_err(|e| {
             eprintln!("error: cannot read `{}`: {e}", file.display());
             super::EXIT_DIAGNOSTICS
         })?;

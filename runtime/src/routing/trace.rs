@@ -82,7 +82,8 @@ struct RawStep {
 /// Reads and validates the trace at `path`; errors name the file.
 pub fn read_trace(path: &Path) -> Result<Trace, String> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: cannot read routing trace: {e}"))?;
+    let text = crate::input::read_text(path, crate::input::MAX_DATA_FILE_BYTES)
+        .map_err(|e| format!("{origin}: cannot read routing trace: {e}"))?;
     parse_trace(&text, &origin)
 }
 
