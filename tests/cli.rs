@@ -621,11 +621,17 @@ fn an_output_through_a_symlink_keeps_the_link_and_fills_its_target() {
     symlink(&target, &link).unwrap();
     let o = moec(&["compile", MAIN, "-o", link.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(
+        std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+        "the link was replaced"
+    );
     let written = std::fs::read_to_string(&target).unwrap();
     assert!(written.contains("expert"), "{written}");
     // Nothing left beside them: no temporary files.
-    let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names.sort();
     assert_eq!(names, ["link.txt", "target.txt"]);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -646,7 +652,10 @@ fn an_output_into_a_fifo_is_written_through_and_the_fifo_stays() {
     let o = moec(&["compile", MAIN, "-o", fifo.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     // Checked before joining: a replaced FIFO would leave the reader waiting.
-    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the fifo was replaced");
+    assert!(
+        std::fs::metadata(&fifo).unwrap().file_type().is_fifo(),
+        "the fifo was replaced"
+    );
     let read = reader.join().unwrap();
     assert!(read.contains("expert"), "{read}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -662,7 +671,10 @@ fn an_output_onto_a_full_device_fails_and_leaves_the_device() {
     let o = moec(&["compile", MAIN, "-o", "/dev/full"]);
     assert_eq!(o.status.code(), Some(1), "writing a full device succeeded");
     assert!(text(&o.stderr).contains("cannot write"), "{}", text(&o.stderr));
-    assert!(std::fs::metadata(full).unwrap().file_type().is_char_device(), "/dev/full was replaced");
+    assert!(
+        std::fs::metadata(full).unwrap().file_type().is_char_device(),
+        "/dev/full was replaced"
+    );
 }
 
 #[test]
@@ -671,12 +683,22 @@ fn a_schedule_naming_a_layer_the_model_lacks_is_refused_whatever_runs() {
     // numeric executor refused it: validation runs before either.
     let dir = scratch("layer");
     let plan = dir.join("plan.json");
-    let o = moec(&["compile", "examples/mixtral-8x7b-h100.moe", "--emit", "schedule", "-o", plan.to_str().unwrap()]);
+    let o = moec(&[
+        "compile",
+        "examples/mixtral-8x7b-h100.moe",
+        "--emit",
+        "schedule",
+        "-o",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let json = std::fs::read_to_string(&plan).unwrap();
     let mut schedule: serde_json::Value = serde_json::from_str(&json).unwrap();
     let instrs = schedule["programs"][0]["instrs"].as_array_mut().unwrap();
-    let dispatch = instrs.iter_mut().find(|i| i["op"]["op"] == "dispatch").expect("a dispatch");
+    let dispatch = instrs
+        .iter_mut()
+        .find(|i| i["op"]["op"] == "dispatch")
+        .expect("a dispatch");
     dispatch["op"]["layer"] = serde_json::json!(9999);
     std::fs::write(&plan, serde_json::to_string(&schedule).unwrap()).unwrap();
     for numerics in [true, false] {
@@ -742,7 +764,11 @@ fn imports_of_devices_and_fifos_are_refused_at_once() {
     // blocked forever.
     let dir = scratch("imports");
     let fifo = dir.join("pipe.moe");
-    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs")
+        .success());
     for target in ["/dev/zero", "pipe.moe"] {
         let file = dir.join("root.moe");
         std::fs::write(&file, format!("import \"{target}\"\n")).unwrap();
@@ -765,7 +791,10 @@ fn imports_of_devices_and_fifos_are_refused_at_once() {
         };
         let err = text(&child.wait_with_output().unwrap().stderr);
         assert_eq!(status.code(), Some(1), "{target}: {err}");
-        assert!(err.contains("E0011") && err.contains("not a regular file"), "{target}: {err}");
+        assert!(
+            err.contains("E0011") && err.contains("not a regular file"),
+            "{target}: {err}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -206,7 +206,10 @@ fn the_network_quantum_trades_little_accuracy() {
     // 4x8 mesh, and a wafer plan whose tensor-parallel rings are chains of
     // short dependent transfers (where a hold in proportion to the whole
     // busy period once made the step 10x slower).
-    for (example, plan) in [("deepseekmoe-16b-nmp.moe", "default"), ("qwen3-235b-wafer.moe", "er_mapping")] {
+    for (example, plan) in [
+        ("deepseekmoe-16b-nmp.moe", "default"),
+        ("qwen3-235b-wafer.moe", "er_mapping"),
+    ] {
         let s = schedule(example, plan);
         let (_, exact) = first_step(&s, 0.0);
         let (_, fast) = first_step(&s, moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM);

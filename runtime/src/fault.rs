@@ -600,7 +600,10 @@ pub fn revise_restores(
         };
         m.source = source;
         chunk.from = from;
-        for a in arrivals.iter_mut().filter(|a| (a.layer, a.expert, a.to) == (m.layer, m.expert, to)) {
+        for a in arrivals
+            .iter_mut()
+            .filter(|a| (a.layer, a.expert, a.to) == (m.layer, m.expert, to))
+        {
             a.source = source;
         }
     }
@@ -896,7 +899,10 @@ impl Repair<'_> {
                     // Whole replicas that survive or this repair restored, not those an
                     // earlier fault of the step restored (still on the way).
                     let arrived = |d: &DieId| {
-                        !self.arriving.iter().any(|a| (a.layer, a.expert, a.to) == (layer, expert, *d))
+                        !self
+                            .arriving
+                            .iter()
+                            .any(|a| (a.layer, a.expert, a.to) == (layer, expert, *d))
                     };
                     let whole: Vec<DieId> = dies
                         .iter()

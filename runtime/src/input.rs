@@ -16,11 +16,20 @@ pub const MAX_DATA_FILE_BYTES: u64 = 1 << 30;
 pub fn read_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let kind = std::fs::metadata(path)?.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("it is {what}")));
+        let what = if kind.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a device, FIFO or socket)"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}"),
+        ));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -49,7 +58,10 @@ mod tests {
         let path = std::env::temp_dir().join(format!("moec-input-{}", std::process::id()));
         std::fs::write(&path, b"0123456789").unwrap();
         assert_eq!(read_file(&path, 10).unwrap(), b"0123456789");
-        assert!(read_file(&path, 9).unwrap_err().to_string().contains("larger than the 9 bytes"));
+        assert!(read_file(&path, 9)
+            .unwrap_err()
+            .to_string()
+            .contains("larger than the 9 bytes"));
         std::fs::remove_file(&path).unwrap();
     }
 }

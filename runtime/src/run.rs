@@ -9,12 +9,12 @@ use crate::machine::Machine;
 use crate::numerics::Arrival;
 use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{FaultReport, NumericReport, ReportBuilder, RunReport};
-use rayon::prelude::*;
-use std::sync::Arc;
 use crate::routing::{RoutingGenerator, StepRouting};
 use crate::schedule::{Broadcast, Migration, MigrationKind, Schedule, WeightSource};
 use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
 use crate::sim::moves::{step_chunks, StepChunk};
+use rayon::prelude::*;
+use std::sync::Arc;
 
 /// How to run.
 pub struct RunOptions {
@@ -82,8 +82,9 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
                 let change = timeline.advance(step)?;
                 if change.placement_changed {
                     if let Some(n) = &mut numerics {
-                        n.relocate(&timeline.view, &change.arrivals)
-                            .map_err(|e| format!("step {step}: the numeric executor cannot follow the migration: {e}"))?;
+                        n.relocate(&timeline.view, &change.arrivals).map_err(|e| {
+                            format!("step {step}: the numeric executor cannot follow the migration: {e}")
+                        })?;
                     }
                 }
                 let generated = generator.step(step);
@@ -96,9 +97,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
                         generated.unwrap_or_else(|| tile(&checked.routing, tokens))
                     }
                     (None, Some(r)) => r,
-                    (None, None) => {
-                        return Err("routing = gate needs the numeric executor: drop --no-numerics".into())
-                    }
+                    (None, None) => return Err("routing = gate needs the numeric executor: drop --no-numerics".into()),
                 };
                 let sim = SimOptions {
                     record_flows: step < options.trace_steps,
@@ -219,9 +218,8 @@ impl Timeline {
     ) -> Result<Vec<FaultReport>, String> {
         let mut reports = Vec::new();
         for f in faults.iter().filter(|f| f.step == step) {
-            let r =
-                fault::recover(&mut self.current, self.next, machine, f, &self.fault_arrivals)
-                    .map_err(|e| format!("step {step}: {e}"))?;
+            let r = fault::recover(&mut self.current, self.next, machine, f, &self.fault_arrivals)
+                .map_err(|e| format!("step {step}: {e}"))?;
             *machine = Arc::new(r.machine);
             Arc::make_mut(&mut self.view).machine = self.current.machine.clone();
             self.stale |= r.placement_changed;

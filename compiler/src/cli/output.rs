@@ -88,7 +88,11 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
 /// link) in place: opened for writing, never created as a regular file in
 /// a device's stead, flushed so a full device reports it.
 fn write_through(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.flush()
 }

@@ -21,7 +21,8 @@ pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
 pub use spec::{
-    Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, MAX_MACHINE_TIME_S, RouterSpec, RoutingPolicy, Topology,
+    Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
+    MAX_MACHINE_TIME_S,
 };
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
 

@@ -292,7 +292,9 @@ impl MachineSpec {
         // An hour is no machine's latency or launch overhead, and the
         // simulated clock (picoseconds in a u64, about 213 days) must hold
         // a step of thousands of them.
-        let bad_time = times.into_iter().find(|(_, v)| !(v.is_finite() && (0.0..=MAX_MACHINE_TIME_S).contains(v)));
+        let bad_time = times
+            .into_iter()
+            .find(|(_, v)| !(v.is_finite() && (0.0..=MAX_MACHINE_TIME_S).contains(v)));
         if let Some((quantity, value)) = bad_time {
             return Err(MachineError::BadQuantity {
                 quantity,

@@ -121,11 +121,16 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
         let mut copy_slot: Vec<Vec<usize>> = Vec::with_capacity(copies.len());
         let mut slots: Vec<(DieId, u32, Range<u64>)> = Vec::new();
         for (e, of_expert) in copies.iter().enumerate() {
-            copy_slot.push(of_expert.iter().map(|c| {
-                let first = slots.len();
-                slots.extend(c.iter().map(|p| (p.die, e as u32, p.columns.clone())));
-                first
-            }).collect());
+            copy_slot.push(
+                of_expert
+                    .iter()
+                    .map(|c| {
+                        let first = slots.len();
+                        slots.extend(c.iter().map(|p| (p.die, e as u32, p.columns.clone())));
+                        first
+                    })
+                    .collect(),
+            );
         }
         let mut slot_tokens = vec![0u64; slots.len()];
         pairs.clear();
@@ -183,8 +188,14 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             });
         }
         let mut t = LayerTraffic {
-            expert_tokens: expert_loads.iter().map(|m| m.iter().map(|p| p.2.tokens).sum()).collect(),
-            expert_loads: expert_loads.into_iter().map(|m| m.into_iter().map(|p| p.2).collect()).collect(),
+            expert_tokens: expert_loads
+                .iter()
+                .map(|m| m.iter().map(|p| p.2.tokens).sum())
+                .collect(),
+            expert_loads: expert_loads
+                .into_iter()
+                .map(|m| m.into_iter().map(|p| p.2).collect())
+                .collect(),
             dispatch: Vec::new(),
             dispatch_in: vec![0; dies],
             combine_in: vec![0; dies],
@@ -227,8 +238,15 @@ fn position_of<T>(items: &[T], item: &T) -> usize {
 enum PairTokens {
     /// Counters by `src x dies + dst`, and the pairs counted since the
     /// last `sorted`, so clearing costs the traffic, not the table.
-    Dense { dies: usize, count: Vec<u64>, touched: Vec<usize> },
-    Sparse { dies: usize, count: FxHashMap<usize, u64> },
+    Dense {
+        dies: usize,
+        count: Vec<u64>,
+        touched: Vec<usize>,
+    },
+    Sparse {
+        dies: usize,
+        count: FxHashMap<usize, u64>,
+    },
 }
 
 /// Dies up to which the pair table is dense (8 MB of counters at 1,024).
@@ -279,7 +297,9 @@ impl PairTokens {
     /// then destination.
     fn sorted(&mut self) -> Vec<(usize, usize, u64)> {
         let (dies, mut pairs) = match self {
-            PairTokens::Dense { dies, count, touched } => (*dies, touched.iter().map(|&k| (k, count[k])).collect::<Vec<_>>()),
+            PairTokens::Dense { dies, count, touched } => {
+                (*dies, touched.iter().map(|&k| (k, count[k])).collect::<Vec<_>>())
+            }
             PairTokens::Sparse { dies, count } => (*dies, count.iter().map(|(&k, &n)| (k, n)).collect()),
         };
         pairs.sort_unstable();
