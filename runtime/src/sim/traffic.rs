@@ -295,7 +295,7 @@ impl PairTokens {
 
     /// The pairs with tokens as (source, destination, tokens), by source
     /// then destination.
-    fn sorted(&mut self) -> Vec<(usize, usize, u64)> {
+    fn sorted(&self) -> Vec<(usize, usize, u64)> {
         let (dies, mut pairs) = match self {
             PairTokens::Dense { dies, count, touched } => {
                 (*dies, touched.iter().map(|&k| (k, count[k])).collect::<Vec<_>>())
