@@ -39,8 +39,13 @@ fn options(numerics: bool, specs: &[&str]) -> RunOptions {
     }
 }
 
+/// A run with faults; its error's message, after checking that every
+/// error a fault causes is reported as a fault's (E0044 at the CLI).
 fn run_with(s: &Schedule, numerics: bool, specs: &[&str]) -> Result<RunOutput, String> {
-    run(s, &options(numerics, specs), &mut |_, _| {})
+    run(s, &options(numerics, specs), &mut |_, _| {}).map_err(|e| {
+        assert_eq!(e.kind, moec_runtime::run::RunErrorKind::Fault, "{e}");
+        e.message
+    })
 }
 
 /// Both directions of the link between `a` and `b`.
@@ -332,7 +337,7 @@ fn two_dies_failing_in_one_step_are_recovered_together() {
                     assert_eq!(out.report.faults.len(), 2);
                 }
                 // Only a machine the two faults leave unusable may refuse.
-                Err(e) => assert!(e.contains("cannot run after it"), "{fa} {fb}: {e}"),
+                Err(e) => assert!(e.message.contains("cannot run after it"), "{fa} {fb}: {e}"),
             }
         }
     }

@@ -255,7 +255,11 @@ fn the_real_gate_can_decide_the_routing() {
     assert!(report.traffic.bytes > 0.0);
     // Without numerics there is no gate to ask.
     let err = run(&s, &timing_only(1), &mut |_, _| {}).err().unwrap();
-    assert!(err.contains("routing = gate needs the numeric executor"), "{err}");
+    assert!(
+        err.message.contains("routing = gate needs the numeric executor"),
+        "{err}"
+    );
+    assert_eq!(err.kind, moec_runtime::run::RunErrorKind::Routing);
 }
 
 /// The text reports of two small runs, reviewed: a change in the timing

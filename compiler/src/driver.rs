@@ -180,8 +180,9 @@ impl Session {
         } else {
             Padding::Refuse
         };
+        // The refusal points at the plan whose placement it is.
         placement_file::write(format, &layout, &schedule.plan, Target { model, machine }, padding)
-            .map_err(|p| p.into_diagnostic(None))
+            .map_err(|p| p.into_diagnostic(Some(plan.span)))
     }
 }
 

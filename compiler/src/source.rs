@@ -42,8 +42,19 @@ impl SourceMap {
 
 /// Where source bytes come from: the file system, or memory in tests.
 pub trait SourceReader {
-    /// The bytes of the file at `path`.
+    /// The bytes of the file at `path`, a source or a small data file (at
+    /// most `MAX_FILE_BYTES` from the file system).
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
+
+    /// The bytes of a data file that may be larger (a routing trace): at
+    /// most `limit`.
+    fn read_data(&self, path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+        let bytes = self.read(path)?;
+        if bytes.len() as u64 > limit {
+            return Err(std::io::Error::other(format!("it is larger than {limit} bytes")));
+        }
+        Ok(bytes)
+    }
 }
 
 /// Reads from the file system.
@@ -52,6 +63,10 @@ pub struct FsReader;
 impl SourceReader for FsReader {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         moec_runtime::input::read_file(path, MAX_FILE_BYTES as u64)
+    }
+
+    fn read_data(&self, path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+        moec_runtime::input::read_file(path, limit)
     }
 }
 
@@ -76,16 +91,15 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
 }
 
-/// Why the root file could not be read at all.
+/// Why the root file could not be read at all (E0042, no span: there is no
+/// text to point into).
 #[derive(Debug)]
-pub struct RootError(pub String);
+pub struct RootError(pub Diagnostic);
 
 /// Reads and parses `root` and, transitively, its imports. A file imported
 /// twice (or in a cycle) is read once.
 pub fn load(reader: &dyn SourceReader, root: &Path) -> Result<Loaded, RootError> {
-    let bytes = reader
-        .read(root)
-        .map_err(|e| RootError(format!("cannot read `{}`: {e}", root.display())))?;
+    let bytes = reader.read(root).map_err(|e| RootError(unreadable(root, &e)))?;
     let mut loaded = Loaded {
         sources: SourceMap::default(),
         files: Vec::new(),
@@ -122,11 +136,18 @@ pub fn load(reader: &dyn SourceReader, root: &Path) -> Result<Loaded, RootError>
     Ok(loaded)
 }
 
-/// Parses one file's bytes, refusing what is not UTF-8 text of a sane size.
-fn parse_bytes(loaded: &mut Loaded, path: &Path, bytes: Vec<u8>) -> Option<(FileId, SourceFile)> {
+/// The diagnostic for a file named on the command line that cannot be read.
+pub fn unreadable(path: &Path, e: &std::io::Error) -> Diagnostic {
+    Diagnostic::global(Code::E0042, format!("cannot read `{}`: {e}", path.display()))
+}
+
+/// Adds a file's bytes to `sources` as text, or says (E0019) why they are
+/// not a source file: too large, or not UTF-8 (the span on the first
+/// invalid byte, shown in a lossy copy of the text).
+pub fn add_text(sources: &mut SourceMap, path: &Path, bytes: Vec<u8>) -> Result<FileId, Diagnostic> {
     if bytes.len() > MAX_FILE_BYTES {
-        let id = loaded.sources.add(path, String::new());
-        loaded.diagnostics.push(Diagnostic::error(
+        let id = sources.add(path, String::new());
+        return Err(Diagnostic::error(
             Code::E0019,
             Span::new(id, 0, 0),
             format!(
@@ -135,27 +156,34 @@ fn parse_bytes(loaded: &mut Loaded, path: &Path, bytes: Vec<u8>) -> Option<(File
                 bytes.len()
             ),
         ));
-        return None;
     }
     match String::from_utf8(bytes) {
-        Ok(text) => {
-            let id = loaded.sources.add(path, text);
+        Ok(text) => Ok(sources.add(path, text)),
+        Err(e) => {
+            // The lossy copy is the same text up to the first invalid byte.
+            let at = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let id = sources.add(path, text);
+            Err(Diagnostic::error(
+                Code::E0019,
+                Span::new(id, at, at + 1),
+                format!("`{}` is not UTF-8 text", path.display()),
+            )
+            .with_label(format!("invalid byte at offset {at}")))
+        }
+    }
+}
+
+/// Parses one file's bytes, refusing what is not UTF-8 text of a sane size.
+fn parse_bytes(loaded: &mut Loaded, path: &Path, bytes: Vec<u8>) -> Option<(FileId, SourceFile)> {
+    match add_text(&mut loaded.sources, path, bytes) {
+        Ok(id) => {
             let (file, diags) = syntax::parse(id, loaded.sources.text(id));
             loaded.diagnostics.extend(diags);
             Some((id, file))
         }
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let id = loaded.sources.add(path, text);
-            loaded.diagnostics.push(
-                Diagnostic::error(
-                    Code::E0019,
-                    Span::new(id, at, at + 1),
-                    format!("`{}` is not UTF-8 text", path.display()),
-                )
-                .with_label(format!("invalid byte at offset {at}")),
-            );
+        Err(d) => {
+            loaded.diagnostics.push(d);
             None
         }
     }

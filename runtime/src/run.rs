@@ -39,6 +39,46 @@ pub struct RunOutput {
     pub machine: Machine,
 }
 
+/// Why a run stopped. Each kind is one diagnostic code at the command
+/// line, so the user learns which of their inputs to change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunError {
+    pub kind: RunErrorKind,
+    pub message: String,
+}
+
+/// Which input a run error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunErrorKind {
+    /// The schedule does not hold together: validation, the numeric
+    /// executor's walk of it, a migration it carries (E0043).
+    Schedule,
+    /// A `--fail` fault cannot strike, or the run cannot recover from it (E0044).
+    Fault,
+    /// The workload's routing cannot be generated: a trace that does not
+    /// fit, `routing = gate` without the numeric executor (E0045).
+    Routing,
+}
+
+impl RunError {
+    fn new(kind: RunErrorKind, message: impl Into<String>) -> RunError {
+        RunError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn schedule(message: impl Into<String>) -> RunError {
+        RunError::new(RunErrorKind::Schedule, message)
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Steps prepared ahead and simulated at once, per worker thread: enough
 /// to keep every core busy, few enough that their routings stay small.
 const STEPS_PER_THREAD: u64 = 2;
@@ -51,17 +91,23 @@ const STEPS_PER_THREAD: u64 = 2;
 /// run goes in batches: the batch's steps are prepared one after another,
 /// simulated on all cores, and reported in step order, which gives the
 /// same report, bit for bit, as one step at a time.
-pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunOutput, String> {
-    schedule.validate()?;
-    let machine = Machine::build(schedule.machine.clone()).map_err(|e| e.to_string())?;
+pub fn run(
+    schedule: &Schedule,
+    options: &RunOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RunOutput, RunError> {
+    use RunErrorKind::{Fault, Routing};
+    schedule.validate().map_err(RunError::schedule)?;
+    let machine = Machine::build(schedule.machine.clone()).map_err(|e| RunError::schedule(e.to_string()))?;
     let steps = options.steps.unwrap_or(schedule.workload.steps).max(1);
-    fault::check(&machine, &options.faults, steps).map_err(|e| e.to_string())?;
+    fault::check(&machine, &options.faults, steps).map_err(|e| RunError::new(Fault, e.to_string()))?;
     let faults = fault::in_order(&options.faults);
     // The machine as faults leave it; `machine` stays as the run began.
     let mut live = Arc::new(machine.clone());
-    let mut generator = RoutingGenerator::new(&schedule.model, &schedule.workload)?;
+    let mut generator =
+        RoutingGenerator::new(&schedule.model, &schedule.workload).map_err(|e| RunError::new(Routing, e))?;
     let mut numerics = match &options.numerics {
-        Some(c) => Some(Numerics::new(schedule, c)?),
+        Some(c) => Some(Numerics::new(schedule, c).map_err(RunError::schedule)?),
         None => None,
     };
     let mut builder = ReportBuilder::new(schedule, &machine);
@@ -77,13 +123,17 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
         let mut jobs = Vec::new();
         let mut failed = None;
         for step in next..steps.min(next + batch) {
-            let prepared = (|| -> Result<StepJob, String> {
-                let struck = timeline.apply_faults(step, &faults, &mut live)?;
-                let change = timeline.advance(step)?;
+            let prepared = (|| -> Result<StepJob, RunError> {
+                let struck = timeline
+                    .apply_faults(step, &faults, &mut live)
+                    .map_err(|e| RunError::new(Fault, e))?;
+                let change = timeline.advance(step).map_err(RunError::schedule)?;
                 if change.placement_changed {
                     if let Some(n) = &mut numerics {
                         n.relocate(&timeline.view, &change.arrivals).map_err(|e| {
-                            format!("step {step}: the numeric executor cannot follow the migration: {e}")
+                            RunError::schedule(format!(
+                                "step {step}: the numeric executor cannot follow the migration: {e}"
+                            ))
                         })?;
                     }
                 }
@@ -97,7 +147,12 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
                         generated.unwrap_or_else(|| tile(&checked.routing, tokens))
                     }
                     (None, Some(r)) => r,
-                    (None, None) => return Err("routing = gate needs the numeric executor: drop --no-numerics".into()),
+                    (None, None) => {
+                        return Err(RunError::new(
+                            Routing,
+                            "routing = gate needs the numeric executor: drop --no-numerics",
+                        ))
+                    }
                 };
                 let sim = SimOptions {
                     record_flows: step < options.trace_steps,
@@ -118,7 +173,7 @@ pub fn run(schedule: &Schedule, options: &RunOptions, progress: &mut dyn FnMut(u
         // Simulate on all cores; report in step order.
         let timed: Vec<Result<(StepResult, f64), String>> = jobs.par_iter().map(StepJob::simulate).collect();
         for (job, timed) in jobs.into_iter().zip(timed) {
-            let (mut result, recovery_s) = timed?;
+            let (mut result, recovery_s) = timed.map_err(RunError::schedule)?;
             // Re-homed sequences decode again once their KV caches are rebuilt.
             let rebuild: f64 = job.struck.iter().map(|r| r.kv_rebuild_s).sum();
             result.latency_s += rebuild;

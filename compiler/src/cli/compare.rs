@@ -5,7 +5,7 @@
 //! (`migration = ...`) also gets every migration policy, none included,
 //! after its own placement and parallel form.
 
-use super::output::{emit, load_checked, report, write_atomic};
+use super::output::{emit, load_checked, report, run_error, write_atomic};
 use moec::driver::CompileOptions;
 use moec::ir::Form;
 use moec::passes::MigrationPolicy;
@@ -194,7 +194,9 @@ pub fn execute(args: Args) -> Result<(), u8> {
         };
         eprintln!("compare: running {name} ...");
         let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {
-            eprintln!("error: {name}: {e}");
+            let mut d = run_error(&e);
+            d.message = format!("{name}: {}", d.message);
+            report(&moec::source::SourceMap::default(), &[d]);
             super::EXIT_DIAGNOSTICS
         })?;
         rows.push(Row {

@@ -1,22 +1,21 @@
 //! `moec fmt FILE`: canonical layout, printed, written back or checked.
 
 use super::output::{emit, report, write_atomic};
-use moec::source::SourceMap;
+use moec::source::{add_text, SourceMap};
 use moec::syntax::{format::format, parse};
 use std::path::Path;
 
 /// Runs `moec fmt`.
 pub fn run(file: &Path, write: bool, check: bool) -> Result<(), u8> {
-    let bytes = moec_runtime::input::read_file(file, moec::source::MAX_FILE_BYTES as u64).map_err(|e| {
-        eprintln!("error: cannot read `{}`: {e}", file.display());
-        super::EXIT_DIAGNOSTICS
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        eprintln!("error[E0019]: `{}` is not UTF-8 text", file.display());
-        super::EXIT_DIAGNOSTICS
-    })?;
     let mut sources = SourceMap::default();
-    let id = sources.add(file, text.clone());
+    let refuse = |sources: &SourceMap, d| {
+        report(sources, &[d]);
+        super::EXIT_DIAGNOSTICS
+    };
+    let bytes = moec_runtime::input::read_file(file, moec::source::MAX_FILE_BYTES as u64)
+        .map_err(|e| refuse(&sources, moec::source::unreadable(file, &e)))?;
+    let id = add_text(&mut sources, file, bytes).map_err(|d| refuse(&sources, d))?;
+    let text = sources.text(id).to_string();
     let (ast, diags) = parse(id, &text);
     if report(&sources, &diags) {
         return Err(super::EXIT_DIAGNOSTICS);

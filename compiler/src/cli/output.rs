@@ -1,8 +1,9 @@
 //! Writing results: diagnostics to standard error, files atomically.
 
-use moec::diag::{render, Diagnostic};
+use moec::diag::{render, Code, Diagnostic};
 use moec::driver::Session;
 use moec::source::SourceMap;
+use moec_runtime::run::{RunError, RunErrorKind};
 use std::io::Write;
 use std::path::Path;
 
@@ -18,11 +19,21 @@ pub fn report(sources: &SourceMap, diagnostics: &[Diagnostic]) -> bool {
     errors > 0
 }
 
+/// A run's error as a diagnostic: the input it is about picks the code.
+pub fn run_error(e: &RunError) -> Diagnostic {
+    let code = match e.kind {
+        RunErrorKind::Schedule => Code::E0043,
+        RunErrorKind::Fault => Code::E0044,
+        RunErrorKind::Routing => Code::E0045,
+    };
+    Diagnostic::global(code, e.message.clone())
+}
+
 /// Reads and checks `file` and its imports, printing the diagnostics; the
 /// exit status when it cannot be read or has errors.
 pub fn load_checked(file: &Path) -> Result<Session, u8> {
     let session = moec::driver::check(&moec::source::FsReader, file).map_err(|e| {
-        eprintln!("error: {}", e.0);
+        report(&moec::source::SourceMap::default(), &[e.0]);
         super::EXIT_DIAGNOSTICS
     })?;
     if report_session(&session) {

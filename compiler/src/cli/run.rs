@@ -1,8 +1,11 @@
 //! `moec run FILE | plan.json`: compile (or read a schedule), execute it on
 //! the simulated machine with real kernels, and report.
 
-use super::output::{emit, load_checked, report, write_atomic};
+use super::output::{emit, load_checked, report, run_error, write_atomic};
+use moec::diag::{Code, Diagnostic};
 use moec::driver::CompileOptions;
+use moec::source::SourceMap;
+use moec::syntax::Span;
 use moec_runtime::fault::Fault;
 use moec_runtime::machine::Machine;
 use moec_runtime::numerics::NumericConfig;
@@ -62,13 +65,15 @@ pub struct Args {
     network_quantum: f64,
     /// Inject a fault at the start of a step: `die(x,y)@step=N` or `link((x1,y1),(x2,y2))@step=N` on a
     /// mesh, `die(i)@step=N` on GPUs. Repeatable.
+    /// (Read as text, so that an error can point into the spec.)
     #[arg(long = "fail", value_name = "SPEC")]
-    faults: Vec<Fault>,
+    faults: Vec<String>,
 }
 
 /// Runs `moec run`.
 pub fn execute(args: Args) -> Result<(), u8> {
     let schedule = load_schedule(&args.file, args.plan.as_deref(), args.steps)?;
+    let faults = parse_faults(&args.faults, &schedule, args.steps)?;
     let numerics = (!args.no_numerics).then(|| NumericConfig {
         width: args.numeric_width,
         ..NumericConfig::default()
@@ -78,12 +83,12 @@ pub fn execute(args: Args) -> Result<(), u8> {
         numerics,
         trace_steps: if args.trace.is_some() { args.trace_steps } else { 0 },
         network_quantum: args.network_quantum,
-        faults: args.faults,
+        faults,
     };
     let mut bar = Progress::new();
     let out = run(&schedule, &options, &mut |done, total| bar.tick(done, total)).map_err(|e| {
         bar.clear();
-        eprintln!("error: {e}");
+        report(&SourceMap::default(), &[run_error(&e)]);
         super::EXIT_DIAGNOSTICS
     })?;
     bar.clear();
@@ -123,13 +128,27 @@ fn write(path: &Path, text: &str) -> Result<(), u8> {
 /// A .moe file compiled, or a schedule read back.
 fn load_schedule(file: &Path, plan: Option<&str>, steps: Option<u64>) -> Result<Schedule, u8> {
     if file.extension().is_some_and(|e| e == "json") {
-        let text = moec_runtime::input::read_text(file, moec_runtime::input::MAX_DATA_FILE_BYTES).map_err(|e| {
-            eprintln!("error: cannot read `{}`: {e}", file.display());
+        let mut sources = SourceMap::default();
+        let refuse = |sources: &SourceMap, d| {
+            report(sources, &[d]);
             super::EXIT_DIAGNOSTICS
-        })?;
+        };
+        let text = moec_runtime::input::read_text(file, moec_runtime::input::MAX_DATA_FILE_BYTES)
+            .map_err(|e| refuse(&sources, moec::source::unreadable(file, &e)))?;
         return Schedule::from_json(&text).map_err(|e| {
-            eprintln!("error: `{}`: {e}", file.display());
-            super::EXIT_DIAGNOSTICS
+            let message = format!("`{}`: {e}", file.display());
+            let diagnostic = match e.line_column {
+                Some((line, column)) => {
+                    let at = byte_offset(&text, line, column);
+                    let id = sources.add(file, text);
+                    Diagnostic::error(Code::E0043, Span::new(id, at, at), message)
+                }
+                None => Diagnostic::global(Code::E0043, message),
+            }
+            .with_hint(
+                "a schedule is what `moec compile --emit schedule` writes; edit the .moe file and compile again",
+            );
+            refuse(&sources, diagnostic)
         });
     }
     let session = load_checked(file)?;
@@ -142,6 +161,56 @@ fn load_schedule(file: &Path, plan: Option<&str>, steps: Option<u64>) -> Result<
         report(&session.loaded.sources, &[d]);
         super::EXIT_DIAGNOSTICS
     })
+}
+
+/// The `--fail` specs, parsed and checked against the machine and the run's
+/// length before anything runs, so that an error (E0044) can point into
+/// the spec it is about: each spec is shown as a one-line file `--fail`.
+fn parse_faults(specs: &[String], schedule: &Schedule, steps: Option<u64>) -> Result<Vec<Fault>, u8> {
+    let refuse = |spec: &str, at: std::ops::Range<usize>, message: String, label: &str| {
+        let mut sources = SourceMap::default();
+        let id = sources.add(Path::new("--fail"), spec.to_string());
+        let span = Span::new(id, at.start.min(spec.len()), at.end.min(spec.len()));
+        report(
+            &sources,
+            &[Diagnostic::error(Code::E0044, span, message).with_label(label)],
+        );
+        super::EXIT_DIAGNOSTICS
+    };
+    let mut faults = Vec::new();
+    for spec in specs {
+        let fault = spec
+            .parse::<Fault>()
+            .map_err(|e| refuse(spec, e.at..e.at + 1, e.to_string(), "here"))?;
+        faults.push(fault);
+    }
+    let Ok(machine) = Machine::build(schedule.machine.clone()) else {
+        return Ok(faults); // the run reports the machine's own error
+    };
+    let steps = steps.unwrap_or(schedule.workload.steps).max(1);
+    if let Err(e) = moec_runtime::fault::check(&machine, &faults, steps) {
+        let spec = faults
+            .iter()
+            .position(|f| *f == e.fault)
+            .map_or("", |i| specs[i].as_str());
+        return Err(refuse(spec, 0..spec.len(), e.to_string(), "this fault"));
+    }
+    Ok(faults)
+}
+
+/// The byte offset of serde_json's 1-based line and column (a column
+/// counts bytes), clamped to the text.
+fn byte_offset(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let mut at = (start + column.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// A progress bar that appears only once a run has taken a second.

@@ -43,6 +43,10 @@ pub enum Code {
     E0039,
     E0040,
     E0041,
+    E0042,
+    E0043,
+    E0044,
+    E0045,
     W0001,
     W0002,
     W0003,
@@ -515,6 +519,69 @@ Example:
 
 Fix: `parallel = ep` (the default) with migration, or `migration = none`; a workload routing
 source such as `zipf(s = 0.3, drift = 0.02)`, a trace or recorded counts.",
+    },
+    Entry {
+        code: Code::E0042,
+        name: "E0042",
+        title: "input file cannot be read",
+        explanation: "A file named on the command line (the .moe file of `check`, `compile`, `run`, `compare`
+and `fmt`, or a schedule given to `run`) does not exist, cannot be read, is not a regular file
+(a directory, a device, a FIFO: moec never blocks on or drains one), or is larger than moec
+reads: 16 MiB for a .moe file, 1 GiB for a schedule.
+
+Example:
+
+    moec check exmaples/deepseek-v3-wafer.moe      // error: no such file
+
+Fix: correct the path.",
+    },
+    Entry {
+        code: Code::E0043,
+        name: "E0043",
+        title: "malformed schedule file",
+        explanation: "A schedule given to `moec run plan.json` is not one `moec compile --emit schedule` writes:
+JSON that does not parse, a missing or mistyped field, another schedule version, or content
+that does not hold together (a die, layer, expert or link index out of range, a size past the
+language's bounds, a die program whose dependencies cannot all be met). The message says what
+and, for JSON errors, the line and column. Schedules are moec's own interchange format; edit
+the .moe file and compile again rather than the JSON.",
+    },
+    Entry {
+        code: Code::E0044,
+        name: "E0044",
+        title: "bad fault",
+        explanation: "A `--fail` of `moec run` does not name a fault the run can inject: it does not parse as
+`die(x, y)@step=N`, `die(i)@step=N` or `link((x1, y1), (x2, y2))@step=N`, names a die or link the
+machine does not have (or one a defect already took), fails a die on a machine that would be
+left without a live die or cut in two, or gives a step past the run's last. The span marks the
+part of the spec that is wrong.
+
+Example:
+
+    moec run tiny.moe --fail 'die(9, 9)@step=3'     // error: outside the 2x2 mesh
+
+Fix: `--fail 'die(1, 1)@step=3'`.",
+    },
+    Entry {
+        code: Code::E0045,
+        name: "E0045",
+        title: "routing trace cannot be used",
+        explanation: "A workload's `routing = trace(\"...\")` names a file that cannot be read (not a regular file, or
+larger than 1 GiB), that is not a moec routing trace
+(docs/TRACES.md: JSON with `format = \"moec-routing-trace\"`, version 1, `experts`, `top_k`,
+`layers` and `steps`), breaks its rules (an expert id past `experts`, a token with a repeated
+expert, a step whose choices are not `tokens x top_k`), or does not fit a plan's model: another
+number of experts or top_k, a recorded layer that is not one of the model's MoE layers, or an
+MoE layer with no recorded choices. It is checked with the plan, before anything is compiled.
+A run of a compiled schedule reads the trace again and reports the same code, as it does for
+`routing = gate` with `--no-numerics` (the gate decides only in the numeric run).
+
+Example:
+
+    model m { ... moe { experts = 64; top_k = 6 } }
+    workload w { ... routing = trace(\"deepseek-v3.trace.json\") }   // 256 experts, top 8
+
+Fix: record the trace on the model the plan runs, or run the model it was recorded on.",
     },
     Entry {
         code: Code::W0001,

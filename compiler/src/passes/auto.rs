@@ -85,7 +85,11 @@ fn trial(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(f64, Ir
         network_quantum: QUANTUM,
         faults: Vec::new(),
     };
-    let seconds = run(&schedule, &options, &mut |_, _| {})?.report.latency.mean_s;
+    let seconds = run(&schedule, &options, &mut |_, _| {})
+        .map_err(|e| e.message)?
+        .report
+        .latency
+        .mean_s;
     Ok((seconds, trial))
 }
 

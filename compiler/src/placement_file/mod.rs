@@ -143,8 +143,8 @@ impl Problem {
         )
     }
 
-    /// As a diagnostic at `span` (the `file(...)` call), or without a
-    /// position when the problem is the command line's (`--emit placement`).
+    /// As a diagnostic at `span`: the `file(...)` call it was read from, or
+    /// the plan whose placement `--emit placement` refused to write.
     pub fn into_diagnostic(self, span: Option<Span>) -> Diagnostic {
         let d = match span {
             Some(span) => Diagnostic::error(self.kind.code(), span, self.message).with_label(match self.kind {

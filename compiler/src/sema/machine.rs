@@ -178,6 +178,10 @@ fn topology(v: &Value) -> Result<Topology, Diagnostic> {
         }
     };
     args.finish()?;
+    // Sizes are checked here, not only when the machine is built, so that
+    // `mesh(0, 0)` is reported even while `die` or `link` is missing.
+    t.die_count()
+        .map_err(|e| Diagnostic::error(Code::E0018, v.span, e.to_string()).with_label("this topology"))?;
     Ok(t)
 }
 
@@ -304,7 +308,9 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
         ("launch_overhead", plausible_or_refused(launch.0), "above 1 ms"),
     ];
     warn_suspicious(&r, &suspicious, diags);
+    let in_time = within_the_clock(&r, &[("launch_overhead", launch.0)], diags);
     diags.extend(r.finish());
+    in_time.then_some(())?;
     Some(DieSpec {
         compute: FlopsPerSec(compute?),
         memory: Bytes(memory?.round() as u64),
@@ -323,7 +329,9 @@ fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Op
         &[("latency", latency.is_some_and(plausible_or_refused), "above 1 ms")],
         diags,
     );
+    let in_time = within_the_clock(&r, &[("latency", latency.unwrap_or(0.0))], diags);
     diags.extend(r.finish());
+    in_time.then_some(())?;
     Some(LinkSpec {
         bandwidth: BytesPerSec(bandwidth?),
         latency: Seconds(latency?),
@@ -346,7 +354,9 @@ fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) 
         ],
         diags,
     );
+    let in_time = within_the_clock(&r, &[("latency", latency.0)], diags);
     diags.extend(r.finish());
+    in_time.then_some(())?;
     Some(RouterSpec {
         latency,
         efficiency,
@@ -359,6 +369,29 @@ fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) 
 /// warning. Past `MAX_MACHINE_TIME_S` it is refused (E0018), not warned of.
 fn plausible_or_refused(seconds: f64) -> bool {
     seconds > 1e-3 && seconds <= moec_runtime::machine::MAX_MACHINE_TIME_S
+}
+
+/// Refuses (E0018, at the setting) a time past `MAX_MACHINE_TIME_S`: the
+/// machine check refuses it too, but could only point at the topology.
+/// False when one was refused.
+fn within_the_clock(r: &BlockReader, times: &[(&str, f64)], diags: &mut Vec<Diagnostic>) -> bool {
+    let limit = moec_runtime::machine::MAX_MACHINE_TIME_S;
+    let mut ok = true;
+    for &(key, seconds) in times {
+        if let (false, Some(span)) = (seconds.is_finite() && seconds <= limit, r.span_of(key)) {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0018,
+                    span,
+                    format!("`{key}` is {seconds:e} s, but a machine's times must be from 0 to an hour ({limit} s)"),
+                )
+                .with_label("past an hour")
+                .with_hint("the simulated clock counts picoseconds and must hold a step of thousands of these"),
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 fn warn_suspicious(r: &BlockReader, checks: &[(&str, bool, &str)], diags: &mut Vec<Diagnostic>) {

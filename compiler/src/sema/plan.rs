@@ -431,6 +431,21 @@ fn routing_fits(
                 None
             }
         },
+        RoutingSource::Trace { path } => {
+            let Some(trace) = &site.trace else { return Some(None) };
+            match trace.fits(path, model, workload.tokens_per_step() as usize) {
+                Ok(_) => Some(None),
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error(Code::E0045, site.value, e)
+                            .with_label("this trace")
+                            .with_secondary(model_span, used_by)
+                            .with_hint("record the trace on the plan's model, or run the model it was recorded on"),
+                    );
+                    None
+                }
+            }
+        }
         RoutingSource::Calibrated {
             skew, dependency, seed, ..
         } => {

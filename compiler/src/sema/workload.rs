@@ -15,8 +15,10 @@ use moec_runtime::routing::counts::{
     parse_counts, parse_crosslayer, select, CountFileRole, CountKey, CountSelection, CountVariant, CountsError,
 };
 use moec_runtime::routing::skewed::SkewedParams;
+use moec_runtime::routing::{parse_trace, Trace};
 use moec_runtime::workload::{Phase, RoutingSource, WorkloadSpec};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where a workload's `routing = ...` is written: plan-level diagnostics
 /// about the source (counts that do not fit the model, an unreachable
@@ -27,6 +29,9 @@ pub struct RoutingSite {
     pub value: Span,
     /// Each named argument's value.
     pub args: Vec<(String, Span)>,
+    /// A `trace(...)`'s contents, read once here and checked against each
+    /// plan's model (E0045) before anything is compiled.
+    pub trace: Option<Arc<Trace>>,
 }
 
 impl RoutingSite {
@@ -48,11 +53,16 @@ pub fn check(
     files: &dyn SourceReader,
     diags: &mut Vec<Diagnostic>,
 ) -> (Option<WorkloadSpec>, Option<RoutingSite>) {
-    let site = decl.body.stmts.iter().find_map(|s| match s {
+    let mut site = decl.body.stmts.iter().find_map(|s| match s {
         crate::syntax::ast::Stmt::Assign { key, value, .. } if key.text == "routing" => Some(site_of(value)),
         _ => None,
     });
-    (check_spec(decl, base_dir, files, diags), site)
+    let mut trace = None;
+    let spec = check_spec(decl, base_dir, files, &mut trace, diags);
+    if let Some(site) = &mut site {
+        site.trace = trace.map(Arc::new);
+    }
+    (spec, site)
 }
 
 fn site_of(v: &Value) -> RoutingSite {
@@ -64,13 +74,18 @@ fn site_of(v: &Value) -> RoutingSite {
             .collect(),
         _ => Vec::new(),
     };
-    RoutingSite { value: v.span, args }
+    RoutingSite {
+        value: v.span,
+        args,
+        trace: None,
+    }
 }
 
 fn check_spec(
     decl: &Decl,
     base_dir: &Path,
     files: &dyn SourceReader,
+    trace: &mut Option<Trace>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<WorkloadSpec> {
     let what = format!("workload `{}`", decl.name.text);
@@ -90,7 +105,7 @@ fn check_spec(
     let seq_len = r.int("seq_len", 1, 1 << 24);
     let steps = r.int("steps", 1, 1 << 24).unwrap_or(1);
     let routing = match r.value("routing") {
-        Some(v) => r.check(routing(v, base_dir, files)),
+        Some(v) => r.check(routing(v, base_dir, files, trace)),
         None => Some(RoutingSource::Uniform { seed: 0 }),
     };
     let (context_span, seq_span) = (r.span_of("context"), r.span_of("seq_len"));
@@ -158,7 +173,12 @@ const SOURCES: &[&str] = &["uniform", "zipf", "skewed", "trace", "counts", "cali
 /// `skewed(hot = 0.1, boost = 0.6, seed = 7)`, `trace("file")`,
 /// `counts("file", model = "m", domain = "d", variant = topk, crosslayer = "file", seed = 1)`,
 /// `calibrated(skew = 1.3, dependency = 0.64, drift = 0.02, seed = 1)`, `gate` / `gate(seed = 1)`.
-fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<RoutingSource, Diagnostic> {
+fn routing(
+    v: &Value,
+    base_dir: &Path,
+    files: &dyn SourceReader,
+    trace: &mut Option<Trace>,
+) -> Result<RoutingSource, Diagnostic> {
     let (name, args) = match &v.kind {
         ValueKind::Name(n) => (n.as_str(), &[][..]),
         ValueKind::Call(c) => (c.name.text.as_str(), c.args.as_slice()),
@@ -296,16 +316,34 @@ fn routing(v: &Value, base_dir: &Path, files: &dyn SourceReader) -> Result<Routi
         _ => {
             let (text, span) = path_arg(v, args, "trace")?;
             let resolved = base_dir.join(text);
-            if !resolved.is_file() {
-                return Err(
-                    Diagnostic::error(Code::E0022, span, format!("routing trace `{text}` not found"))
-                        .with_label(format!("looked for {}", resolved.display()))
-                        .with_hint("trace paths are relative to the .moe file"),
-                );
-            }
-            Ok(RoutingSource::Trace {
-                path: resolved.display().to_string(),
-            })
+            let bytes = match files.read_data(&resolved, moec_runtime::input::MAX_DATA_FILE_BYTES) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(
+                        Diagnostic::error(Code::E0022, span, format!("routing trace `{text}` not found"))
+                            .with_label(format!("looked for {}", resolved.display()))
+                            .with_hint("trace paths are relative to the .moe file"),
+                    )
+                }
+                Err(e) => {
+                    return Err(Diagnostic::error(
+                        Code::E0045,
+                        span,
+                        format!("cannot read routing trace `{text}`: {e}"),
+                    )
+                    .with_label("this trace"))
+                }
+            };
+            let path = resolved.display().to_string();
+            let parsed = String::from_utf8(bytes)
+                .map_err(|e| format!("{path}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+                .and_then(|t| parse_trace(&t, &path));
+            *trace = Some(parsed.map_err(|e| {
+                Diagnostic::error(Code::E0045, v.span, e)
+                    .with_label("this trace")
+                    .with_hint("docs/TRACES.md gives the format")
+            })?);
+            Ok(RoutingSource::Trace { path })
         }
     }
 }

@@ -255,11 +255,13 @@ pub struct TraceReplay {
     map: Vec<(u32, usize)>,
 }
 
-impl TraceReplay {
-    /// Checks `trace` against `model` (same experts and top_k; every
-    /// recorded layer an MoE layer of the model) and prepares steps of
-    /// `tokens` tokens. `origin` names the trace in errors.
-    pub fn new(trace: Trace, origin: &str, model: &ModelSpec, tokens: usize) -> Result<TraceReplay, String> {
+impl Trace {
+    /// Checks the trace against `model` (same experts and top_k; every
+    /// recorded layer an MoE layer of the model) for steps of `tokens`
+    /// tokens, and gives the model's routing shape. `origin` names the
+    /// trace in errors. `moec check` asks this of every plan that replays a
+    /// trace; `TraceReplay::new` again before a run.
+    pub fn fits(&self, origin: &str, model: &ModelSpec, tokens: usize) -> Result<RoutingShape, String> {
         let shape = RoutingShape::of(model).map_err(|e| format!("{origin}: {e}"))?;
         shape
             .choices_per_step(tokens as u64)
@@ -270,24 +272,33 @@ impl TraceReplay {
                 "{origin}: model `{name}` has no MoE layer to replay the trace on"
             ));
         }
-        if trace.experts as usize != shape.experts {
+        if self.experts as usize != shape.experts {
             return Err(format!(
                 "{origin}: the trace routes over {} experts but model `{name}` has {}",
-                trace.experts, shape.experts
+                self.experts, shape.experts
             ));
         }
-        if trace.top_k != shape.top_k {
+        if self.top_k != shape.top_k {
             return Err(format!(
                 "{origin}: the trace has top_k = {} but model `{name}` has top_k = {}",
-                trace.top_k, shape.top_k
+                self.top_k, shape.top_k
             ));
         }
-        if let Some(&l) = trace.layers.iter().find(|l| shape.layers.binary_search(l).is_err()) {
+        if let Some(&l) = self.layers.iter().find(|l| shape.layers.binary_search(l).is_err()) {
             return Err(format!(
                 "{origin}: trace layer {l} is not an MoE layer of model `{name}` (its MoE layers: {})",
                 list_layers(&shape.layers)
             ));
         }
+        Ok(shape)
+    }
+}
+
+impl TraceReplay {
+    /// Checks `trace` against `model` (`Trace::fits`) and prepares steps of
+    /// `tokens` tokens. `origin` names the trace in errors.
+    pub fn new(trace: Trace, origin: &str, model: &ModelSpec, tokens: usize) -> Result<TraceReplay, String> {
+        let shape = trace.fits(origin, model, tokens)?;
         let map = shape.layers.iter().map(|&m| (m, nearest(&trace.layers, m))).collect();
         Ok(TraceReplay { trace, tokens, map })
     }

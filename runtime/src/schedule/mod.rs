@@ -188,21 +188,49 @@ pub struct DieProgram {
     pub instrs: Vec<Instr>,
 }
 
+/// Why a schedule's JSON could not be read, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleJsonError {
+    pub message: String,
+    /// serde_json's position of the problem: 1-based line, 1-based column.
+    pub line_column: Option<(usize, usize)>,
+}
+
+impl ScheduleJsonError {
+    fn at(e: &serde_json::Error, message: String) -> ScheduleJsonError {
+        ScheduleJsonError {
+            message,
+            line_column: (e.line() > 0).then(|| (e.line(), e.column())),
+        }
+    }
+}
+
+impl std::fmt::Display for ScheduleJsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Schedule {
-    /// Reads a schedule from JSON, refusing other versions.
-    pub fn from_json(text: &str) -> Result<Schedule, String> {
+    /// Reads a schedule from JSON, refusing other versions. (Whether what
+    /// it reads holds together is `validate`'s to say.)
+    pub fn from_json(text: &str) -> Result<Schedule, ScheduleJsonError> {
         #[derive(Deserialize)]
         struct VersionOnly {
             version: u32,
         }
-        let v: VersionOnly = serde_json::from_str(text).map_err(|e| format!("not a moec schedule: {e}"))?;
+        let v: VersionOnly =
+            serde_json::from_str(text).map_err(|e| ScheduleJsonError::at(&e, format!("not a moec schedule: {e}")))?;
         if v.version != SCHEDULE_VERSION {
-            return Err(format!(
-                "schedule version {} is not supported (this moec reads {SCHEDULE_VERSION})",
-                v.version
-            ));
+            return Err(ScheduleJsonError {
+                message: format!(
+                    "schedule version {} is not supported (this moec reads {SCHEDULE_VERSION})",
+                    v.version
+                ),
+                line_column: None,
+            });
         }
-        serde_json::from_str(text).map_err(|e| format!("malformed schedule: {e}"))
+        serde_json::from_str(text).map_err(|e| ScheduleJsonError::at(&e, format!("malformed schedule: {e}")))
     }
 
     /// The same bounds the language puts on sizes, so that a hand-edited
