@@ -556,24 +556,28 @@ pub fn dependency(step: &StepRouting, a: usize, b: usize, experts: usize) -> f64
     let (Some(la), Some(lb)) = (step.layers.get(a), step.layers.get(b)) else {
         return 0.0;
     };
-    let mut pairs = vec![0u64; experts * experts];
-    let mut n = 0u64;
-    for (x, y) in la.experts.chunks(k).zip(lb.experts.chunks(k)) {
-        let (i, j) = (x[0] as usize, y[0] as usize);
-        if i < experts && j < experts {
-            pairs[i * experts + j] += 1;
-            n += 1;
-        }
-    }
+    // The (top-1 in a, top-1 in b) pairs, sorted: as many entries as
+    // tokens, where an experts x experts table would take 34 GB at 65,536
+    // experts.
+    let mut pairs: Vec<(u32, u32)> = la
+        .experts
+        .chunks(k)
+        .zip(lb.experts.chunks(k))
+        .map(|(x, y)| (x[0], y[0]))
+        .filter(|&(i, j)| (i as usize) < experts && (j as usize) < experts)
+        .collect();
+    let n = pairs.len() as u64;
     if n == 0 {
         return 0.0;
     }
+    pairs.sort_unstable();
     let mut kept = 0u64;
-    let mut row = vec![0u64; experts];
-    for r in pairs.chunks(experts) {
-        row.copy_from_slice(r);
-        row.sort_unstable_by(|p, q| q.cmp(p));
-        kept += row.iter().take(SUCCESSORS).sum::<u64>();
+    let mut successors = Vec::new();
+    for from in pairs.chunk_by(|p, q| p.0 == q.0) {
+        successors.clear();
+        successors.extend(from.chunk_by(|p, q| p.1 == q.1).map(|same| same.len() as u64));
+        successors.sort_unstable_by(|p, q| q.cmp(p));
+        kept += successors.iter().take(SUCCESSORS).sum::<u64>();
     }
     kept as f64 / n as f64
 }
