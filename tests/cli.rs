@@ -780,40 +780,6 @@ fn a_schedule_naming_a_layer_the_model_lacks_is_refused_whatever_runs() {
 }
 
 #[test]
-fn a_model_at_the_layer_limit_compiles_and_runs() {
-    // 100,000 layers is the documented limit; a recursive cycle check once
-    // overflowed the stack from about 16,300.
-    let dir = scratch("deep");
-    let file = dir.join("deep.moe");
-    std::fs::write(
-        &file,
-        "model deep {
-  layers = 100000
-  hidden = 64
-  vocab = 100
-  dtype = bf16
-  attention mha { heads = 2; head_dim = 32 }
-  moe { experts = 2; top_k = 1; expert_ffn = 64; activation = swiglu; gate = softmax }
-}
-machine m {
-  topology = mesh(2, 1)
-  die { compute = 100 TFLOPS; memory = 1000 GB; memory_bw = 1 TB/s }
-  link { bandwidth = 100 GB/s; latency = 100 ns }
-}
-workload w { phase = decode; batch = 2; context = 16; steps = 1; routing = uniform(seed = 1) }
-plan p { model = deep; machine = m; workload = w; placement = round_robin }
-",
-    )
-    .unwrap();
-    let out = dir.join("out.txt");
-    let o = moec(&["compile", file.to_str().unwrap(), "-o", out.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let o = moec(&["run", file.to_str().unwrap(), "--no-numerics"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
 fn steps_past_the_languages_limit_are_refused_up_front() {
     // The language caps `steps` at 2^24; the flag once took any u64 and ran.
     for command in ["run", "compare"] {

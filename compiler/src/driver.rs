@@ -1,6 +1,7 @@
 //! The compiler driver: file to checked program to placed IR. The CLI and
 //! the tests both go through here.
 
+use crate::budget;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::Form;
 use crate::ir::{self, Ir, VerifyError};
@@ -29,6 +30,18 @@ pub fn check(reader: &dyn SourceReader, path: &Path) -> Result<Session, RootErro
     let (program, diags) = sema::analyze(reader, &loaded.sources, &loaded.files);
     let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
     diagnostics.extend(diags);
+    // What each plan would cost, before anyone asks to compile it.
+    for plan in &program.plans {
+        if let (Some(model), Some(machine), Some(workload)) = (
+            program.model(plan.model),
+            program.machine(plan.machine),
+            program.workload(plan.workload),
+        ) {
+            if let Err(d) = budget::check(plan, model, machine, workload, plan.migration, workload.steps) {
+                diagnostics.push(d);
+            }
+        }
+    }
     Ok(Session {
         loaded,
         program,
@@ -111,6 +124,9 @@ impl Session {
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
+        let steps = options.steps.unwrap_or(workload.steps).max(1);
+        let policy = options.migration.unwrap_or(plan.migration);
+        budget::check(plan, model, machine, workload, policy, steps)?;
         let pipeline = match (&options.passes, &plan.placement) {
             (Some(p), _) => p.clone(),
             (None, PlacementChoice::File { .. }) => "from_file".to_string(),
@@ -131,7 +147,7 @@ impl Session {
         let mut ir = ir::build(&plan.name, model, machine, workload);
         let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
             .with_placement_file(self.program.placement_file(&plan.name))
-            .with_steps(options.steps.unwrap_or(workload.steps).max(1));
+            .with_steps(steps);
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }

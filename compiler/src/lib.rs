@@ -5,7 +5,8 @@
 //! `grammar/moe.pest`) and formats them back; [`sema`] checks them into a
 //! [`sema::Program`] of models, machines, workloads and plans; [`ir`] builds
 //! the graph IR of a plan; [`passes`] transform and annotate it; [`driver`]
-//! strings the stages together; [`diag`] is how every stage reports problems;
+//! strings the stages together, after [`budget`] has estimated what a plan
+//! will cost; [`diag`] is how every stage reports problems;
 //! [`placement_file`] writes and reads placements in serving engines' formats.
 //! The machine model, model and workload descriptions live in the
 //! `moec-runtime` crate, so the compiler's decisions and the runtime's
@@ -15,6 +16,7 @@
 // hot loop: returning it by value keeps every call site plain.
 #![allow(clippy::result_large_err)]
 
+pub mod budget;
 pub mod diag;
 pub mod driver;
 pub mod ir;

@@ -2,7 +2,7 @@
 //! synthetic traffic patterns, swept over offered load, to check the mesh
 //! model against cycle-accurate network-on-chip simulators.
 
-use super::output::{emit, load_checked, write_atomic};
+use super::output::{emit, load_checked, report, write_atomic};
 use moec_runtime::sim::netbench::{self, NetbenchConfig, Pattern};
 use std::path::PathBuf;
 
@@ -83,6 +83,11 @@ pub fn execute(args: Args) -> Result<(), u8> {
         );
         return Err(super::EXIT_DIAGNOSTICS);
     };
+    let dies = machine.alive_dies().len() as u64;
+    moec::budget::check_netbench(dies, args.messages).map_err(|d| {
+        report(&moec::source::SourceMap::default(), &[d]);
+        super::EXIT_DIAGNOSTICS
+    })?;
     if let Some(path) = &args.reference {
         let rows = read_table(path)
             .map_err(|e| e.to_string())

@@ -47,6 +47,7 @@ pub enum Code {
     E0043,
     E0044,
     E0045,
+    E0046,
     W0001,
     W0002,
     W0003,
@@ -582,6 +583,26 @@ Example:
     workload w { ... routing = trace(\"deepseek-v3.trace.json\") }   // 256 experts, top 8
 
 Fix: record the trace on the model the plan runs, or run the model it was recorded on.",
+    },
+    Entry {
+        code: Code::E0046,
+        name: "E0046",
+        title: "plan too large to compile and simulate",
+        explanation: "Each size the language bounds is safe alone; their products are not. Before any work, moec
+estimates what a plan will cost from four products and refuses one past its limit, saying
+which, its factors and the limit (docs/ARCHITECTURE.md, \"Where limits are enforced\"):
+alive dies x layers (2^18: a program per die with instructions for every layer), MoE layers x
+experts (2^23 nodes of IR), tokens x top_k x MoE layers in one step (2^28 routing choices),
+and for a migration policy, steps x MoE layers it plans over (2^20) and, for NI-Balancer,
+4,096 dies (its cold-route table grows as dies^2).
+
+Example:
+
+    model m { layers = 61 ... }
+    machine g { topology = mesh(256, 256) ... }   // 65,536 dies x 61 layers = 3,997,696
+
+Fix: a smaller machine, fewer layers (a step's cost repeats per layer, so a few layers give
+the per-layer figures), a smaller batch, or fewer steps.",
     },
     Entry {
         code: Code::W0001,

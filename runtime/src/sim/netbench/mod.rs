@@ -79,7 +79,7 @@ const DRAIN_LIMIT: f64 = 3.0;
 
 /// A load that looks unstable is run again with twice the messages, up to
 /// this many times the configured number ...
-const MAX_LENGTHENING: u32 = 16;
+pub const MAX_LENGTHENING: u32 = 16;
 
 /// ... until its backlog growth stays at least this share of the shorter
 /// run's (a real excess) or falls below `UNSTABLE_GROWTH` (a transient).
