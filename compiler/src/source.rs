@@ -166,7 +166,7 @@ pub fn add_text(sources: &mut SourceMap, path: &Path, bytes: Vec<u8>) -> Result<
             let id = sources.add(path, text);
             Err(Diagnostic::error(
                 Code::E0019,
-                Span::new(id, at, at + 1),
+                Span::new(id, at, at + char::REPLACEMENT_CHARACTER.len_utf8()),
                 format!("`{}` is not UTF-8 text", path.display()),
             )
             .with_label(format!("invalid byte at offset {at}")))

@@ -179,9 +179,14 @@ fn parse_faults(specs: &[String], schedule: &Schedule, steps: Option<u64>) -> Re
     };
     let mut faults = Vec::new();
     for spec in specs {
-        let fault = spec
-            .parse::<Fault>()
-            .map_err(|e| refuse(spec, e.at..e.at + 1, e.to_string(), "here"))?;
+        let fault = spec.parse::<Fault>().map_err(|e| {
+            // The character at the problem, whole.
+            let width = spec
+                .get(e.at..)
+                .and_then(|r| r.chars().next())
+                .map_or(0, char::len_utf8);
+            refuse(spec, e.at..e.at + width, e.to_string(), "here")
+        })?;
         faults.push(fault);
     }
     let Ok(machine) = Machine::build(schedule.machine.clone()) else {
