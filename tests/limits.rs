@@ -97,6 +97,13 @@ fn dies_at_their_limit_are_refused_before_any_work() {
     // mesh(1024, 1024) is the 2^20 dies the language allows; one layer on
     // each is already 2^20 die-layers (about 4 GiB when a step runs).
     refused_at_check(&plan("dies", 1, 2, "mesh(1024, 1024)", DECODE, ""), "1048576 x 1");
+    // NI-Balancer's cold-route table grows as dies^2: 16,000 dies (6.3 GB
+    // once) are refused before it is built, though 16,000 x 4 die-layers
+    // would be simulated.
+    refused_at_check(
+        &plan("dies-ni", 4, 8, "mesh(4, 4000)", DECODE, "; migration = ni_balancer"),
+        "dies NI-Balancer plans on is 16000",
+    );
     // One more row is past the language's own bound (E0018, at the topology).
     let o = moec(&[
         "check",

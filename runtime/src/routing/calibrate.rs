@@ -694,5 +694,8 @@ mod tests {
             ],
         };
         assert_eq!(dependency(&step, 0, 1, 8), 7.0 / 8.0);
+        // The same tokens among 65,536 experts: the same figure, without the
+        // experts x experts table (34 GB) it was once counted in (issue 16).
+        assert_eq!(dependency(&step, 0, 1, 65_536), 7.0 / 8.0);
     }
 }
