@@ -4,9 +4,9 @@
 //! as one grouped kernel.
 //!
 //! A form is what `parallel = ...` names in a plan and what the
-//! `parallel(...)` pass lays out on the IR (`passes/parallel.rs`), one per
+//! `parallel(...)` pass lays out on the IR (`passes/parallel/mod.rs`), one per
 //! MoE layer; `parallel = auto` chooses one per layer by equality
-//! saturation (`passes/form_graph.rs`). Every form computes the same
+//! saturation (`passes/parallel/form_graph.rs`). Every form computes the same
 //! result: splitting the up (and gate) projection by columns and the down
 //! projection by rows is an exact decomposition.
 

@@ -1,9 +1,10 @@
 //! The pass manager: runs a pipeline, verifies after every pass, prints the
 //! IR after the passes asked for.
 
-use super::registry::{create, PassSpec};
-use super::{Pass, PassContext};
 use crate::ir::{self, Ir, VerifyError};
+use crate::passes::registry::{create, PassSpec};
+use crate::passes::Pass;
+use crate::passes::PassContext;
 
 /// After which passes to hand the IR to the printer.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -5,34 +5,27 @@
 //! pipeline is a comma-separated list of specs, or the name of a pipeline in
 //! [`PIPELINES`]. The [`PassManager`] runs a pipeline like LLVM's `opt`: the
 //! verifier after every pass, the IR printed after the passes asked for.
+//!
+//! The passes live by family, each folder's `mod.rs` its dispatcher:
+//! [`place`] (where each expert lives: the placements, their solvers and
+//! the attention groups), [`parallel`] (the form each MoE layer takes:
+//! expert tensor parallelism, MoEShard, HD-MoE's hybrid, the e-graph
+//! search), [`migrate`] (experts moved while the run goes on). Families
+//! depend downwards only: `migrate` and `parallel` on `place`, all of them
+//! on the simulator [`probe`]s and the shared [`hungarian`] solver; the
+//! [`registry`] on every family.
 
-mod auto;
-mod contiguous;
-mod dynamic_placement;
-mod eplb;
-pub mod form_graph;
-mod from_file;
-mod hd_moe;
 mod hungarian;
-mod invasive;
-mod layer_all_to_all;
-mod link_balance;
-mod load_history;
 mod manager;
 mod migrate;
-mod moetuner;
-mod ni_balancer;
-mod node_balance;
 mod parallel;
-mod phase_links;
 mod place;
+mod probe;
 pub mod registry;
-mod round_robin;
-mod select_parallel;
-mod tp_groups;
 
 pub use manager::{PassManager, PipelineError, PrintAfter};
 pub use migrate::MigrationPolicy;
+pub use parallel::form_graph;
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 
 use crate::ir::Ir;

@@ -3,11 +3,11 @@
 //! A spec is `name` or `name(arg)`; a pipeline is specs joined by commas:
 //! `place(round_robin)`. Named pipelines stand for a list of specs.
 
-use super::from_file::FromFile;
-use super::migrate::Migrate;
-use super::parallel::Parallel;
-use super::place::Place;
-use super::Pass;
+use crate::passes::migrate::Migrate;
+use crate::passes::parallel::Parallel;
+use crate::passes::place::from_file::FromFile;
+use crate::passes::place::Place;
+use crate::passes::Pass;
 
 /// A pass as written in a pipeline: its name and optional argument.
 #[derive(Clone, Debug, PartialEq, Eq)]

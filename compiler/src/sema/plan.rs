@@ -48,7 +48,7 @@ pub enum PlacementChoice {
     /// all-to-all time.
     HdMoe,
     /// Every placement above that applies to the plan, each timed on the
-    /// simulator; the fastest is kept (`passes/auto.rs`).
+    /// simulator; the fastest is kept (`passes/place/auto.rs`).
     Auto,
     /// `file("path")`: the experts exactly where a placement file says
     /// (`docs/PLACEMENT_FORMATS.md`); `path` as written, relative to the
@@ -106,7 +106,7 @@ pub enum ParallelChoice {
     /// One form for every MoE layer.
     Fixed(Form),
     /// A form per layer chosen by equality saturation over the machine
-    /// model's cost (`passes/select_parallel.rs`).
+    /// model's cost (`passes/parallel/select_parallel.rs`).
     Auto,
 }
 

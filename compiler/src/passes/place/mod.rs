@@ -13,8 +13,20 @@
 //! dispatch and combine nodes list (`Sharding::Domains`). Their experts are
 //! placed as global EPLB places them, so the two differ only in layout.
 
-use super::{auto, contiguous, eplb, hd_moe, moetuner, round_robin, tp_groups, Pass, PassContext};
+pub(crate) mod auto;
+pub(crate) mod contiguous;
+pub(crate) mod eplb;
+pub(crate) mod from_file;
+pub(crate) mod hd_moe;
+pub(crate) mod link_balance;
+pub(crate) mod moetuner;
+pub(crate) mod node_balance;
+pub(crate) mod round_robin;
+pub(crate) mod tp_groups;
+
 use crate::ir::{Annotation, Ir, Op, Sharding};
+use crate::passes::Pass;
+use crate::passes::PassContext;
 use crate::sema::PlacementChoice;
 use moec_runtime::machine::DieId;
 
@@ -113,7 +125,7 @@ impl Pass for Place {
 /// How tensor-parallel attention groups are laid out (`tp_groups`), and
 /// whether dispatch and combine run from token domains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum GroupLayout {
+pub(crate) enum GroupLayout {
     /// Compact blocks; each token dispatched from its home die.
     Compact,
     /// Compact blocks; token domains of the dies at one ring position.
@@ -126,7 +138,7 @@ impl Place {
     /// Places every expert on the dies `layouts[layer][expert]` gives and
     /// everything else data-parallel (attention, under `tp(k)`, over groups
     /// laid out as `layout` says).
-    pub(super) fn apply(
+    pub(crate) fn apply(
         ir: &mut Ir,
         cx: &PassContext,
         layouts: &[Vec<Vec<DieId>>],

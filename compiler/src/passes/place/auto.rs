@@ -13,10 +13,11 @@
 //! the winner won. Ties go to the earlier candidate in `PlacementChoice::ALL`
 //! (the simpler placement).
 
-use super::place::Place;
-use super::{Pass, PassContext};
+use super::Place;
 use crate::ir::{verify_placed, Ir};
 use crate::lower::lower;
+use crate::passes::Pass;
+use crate::passes::PassContext;
 use crate::sema::PlacementChoice;
 use moec_runtime::run::{run, RunOptions};
 

@@ -13,12 +13,12 @@
 //! travels before the step, with no die computing: the step stalls for as
 //! long as the busiest links need.
 
-use super::eplb;
-use super::hungarian;
 use super::load_history::LoadHistory;
-use super::migrate::{Decision, ExpertHolders, MovePlan};
-use super::PassContext;
+use super::{Decision, ExpertHolders, MovePlan};
 use crate::ir::{Eviction, ExpertId, Timing, Travel, WeightMove};
+use crate::passes::hungarian;
+use crate::passes::place::eplb;
+use crate::passes::PassContext;
 use moec_runtime::machine::DieId;
 use std::collections::BTreeSet;
 

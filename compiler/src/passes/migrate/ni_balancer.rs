@@ -25,10 +25,10 @@
 //! (`Ir::shadow_slots`), so no migration can run a die out of memory.
 
 use super::load_history::LoadHistory;
-use super::migrate::{Decision, ExpertHolders, MovePlan};
-use super::phase_links::PhaseLinks;
-use super::PassContext;
+use super::{Decision, ExpertHolders, MovePlan};
 use crate::ir::{ExpertId, Ir, Timing, Travel, WeightMove};
+use crate::passes::probe::phase_links::PhaseLinks;
+use crate::passes::PassContext;
 use moec_runtime::machine::DieId;
 use moec_runtime::schedule::{plan_legs, step_windows};
 
@@ -202,7 +202,7 @@ pub fn plan(
         ),
         format!(
             "ni_balancer: links cold (< {:.0}% busy) in attention {cold_attention} of {alive_links}, in MoE {cold_moe} of {alive_links}; windows {:.1} us attention, {:.1} us MoE",
-            super::phase_links::COLD * 100.0,
+            crate::passes::probe::phase_links::COLD * 100.0,
             links.window_s(crate::ir::Phase::Attention) * 1e6,
             links.window_s(crate::ir::Phase::Moe) * 1e6,
         ),

@@ -27,12 +27,12 @@
 //! and the KV cache: the per-layer choice stays separable.
 
 use super::form_graph::{self, FormCost};
-use super::layer_all_to_all::{LayerAllToAll, LayerLayout};
-use super::node_balance;
-use super::parallel;
-use super::PassContext;
 use crate::ir::{self, Form, FormKind, Ir};
 use crate::lower;
+use crate::passes::parallel;
+use crate::passes::place::node_balance;
+use crate::passes::probe::layer_all_to_all::{LayerAllToAll, LayerLayout};
+use crate::passes::PassContext;
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::sim::cost::CostModel;

@@ -26,7 +26,7 @@
 //! not handed to the solver: the greedy solution stands, and the report
 //! says so. The paper used Gurobi at a 2.5% gap.
 
-use super::PassContext;
+use crate::passes::PassContext;
 use good_lp::solvers::microlp::MicroLpSolution;
 use good_lp::{
     constraint, microlp, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel, Variable,

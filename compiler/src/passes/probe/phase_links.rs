@@ -24,7 +24,7 @@ use moec_runtime::sim::engine::{simulate_step_with, SimOptions};
 use moec_runtime::units::Bytes;
 use std::collections::BTreeMap;
 
-use super::PassContext;
+use crate::passes::PassContext;
 
 /// A link whose utilisation by a phase's traffic is below this is cold in
 /// that phase.

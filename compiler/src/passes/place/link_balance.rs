@@ -7,7 +7,7 @@
 //! Bayesian optimisation and has a simulated-annealing alternative; moec
 //! runs the annealing, seeded, so a compile is reproducible. A candidate is
 //! a target point on the mesh for every logical node; the Hungarian
-//! algorithm ([`super::hungarian`]) snaps it to the permutation of dies
+//! algorithm ([`crate::passes::hungarian`]) snaps it to the permutation of dies
 //! with the least total Manhattan distance to the targets. A move shifts the
 //! targets of a few nodes by a normal step that shrinks as the budget is
 //! spent, and is kept by the Metropolis rule at a temperature that cools
@@ -15,7 +15,7 @@
 //! evaluated again. The objective is the caller's (in `hd_moe`, the
 //! simulated dispatch + combine time of the layer: `layer_all_to_all`).
 
-use super::hungarian;
+use crate::passes::hungarian;
 use moec_runtime::rng::Rng;
 use std::collections::BTreeMap;
 

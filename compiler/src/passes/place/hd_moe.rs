@@ -23,13 +23,13 @@
 //!    then more in rounds, largest shares first); the notes say how many
 //!    were dropped.
 
-use super::layer_all_to_all::{LayerAllToAll, LayerLayout};
 use super::link_balance;
 use super::node_balance::{self, LayerProblem, NodeBalance, Status};
-use super::place::{GroupLayout, Place};
-use super::PassContext;
+use super::{GroupLayout, Place};
 use crate::ir::{self, Ir};
 use crate::lower;
+use crate::passes::probe::layer_all_to_all::{LayerAllToAll, LayerLayout};
+use crate::passes::PassContext;
 use moec_runtime::machine::DieId;
 use moec_runtime::model::LayerKind;
 use moec_runtime::routing::RoutingGenerator;

@@ -27,11 +27,11 @@
 //! range of steps grows, so the IR stays small on a long run.
 
 use super::load_history::LoadHistory;
-use super::migrate::{insert, Decision, ExpertHolders, MovePlan};
-use super::phase_links::{PhaseLinks, COLD};
-use super::PassContext;
+use super::{insert, Decision, ExpertHolders, MovePlan};
 use crate::ir::{ExpertId, Ir, Phase, Timing, Travel, WeightMove};
 use crate::lower;
+use crate::passes::probe::phase_links::{PhaseLinks, COLD};
+use crate::passes::PassContext;
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::schedule::Broadcast;

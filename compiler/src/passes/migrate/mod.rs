@@ -21,12 +21,15 @@
 //! Migration moves whole experts, so it runs after a placement with the
 //! experts whole (EP, replicas allowed).
 
-use super::dynamic_placement;
-use super::invasive;
-use super::load_history::LoadHistory;
-use super::ni_balancer;
-use super::{Pass, PassContext};
+pub(crate) mod dynamic_placement;
+pub(crate) mod invasive;
+pub(crate) mod load_history;
+pub(crate) mod ni_balancer;
+
 use crate::ir::{Annotation, Eviction, Ir, LayerId, Node, Op, Sharding, Tensor, TensorType, WeightMove};
+use crate::passes::Pass;
+use crate::passes::PassContext;
+use load_history::LoadHistory;
 use moec_runtime::machine::DieId;
 use moec_runtime::units::Bytes;
 use petgraph::stable_graph::NodeIndex;
@@ -305,7 +308,7 @@ impl Pass for Migrate {
 
 /// Adds a node per decision, fed by its expert's node (the edge carries
 /// the expert's weights).
-pub(super) fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Result<(), String> {
+pub(crate) fn insert(ir: &mut Ir, holders: &ExpertHolders, decisions: Vec<Decision>) -> Result<(), String> {
     let bytes = ir.model.expert_bytes();
     let dtype = ir.model.dtype;
     let weights = Tensor::new(vec![bytes.0 / dtype.bytes().max(1)], TensorType::Data(dtype));

@@ -22,11 +22,15 @@
 //! verifier checks every copy covers the FFN exactly once, and memory
 //! counts each die's share.
 
-use super::hd_moe::{self, Mode};
-use super::layer_all_to_all::LayerLayout;
-use super::tp_groups::compact_groups;
-use super::{Pass, PassContext};
+pub mod form_graph;
+pub(crate) mod select_parallel;
+
 use crate::ir::{Form, FormKind, Ir, Op, Sharding};
+use crate::passes::place::hd_moe::{self, Mode};
+use crate::passes::place::tp_groups::compact_groups;
+use crate::passes::probe::layer_all_to_all::LayerLayout;
+use crate::passes::Pass;
+use crate::passes::PassContext;
 use moec_runtime::machine::DieId;
 use moec_runtime::model::LayerKind;
 use std::collections::BTreeMap;
@@ -74,7 +78,7 @@ impl Pass for Parallel {
                 let form = Form::parse(&self.spec, alive.len() as u32)?;
                 moe_layers.iter().map(|&l| (l, form)).collect()
             }
-            None => super::select_parallel::select(ir, cx, &moe_layers)?,
+            None => select_parallel::select(ir, cx, &moe_layers)?,
         };
         lay_out(ir, cx, &forms)
     }

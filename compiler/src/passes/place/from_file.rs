@@ -6,9 +6,10 @@
 //! `tp(k)` groups, the rest on every alive die). The verifier then checks
 //! that every die holds what the file put on it.
 
-use super::place::{GroupLayout, Place};
-use super::{Pass, PassContext};
+use super::{GroupLayout, Place};
 use crate::ir::Ir;
+use crate::passes::Pass;
+use crate::passes::PassContext;
 
 /// The pass; its placement comes from [`PassContext::placement_file`].
 pub struct FromFile;
