@@ -1,8 +1,9 @@
 //! Checking a `workload` item into a [`WorkloadSpec`], its routing source
-//! included: a trace path must exist; count files are read (through the
-//! [`SourceReader`], like the .moe files), parsed and selected from here, so
+//! included: traces and count files are read (through the [`SourceReader`],
+//! like the .moe files) and parsed here, counts also selected from, so
 //! their errors point at the argument at fault; calibration targets get the
-//! checks that need no model (the rest waits for a plan, `plan.rs`).
+//! checks that need no model. What needs the model (counts and traces
+//! that fit it, calibrations it can reach) waits for a plan (`plan.rs`).
 
 use super::reader::{self, wrong_type, BlockReader};
 use super::suggest::did_you_mean;
