@@ -2,19 +2,8 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-fn moec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moec"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .expect("moec runs")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
+use common::{moec, text};
+use std::process::Command;
 
 const MAIN: &str = "examples/deepseek-v3-wafer.moe";
 

@@ -6,20 +6,8 @@
 
 mod common;
 
+use common::{moec, text};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn moec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moec"))
-        .args(args)
-        .current_dir(common::root())
-        .output()
-        .expect("moec runs")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
 
 /// A model of `layers` layers and `experts` experts (top 2) on `topology`
 /// under `workload`, written to a scratch file.

@@ -1,5 +1,5 @@
-//! Shared by the integration tests: where the examples are, and compiling a
-//! file with every IR print captured.
+//! Shared by the integration tests: where the examples are, compiling a
+//! file with every IR print captured, and running the `moec` binary.
 
 #![allow(dead_code)]
 
@@ -95,4 +95,18 @@ pub fn compile_printing(
         panic!("{plan}: {}", moec::diag::render(&session.loaded.sources, &[d]));
     }
     printed
+}
+
+/// Runs the `moec` binary from the workspace root.
+pub fn moec(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_moec"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("moec runs")
+}
+
+/// A process's output as text, for messages and `contains` checks.
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
 }
