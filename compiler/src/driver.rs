@@ -4,7 +4,7 @@
 use crate::budget;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::Form;
-use crate::ir::{self, Ir, VerifyError};
+use crate::ir::{self, Ir, Overlap, VerifyError};
 use crate::lower;
 use crate::passes::{parse_pipeline, MigrationPolicy, PassContext, PassManager, PipelineError, PrintAfter};
 use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
@@ -136,6 +136,11 @@ impl Session {
         let pipeline = match (&options.passes, plan.parallel) {
             (None, ParallelChoice::Fixed(Form::EP)) | (Some(_), _) => pipeline,
             (None, parallel) => format!("{pipeline},{}", parallel.pass()),
+        };
+        // A plan's `overlap` (other than none) splits the step on that layout.
+        let pipeline = match (&options.passes, plan.overlap) {
+            (None, Overlap::None) | (Some(_), _) => pipeline,
+            (None, overlap) => format!("{pipeline},overlap({overlap})"),
         };
         // A plan's `migration` (other than none) runs last, on the final layout.
         let pipeline = match (&options.passes, options.migration.unwrap_or(plan.migration)) {

@@ -1,7 +1,7 @@
 //! Building the IR of one step from a checked plan's model, machine and
 //! workload. Nothing is placed yet.
 
-use super::{ExpertId, Header, Ir, LayerId, Node, Op, Tensor, TensorType};
+use super::{ExpertId, Header, Ir, LayerId, Node, Op, Overlap, Tensor, TensorType};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::{Activation, LayerKind, ModelSpec};
 use moec_runtime::units::Bytes;
@@ -139,6 +139,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         graph: g,
         model: model.clone(),
         shadow_slots: 0,
+        overlap: Overlap::None,
     }
 }
 

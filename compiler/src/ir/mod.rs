@@ -19,12 +19,14 @@ pub mod dot;
 mod form;
 pub mod json;
 pub mod memory;
+mod overlap;
 mod relocation;
 pub mod text;
 mod verify;
 
 pub use build::build;
 pub use form::{Form, FormKind};
+pub use overlap::Overlap;
 pub use relocation::{Eviction, Leg, Phase, Timing, Travel, WeightMove};
 pub use verify::{verify, verify_placed, VerifyError};
 
@@ -294,6 +296,9 @@ pub struct Ir {
     /// replicas added during the run (NI-Balancer's shadow slots);
     /// counted in each die's memory.
     pub shadow_slots: u32,
+    /// How the step's work overlaps (`overlap(...)`): one batch, or
+    /// micro-batches; the lowering realises it.
+    pub overlap: Overlap,
 }
 
 impl Ir {

@@ -41,6 +41,14 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
         h.passes.join(", ")
     };
     let _ = writeln!(out, "; passes run: {passes}");
+    if ir.overlap != super::Overlap::None {
+        let _ = writeln!(
+            out,
+            "; overlap: {} ({} micro-batches)",
+            ir.overlap,
+            ir.overlap.micro_batches()
+        );
+    }
     for note in &h.notes {
         let _ = writeln!(out, "; note: {note}");
     }

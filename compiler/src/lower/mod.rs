@@ -10,7 +10,9 @@
 //! (between an all-gather and a reduce-scatter in its group, under TP),
 //! then the gate, the dispatch all-to-all, the shared experts (which
 //! overlap the dispatch, since they depend only on attention), the die's
-//! experts, and the combine all-to-all; or the dense FFN. Under token
+//! experts, and the combine all-to-all; or the dense FFN (`program.rs`,
+//! which also splits the step into micro-batches under an overlap form).
+//! Under token
 //! domains (`Sharding::Domains` on the dispatch nodes), the gate is
 //! followed by an all-gather of the routed rows in the attention group and
 //! the combine by a reduce-scatter of the members' partial outputs. Dead
@@ -18,12 +20,14 @@
 //! schedule's migrations and broadcasts (`moves.rs`).
 
 mod moves;
+mod program;
 
 use crate::ir::{Ir, Op, Sharding};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::{LayerKind, ModelSpec};
-use moec_runtime::schedule::{DieProgram, Instr, InstrId, Op as SOp, Placement, Schedule, SCHEDULE_VERSION};
+use moec_runtime::schedule::{DieProgram, Placement, Schedule, SCHEDULE_VERSION};
 use moec_runtime::workload::WorkloadSpec;
+use program::program;
 
 /// Lowers a fully placed IR. Fails (with a message naming the node) if
 /// something the schedule needs is not placed.
@@ -36,7 +40,7 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         .map(|d| {
             let die = DieId(d);
             let instrs = if machine.is_alive(die) {
-                program(model, tp, domains, &unfused)
+                program(model, tp, domains, &unfused, ir.overlap)
             } else {
                 Vec::new()
             };
@@ -54,6 +58,7 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         programs,
         migrations,
         broadcasts,
+        micro_batches: ir.overlap.micro_batches(),
     };
     schedule
         .validate()
@@ -145,57 +150,4 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<(Pla
         balanced: Vec::new(),
     };
     Ok((placement, unfused))
-}
-
-/// The program every alive die runs (the same shape on each; what differs
-/// is which tokens and experts each die holds, which the placement says).
-/// `tp`: attention runs in groups, between an all-gather and a reduce-scatter.
-/// `domains`: tokens are dispatched from token domains. `unfused[layer]`:
-/// that layer's experts launch one kernel per part.
-fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool]) -> Vec<Instr> {
-    let mut instrs: Vec<Instr> = Vec::new();
-    let mut push = |op: SOp, deps: &[InstrId]| -> InstrId {
-        let id = InstrId(instrs.len() as u32);
-        instrs.push(Instr {
-            id,
-            op,
-            deps: deps.to_vec(),
-        });
-        id
-    };
-    let mut prev = push(SOp::Embed, &[]);
-    let shared = model.moe.as_ref().is_some_and(|m| m.shared_experts > 0);
-    for l in 0..model.layers {
-        let layer = l as u32;
-        let attention = if tp {
-            let gather = push(SOp::AllGather { layer }, &[prev]);
-            let partial = push(SOp::Attention { layer }, &[gather]);
-            push(SOp::ReduceScatter { layer }, &[partial])
-        } else {
-            push(SOp::Attention { layer }, &[prev])
-        };
-        prev = match model.layer_kind(l) {
-            LayerKind::Moe => {
-                let mut gate = push(SOp::Gate { layer }, &[attention]);
-                if domains {
-                    gate = push(SOp::TokenAllGather { layer }, &[gate]);
-                }
-                let dispatch = push(SOp::Dispatch { layer }, &[gate]);
-                let shared_experts = shared.then(|| push(SOp::SharedExperts { layer }, &[attention]));
-                let unfused = unfused.get(l as usize).copied().unwrap_or(false);
-                let experts = push(SOp::Experts { layer, unfused }, &[dispatch]);
-                let mut combine_deps = vec![experts];
-                combine_deps.extend(shared_experts);
-                let combine = push(SOp::Combine { layer }, &combine_deps);
-                if domains {
-                    push(SOp::MoeReduceScatter { layer }, &[combine])
-                } else {
-                    combine
-                }
-            }
-            LayerKind::Dense => push(SOp::DenseFfn { layer }, &[attention]),
-        };
-    }
-    push(SOp::LmHead, &[prev]);
-    instrs
 }

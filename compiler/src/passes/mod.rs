@@ -10,7 +10,8 @@
 //! [`place`] (where each expert lives: the placements, their solvers and
 //! the attention groups), [`parallel`] (the form each MoE layer takes:
 //! expert tensor parallelism, MoEShard, HD-MoE's hybrid, the e-graph
-//! search), [`migrate`] (experts moved while the run goes on). Families
+//! search), [`overlap`] (micro-batches whose communication runs under one
+//! another's compute), [`migrate`] (experts moved while the run goes on). Families
 //! depend downwards only: `migrate` and `parallel` on `place`, all of them
 //! on the simulator [`probe`]s and the shared [`hungarian`] solver; the
 //! [`registry`] on every family.
@@ -18,6 +19,7 @@
 mod hungarian;
 mod manager;
 mod migrate;
+mod overlap;
 mod parallel;
 mod place;
 mod probe;

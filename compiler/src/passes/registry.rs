@@ -4,6 +4,7 @@
 //! `place(round_robin)`. Named pipelines stand for a list of specs.
 
 use crate::passes::migrate::Migrate;
+use crate::passes::overlap::OverlapPass;
 use crate::passes::parallel::Parallel;
 use crate::passes::place::from_file::FromFile;
 use crate::passes::place::Place;
@@ -36,6 +37,11 @@ pub const PASSES: &[(&str, &str)] = &[
         "parallel",
         "parallel(FORM): the form of every MoE layer's experts on the placed dies; FORM: any `parallel = ...` \
          value (ep, tp(k), moeshard(k), hybrid, compute_balanced, each optionally with `fused = false`; auto)",
+    ),
+    (
+        "overlap",
+        "overlap(FORM): how a step's work overlaps on each die; FORM: none (one batch) or two_batch (two \
+         micro-batches, one's all-to-all under the other's compute)",
     ),
     (
         "migrate",
@@ -109,6 +115,7 @@ pub fn create(spec: &PassSpec) -> Result<Box<dyn Pass>, String> {
         "place" => Ok(Box::new(Place::new(spec.arg.as_deref())?)),
         "parallel" => Ok(Box::new(Parallel::new(spec.arg.as_deref())?)),
         "migrate" => Ok(Box::new(Migrate::new(spec.arg.as_deref())?)),
+        "overlap" => Ok(Box::new(OverlapPass::new(spec.arg.as_deref())?)),
         "from_file" => match &spec.arg {
             None => Ok(Box::new(FromFile)),
             Some(_) => Err("`from_file` takes no argument: the file is the plan's `placement = file(\"...\")`".into()),

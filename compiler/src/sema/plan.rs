@@ -6,7 +6,7 @@ use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
-use crate::ir::{Form, FormKind};
+use crate::ir::{Form, FormKind, Overlap};
 use crate::passes::MigrationPolicy;
 use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
@@ -191,6 +191,8 @@ pub struct Plan {
     pub parallel: ParallelChoice,
     /// What moves experts while the run goes on (`migration = ...`).
     pub migration: MigrationPolicy,
+    /// How a step's work overlaps on each die (`overlap = ...`; none when absent).
+    pub overlap: Overlap,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -264,6 +266,11 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(MigrationPolicy::None),
     };
     let migration_ok = migration.is_some();
+    let overlap_names: Vec<&'static str> = Overlap::ALL.iter().map(|(n, _)| *n).collect();
+    let overlap = match r.choice("overlap", &overlap_names) {
+        Some((name, _)) => Overlap::parse(name).ok(),
+        None => r.span_of("overlap").is_none().then_some(Overlap::None),
+    };
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
 
@@ -277,6 +284,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         attention: attention?,
         parallel: parallel?,
         migration: migration?,
+        overlap: overlap?,
         calibration: None,
         span: decl.name.span,
     };

@@ -443,7 +443,11 @@ impl Executor {
         }
         #[cfg(test)]
         self.computed.clear();
+        let (w, vocab) = (ctx.width(), ctx.model.vocab as usize);
+        let mut hidden = vec![0.0f32; tokens * w];
+        let mut logits = vec![0.0f32; tokens * vocab];
         let events = std::mem::take(&mut self.walk.events);
+        let whole = self.holdings.sequences.clone();
         for event in &events {
             match *event {
                 Event::Issue { die, instr } => {
@@ -454,21 +458,25 @@ impl Executor {
                 }
                 Event::Finalize { die, layer } => self.finalize(ctx, die, layer),
                 Event::Reduce { die, layer } => self.reduce(ctx, die, layer),
+                Event::MicroBatch { index } => {
+                    // The previous micro-batch is done: keep its outputs,
+                    // then lay out this one's tokens on fresh buffers.
+                    self.collect_outputs((&mut hidden, &mut logits), (w, vocab));
+                    if let Some(sequences) = self.walk.micro_batches.get(index) {
+                        self.holdings.sequences = sequences.clone();
+                    }
+                    self.lay_out(&ctx.layout);
+                    for die in &mut self.dies {
+                        die.act = Activations::default();
+                    }
+                }
             }
         }
+        self.collect_outputs((&mut hidden, &mut logits), (w, vocab));
         self.walk.events = events;
-
-        let (w, vocab) = (ctx.width(), ctx.model.vocab as usize);
-        let mut hidden = vec![0.0f32; tokens * w];
-        let mut logits = vec![0.0f32; tokens * vocab];
-        for (t, &(d, row)) in self.home.iter().enumerate() {
-            let act = &self.dies[d].act;
-            if let Some(src) = act.x.get(row * w..(row + 1) * w) {
-                hidden[t * w..(t + 1) * w].copy_from_slice(src);
-            }
-            if let Some(src) = act.logits.get(row * vocab..(row + 1) * vocab) {
-                logits[t * vocab..(t + 1) * vocab].copy_from_slice(src);
-            }
+        if !self.walk.micro_batches.is_empty() {
+            self.holdings.sequences = whole;
+            self.lay_out(&ctx.layout);
         }
         let gate_fallbacks = step.record.fallbacks;
         Execution {
@@ -481,6 +489,25 @@ impl Executor {
             },
             bytes_copied: step.rows_copied * (w as u64) * ctx.model.dtype.bytes(),
             rows_copied: step.rows_copied,
+        }
+    }
+
+    /// Copies the final hidden state and logits of every token the dies
+    /// hold now into the step's outputs (rows of `w` and `vocab`).
+    fn collect_outputs(&self, (hidden, logits): (&mut [f32], &mut [f32]), (w, vocab): (usize, usize)) {
+        for die in &self.dies {
+            for (row, &t) in die.tokens.iter().enumerate() {
+                if let (Some(src), Some(dst)) = (
+                    die.act.x.get(row * w..(row + 1) * w),
+                    hidden.get_mut(t * w..(t + 1) * w),
+                ) {
+                    dst.copy_from_slice(src);
+                }
+                let (from, to) = (row * vocab..(row + 1) * vocab, t * vocab..(t + 1) * vocab);
+                if let (Some(src), Some(dst)) = (die.act.logits.get(from), logits.get_mut(to)) {
+                    dst.copy_from_slice(src);
+                }
+            }
         }
     }
 

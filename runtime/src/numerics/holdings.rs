@@ -44,6 +44,17 @@ pub struct Holdings {
 }
 
 impl Holdings {
+    /// These holdings with only the sequences `keep` accepts (a
+    /// micro-batch's): the experts and groups are the die's whatever
+    /// tokens it holds.
+    pub fn of_sequences(&self, keep: impl Fn(usize) -> bool) -> Holdings {
+        let mut held = self.clone();
+        for s in &mut held.sequences {
+            s.retain(|&x| keep(x));
+        }
+        held
+    }
+
     /// Holdings of the first `numeric_sequences` sequences of `schedule`'s
     /// workload. Refuses placements that leave an expert of an MoE layer on
     /// no die or home a sequence on a die the machine lacks.

@@ -96,11 +96,8 @@ struct Program {
 impl Program {
     fn push(&mut self, op: Op, deps: &[u32]) -> u32 {
         let id = self.instrs.len() as u32;
-        self.instrs.push(Instr {
-            id: InstrId(id),
-            op,
-            deps: deps.iter().map(|&d| InstrId(d)).collect(),
-        });
+        self.instrs
+            .push(Instr::new(InstrId(id), op, deps.iter().map(|&d| InstrId(d)).collect()));
         id
     }
 }
@@ -164,6 +161,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
             .collect(),
         migrations: Vec::new(),
         broadcasts: Vec::new(),
+        micro_batches: 1,
     }
 }
 
@@ -558,23 +556,21 @@ fn schedules_that_compute_on_missing_data_are_refused() {
     // A receive nobody sends to: deadlock.
     let mut s = base.clone();
     let last = s.programs[3].instrs.len() as u32;
-    s.programs[3].instrs.push(Instr {
-        id: InstrId(last),
-        op: Op::Recv { from: DieId(0), tag: 1 },
-        deps: vec![],
-    });
+    s.programs[3]
+        .instrs
+        .push(Instr::new(InstrId(last), Op::Recv { from: DieId(0), tag: 1 }, vec![]));
     assert!(check(&s).contains("deadlocks"), "{}", check(&s));
     // ... and with the matching send, it runs.
     let last0 = s.programs[0].instrs.len() as u32;
-    s.programs[0].instrs.push(Instr {
-        id: InstrId(last0),
-        op: Op::Send {
+    s.programs[0].instrs.push(Instr::new(
+        InstrId(last0),
+        Op::Send {
             to: DieId(3),
             bytes: 8,
             tag: 1,
         },
-        deps: vec![],
-    });
+        vec![],
+    ));
     assert!(Numerics::new(&s, &full_width()).is_ok());
 
     // An expert on no die.
@@ -703,6 +699,7 @@ fn deepseek_v3_numeric_step_timing() {
             .collect(),
         migrations: Vec::new(),
         broadcasts: Vec::new(),
+        micro_batches: 1,
         model,
         workload,
     };

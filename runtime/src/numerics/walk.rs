@@ -42,12 +42,19 @@ pub enum Event {
     /// (routed outputs combined, shared experts, or the dense FFN): its
     /// residual can take them.
     Finalize { die: usize, layer: u32 },
+    /// The events that follow, up to the next `MicroBatch`, are micro-batch
+    /// `index`'s: its sequences are `Walk::micro_batches[index]`.
+    MicroBatch { index: usize },
 }
 
 /// The planned order of one step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Walk {
     pub events: Vec<Event>,
+    /// When the step is split into micro-batches: per micro-batch, per die,
+    /// the numeric sequences of that micro-batch homed there. Empty: one
+    /// batch, the holdings' sequences.
+    pub micro_batches: Vec<Vec<Vec<usize>>>,
 }
 
 /// How an op is named in messages.
@@ -82,10 +89,72 @@ struct Progress {
 
 /// Plans the walk of `schedule` for `holdings`, or says why the schedule
 /// cannot compute the step.
+///
+/// A step split into micro-batches is walked one micro-batch after
+/// another: micro-batches share no data (a token's attention reads only
+/// its sequence, its expert rows are computed row by row, and its sums run
+/// in a fixed order), so the order they interleave in on the dies cannot
+/// change a number; what can go wrong is within one, and each is checked
+/// as a schedule of its own: its instructions, with the dependencies among
+/// them, over the tokens of its sequences.
 pub fn plan(schedule: &Schedule, holdings: &Holdings) -> Result<Walk, String> {
     let model = &schedule.model;
-    check_instructions(schedule, holdings)?;
-    Planner::new(schedule, holdings).run(model)
+    let m = schedule.micro_batches.max(1);
+    if m == 1 {
+        check_instructions(schedule, holdings)?;
+        return Planner::new(schedule, holdings).run(model);
+    }
+    let of = schedule.placement.micro_batch_of(m);
+    let mut walk = Walk::default();
+    for j in 0..m {
+        let (part, index) = micro_batch(schedule, j);
+        let held = holdings.of_sequences(|s| of.get(s) == Some(&j));
+        let in_part = |e: String| format!("micro-batch {j}: {e}");
+        check_instructions(&part, &held).map_err(in_part)?;
+        let events = Planner::new(&part, &held).run(model).map_err(in_part)?.events;
+        walk.events.push(Event::MicroBatch { index: j as usize });
+        walk.events.extend(events.into_iter().map(|e| match e {
+            Event::Issue { die, instr } => Event::Issue {
+                die,
+                instr: index[die][instr],
+            },
+            other => other,
+        }));
+        walk.micro_batches.push(held.sequences);
+    }
+    Ok(walk)
+}
+
+/// Micro-batch `j`'s part of `schedule`: each die's instructions of that
+/// micro-batch, numbered afresh, with their dependencies on one another
+/// (those on other micro-batches only order the die's work); and per die,
+/// each new number's instruction in the whole program.
+fn micro_batch(schedule: &Schedule, j: u32) -> (Schedule, Vec<Vec<usize>>) {
+    let mut part = schedule.clone();
+    part.micro_batches = 1;
+    let mut index = Vec::with_capacity(schedule.programs.len());
+    for program in &mut part.programs {
+        let mut renumber = vec![None; program.instrs.len()];
+        let mut kept = Vec::new();
+        let mut at = Vec::new();
+        for (i, instr) in program.instrs.iter().enumerate() {
+            if instr.micro_batch != j {
+                continue;
+            }
+            let id = crate::schedule::InstrId(kept.len() as u32);
+            renumber[i] = Some(id);
+            let deps = instr
+                .deps
+                .iter()
+                .filter_map(|d| renumber.get(d.0 as usize).copied().flatten())
+                .collect();
+            kept.push(crate::schedule::Instr::new(id, instr.op.clone(), deps));
+            at.push(i);
+        }
+        program.instrs = kept;
+        index.push(at);
+    }
+    (part, index)
 }
 
 /// Every op names a layer of the right kind; every die runs each op of
@@ -290,7 +359,10 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        Ok(Walk { events: self.events })
+        Ok(Walk {
+            events: self.events,
+            micro_batches: Vec::new(),
+        })
     }
 
     /// Checks `op`'s inputs on `die`, records it, and completes what it completes.

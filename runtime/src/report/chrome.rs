@@ -63,12 +63,16 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
     }
     let mut offset = 0.0;
     for step in steps {
+        let micro_batched = step.spans.iter().any(|x| x.micro_batch > 0);
         for s in &step.spans {
             if s.end_s <= s.start_s {
                 continue;
             }
             events.push(Event {
-                name: op_name(&s.op),
+                name: match micro_batched {
+                    true => format!("{} mb{}", op_name(&s.op), s.micro_batch),
+                    false => op_name(&s.op),
+                },
                 ph: "X",
                 pid: DIES,
                 tid: s.die.0,

@@ -15,6 +15,36 @@ pub struct Instr {
     pub op: Op,
     /// Instructions of the same die that must complete before this issues.
     pub deps: Vec<InstrId>,
+    /// The micro-batch whose tokens it works on (`Schedule::micro_batches`;
+    /// 0 when the step is one batch).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub micro_batch: u32,
+    /// The die's stream it issues on: each stream issues its instructions
+    /// in program order, independently of the others (0 when the die has
+    /// one stream).
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub stream: u8,
+}
+
+impl Instr {
+    /// An instruction of the whole batch on stream 0.
+    pub fn new(id: InstrId, op: Op, deps: Vec<InstrId>) -> Instr {
+        Instr {
+            id,
+            op,
+            deps,
+            micro_batch: 0,
+            stream: 0,
+        }
+    }
+}
+
+fn is_zero(x: &u32) -> bool {
+    *x == 0
+}
+
+fn is_zero_u8(x: &u8) -> bool {
+    *x == 0
 }
 
 /// What an instruction does. Compute ops run the named kernel on the

@@ -53,7 +53,24 @@ pub struct Schedule {
     /// Experts broadcast for one layer of every step in a range.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub broadcasts: Vec<Broadcast>,
+    /// Micro-batches the step's sequences are split into
+    /// ([`Placement::micro_batch_of`]); each instruction works on one of
+    /// them (`Instr::micro_batch`). 1: the step is one batch.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub micro_batches: u32,
 }
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(x: &u32) -> bool {
+    *x == 1
+}
+
+/// The most micro-batches a step may be split into, and streams a die may have.
+pub const MAX_MICRO_BATCHES: u32 = 64;
+pub const MAX_STREAMS: u8 = 8;
 
 /// Where things live.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -98,6 +115,30 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// Per sequence: its micro-batch when the step is split into `m`. Each
+    /// die splits the sequences homed on it, in order, into `m` contiguous
+    /// runs as equal as they can be (the `k`-th of `n` goes to `k * m /
+    /// n`), so every die (and every attention group) holds its share of
+    /// each micro-batch and the micro-batches are as alike as the batch
+    /// allows.
+    pub fn micro_batch_of(&self, m: u32) -> Vec<u32> {
+        let m = u64::from(m.max(1));
+        let dies = self.sequences.iter().map(|d| d.index() + 1).max().unwrap_or(0);
+        let mut homed = vec![0u64; dies];
+        for d in &self.sequences {
+            homed[d.index()] += 1;
+        }
+        let mut seen = vec![0u64; dies];
+        self.sequences
+            .iter()
+            .map(|d| {
+                let k = seen[d.index()];
+                seen[d.index()] += 1;
+                (k * m / homed[d.index()].max(1)) as u32
+            })
+            .collect()
+    }
+
     /// Per die: its attention group (ring order) and its position in it; a
     /// die in no group is a group of one.
     pub fn attention_group_of(&self, dies: usize) -> Vec<(Vec<DieId>, usize)> {
@@ -416,9 +457,26 @@ impl Schedule {
         if self.programs.len() != dies as usize {
             return Err(format!("{} programs for {dies} dies", self.programs.len()));
         }
+        if self.micro_batches == 0 || self.micro_batches > MAX_MICRO_BATCHES {
+            return Err(format!(
+                "{} micro-batches: a step is split into 1 to {MAX_MICRO_BATCHES}",
+                self.micro_batches
+            ));
+        }
         for (i, p) in self.programs.iter().enumerate() {
             if p.die.0 as usize != i {
                 return Err(format!("program {i} is for die {}", p.die.0));
+            }
+            if let Some((k, instr)) = p
+                .instrs
+                .iter()
+                .enumerate()
+                .find(|(_, x)| x.micro_batch >= self.micro_batches || x.stream >= MAX_STREAMS)
+            {
+                return Err(format!(
+                    "die {i}: instruction {k} is of micro-batch {} on stream {} (the step has {} micro-batches, a die at most {MAX_STREAMS} streams)",
+                    instr.micro_batch, instr.stream, self.micro_batches
+                ));
             }
             for (k, instr) in p.instrs.iter().enumerate() {
                 if instr.id.0 as usize != k {

@@ -22,7 +22,7 @@ use super::cost::{Cost, CostModel};
 use super::moves::{opens, Moves, StepChunk, MIGRATION};
 use super::network::{Network, Traffic};
 use super::time::Time;
-use super::traffic::{step_traffic, StepTraffic};
+use super::traffic::{micro_batch_traffic, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
 use crate::schedule::{Op, Phase, Schedule, Window};
@@ -48,6 +48,8 @@ pub struct Breakdown {
 pub struct Span {
     pub die: DieId,
     pub op: Op,
+    /// The micro-batch it worked on (0 when the step is one batch).
+    pub micro_batch: u32,
     pub start_s: f64,
     pub end_s: f64,
 }
@@ -160,9 +162,13 @@ fn ring_kind(op: &Op) -> Option<u64> {
     }
 }
 
-/// The collectives' bookkeeping, per (kind, layer, die) at `kind][layer * dies + die`.
+/// The collectives' bookkeeping, per (kind, slot, die) at `[kind][slot *
+/// dies + die]`, where a layer's micro-batch `j` of `m` has slot
+/// `layer * m + j`.
 struct Collectives {
     dies: usize,
+    /// Micro-batches of the step.
+    micro_batches: usize,
     /// Transfers still to arrive.
     pending: Vec<Vec<u32>>,
     /// When the last transfer arrived.
@@ -174,27 +180,32 @@ struct Collectives {
 }
 
 impl Collectives {
-    fn new(traffic: &StepTraffic, dies: usize, layers: usize) -> Collectives {
-        let size = layers * dies;
+    fn new(traffic: &[StepTraffic], dies: usize, layers: usize) -> Collectives {
+        let m = traffic.len().max(1);
+        let size = layers * m * dies;
         let mut pending = vec![vec![0u32; size]; KINDS];
-        for (l, t) in traffic.layers.iter().enumerate() {
-            if let Some(t) = t {
-                for d in 0..dies {
-                    pending[DISPATCH as usize][l * dies + d] = t.dispatch_in[d];
-                    pending[COMBINE as usize][l * dies + d] = t.combine_in[d];
+        for (j, traffic) in traffic.iter().enumerate() {
+            for (l, t) in traffic.layers.iter().enumerate() {
+                if let Some(t) = t {
+                    let at = (l * m + j) * dies;
+                    for d in 0..dies {
+                        pending[DISPATCH as usize][at + d] = t.dispatch_in[d];
+                        pending[COMBINE as usize][at + d] = t.combine_in[d];
+                    }
                 }
             }
-        }
-        for (d, a) in traffic.attention.iter().enumerate() {
-            let steps = a.tp.saturating_sub(1) as u32;
-            for l in 0..layers {
-                for kind in [ALL_GATHER, REDUCE_SCATTER, TOKEN_ALL_GATHER, MOE_REDUCE_SCATTER] {
-                    pending[kind as usize][l * dies + d] = steps;
+            for (d, a) in traffic.attention.iter().enumerate() {
+                let steps = a.tp.saturating_sub(1) as u32;
+                for l in 0..layers {
+                    for kind in [ALL_GATHER, REDUCE_SCATTER, TOKEN_ALL_GATHER, MOE_REDUCE_SCATTER] {
+                        pending[kind as usize][(l * m + j) * dies + d] = steps;
+                    }
                 }
             }
         }
         Collectives {
             dies,
+            micro_batches: m,
             pending,
             arrived: vec![vec![Time::ZERO; size]; KINDS],
             issued: vec![vec![false; size]; KINDS],
@@ -206,15 +217,15 @@ impl Collectives {
     /// `j` once step `j - 1` has arrived.
     fn advance_ring(
         &mut self,
-        (kind, layer, d): (u64, usize, usize),
+        (kind, slot, d): (u64, usize, usize),
         now: Time,
-        traffic: &StepTraffic,
+        traffic: &[StepTraffic],
         net: &mut Network,
         mut open_flows: Option<&mut OpenFlows>,
     ) -> Result<(), String> {
         let k = kind as usize;
-        let at = layer * self.dies + d;
-        let Some(share) = traffic.attention.get(d) else {
+        let at = slot * self.dies + d;
+        let Some(share) = traffic.get(slot % self.micro_batches).and_then(|t| t.attention.get(d)) else {
             return Ok(());
         };
         let steps = share.tp.saturating_sub(1) as u32;
@@ -225,7 +236,7 @@ impl Collectives {
         while self.ring_sent[k][at] < steps && self.ring_sent[k][at] <= received {
             let (from, to, bytes) = (DieId(d as u32), share.ring_next, share.ring_chunk_bytes);
             let id = net
-                .start(now, from, to, bytes, tag(kind, layer as u32, to))
+                .start(now, from, to, bytes, tag(kind, slot as u32, to))
                 .map_err(|e| e.to_string())?;
             if let Some(open) = open_flows.as_deref_mut() {
                 open.insert(id.0, (from, to, bytes, now));
@@ -236,8 +247,9 @@ impl Collectives {
     }
 }
 
-fn tag(kind: u64, layer: u32, dst: DieId) -> u64 {
-    (kind << 56) | (u64::from(layer) << 28) | u64::from(dst.0)
+/// A transfer's tag: its collective kind, slot (layer and micro-batch) and destination.
+fn tag(kind: u64, slot: u32, dst: DieId) -> u64 {
+    (kind << 56) | (u64::from(slot) << 28) | u64::from(dst.0)
 }
 
 fn untag(tag: u64) -> (u64, usize, usize) {
@@ -250,7 +262,10 @@ fn untag(tag: u64) -> (u64, usize, usize) {
 
 /// Per-die execution state.
 struct DieState {
-    pc: usize,
+    /// Per stream: its instructions in program order, and how many of them
+    /// have issued.
+    streams: Vec<Vec<usize>>,
+    pcs: Vec<usize>,
     done: Vec<bool>,
     issued_at: Vec<Time>,
     /// The compute instruction running and when it ends.
@@ -258,7 +273,7 @@ struct DieState {
     /// Since when the next instruction (an expert kernel) has been ready
     /// but for broadcast weights still on the way.
     gated_since: Option<Time>,
-    /// Collectives issued and not yet complete: (instruction, kind, layer).
+    /// Collectives issued and not yet complete: (instruction, kind, slot).
     open: Vec<(usize, u64, usize)>,
 }
 
@@ -310,7 +325,8 @@ pub fn simulate_step_with(
     let record_flows = options.record_flows;
     let io = machine.spec().io.as_ref().map(|io| io.bandwidth.0);
     let mut moves = Moves::new(chunks).with_io(io);
-    let traffic = step_traffic(schedule, machine, routing);
+    let traffic = micro_batch_traffic(schedule, machine, routing);
+    let m = traffic.len();
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     let dies = machine.die_count() as usize;
     let layers = schedule.model.layers as usize;
@@ -319,7 +335,8 @@ pub fn simulate_step_with(
         .programs
         .iter()
         .map(|p| DieState {
-            pc: 0,
+            streams: streams_of(&p.instrs),
+            pcs: Vec::new(),
             done: vec![false; p.instrs.len()],
             issued_at: vec![Time::ZERO; p.instrs.len()],
             running: None,
@@ -327,6 +344,9 @@ pub fn simulate_step_with(
             open: Vec::new(),
         })
         .collect();
+    for s in &mut state {
+        s.pcs = vec![0; s.streams.len()];
+    }
     let mut coll = Collectives::new(&traffic, dies, layers);
     let mut result = StepResult {
         die_busy_s: vec![0.0; dies],
@@ -374,7 +394,7 @@ pub fn simulate_step_with(
                 open_flows: record_flows.then_some(&mut open_flows),
                 origin,
             };
-            while issue(schedule, &traffic, &costs, die_state, &mut at)? {}
+            issue_all(schedule, &traffic, &costs, die_state, &mut at)?;
         }
         wake.clear();
         if record_flows {
@@ -412,7 +432,7 @@ pub fn simulate_step_with(
                         .chunk((t & 0x00FF_FFFF_FFFF_FFFF) as usize)
                         .and_then(|c| c.window.layer())
                 } else {
-                    Some(untag(t).1 as u32)
+                    Some((untag(t).1 / m) as u32)
                 };
                 let phase = match untag(t).0 {
                     _ if migration => moves
@@ -442,14 +462,14 @@ pub fn simulate_step_with(
                 wake.extend(0..state.len());
                 continue;
             }
-            let (kind, layer, dst) = untag(t);
+            let (kind, slot, dst) = untag(t);
             arrivals.push(dst);
-            let k = layer * dies + dst;
+            let k = slot * dies + dst;
             coll.pending[kind as usize][k] = coll.pending[kind as usize][k].saturating_sub(1);
             coll.arrived[kind as usize][k] = coll.arrived[kind as usize][k].max(end);
             if is_ring(kind) {
                 let open = record_flows.then_some(&mut open_flows);
-                coll.advance_ring((kind, layer, dst), now, &traffic, &mut net, open)?;
+                coll.advance_ring((kind, slot, dst), now, &traffic, &mut net, open)?;
             }
         }
         // Kernels ending now, in die order (as a scan over the dies would).
@@ -476,10 +496,10 @@ pub fn simulate_step_with(
             };
             let mut k = 0;
             while k < s.open.len() {
-                let (i, kind, layer) = s.open[k];
-                if coll.pending[kind as usize][layer * dies + d] == 0 {
+                let (i, kind, slot) = s.open[k];
+                if coll.pending[kind as usize][slot * dies + d] == 0 {
                     s.done[i] = true;
-                    let end = coll.arrived[kind as usize][layer * dies + d].max(s.issued_at[i]);
+                    let end = coll.arrived[kind as usize][slot * dies + d].max(s.issued_at[i]);
                     record(&mut result, schedule, (d, i), origin, s.issued_at[i], end);
                     s.open.swap_remove(k);
                     wake.push(d);
@@ -501,8 +521,8 @@ pub fn simulate_step_with(
     if let Some((d, s)) = state
         .iter()
         .enumerate()
-        .filter(|(d, s)| s.pc < schedule.programs[*d].instrs.len() || s.done.iter().any(|x| !x))
-        .min_by_key(|(_, s)| s.done.iter().position(|x| !x).unwrap_or(s.pc))
+        .filter(|(_, s)| s.done.iter().any(|x| !x))
+        .min_by_key(|(_, s)| s.done.iter().position(|x| !x))
     {
         let waiting = s
             .done
@@ -517,7 +537,7 @@ pub fn simulate_step_with(
         return Err(format!(
             "die {} stalled at instruction {} of {}{waiting}: the schedule deadlocks",
             d,
-            s.pc,
+            s.pcs.iter().sum::<usize>(),
             schedule.programs[d].instrs.len()
         ));
     }
@@ -559,18 +579,63 @@ struct Issue<'a, 'm> {
     origin: Time,
 }
 
-/// Tries to issue die `d`'s next instruction; true if it did.
-fn issue(
+/// Per stream (`Instr::stream`), its instructions' indices in program order.
+fn streams_of(instrs: &[crate::schedule::Instr]) -> Vec<Vec<usize>> {
+    let n = instrs.iter().map(|x| usize::from(x.stream) + 1).max().unwrap_or(1);
+    let mut streams = vec![Vec::new(); n];
+    for (i, x) in instrs.iter().enumerate() {
+        streams[usize::from(x.stream)].push(i);
+    }
+    streams
+}
+
+/// Issues all that die `d` can issue now: each stream's next instruction,
+/// stream by stream, until none can go (issuing on one stream may complete
+/// an instruction another waits for).
+fn issue_all(
     schedule: &Schedule,
-    traffic: &StepTraffic,
+    traffic: &[StepTraffic],
     costs: &CostModel,
     s: &mut DieState,
     at: &mut Issue<'_, '_>,
+) -> Result<(), String> {
+    loop {
+        let mut issued = false;
+        for stream in 0..s.streams.len() {
+            while let Some(&i) = s.streams[stream].get(s.pcs[stream]) {
+                if !issue(schedule, traffic, costs, s, at, i)? {
+                    break;
+                }
+                s.pcs[stream] += 1;
+                issued = true;
+            }
+        }
+        if !issued || s.streams.len() == 1 {
+            return Ok(());
+        }
+    }
+}
+
+/// Tries to issue instruction `i` of die `d`; true if it did.
+fn issue(
+    schedule: &Schedule,
+    traffic: &[StepTraffic],
+    costs: &CostModel,
+    s: &mut DieState,
+    at: &mut Issue<'_, '_>,
+    i: usize,
 ) -> Result<bool, String> {
     let (d, now, origin) = (at.d, at.now, at.origin);
     let program = &schedule.programs[d];
-    let Some(instr) = program.instrs.get(s.pc) else {
+    let Some(instr) = program.instrs.get(i) else {
         return Ok(false);
+    };
+    let j = instr.micro_batch as usize;
+    let (m, traffic_all) = (traffic.len(), traffic);
+    let Some(traffic) = traffic.get(j) else {
+        return Err(format!(
+            "die {d}: instruction {i} is of micro-batch {j}, the step has {m}"
+        ));
     };
     if at.moves.world_stopped()
         || !instr
@@ -581,7 +646,6 @@ fn issue(
         return Ok(false);
     }
     let dies = at.coll.dies;
-    let i = s.pc;
     let (net, coll, result) = (&mut *at.net, &mut *at.coll, &mut *at.result);
     let mut open_flows = at.open_flows.as_deref_mut();
     if let Some(w) = opens(&instr.op) {
@@ -632,7 +696,7 @@ fn issue(
                         let (from, to) = if combine { (dst, src) } else { (src, dst) };
                         if from.0 as usize == d {
                             let id = net
-                                .start(now, from, to, bytes, tag(kind, layer, to))
+                                .start(now, from, to, bytes, tag(kind, (layer as usize * m + j) as u32, to))
                                 .map_err(|e| e.to_string())?;
                             if let Some(open) = open_flows.as_deref_mut() {
                                 open.insert(id.0, (from, to, bytes, now));
@@ -640,12 +704,13 @@ fn issue(
                         }
                     }
                 }
-                coll.issued[kind as usize][layer as usize * dies + d] = true;
-                if coll.pending[kind as usize][layer as usize * dies + d] == 0 {
+                let slot = layer as usize * m + j;
+                coll.issued[kind as usize][slot * dies + d] = true;
+                if coll.pending[kind as usize][slot * dies + d] == 0 {
                     s.done[i] = true;
                     record(result, schedule, (d, i), origin, now, now);
                 } else {
-                    s.open.push((i, kind, layer as usize));
+                    s.open.push((i, kind, slot));
                 }
             }
             Op::AllGather { layer }
@@ -653,14 +718,14 @@ fn issue(
             | Op::TokenAllGather { layer }
             | Op::MoeReduceScatter { layer } => {
                 let kind = ring_kind(&instr.op).unwrap_or(ALL_GATHER);
-                let slot = layer as usize * dies + d;
-                coll.issued[kind as usize][slot] = true;
-                coll.advance_ring((kind, layer as usize, d), now, traffic, net, open_flows)?;
-                if coll.pending[kind as usize][slot] == 0 {
+                let slot = layer as usize * m + j;
+                coll.issued[kind as usize][slot * dies + d] = true;
+                coll.advance_ring((kind, slot, d), now, traffic_all, net, open_flows)?;
+                if coll.pending[kind as usize][slot * dies + d] == 0 {
                     s.done[i] = true;
                     record(result, schedule, (d, i), origin, now, now);
                 } else {
-                    s.open.push((i, kind, layer as usize));
+                    s.open.push((i, kind, slot));
                 }
             }
             // Point-to-point transfers arrive with a later lowering (TP all-reduce rings).
@@ -670,7 +735,6 @@ fn issue(
             _ => {}
         }
     }
-    s.pc += 1;
     Ok(true)
 }
 
@@ -711,10 +775,11 @@ fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> 
 /// seconds since the step's `origin`.
 fn record(result: &mut StepResult, schedule: &Schedule, (d, i): (usize, usize), origin: Time, start: Time, end: Time) {
     result.events += 1;
-    let op = schedule.programs[d].instrs[i].op.clone();
+    let instr = &schedule.programs[d].instrs[i];
     result.spans.push(Span {
         die: DieId(d as u32),
-        op,
+        op: instr.op.clone(),
+        micro_batch: instr.micro_batch,
         start_s: (start - origin).secs(),
         end_s: (end - origin).secs(),
     });

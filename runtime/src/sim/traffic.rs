@@ -66,14 +66,41 @@ pub struct StepTraffic {
 /// Under token domains the sender is the member of the token's attention
 /// group in the part die's domain.
 pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
+    traffic_of(schedule, machine, routing, None)
+}
+
+/// The traffic of each of the schedule's micro-batches (one entry, the
+/// whole step, when it has one): [`step_traffic`] over the tokens of that
+/// micro-batch's sequences only (`Placement::micro_batch_of`).
+pub fn micro_batch_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> Vec<StepTraffic> {
+    let m = schedule.micro_batches.max(1);
+    if m == 1 {
+        return vec![step_traffic(schedule, machine, routing)];
+    }
+    let of = schedule.placement.micro_batch_of(m);
+    (0..m)
+        .map(|j| traffic_of(schedule, machine, routing, Some((&of, j))))
+        .collect()
+}
+
+/// The traffic of the tokens whose sequence `s` has `of[s] == j`, for
+/// `only = Some((of, j))`; of every token for `None`.
+fn traffic_of(
+    schedule: &Schedule,
+    machine: &Machine,
+    routing: &StepRouting,
+    only: Option<(&[u32], u32)>,
+) -> StepTraffic {
     let dies = machine.die_count() as usize;
+    let kept = |s: usize| only.is_none_or(|(of, j)| of.get(s).is_none_or(|&x| x == j));
     let w = &schedule.workload;
     let tokens_per_sequence = match w.phase {
         Phase::Decode => 1,
         Phase::Prefill => w.seq_len.max(1),
     };
+    let sequence_of = |token: usize| (token as u64 / tokens_per_sequence) as usize;
     let home_of = |token: usize| -> DieId {
-        let s = (token as u64 / tokens_per_sequence) as usize;
+        let s = sequence_of(token);
         schedule
             .placement
             .sequences
@@ -83,9 +110,11 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
     };
     let mut home_tokens = vec![0u64; dies];
     let mut home_sequences = vec![0u64; dies];
-    for &d in &schedule.placement.sequences {
-        home_sequences[d.0 as usize] += 1;
-        home_tokens[d.0 as usize] += tokens_per_sequence;
+    for (s, &d) in schedule.placement.sequences.iter().enumerate() {
+        if kept(s) {
+            home_sequences[d.0 as usize] += 1;
+            home_tokens[d.0 as usize] += tokens_per_sequence;
+        }
     }
     let token_bytes = CostModel::new(&schedule.model, w).token_bytes();
     let attention = schedule
@@ -142,6 +171,9 @@ pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRoutin
             .chain(lr.experts.iter().enumerate().filter(|&(_, &e)| balanced(e)));
         for (i, &e) in order {
             let token = i / routing.top_k.max(1);
+            if only.is_some() && !kept(sequence_of(token) % schedule.placement.sequences.len().max(1)) {
+                continue;
+            }
             let home = home_of(token);
             let Some(of_expert) = copies.get(e as usize) else {
                 continue;

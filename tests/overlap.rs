@@ -1,0 +1,177 @@
+//! Micro-batches that overlap: the two-batch timeline against its closed
+//! form, and the numbers a split step computes.
+
+mod common;
+
+use moec::driver::CompileOptions;
+use moec_runtime::machine::Machine;
+use moec_runtime::routing::{LayerRouting, StepRouting};
+use moec_runtime::schedule::{Op, Schedule};
+use moec_runtime::sim::engine::{simulate_step, SimOptions, Span, StepResult};
+
+/// One MoE layer on two dies, two sequences homed on each; expert 0 lives
+/// on die 0 and expert 1 on die 1, `link` the bandwidth between them.
+fn two_dies(link: &str, overlap: &str) -> String {
+    format!(
+        r#"
+model one_layer {{
+  layers = 1
+  dense_layers = 0
+  hidden = 1024
+  vocab = 64
+  attention mha {{ heads = 8; head_dim = 128 }}
+  moe {{ experts = 2; top_k = 1; expert_ffn = 2048 }}
+}}
+machine pair {{
+  topology = mesh(2, 1)
+  die {{ compute = 10 TFLOPS; memory = 1 GB; memory_bw = 100 GB/s }}
+  link {{ bandwidth = {link}; latency = 0 ns }}
+}}
+workload decode {{
+  phase = decode
+  batch = 4
+  context = 256
+  routing = uniform(seed = 1)
+}}
+plan p {{
+  model = one_layer
+  machine = pair
+  workload = decode
+  placement = round_robin
+  overlap = {overlap}
+}}
+"#
+    )
+}
+
+fn compile(text: &str) -> Schedule {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("pair.moe");
+    std::fs::write(&path, text).expect("written");
+    let session = common::checked(&path);
+    let options = CompileOptions {
+        plan: Some("p".into()),
+        ..Default::default()
+    };
+    session.schedule(&options, &mut |_, _| {}).expect("compiles")
+}
+
+/// Every token crosses to the other die: sequences 0 and 1 (die 0) choose
+/// expert 1, sequences 2 and 3 (die 1) expert 0.
+fn crossing() -> StepRouting {
+    StepRouting {
+        tokens: 4,
+        top_k: 1,
+        layers: vec![LayerRouting {
+            layer: 0,
+            experts: vec![1, 1, 0, 0],
+            weights: Vec::new(),
+        }],
+    }
+}
+
+fn simulate(s: &Schedule) -> StepResult {
+    let machine = Machine::build(s.machine.clone()).expect("machine");
+    let options = SimOptions {
+        network_quantum: 0.0,
+        ..SimOptions::default()
+    };
+    simulate_step(s, &machine, &crossing(), options).expect("simulates")
+}
+
+/// Die 0's span of `name` for micro-batch `j`.
+fn span<'a>(r: &'a StepResult, name: &str, j: u32) -> &'a Span {
+    r.spans
+        .iter()
+        .find(|s| s.die.0 == 0 && s.op.name() == name && s.micro_batch == j)
+        .unwrap_or_else(|| panic!("no {name} of micro-batch {j} on die 0"))
+}
+
+fn duration(r: &StepResult, name: &str, j: u32) -> f64 {
+    let s = span(r, name, j);
+    s.end_s - s.start_s
+}
+
+/// Two picoseconds: each duration is rounded once to the clock's picosecond.
+const CLOCK: f64 = 2e-12;
+
+#[test]
+fn two_micro_batches_hide_the_dispatch_exactly_under_the_other_attention() {
+    // A first run tells the compute times (the roofline's), which the
+    // dispatch is then made to match: one token's row over the link takes
+    // exactly micro-batch 1's attention and gate.
+    let first = simulate(&compile(&two_dies("100 GB/s", "two_batch")));
+    let under = duration(&first, "attention", 1) + duration(&first, "gate", 1);
+    let row_bytes = 1024.0 * 2.0;
+    let bandwidth = row_bytes / under;
+    let s = compile(&two_dies(&format!("{} GB/s", bandwidth / 1e9), "two_batch"));
+    assert_eq!(s.micro_batches, 2);
+    let r = simulate(&s);
+    let x = row_bytes / bandwidth; // one row, one hop, no latency
+    let d = |name: &str, j: u32| duration(&r, name, j);
+    // The compute stream runs without a gap: both embeds, micro-batch 0's
+    // attention and gate (its dispatch starts), micro-batch 1's (which
+    // hide that dispatch), then the experts as their tokens are in.
+    let t1 = d("embed", 0) + d("embed", 1) + d("attention", 0) + d("gate", 0);
+    let t2 = t1 + d("attention", 1) + d("gate", 1);
+    assert!((x - (t2 - t1)).abs() < CLOCK, "the link was sized to hide the dispatch");
+    let experts0 = t2.max(t1 + x);
+    assert!(
+        (span(&r, "experts", 0).start_s - t2).abs() < CLOCK,
+        "dispatch 0 fully hidden"
+    );
+    let combine0 = experts0 + d("experts", 0) + x;
+    let experts1 = (t2 + x).max(experts0 + d("experts", 0));
+    let combine1 = experts1 + d("experts", 1) + x;
+    let head0 = combine0.max(experts1 + d("experts", 1)) + d("lm_head", 0);
+    let end = combine1.max(head0) + d("lm_head", 1);
+    assert!(
+        (r.latency_s - end).abs() < 8.0 * CLOCK,
+        "simulated {} s, closed form {end} s",
+        r.latency_s
+    );
+    // Micro-batch 0's experts wait for nothing: the dispatch took exactly
+    // the time micro-batch 1's attention and gate computed.
+    assert!((span(&r, "experts", 0).start_s - span(&r, "gate", 1).end_s).abs() < CLOCK);
+}
+
+#[test]
+fn one_batch_waits_for_its_dispatch_and_two_batches_split_every_kernel() {
+    let one = compile(&two_dies("100 GB/s", "none"));
+    let two = compile(&two_dies("100 GB/s", "two_batch"));
+    // The same program, once per micro-batch, on two streams.
+    let ops = |s: &Schedule, j: u32| -> Vec<Op> {
+        s.programs[0]
+            .instrs
+            .iter()
+            .filter(|i| i.micro_batch == j)
+            .map(|i| i.op.clone())
+            .collect()
+    };
+    let sorted = |mut v: Vec<Op>| {
+        v.sort_by_key(|o| o.name());
+        v
+    };
+    assert_eq!(sorted(ops(&two, 0)), sorted(ops(&one, 0)));
+    assert_eq!(sorted(ops(&two, 1)), sorted(ops(&one, 0)));
+    assert!(one.programs[0].instrs.iter().all(|i| i.stream == 0));
+    for i in &two.programs[0].instrs {
+        assert_eq!(i.stream == 0, i.op.is_compute(), "{:?}", i.op);
+    }
+    // Without overlap the experts start when the dispatch has arrived.
+    let r = simulate(&one);
+    let dispatch = span(&r, "dispatch", 0);
+    assert!((span(&r, "experts", 0).start_s - dispatch.end_s).abs() < CLOCK);
+    assert!(dispatch.end_s > dispatch.start_s);
+}
+
+#[test]
+fn a_split_step_computes_what_the_dense_reference_does() {
+    use moec_runtime::numerics::{NumericConfig, Numerics};
+    let s = compile(&two_dies("100 GB/s", "two_batch"));
+    let mut numerics = Numerics::new(&s, &NumericConfig::default()).expect("numerics");
+    let step = numerics.step(0, Some(&crossing()));
+    assert!(step.passed(), "max rel error {}", step.max_rel_error);
+    // Every token crossed to the other die and back.
+    assert_eq!(step.rows_copied, 8);
+}
