@@ -217,6 +217,7 @@ struct SmallCase {
     routing: &'static str,
     placement: &'static str,
     tp: u32,
+    overlap: &'static str,
 }
 
 impl SmallCase {
@@ -261,7 +262,7 @@ impl SmallCase {
             "model m {{\n  layers = {}\n  {dense}hidden = 16\n  vocab = 40\n  dtype = fp32\n  {attention}\n  moe {{ experts = {}; top_k = {}; expert_ffn = 12; shared_experts = {}; shared_ffn = 8; activation = {}; gate = {}; groups = {}; topk_groups = {topk_groups} }}\n}}\n\
              machine x {{\n  topology = mesh({}, {})\n  die {{ compute = 10 TFLOPS; memory = 4 GiB; memory_bw = 1 TB/s }}\n  link {{ bandwidth = 100 GB/s; latency = 10 ns }}\n{defects}}}\n\
              workload w {{ {shape}; steps = 1; routing = {} }}\n\
-             plan p {{ model = m; machine = x; workload = w; placement = {}; attention = {attention_plan} }}\n",
+             plan p {{ model = m; machine = x; workload = w; placement = {}; attention = {attention_plan}; overlap = {} }}\n",
             self.layers,
             self.experts,
             self.top_k,
@@ -273,6 +274,7 @@ impl SmallCase {
             self.mesh.1,
             self.routing,
             self.placement,
+            self.overlap,
         )
     }
 }
@@ -299,6 +301,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
         ]),
         prop::sample::select(vec!["round_robin", "contiguous", "eplb", "tp_contiguous", "er_mapping"]),
         prop::sample::select(vec![1u32, 2, 4]),
+        prop::sample::select(vec!["none", "two_batch"]),
     );
     (
         attention,
@@ -319,7 +322,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                 gate,
                 (mesh, defect),
                 (prefill, batch, context),
-                (routing, placement, tp),
+                (routing, placement, tp, overlap),
             )| {
                 // A dead die only where two others stay alive.
                 let defect = defect && mesh.0 * mesh.1 > 2;
@@ -357,6 +360,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                     routing,
                     placement,
                     tp,
+                    overlap,
                 }
             },
         )
@@ -366,7 +370,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Issue 3's property: for random small models, machines, routings,
-    /// placements and attention splits, the distributed execution at full
+    /// placements, attention splits and overlap forms (issue 17), the distributed execution at full
     /// width equals the dense single-device reference.
     #[test]
     fn the_distributed_result_equals_the_dense_reference(case in small_case()) {
