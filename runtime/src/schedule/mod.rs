@@ -7,8 +7,10 @@
 //! nothing else.
 //!
 //! Execution model (what the simulator and the numeric executor both obey):
-//! a die issues its instructions in program order; an instruction issues
-//! once every instruction in its `deps` (on the same die) has completed.
+//! a die issues each of its streams' instructions in program order (one
+//! stream unless the step is split into micro-batches); an instruction
+//! issues once every instruction in its `deps` (on the same die) has
+//! completed.
 //! Compute instructions occupy the die's compute unit until done, so they
 //! run one at a time; communication instructions only start their transfers
 //! and let the next instruction issue, so compute and communication overlap

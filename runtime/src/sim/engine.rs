@@ -1,8 +1,8 @@
 //! The event engine: runs every die's program for one step on the machine
 //! model and says when each instruction started and ended.
 //!
-//! Dies issue instructions in program order once their dependencies are
-//! complete. A compute instruction holds the die's compute unit for its
+//! Dies issue instructions in program order, stream by stream
+//! (`Instr::stream`), once their dependencies are complete. A compute instruction holds the die's compute unit for its
 //! roofline time; `Dispatch` and `Combine` start their transfers on the
 //! network (flows sharing links by max-min fairness) and let the next
 //! instruction issue, so computation overlaps communication where the
