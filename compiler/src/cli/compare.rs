@@ -3,11 +3,13 @@
 //! run over the same steps and routing, in one table (and as JSON rows with
 //! the run report's keys, and an SVG bar chart). A plan that moves experts
 //! (`migration = ...`) also gets every migration policy, none included,
-//! after its own placement and parallel form.
+//! after its own placement and parallel form; and every plan gets its own
+//! placement and parallel form under every overlap form (`two_batch`; the
+//! placement's row is `none`).
 
 use super::output::{emit, load_checked, report, run_error, write_atomic};
 use moec::driver::CompileOptions;
-use moec::ir::Form;
+use moec::ir::{Form, Overlap};
 use moec::passes::MigrationPolicy;
 use moec::sema::{ParallelChoice, PlacementChoice};
 use moec_runtime::numerics::NumericConfig;
@@ -119,6 +121,24 @@ pub fn execute(args: Args) -> Result<(), u8> {
                 passes: Some(format!("{own},{}", f.pass())),
                 migration: None,
                 // A form that does not fit (memory, group sizes) is skipped.
+                optional: true,
+                choice: None,
+            }),
+    );
+    // The plan's placement and parallel form under every overlap form
+    // (its placement's row above is `none`).
+    let own_form = match plan.parallel {
+        ParallelChoice::Fixed(Form::EP) => String::new(),
+        p => format!(",{}", p.pass()),
+    };
+    candidates.extend(
+        Overlap::ALL
+            .iter()
+            .filter(|(_, o)| *o != Overlap::None)
+            .map(|(name, _)| Candidate {
+                name: format!("{} + overlap = {name}", plan.placement.name()),
+                passes: Some(format!("{own}{own_form},overlap({name})")),
+                migration: None,
                 optional: true,
                 choice: None,
             }),
