@@ -302,6 +302,20 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
         .quantity("launch_overhead", Dim::Time)
         .map(Seconds)
         .unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
+    // Dollars per die-hour: a plain number, as the language has no money unit.
+    let price = r.float("price", 0.0, 1e6);
+    let price_span = r.span_of("price");
+    if let (Some(p), Some(span)) = (price, price_span) {
+        if p <= 0.0 {
+            diags.push(
+                Diagnostic::error(Code::E0008, span, "`price` must be positive: dollars per die-hour")
+                    .with_label("out of range")
+                    .with_hint("leave `price` out when the dies have no price"),
+            );
+        }
+    }
+    // A price written but refused leaves no machine, as a bad time does.
+    let priced = price_span.is_none() || price.is_some_and(|p| p > 0.0);
     let suspicious = [
         ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
@@ -311,12 +325,14 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
     let in_time = within_the_clock(&r, &[("launch_overhead", launch.0)], diags);
     diags.extend(r.finish());
     in_time.then_some(())?;
+    priced.then_some(())?;
     Some(DieSpec {
         compute: FlopsPerSec(compute?),
         memory: Bytes(memory?.round() as u64),
         memory_bw: BytesPerSec(memory_bw?),
         sram: Bytes(sram.round() as u64),
         launch_overhead: launch,
+        price,
     })
 }
 
