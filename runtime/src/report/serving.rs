@@ -149,9 +149,9 @@ impl BoundReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::RoutingSource;
     use crate::sim::bound::BoundTerm;
     use crate::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
+    use crate::workload::RoutingSource;
     use crate::workload::Slo;
 
     fn workload(phase: Phase, slo: Option<Slo>) -> WorkloadSpec {
