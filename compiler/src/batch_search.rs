@@ -95,14 +95,21 @@ pub struct Search {
     pub probes: Vec<Probe>,
 }
 
+/// The probes a search ran, and which of them bound the answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probed {
+    /// In the order run.
+    pub probes: Vec<Probe>,
+    /// Index of the largest batch that passed, if any did.
+    pub pass: Option<usize>,
+    /// Index of the smallest batch that failed, if any did.
+    pub fail: Option<usize>,
+}
+
 /// The largest `b` in 1 ..= `max` with `probe(b).met`, by doubling then
-/// bisection (at most about 2 log2(max) probes), assuming a larger batch
-/// never meets a target a smaller one misses. Returns the probes run and
-/// the indices (into them) of the last pass and the first failure.
-pub fn largest_passing<E>(
-    max: u64,
-    mut probe: impl FnMut(u64) -> Result<Probe, E>,
-) -> Result<(Vec<Probe>, Option<usize>, Option<usize>), E> {
+/// bisection (at most about 2 log2(b) probes), assuming a larger batch
+/// never meets a target a smaller one misses.
+pub fn largest_passing<E>(max: u64, mut probe: impl FnMut(u64) -> Result<Probe, E>) -> Result<Probed, E> {
     let mut probes = Vec::new();
     let (mut pass, mut fail): (Option<usize>, Option<usize>) = (None, None);
     let max = max.max(1);
@@ -139,7 +146,7 @@ pub fn largest_passing<E>(
             fail = Some(probes.len() - 1);
         }
     }
-    Ok((probes, pass, fail))
+    Ok(Probed { probes, pass, fail })
 }
 
 /// Searches plan `plan` of `session` for the largest batch meeting its
@@ -190,7 +197,7 @@ pub fn search(session: &Session, plan: Option<&str>, steps: Option<u64>) -> Resu
             .map_err(|e| Diagnostic::global(Code::E0043, format!("batch {batch}: {}", e.message)))?;
         Ok(Probe::ran(batch, &out.report, &slo))
     };
-    let (probes, pass, fail) = largest_passing(MAX_BATCH, probe)?;
+    let Probed { probes, pass, fail } = largest_passing(MAX_BATCH, probe)?;
     Ok(Search {
         slo,
         steps,
@@ -215,7 +222,7 @@ mod tests {
     fn the_search_ends_on_neighbours_a_pass_and_a_failure() {
         for limit in [1u64, 2, 3, 5, 96, 97, 1000, 4095] {
             let mut seen = Vec::new();
-            let (probes, pass, fail) = largest_passing::<()>(MAX_BATCH, |b| {
+            let Probed { probes, pass, fail } = largest_passing::<()>(MAX_BATCH, |b| {
                 seen.push(b);
                 Ok(fake(b, b <= limit))
             })
@@ -236,9 +243,9 @@ mod tests {
 
     #[test]
     fn a_first_failure_or_the_ceiling_ends_the_search() {
-        let (probes, pass, fail) = largest_passing::<()>(MAX_BATCH, |b| Ok(fake(b, false))).unwrap();
+        let Probed { probes, pass, fail } = largest_passing::<()>(MAX_BATCH, |b| Ok(fake(b, false))).unwrap();
         assert_eq!((probes.len(), pass, fail), (1, None, Some(0)));
-        let (probes, pass, fail) = largest_passing::<()>(100, |b| Ok(fake(b, true))).unwrap();
+        let Probed { probes, pass, fail } = largest_passing::<()>(100, |b| Ok(fake(b, true))).unwrap();
         assert_eq!((probes.last().map(|p| p.batch), fail), (Some(100), None));
         assert_eq!(pass, Some(probes.len() - 1));
     }
