@@ -86,10 +86,14 @@ fn the_bound_of_a_step_is_its_hand_count_on_a_2x2_mesh() {
 
 /// No simulated step comes in under its bound: data-parallel and
 /// tensor-parallel attention, switches, a cluster and meshes, decode and
-/// prefill, expert replicas and split experts. (The simulator rounds each
-/// kernel to the picosecond, hence the slack of a picosecond a kernel.)
+/// prefill, expert replicas and split experts, a die and a link failing
+/// mid-run, experts migrating. (The simulator rounds each kernel to the
+/// picosecond, hence the slack of a picosecond a kernel.)
 #[test]
 fn no_simulated_step_is_below_its_bound_on_the_examples() {
+    let struck = |specs: &[&str]| -> Vec<moec_runtime::fault::Fault> {
+        specs.iter().map(|s| s.parse().expect("a good spec")).collect()
+    };
     let cases = [
         ("examples/mixtral-8x7b-h100.moe", "default"),
         ("examples/mixtral-8x7b-h100.moe", "prefill"),
@@ -101,10 +105,18 @@ fn no_simulated_step_is_below_its_bound_on_the_examples() {
         ("examples/qwen3-235b-wafer.moe", "er_mapping"),
         ("tests/serving/tiny.moe", "default"),
         ("tests/serving/tiny.moe", "prefill"),
+        ("tests/migration/drift.moe", "invasive"),
+        ("tests/migration/drift.moe", "dynamic_placement"),
+    ]
+    .map(|(file, plan)| (file, plan, Vec::new()));
+    let faulted = [
+        ("tests/faults/mesh.moe", "eplb", struck(&["die(1,0)@step=1"])),
+        ("tests/faults/mesh.moe", "tp", struck(&["link((1,0),(2,0))@step=1"])),
     ];
-    for (file, plan) in cases {
+    for (file, plan, faults) in cases.into_iter().chain(faulted) {
         let s = schedule(file, plan, None);
-        let out = run(&s, &timing(3), &mut |_, _| {}).expect("runs");
+        let options = RunOptions { faults, ..timing(3) };
+        let out = run(&s, &options, &mut |_, _| {}).expect("runs");
         let kernels = s.programs.iter().map(|p| p.instrs.len()).max().unwrap_or(0) as f64;
         for step in &out.report.per_step {
             assert!(step.bound_s > 0.0, "{file} {plan}: step {} has no bound", step.step);
