@@ -823,6 +823,14 @@ const SERVING: &str = "tests/serving/tiny.moe";
 
 #[test]
 fn run_and_compare_say_whether_the_plan_meets_its_slo() {
+    let o = moec(&["check", SERVING]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("; $2.5 a die-hour\n"), "{out}");
+    assert!(
+        out.contains("workload decode: decode batch 4, 4 tokens a step, 2 steps; slo: tpot p99 <= 50 us\n"),
+        "{out}"
+    );
     let o = moec(&["run", SERVING, "--steps", "2", "--no-numerics"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
