@@ -818,3 +818,108 @@ fn imports_of_devices_and_fifos_are_refused_at_once() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const SERVING: &str = "tests/serving/tiny.moe";
+
+#[test]
+fn run_and_compare_say_whether_the_plan_meets_its_slo() {
+    let o = moec(&["check", SERVING]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("; $2.5 a die-hour\n"), "{out}");
+    assert!(
+        out.contains("workload decode: decode batch 4, 4 tokens a step, 2 steps; slo: tpot p99 <= 50 us\n"),
+        "{out}"
+    );
+    let o = moec(&["run", SERVING, "--steps", "2", "--no-numerics"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    // Four sequences take a few microseconds a step (kernel launches, mostly).
+    let line = out
+        .lines()
+        .find(|l| l.contains("SLO:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.starts_with("  SLO: tpot p99 ") && line.ends_with(" <= 50 us: met"),
+        "{line}"
+    );
+    for row in ["tokens/s", "TPOT p99", "tokens per $", "latency / bound", "binds"] {
+        assert!(out.contains(row), "{row}: {out}");
+    }
+    let o = moec(&[
+        "run",
+        SERVING,
+        "--plan",
+        "prefill",
+        "--steps",
+        "1",
+        "--no-numerics",
+        "--report",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let slo = &json["serving"]["slo"];
+    assert_eq!(
+        (slo["metric"].as_str(), slo["target_s"].as_f64()),
+        (Some("ttft"), Some(1e-3))
+    );
+    assert_eq!(slo["met"].as_bool(), Some(slo["p99_s"].as_f64().unwrap() <= 1e-3));
+    assert!(json["serving"]["tpot"].is_null() && json["serving"]["ttft"]["p99_s"].as_f64().is_some());
+
+    let o = moec(&["compare", SERVING, "--steps", "1", "--no-numerics"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    let head = table
+        .lines()
+        .find(|l| l.starts_with("placement"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        head.contains("tokens/s") && head.contains("/bound") && head.contains("tpot"),
+        "{head}"
+    );
+    assert!(table.contains("tpot: p99 <= 50 us (the workload's slo)"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("round_robin "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" met "), "{row}");
+}
+
+#[test]
+fn max_batch_finds_a_batch_that_meets_the_slo_next_to_one_that_does_not() {
+    // The prefill plan's 1 ms TTFT holds for some prompts of 64 tokens, not for many.
+    let args = ["run", SERVING, "--plan", "prefill", "--max-batch", "--steps", "2"];
+    let o = moec(&[&args[..], &["--report", "json"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON search");
+    let found = json["found"]["batch"].as_u64().expect("a batch meets 1 ms");
+    assert_eq!(json["found"]["met"].as_bool(), Some(true));
+    assert!(json["found"]["p99_s"].as_f64().unwrap() <= json["slo"]["target_s"].as_f64().unwrap());
+    assert_eq!(json["first_failing"]["batch"].as_u64(), Some(found + 1));
+    assert_eq!(json["first_failing"]["met"].as_bool(), Some(false));
+    // Every probe: met below the answer, missed above it.
+    for p in json["probes"].as_array().unwrap() {
+        assert_eq!(p["met"].as_bool(), Some(p["batch"].as_u64().unwrap() <= found), "{p}");
+    }
+    // The table says the same, and the search is deterministic.
+    let o = moec(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.starts_with(&format!("largest batch with ttft p99 <= 1 ms: {found}\n")),
+        "{out}"
+    );
+    assert_eq!(moec(&args).stdout, o.stdout);
+    // A workload without a target, a schedule, and other outputs are refused.
+    let o = moec(&["run", "tests/faults/mesh.moe", "--plan", "eplb", "--max-batch"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("error[E0006]"), "{}", text(&o.stderr));
+    assert_eq!(moec(&["run", "plan.json", "--max-batch"]).status.code(), Some(2));
+    assert_eq!(
+        moec(&["run", SERVING, "--max-batch", "--trace", "t.json"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -15,6 +15,7 @@ use moec_runtime::model::ModelSpec;
 use moec_runtime::schedule::Schedule;
 use moec_runtime::units::Bytes;
 use moec_runtime::workload::WorkloadSpec;
+use std::borrow::Cow;
 use std::path::Path;
 
 /// A root file, its imports, and what checking them found.
@@ -62,6 +63,23 @@ pub struct CompileOptions {
     /// Steps the run will take (default: the workload's): what a
     /// migration policy plans over.
     pub steps: Option<u64>,
+    /// Sequences a step, replacing the workload's `batch` (the batch
+    /// search's probes); within the language's 1 ..= 2^24.
+    pub batch: Option<u64>,
+}
+
+impl CompileOptions {
+    /// `workload` as this compile sees it: with its batch replaced when
+    /// `batch` is set.
+    fn workload<'w>(&self, workload: &'w WorkloadSpec) -> Cow<'w, WorkloadSpec> {
+        match self.batch {
+            Some(batch) if batch != workload.batch => Cow::Owned(WorkloadSpec {
+                batch,
+                ..workload.clone()
+            }),
+            _ => Cow::Borrowed(workload),
+        }
+    }
 }
 
 impl Session {
@@ -124,6 +142,7 @@ impl Session {
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
+        let workload = &*options.workload(workload);
         let steps = options.steps.unwrap_or(workload.steps).max(1);
         let policy = options.migration.unwrap_or(plan.migration);
         budget::check(plan, model, machine, workload, policy, steps)?;
@@ -167,6 +186,7 @@ impl Session {
     fn lower(&self, options: &CompileOptions, ir: &Ir) -> Result<Schedule, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
         let (model, machine, workload) = self.parts(plan)?;
+        let workload = &*options.workload(workload);
         lower::lower(ir, model, machine, workload).map_err(|e| {
             Diagnostic::global(Code::E0020, format!("internal error: {e}"))
                 .with_hint("this is a bug in moec; please report it with the input file")

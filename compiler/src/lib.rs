@@ -6,7 +6,8 @@
 //! [`sema::Program`] of models, machines, workloads and plans; [`ir`] builds
 //! the graph IR of a plan; [`passes`] transform and annotate it; [`driver`]
 //! strings the stages together, after [`budget`] has estimated what a plan
-//! will cost; [`diag`] is how every stage reports problems;
+//! will cost; [`batch_search`] finds the largest batch meeting a latency
+//! target; [`diag`] is how every stage reports problems;
 //! [`placement_file`] writes and reads placements in serving engines' formats.
 //! The machine model, model and workload descriptions live in the
 //! `moec-runtime` crate, so the compiler's decisions and the runtime's
@@ -16,6 +17,7 @@
 // hot loop: returning it by value keeps every call site plain.
 #![allow(clippy::result_large_err)]
 
+pub mod batch_search;
 pub mod budget;
 pub mod diag;
 pub mod driver;

@@ -11,6 +11,7 @@ use crate::numerics::{NumericConfig, Numerics};
 use crate::report::{FaultReport, NumericReport, ReportBuilder, RunReport};
 use crate::routing::{RoutingGenerator, StepRouting};
 use crate::schedule::{Broadcast, Migration, MigrationKind, Schedule, WeightSource};
+use crate::sim::bound::{step_bound, StepBound};
 use crate::sim::engine::{simulate_step_with, SimOptions, StepResult};
 use crate::sim::moves::{step_chunks, StepChunk};
 use rayon::prelude::*;
@@ -171,9 +172,9 @@ pub fn run(
         }
         next += jobs.len() as u64;
         // Simulate on all cores; report in step order.
-        let timed: Vec<Result<(StepResult, f64), String>> = jobs.par_iter().map(StepJob::simulate).collect();
+        let timed: Vec<Result<(StepResult, f64, StepBound), String>> = jobs.par_iter().map(StepJob::simulate).collect();
         for (job, timed) in jobs.into_iter().zip(timed) {
-            let (mut result, recovery_s) = timed.map_err(RunError::schedule)?;
+            let (mut result, recovery_s, bound) = timed.map_err(RunError::schedule)?;
             // Re-homed sequences decode again once their KV caches are rebuilt.
             let rebuild: f64 = job.struck.iter().map(|r| r.kv_rebuild_s).sum();
             result.latency_s += rebuild;
@@ -182,7 +183,7 @@ pub fn run(
                 report.recovery_s = recovery_s;
                 builder.fault(&job.machine, report);
             }
-            builder.add(job.step, &result, job.applied);
+            builder.add(job.step, &result, job.applied, bound);
             if job.sim.record_flows {
                 traced.push(result);
             }
@@ -419,13 +420,14 @@ impl StepJob {
     /// and the links they took from the step's own traffic alike. When a
     /// fault restored experts, once more without their chunks: the
     /// difference is the recovery time (second). The variants run side by
-    /// side.
+    /// side. Third, the step's physical bound (`sim/bound.rs`), on its
+    /// own work: the weights in flight are not in it.
     ///
     /// Those differences are taken on the exact network: the quantum's
     /// error goes both ways (`Network::with_quantum`), so at the default a
     /// step without any weight in flight could read up to a few percent
     /// apart from itself with them, a noise as large as the stall measured.
-    fn simulate(&self) -> Result<(StepResult, f64), String> {
+    fn simulate(&self) -> Result<(StepResult, f64, StepBound), String> {
         let run = |chunks: Vec<StepChunk>, sim: SimOptions| {
             simulate_step_with(&self.view, &self.machine, &self.routing, sim, chunks)
         };
@@ -458,7 +460,7 @@ impl StepJob {
             Some(w) => (result.latency_s - w.latency_s).max(0.0),
             None => 0.0,
         };
-        Ok((result, recovery_s))
+        Ok((result, recovery_s, step_bound(&self.view, &self.machine, &self.routing)))
     }
 }
 

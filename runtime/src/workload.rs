@@ -66,6 +66,57 @@ pub struct WorkloadSpec {
     /// How many steps to run.
     pub steps: u64,
     pub routing: RoutingSource,
+    /// The latency target the workload states (`slo { tpot = 150 ms }`);
+    /// absent in schedules written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
+}
+
+/// Which latency a service-level objective bounds. Both are a step's
+/// latency in this simulator: a decode step gives every sequence one
+/// output token (time per output token), a prefill step gives every
+/// sequence its first (time to first token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SloMetric {
+    /// Time per output token: decode.
+    Tpot,
+    /// Time to first token: prefill.
+    Ttft,
+}
+
+impl SloMetric {
+    /// The spelling in the language and the reports (`tpot`, `ttft`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SloMetric::Tpot => "tpot",
+            SloMetric::Ttft => "ttft",
+        }
+    }
+
+    /// The metric a phase has.
+    pub fn of(phase: Phase) -> SloMetric {
+        match phase {
+            Phase::Decode => SloMetric::Tpot,
+            Phase::Prefill => SloMetric::Ttft,
+        }
+    }
+}
+
+/// A latency target: a plan meets it when its 99th-percentile step
+/// latency is at most `target_s` (docs/RUNTIME.md says why p99).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Slo {
+    pub metric: SloMetric,
+    /// Seconds.
+    pub target_s: f64,
+}
+
+impl Slo {
+    /// Whether a run whose p99 step latency is `p99_s` meets the target.
+    pub fn met_by(&self, p99_s: f64) -> bool {
+        p99_s <= self.target_s
+    }
 }
 
 impl WorkloadSpec {

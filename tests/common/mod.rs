@@ -85,6 +85,7 @@ pub fn compile_printing(
         // move node without planning a 1,000-step run per snapshot.
         steps: Some(SNAPSHOT_STEPS),
         print_after: PrintAfter::All,
+        batch: None,
     };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();

@@ -42,9 +42,10 @@ pub fn run(file: &Path) -> Result<(), u8> {
             .iter()
             .map(|(b, n)| format!("{n} of {}", BytesPerSec(*b)))
             .collect();
+        let price = s.die.price.map_or(String::new(), |p| format!("; ${p} a die-hour"));
         let _ = writeln!(
             out,
-            "machine {}: {} dies ({} alive), {} and {} each; directional links: {}",
+            "machine {}: {} dies ({} alive), {} and {} each; directional links: {}{price}",
             s.name,
             m.die_count(),
             m.alive_dies().len(),
@@ -54,9 +55,16 @@ pub fn run(file: &Path) -> Result<(), u8> {
         );
     }
     for w in p.workloads.iter().filter_map(|w| w.item.as_ref()) {
+        let slo = w.slo.map_or(String::new(), |t| {
+            format!(
+                "; slo: {} p99 <= {}",
+                t.metric.name(),
+                moec_runtime::units::Seconds(t.target_s)
+            )
+        });
         let _ = writeln!(
             out,
-            "workload {}: {} batch {}, {} tokens a step, {} step{}",
+            "workload {}: {} batch {}, {} tokens a step, {} step{}{slo}",
             w.name,
             format!("{:?}", w.phase).to_lowercase(),
             w.batch,

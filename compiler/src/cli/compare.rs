@@ -266,12 +266,17 @@ fn table(rows: &[Row]) -> String {
         );
     }
     let name_width = rows.iter().map(|r| r.name.len()).chain([9]).max().unwrap_or(9);
+    // The workload's target, the same for every row: its column only when there is one.
+    let slo = rows.first().and_then(|r| r.report.serving.slo);
+    let slo_head = slo.map_or(String::new(), |s| format!(" {:>7}", s.metric.name()));
     let _ = writeln!(
         o,
-        "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "{:<name_width$} {:>11} {:>11}{slo_head} {:>11} {:>7} {:>12} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9}",
         "placement",
         "p50",
         "p99",
+        "tokens/s",
+        "/bound",
         "all-to-all",
         "byte-hops",
         "link max",
@@ -288,12 +293,17 @@ fn table(rows: &[Row]) -> String {
             .numeric_check
             .as_ref()
             .map_or("skipped".to_string(), |n| format!("{:.1e}", n.max_rel_error));
+        let met = r.serving.slo.map_or(String::new(), |s| {
+            format!(" {:>7}", if s.met { "met" } else { "missed" })
+        });
         let _ = writeln!(
             o,
-            "{:<name_width$} {:>11} {:>11} {:>12} {:>12} {:>8.1}% {:>9.3} {:>9.3} {:>11} {:>10} {:>9}",
+            "{:<name_width$} {:>11} {:>11}{met} {:>11.1} {:>6.2}x {:>12} {:>12} {:>8.1}% {:>9.3} {:>9.3} {:>11} {:>10} {:>9}",
             row.name,
             Seconds(r.latency.p50_s).to_string(),
             Seconds(r.latency.p99_s).to_string(),
+            r.serving.tokens_per_s,
+            r.bound.ratio,
             Seconds(a2a).to_string(),
             Bytes(r.traffic.byte_hops as u64).to_string(),
             100.0 * r.links.max_util,
@@ -304,9 +314,16 @@ fn table(rows: &[Row]) -> String {
             Seconds(row.compile_s).to_string()
         );
     }
+    let slo_note = slo.map_or(String::new(), |s| {
+        format!(
+            "; {}: p99 <= {} (the workload's slo)",
+            s.metric.name(),
+            Seconds(s.target_s)
+        )
+    });
     let _ = writeln!(
         o,
-        "\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean; exp imb: expert time max / mean; migration: the time moving weights added a step"
+        "\ntokens/s: in all over the alive dies; /bound: mean step latency over its physical lower bound{slo_note}\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean; exp imb: expert time max / mean; migration: the time moving weights added a step"
     );
     o
 }

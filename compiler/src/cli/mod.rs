@@ -58,10 +58,12 @@ pub enum Command {
 Passes: place(round_robin), place(contiguous), place(eplb), from_file. Named pipelines: baseline = place(round_robin).
 Placement formats (--emit placement --format F): sglang, vllm-ascend, trtllm, moec (docs/PLACEMENT_FORMATS.md).")]
     Compile(compile::Args),
-    /// Run a plan on the simulated machine with real kernels; report latency, traffic, balance and the numeric check.
+    /// Run a plan on the simulated machine with real kernels; report latency, traffic, balance, throughput, the
+    /// physical bound and the numeric check (--max-batch: the largest batch meeting the workload's slo).
     #[command(after_help = "Examples:
   moec run examples/deepseek-v3-wafer.moe --steps 4
   moec run examples/deepseek-v3-wafer.moe --report json -o report.json --trace trace.json --heatmap links.svg
+  moec run examples/mixtral-8x7b-h100.moe --max-batch
   moec compile examples/mixtral-8x7b-h100.moe --emit schedule -o plan.json && moec run plan.json")]
     Run(run::Args),
     /// Every placement on one plan's model, machine and workload: one table (or JSON rows, and an SVG bar chart).

@@ -68,10 +68,17 @@ pub struct Args {
     /// (Read as text, so that an error can point into the spec.)
     #[arg(long = "fail", value_name = "SPEC")]
     faults: Vec<String>,
+    /// Instead of one run: find the largest batch whose p99 step latency meets the workload's
+    /// `slo { ... }`, recompiling at each batch tried and running `--steps` steps (default 4) timing only.
+    #[arg(long, conflicts_with_all = ["trace", "heatmap", "series", "faults", "numeric_width"])]
+    max_batch: bool,
 }
 
 /// Runs `moec run`.
 pub fn execute(args: Args) -> Result<(), u8> {
+    if args.max_batch {
+        return max_batch(&args);
+    }
     let schedule = load_schedule(&args.file, args.plan.as_deref(), args.steps)?;
     let faults = parse_faults(&args.faults, &schedule, args.steps)?;
     let numerics = (!args.no_numerics).then(|| NumericConfig {
@@ -116,6 +123,101 @@ pub fn execute(args: Args) -> Result<(), u8> {
         ReportFormat::Json => out.report.to_json(),
     };
     emit(args.output.as_deref(), &text)
+}
+
+/// `--max-batch`: the batch search (`moec::batch_search`), as a table or JSON.
+fn max_batch(args: &Args) -> Result<(), u8> {
+    if args.file.extension().is_some_and(|e| e == "json") {
+        eprintln!(
+            "error: --max-batch recompiles the plan at every batch it tries: give it the .moe file, not a schedule"
+        );
+        return Err(super::EXIT_USAGE);
+    }
+    let session = load_checked(&args.file)?;
+    let search = moec::batch_search::search(&session, args.plan.as_deref(), args.steps).map_err(|d| {
+        report(&session.loaded.sources, &[d]);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    let text = match args.report {
+        ReportFormat::Json => serde_json::to_string_pretty(&search).unwrap_or_default() + "\n",
+        ReportFormat::Text => search_table(&search),
+    };
+    emit(args.output.as_deref(), &text)
+}
+
+/// The batch search as a person reads it: the answer, then every probe.
+fn search_table(s: &moec::batch_search::Search) -> String {
+    use moec_runtime::units::Seconds;
+    use std::fmt::Write;
+    let metric = s.slo.metric.name();
+    let mut o = String::new();
+    let target = Seconds(s.slo.target_s);
+    match &s.found {
+        Some(p) => {
+            let _ = writeln!(o, "largest batch with {metric} p99 <= {target}: {}", p.batch);
+            let _ = write!(
+                o,
+                "  at batch {}: {metric} p99 {}, {:.1} tokens/s ({:.1} per die)",
+                p.batch,
+                Seconds(p.p99_s.unwrap_or(0.0)),
+                p.tokens_per_s.unwrap_or(0.0),
+                p.tokens_per_s_per_die.unwrap_or(0.0)
+            );
+            if let Some(d) = p.tokens_per_dollar {
+                let _ = write!(o, ", {d:.0} tokens per $");
+            }
+            let _ = writeln!(o, ", {:.2}x its bound", p.bound_ratio.unwrap_or(0.0));
+        }
+        None => {
+            let _ = writeln!(o, "no batch meets {metric} p99 <= {target}: batch 1 does not");
+        }
+    }
+    match &s.first_failing {
+        Some(p) => {
+            let why = match (&p.refused, p.p99_s) {
+                (Some(r), _) => format!("refused: {r}"),
+                (None, Some(p99)) => format!("{metric} p99 {} > {target}", Seconds(p99)),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(o, "  batch {}: {why}", p.batch);
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  every batch up to the language's limit ({}) meets it",
+                moec::batch_search::MAX_BATCH
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "probes ({} steps each, timing only, in the order run):", s.steps);
+    let _ = writeln!(
+        o,
+        "  {:>9} {:>12} {:>12} {:>12} {:>8}  verdict",
+        "batch",
+        format!("{metric} p99"),
+        "tokens/s",
+        "per die",
+        "/bound"
+    );
+    for p in &s.probes {
+        let verdict = match &p.refused {
+            Some(r) => format!("refused: {r}"),
+            None if p.met => "met".to_string(),
+            None => "missed".to_string(),
+        };
+        let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("-".to_string(), f);
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>12} {:>12} {:>12} {:>8}  {verdict}",
+            p.batch,
+            cell(p.p99_s, &|x| Seconds(x).to_string()),
+            cell(p.tokens_per_s, &|x| format!("{x:.1}")),
+            cell(p.tokens_per_s_per_die, &|x| format!("{x:.1}")),
+            cell(p.bound_ratio, &|x| format!("{x:.2}x")),
+        );
+    }
+    o
 }
 
 fn write(path: &Path, text: &str) -> Result<(), u8> {

@@ -302,6 +302,27 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
         .quantity("launch_overhead", Dim::Time)
         .map(Seconds)
         .unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
+    // Dollars per die-hour: a plain number, as the language has no money unit.
+    let price_value = r.value("price");
+    let price = price_value.and_then(|v| {
+        let refused = || {
+            Diagnostic::error(
+                Code::E0008,
+                v.span,
+                "`price` is out of range: dollars per die-hour, more than 0 and at most 1000000",
+            )
+            .with_label("out of range")
+            .with_hint("leave `price` out when the dies have no price")
+        };
+        r.check(match reader::float(v, "price", 0.0, 1e6) {
+            Ok(p) if p > 0.0 => Ok(p),
+            Ok(_) => Err(refused()),
+            Err(d) if d.code == Code::E0008 => Err(refused()),
+            Err(d) => Err(d),
+        })
+    });
+    // A price written but refused leaves no machine, as a bad time does.
+    let priced = price_value.is_none() || price.is_some();
     let suspicious = [
         ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
@@ -311,12 +332,14 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
     let in_time = within_the_clock(&r, &[("launch_overhead", launch.0)], diags);
     diags.extend(r.finish());
     in_time.then_some(())?;
+    priced.then_some(())?;
     Some(DieSpec {
         compute: FlopsPerSec(compute?),
         memory: Bytes(memory?.round() as u64),
         memory_bw: BytesPerSec(memory_bw?),
         sram: Bytes(sram.round() as u64),
         launch_overhead: launch,
+        price,
     })
 }
 

@@ -7,9 +7,10 @@
 
 use super::reader::{self, wrong_type, BlockReader};
 use super::suggest::did_you_mean;
+use super::units::Dim;
 use crate::diag::{Code, Diagnostic};
 use crate::source::{SourceReader, MAX_FILE_BYTES};
-use crate::syntax::ast::{Arg, Decl, Value, ValueKind};
+use crate::syntax::ast::{Arg, Block, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::routing::calibrate::{CalibrationError, CalibrationTarget, SkewTarget};
 use moec_runtime::routing::counts::{
@@ -17,7 +18,8 @@ use moec_runtime::routing::counts::{
 };
 use moec_runtime::routing::skewed::SkewedParams;
 use moec_runtime::routing::{parse_trace, Trace};
-use moec_runtime::workload::{Phase, RoutingSource, WorkloadSpec};
+use moec_runtime::units::Seconds;
+use moec_runtime::workload::{Phase, RoutingSource, Slo, SloMetric, WorkloadSpec};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,9 +112,16 @@ fn check_spec(
         None => Some(RoutingSource::Uniform { seed: 0 }),
     };
     let (context_span, seq_span) = (r.span_of("context"), r.span_of("seq_len"));
+    let slo = r
+        .plain_section("slo")
+        .map(|(_, body, span)| slo_targets(&what, span, body, diags));
     diags.extend(r.finish());
 
     let phase = phase?;
+    let slo = match slo {
+        Some(targets) => Some(slo_of_phase(phase, targets?, diags)?),
+        None => None,
+    };
     let length = match (phase, context, seq_len) {
         (Phase::Decode, Some(c), None) => c,
         (Phase::Prefill, None, Some(s)) => s,
@@ -164,6 +173,105 @@ fn check_spec(
         seq_len: length,
         steps,
         routing: routing?,
+        slo,
+    })
+}
+
+/// The targets an `slo { ... }` block writes, each with where its value is.
+struct SloTargets {
+    tpot: Option<(f64, Span)>,
+    ttft: Option<(f64, Span)>,
+    /// The block, for a block that names no target.
+    span: Span,
+}
+
+/// The longest latency target: an hour, the longest time a machine may
+/// declare (and far past any service's).
+const MAX_SLO_S: f64 = 3600.0;
+
+/// Reads `slo { tpot = 50 ms }` / `slo { ttft = 2 s }`: times, positive and
+/// at most an hour. `None` when a target is refused (reported).
+fn slo_targets(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<SloTargets> {
+    let mut r = BlockReader::new(format!("the slo of {what}"), span, body);
+    let mut ok = true;
+    let mut target = |r: &mut BlockReader, key: &'static str| -> Option<(f64, Span)> {
+        let written = r.span_of(key);
+        let value = r.quantity(key, Dim::Time);
+        match (value, written) {
+            (Some(v), Some(at)) if v > 0.0 && v <= MAX_SLO_S => Some((v, at)),
+            (Some(v), Some(at)) => {
+                r.diags.push(
+                    Diagnostic::error(
+                        Code::E0008,
+                        at,
+                        format!(
+                            "`{key}` = {} is out of range: a target is more than 0 s and at most an hour",
+                            Seconds(v)
+                        ),
+                    )
+                    .with_label("out of range"),
+                );
+                ok = false;
+                None
+            }
+            (None, Some(_)) => {
+                ok = false;
+                None
+            }
+            _ => None,
+        }
+    };
+    let tpot = target(&mut r, "tpot");
+    let ttft = target(&mut r, "ttft");
+    diags.extend(r.finish());
+    if ok && tpot.is_none() && ttft.is_none() && body.stmts.is_empty() {
+        diags.push(
+            Diagnostic::error(Code::E0006, span, format!("the slo of {what} names no target"))
+                .with_label("an empty `slo` block")
+                .with_hint("add `tpot = 50 ms` (decode) or `ttft = 2 s` (prefill), or remove the block"),
+        );
+        return None;
+    }
+    (ok && (tpot.is_some() || ttft.is_some())).then_some(SloTargets { tpot, ttft, span })
+}
+
+/// The target of the workload's phase: `tpot` for decode, `ttft` for
+/// prefill; the other phase's key is E0023 at its value.
+fn slo_of_phase(phase: Phase, t: SloTargets, diags: &mut Vec<Diagnostic>) -> Option<Slo> {
+    let (own, other, other_key, own_key) = match phase {
+        Phase::Decode => (t.tpot, t.ttft, "ttft", "tpot"),
+        Phase::Prefill => (t.ttft, t.tpot, "tpot", "ttft"),
+    };
+    if let Some((_, at)) = other {
+        let phase_name = if phase == Phase::Decode { "decode" } else { "prefill" };
+        diags.push(
+            Diagnostic::error(
+                Code::E0023,
+                at,
+                format!("a {phase_name} workload's slo bounds `{own_key}`, not `{other_key}`"),
+            )
+            .with_label(format!("`{other_key}` has no meaning for a {phase_name} step"))
+            .with_hint(match phase {
+                Phase::Decode => {
+                    "a decode step gives each sequence its next token: write `tpot = ...` (time per output token)"
+                }
+                Phase::Prefill => {
+                    "a prefill step gives each sequence its first token: write `ttft = ...` (time to first token)"
+                }
+            }),
+        );
+        return None;
+    }
+    let Some((target_s, _)) = own else {
+        diags.push(
+            Diagnostic::error(Code::E0006, t.span, format!("this slo has no `{own_key}`"))
+                .with_label(format!("`{own_key}` is required here")),
+        );
+        return None;
+    };
+    Some(Slo {
+        metric: SloMetric::of(phase),
+        target_s,
     })
 }
 

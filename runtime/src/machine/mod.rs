@@ -232,6 +232,7 @@ pub(crate) mod tests {
                 memory_bw: BytesPerSec(2e12),
                 sram: Bytes(40 << 20),
                 launch_overhead: Seconds(2e-6),
+                price: None,
             },
             link: LINK,
             inter_wafer_link: None,

@@ -57,6 +57,10 @@ pub struct DieSpec {
     pub sram: Bytes,
     /// Fixed cost of launching one kernel.
     pub launch_overhead: Seconds,
+    /// What one die costs to run, in dollars per die-hour (`price = 2.5`);
+    /// reports give throughput per dollar when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
 }
 
 /// One direction of a link: how fast and how far.

@@ -74,6 +74,7 @@ fn decode(batch: u64, context: u64) -> WorkloadSpec {
         seq_len: context,
         steps: 2,
         routing: RoutingSource::Gate { seed: 7 },
+        slo: None,
     }
 }
 

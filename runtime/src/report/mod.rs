@@ -8,13 +8,16 @@ pub mod bars;
 pub mod chrome;
 pub mod heatmap;
 pub mod series;
+pub mod serving;
 mod svg;
 pub mod text;
 
 use crate::machine::Machine;
 use crate::schedule::Schedule;
+use crate::sim::bound::StepBound;
 use crate::sim::engine::{Breakdown, StepResult};
 use serde::Serialize;
+pub use serving::{BoundReport, ServingReport, SloReport, StepLatency};
 
 /// Version of the JSON report layout.
 pub const REPORT_VERSION: u32 = 1;
@@ -94,6 +97,9 @@ pub struct StepSummary {
     pub migrations_applied: u32,
     /// A fault was injected at the start of this step.
     pub fault: bool,
+    /// The step's physical lower bound (`sim/bound.rs`): no execution of
+    /// its work on this machine and placement is faster.
+    pub bound_s: f64,
 }
 
 /// Expert weights moved during the run.
@@ -159,6 +165,11 @@ pub struct RunReport {
     pub dies: DieReport,
     /// Tokens per second per alive die.
     pub tokens_per_s_per_die: f64,
+    /// What the run serves: throughput, per-token latencies, cost, the
+    /// workload's latency target.
+    pub serving: ServingReport,
+    /// The physical lower bound of the steps and the plan's distance from it.
+    pub bound: BoundReport,
     /// `None` when the run skipped numerics (`--no-numerics`).
     pub numeric_check: Option<NumericReport>,
     pub migration: MigrationReport,
@@ -188,6 +199,8 @@ pub struct ReportBuilder<'a> {
     faults: Vec<FaultReport>,
     /// Dies alive now (a die fault removes one).
     alive: Vec<crate::machine::DieId>,
+    /// Each step's bound, term by term.
+    bounds: Vec<StepBound>,
 }
 
 impl<'a> ReportBuilder<'a> {
@@ -208,6 +221,7 @@ impl<'a> ReportBuilder<'a> {
             migration: MigrationReport::default(),
             faults: Vec::new(),
             alive: machine.alive_dies(),
+            bounds: Vec::new(),
         }
     }
 
@@ -219,9 +233,11 @@ impl<'a> ReportBuilder<'a> {
         self.faults.push(report);
     }
 
-    /// Adds one step, at which `applied` migrations took effect.
-    pub fn add(&mut self, step: u64, r: &StepResult, applied: u32) {
+    /// Adds one step, at which `applied` migrations took effect, with its
+    /// physical bound.
+    pub fn add(&mut self, step: u64, r: &StepResult, applied: u32, bound: StepBound) {
         self.latencies.push(r.latency_s);
+        self.bounds.push(bound);
         let b = &mut self.breakdown;
         b.attention_s += r.breakdown.attention_s;
         b.allreduce_s += r.breakdown.allreduce_s;
@@ -251,6 +267,7 @@ impl<'a> ReportBuilder<'a> {
             migration_bytes: r.migration_bytes,
             migrations_applied: applied,
             fault: self.faults.last().is_some_and(|f| f.step == step),
+            bound_s: bound.bound_s(),
         });
         let m = &mut self.migration;
         m.applied += u64::from(applied);
@@ -303,6 +320,24 @@ impl<'a> ReportBuilder<'a> {
         let scale = |x: f64| x / steps;
         let b = self.breakdown;
         let median = percentile(&self.latencies, 0.50);
+        let latency = Latency {
+            p50_s: percentile(&self.latencies, 0.50),
+            p99_s: percentile(&self.latencies, 0.99),
+            mean_s: mean(&self.latencies),
+        };
+        let tokens_per_s = if total_time > 0.0 {
+            tokens as f64 * self.latencies.len() as f64 / total_time
+        } else {
+            0.0
+        };
+        let serving = ServingReport::new(
+            &self.schedule.workload,
+            &self.machine.spec().die,
+            &latency,
+            tokens_per_s,
+            alive,
+        );
+        let bound = BoundReport::new(&self.bounds, latency.mean_s);
         let faults = self
             .faults
             .into_iter()
@@ -319,11 +354,7 @@ impl<'a> ReportBuilder<'a> {
             workload: self.schedule.workload.name.clone(),
             steps: self.latencies.len() as u64,
             tokens_per_step: tokens,
-            latency: Latency {
-                p50_s: percentile(&self.latencies, 0.50),
-                p99_s: percentile(&self.latencies, 0.99),
-                mean_s: mean(&self.latencies),
-            },
+            latency,
             breakdown: Breakdown {
                 attention_s: scale(b.attention_s),
                 allreduce_s: scale(b.allreduce_s),
@@ -349,11 +380,9 @@ impl<'a> ReportBuilder<'a> {
                 imbalance: imbalance(&busy),
                 expert_imbalance: mean(&self.per_step.iter().map(|s| s.expert_imbalance).collect::<Vec<_>>()),
             },
-            tokens_per_s_per_die: if total_time > 0.0 {
-                tokens as f64 * self.latencies.len() as f64 / total_time / alive
-            } else {
-                0.0
-            },
+            tokens_per_s_per_die: tokens_per_s / alive,
+            serving,
+            bound,
             numeric_check,
             migration: MigrationReport {
                 overlapped_s: (self.migration.transfer_s - self.migration.stall_s).max(0.0),
@@ -366,7 +395,7 @@ impl<'a> ReportBuilder<'a> {
     }
 }
 
-fn mean(v: &[f64]) -> f64 {
+pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         0.0
     } else {

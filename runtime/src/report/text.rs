@@ -47,6 +47,7 @@ pub fn render(r: &RunReport) -> String {
         o,
         "  (breakdown: time the critical die spent in each phase, mean over steps; phases may overlap)"
     );
+    serving(&mut o, r);
     let m = &r.migration;
     if m.applied > 0 || m.bytes > 0.0 {
         let _ = writeln!(o);
@@ -109,4 +110,52 @@ pub fn render(r: &RunReport) -> String {
         }
     }
     o
+}
+
+/// The serving figures, the latency target, and the physical bound.
+fn serving(o: &mut String, r: &RunReport) {
+    let s = |x: f64| Seconds(x).to_string();
+    let v = &r.serving;
+    let _ = writeln!(o);
+    let _ = writeln!(o, "serving:");
+    let mut rows: Vec<(&str, String)> = vec![("tokens/s", format!("{:.1}", v.tokens_per_s))];
+    if let Some(t) = v.tpot {
+        rows.push(("TPOT p50", s(t.p50_s)));
+        rows.push(("TPOT p99", s(t.p99_s)));
+    }
+    if let Some(t) = v.ttft {
+        rows.push(("TTFT p50", s(t.p50_s)));
+        rows.push(("TTFT p99", s(t.p99_s)));
+    }
+    if let (Some(price), Some(per_dollar)) = (v.price_per_die_hour, v.tokens_per_dollar) {
+        rows.push(("price", format!("${price}/die-h")));
+        rows.push(("tokens per $", format!("{per_dollar:.0}")));
+    }
+    for (k, v) in rows {
+        let _ = writeln!(o, "  {k:<18} {v:>14}");
+    }
+    if let Some(line) = v.slo_line() {
+        let _ = writeln!(o, "  SLO: {line}");
+    }
+    let b = &r.bound;
+    let _ = writeln!(o);
+    let _ = writeln!(o, "physical lower bound of a step (mean over steps):");
+    let rows: Vec<(&str, String)> = vec![
+        ("bound", s(b.mean_s)),
+        ("  binds", b.binding.clone()),
+        ("  die compute", s(b.terms.die_compute_s)),
+        ("  die memory", s(b.terms.die_memory_s)),
+        ("  die links", s(b.terms.die_links_s)),
+        ("  network cut", s(b.terms.cut_s)),
+        ("machine bound", s(b.machine_s)),
+        ("latency / bound", format!("{:.2}x", b.ratio)),
+        ("latency / machine", format!("{:.2}x", b.machine_ratio)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(o, "  {k:<18} {v:>14}");
+    }
+    let _ = writeln!(
+        o,
+        "  (bound: this placement's work at the machine's peak rates; machine bound: any placement's)"
+    );
 }

@@ -173,6 +173,7 @@ mod tests {
             seq_len,
             steps: 10,
             routing,
+            slo: None,
         }
     }
 

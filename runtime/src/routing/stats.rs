@@ -142,6 +142,7 @@ mod tests {
                 drift: 0.0,
                 seed: 1,
             },
+            slo: None,
         };
         let stats = RoutingStats::measure(&model, &w, true).unwrap();
         assert!(stats.loads[0].is_empty() && stats.loads[3].len() == 256);
@@ -182,6 +183,7 @@ mod tests {
                 counts: Box::new(counts),
                 seed: 1,
             },
+            slo: None,
         };
         let stats = RoutingStats::measure(&m, &w, true).unwrap();
         assert!(stats.loads[0].is_empty());

@@ -25,6 +25,11 @@ pub struct PartLoad {
 pub struct Cost {
     pub flops: Flops,
     pub bytes: Bytes,
+    /// Of `bytes`, what must come from (or go to) memory however the kernel
+    /// is written: weights, embedding rows and the KV cache. The rest are
+    /// activations in and out, which a fused kernel could keep on chip, so
+    /// the physical bound (`sim/bound.rs`) leaves them out.
+    pub resident: Bytes,
 }
 
 impl Cost {
@@ -57,9 +62,11 @@ impl<'a> CostModel<'a> {
 
     /// Embedding lookup of `tokens`: a gather of rows.
     pub fn embed(&self, tokens: u64) -> Cost {
+        // The rows gathered are the embedding table's: weights.
         Cost {
             flops: Flops(0.0),
             bytes: self.act(tokens),
+            resident: self.act(tokens),
         }
     }
 
@@ -79,8 +86,12 @@ impl<'a> CostModel<'a> {
             Phase::Prefill => (self.workload.seq_len / 2, tokens),
         };
         let flops = Flops(tokens as f64 * m.attention_flops_per_die(context, tp).0);
-        let bytes = m.attention_bytes_per_die(tp) + m.kv_bytes_per_token_per_die(tp) * kv_read + self.act(tokens) * 2;
-        Cost { flops, bytes }
+        let resident = m.attention_bytes_per_die(tp) + m.kv_bytes_per_token_per_die(tp) * kv_read;
+        Cost {
+            flops,
+            bytes: resident + self.act(tokens) * 2,
+            resident,
+        }
     }
 
     /// The router over `tokens`.
@@ -89,9 +100,11 @@ impl<'a> CostModel<'a> {
             return Cost::default();
         }
         let params = self.model.gate_params();
+        let resident = Bytes(params * self.model.dtype.bytes());
         Cost {
             flops: Flops(2.0 * (tokens * params) as f64),
-            bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens),
+            bytes: resident + self.act(tokens),
+            resident,
         }
     }
 
@@ -112,9 +125,11 @@ impl<'a> CostModel<'a> {
             flops += 2.0 * (p.tokens * self.model.expert_params()) as f64 * share;
             weights += self.model.expert_bytes().0 as f64 * share;
         }
+        let resident = Bytes(weights.round() as u64);
         Cost {
             flops: Flops(flops),
-            bytes: Bytes(weights.round() as u64) + self.act(tokens) * 2,
+            bytes: resident + self.act(tokens) * 2,
+            resident,
         }
     }
 
@@ -126,6 +141,7 @@ impl<'a> CostModel<'a> {
         Cost {
             flops: Flops(2.0 * (tokens * self.model.shared_params()) as f64),
             bytes: self.model.shared_bytes() + self.act(tokens) * 2,
+            resident: self.model.shared_bytes(),
         }
     }
 
@@ -137,6 +153,7 @@ impl<'a> CostModel<'a> {
         Cost {
             flops: Flops(2.0 * (tokens * self.model.dense_ffn_params()) as f64),
             bytes: self.model.dense_ffn_bytes() + self.act(tokens) * 2,
+            resident: self.model.dense_ffn_bytes(),
         }
     }
 
@@ -146,6 +163,7 @@ impl<'a> CostModel<'a> {
         Cost {
             flops: Flops(2.0 * (tokens * k * self.model.hidden) as f64),
             bytes: self.act(tokens * (k + 1)),
+            resident: Bytes(0),
         }
     }
 
@@ -155,9 +173,11 @@ impl<'a> CostModel<'a> {
             return Cost::default();
         }
         let params = self.model.vocab * self.model.hidden;
+        let resident = Bytes(params * self.model.dtype.bytes());
         Cost {
             flops: Flops(2.0 * (tokens * params) as f64),
-            bytes: Bytes(params * self.model.dtype.bytes()) + self.act(tokens),
+            bytes: resident + self.act(tokens),
+            resident,
         }
     }
 

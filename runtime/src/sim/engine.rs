@@ -753,7 +753,9 @@ fn compute_time(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize, die
     compute_cost(op, traffic, costs, d).time(die)
 }
 
-fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> Cost {
+/// The roofline cost of compute instruction `op` on die `d` (one grouped
+/// kernel); the physical bound (`bound.rs`) sums the same costs.
+pub(crate) fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> Cost {
     let tokens = traffic.home_tokens[d];
     let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
     match *op {

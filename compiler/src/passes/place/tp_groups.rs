@@ -212,6 +212,7 @@ mod tests {
                 memory_bw: BytesPerSec(2e12),
                 sram: Bytes(40 << 20),
                 launch_overhead: Seconds(2e-6),
+                price: None,
             },
             link,
             inter_wafer_link: Some(link),
