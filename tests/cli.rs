@@ -438,18 +438,24 @@ const DATA_PARALLEL_PLACEMENTS: [&str; 7] = [
 
 /// The row names of a compare document: the placements, and the parallel
 /// forms run after the plan's own placement (the part after `parallel = `).
-fn placement_and_form_rows(doc: &serde_json::Value) -> (Vec<String>, Vec<String>) {
+/// A compare document's rows: the placements, and the parallel forms and
+/// overlap forms run after the plan's placement.
+fn placement_and_form_rows(doc: &serde_json::Value) -> (Vec<String>, Vec<String>, Vec<String>) {
     let names = doc["rows"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["name"].as_str().unwrap().to_string());
-    let (forms, placements): (Vec<String>, Vec<String>) = names.partition(|n| n.contains(" + parallel = "));
-    let forms = forms
-        .iter()
-        .map(|n| n.split(" + parallel = ").nth(1).unwrap().to_string())
-        .collect();
-    (placements, forms)
+    let after = |rows: &[String], sep: &str| -> Vec<String> {
+        rows.iter()
+            .filter_map(|n| n.split_once(sep).map(|(_, f)| f.to_string()))
+            .collect()
+    };
+    let all: Vec<String> = names.collect();
+    let forms = after(&all, " + parallel = ");
+    let overlaps = after(&all, " + overlap = ");
+    let placements = all.into_iter().filter(|n| !n.contains(" + ")).collect();
+    (placements, forms, overlaps)
 }
 
 /// `moec compare ARGS --steps 1 --no-numerics --report json`, which must succeed.
@@ -466,13 +472,15 @@ fn compare_json(args: &[&str]) -> serde_json::Value {
 fn compare_runs_every_placement_on_the_same_workload() {
     let doc = compare_json(&["examples/mixtral-8x7b-h200.moe"]);
     let rows = doc["rows"].as_array().unwrap();
-    let (placements, forms) = placement_and_form_rows(&doc);
+    let (placements, forms, overlaps) = placement_and_form_rows(&doc);
     assert_eq!(placements, DATA_PARALLEL_PLACEMENTS);
     // Every parallel form after the plan's placement, on its 16 GPUs.
     assert_eq!(
         forms,
         ["tp(2)", "tp(16)", "moeshard(16)", "hybrid", "compute_balanced", "auto"]
     );
+    // And the placement under every overlap form but none (its own row).
+    assert_eq!(overlaps, ["two_batch"]);
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]
         .as_array()
@@ -602,7 +610,7 @@ fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
 fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     let doc = compare_json(&[TINY, "--plan", "from_sglang"]);
     let rows = doc["rows"].as_array().unwrap();
-    let (placements, forms) = placement_and_form_rows(&doc);
+    let (placements, forms, _) = placement_and_form_rows(&doc);
     let mut expected = DATA_PARALLEL_PLACEMENTS.to_vec();
     expected.push("file(\"contiguous.sglang.json\")");
     assert_eq!(placements, expected);
@@ -615,7 +623,7 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     assert_eq!(rows[7]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only (and the forms).
     let doc = compare_json(&[TINY, "--plan", "contiguous"]);
-    let (placements, again) = placement_and_form_rows(&doc);
+    let (placements, again, _) = placement_and_form_rows(&doc);
     assert_eq!((placements.len(), again), (7, forms));
 }
 
