@@ -105,6 +105,7 @@ fn no_simulated_step_is_below_its_bound_on_the_examples() {
         ("examples/qwen3-235b-wafer.moe", "er_mapping"),
         ("tests/serving/tiny.moe", "default"),
         ("tests/serving/tiny.moe", "prefill"),
+        ("tests/serving/tiny.moe", "prefill_two_batch"),
         ("tests/migration/drift.moe", "invasive"),
         ("tests/migration/drift.moe", "dynamic_placement"),
     ]

@@ -153,7 +153,14 @@ pub fn step_bound_with(
             continue;
         };
         let (mut flops, mut resident) = (0.0, 0u64);
-        for instr in program.instrs.iter().filter(|i| i.op.is_compute()) {
+        // Micro-batch 0's instructions are each of the step's ops once; the
+        // whole step's traffic gives them the whole step's work (a split
+        // step's bound is the unsplit step's).
+        for instr in program
+            .instrs
+            .iter()
+            .filter(|i| i.op.is_compute() && i.micro_batch == 0)
+        {
             let c = compute_cost(&instr.op, traffic, &costs, d.index());
             flops += c.flops.0;
             resident = resident.saturating_add(c.resident.0);
@@ -234,7 +241,11 @@ fn transfers(schedule: &Schedule, traffic: &StepTraffic) -> Vec<(DieId, DieId, u
         if share.tp < 2 || share.ring_next.index() == d {
             continue;
         }
-        let rings = program.instrs.iter().filter(|i| i.op.is_ring()).count() as u64;
+        let rings = program
+            .instrs
+            .iter()
+            .filter(|i| i.op.is_ring() && i.micro_batch == 0)
+            .count() as u64;
         let bytes = rings * (share.tp - 1) * share.ring_chunk_bytes;
         if bytes > 0 {
             out.push((DieId(d as u32), share.ring_next, bytes));
