@@ -12,6 +12,11 @@ use moec_runtime::sim::engine::{simulate_step, SimOptions, Span, StepResult};
 /// One MoE layer on two dies, two sequences homed on each; expert 0 lives
 /// on die 0 and expert 1 on die 1, `link` the bandwidth between them.
 fn two_dies(link: &str, overlap: &str) -> String {
+    two_dies_running(link, overlap, "phase = decode; batch = 4; context = 256")
+}
+
+/// [`two_dies`] under the workload `shape` (phase, batch, lengths).
+fn two_dies_running(link: &str, overlap: &str, shape: &str) -> String {
     format!(
         r#"
 model one_layer {{
@@ -28,9 +33,7 @@ machine pair {{
   link {{ bandwidth = {link}; latency = 0 ns }}
 }}
 workload decode {{
-  phase = decode
-  batch = 4
-  context = 256
+  {shape}
   routing = uniform(seed = 1)
 }}
 plan p {{
@@ -45,6 +48,11 @@ plan p {{
 }
 
 fn compile(text: &str) -> Schedule {
+    compile_both(text).1
+}
+
+/// The IR and the schedule of plan `p` in `text`.
+fn compile_both(text: &str) -> (moec::ir::Ir, Schedule) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("pair.moe");
     std::fs::write(&path, text).expect("written");
@@ -53,7 +61,9 @@ fn compile(text: &str) -> Schedule {
         plan: Some("p".into()),
         ..Default::default()
     };
-    session.schedule(&options, &mut |_, _| {}).expect("compiles")
+    let ir = session.compile(&options, &mut |_, _| {}).expect("compiles");
+    let schedule = session.schedule(&options, &mut |_, _| {}).expect("lowers");
+    (ir, schedule)
 }
 
 /// Every token crosses to the other die: sequences 0 and 1 (die 0) choose
@@ -174,4 +184,31 @@ fn a_split_step_computes_what_the_dense_reference_does() {
     assert!(step.passed(), "max rel error {}", step.max_rel_error);
     // Every token crossed to the other die and back.
     assert_eq!(step.rows_copied, 8);
+}
+
+#[test]
+fn overlap_auto_keeps_the_faster_form() {
+    use moec::ir::Overlap;
+    // A prefill over a slow link: the all-to-all is worth hiding. A decode
+    // over a fast one: a second weight read is not worth it.
+    let cases = [
+        ("1 GB/s", "phase = prefill; batch = 4; seq_len = 256", Overlap::TwoBatch),
+        ("1000 GB/s", "phase = decode; batch = 4; context = 256", Overlap::None),
+    ];
+    for (link, shape, expected) in cases {
+        let (ir, schedule) = compile_both(&two_dies_running(link, "auto", shape));
+        assert_eq!(ir.overlap, expected, "{link}, {shape}: {:?}", ir.header.notes);
+        assert_eq!(schedule.micro_batches, expected.micro_batches());
+        // The notes time both forms and the choice is the faster.
+        let times: Vec<f64> = ir
+            .header
+            .notes
+            .iter()
+            .filter(|n| n.ends_with("ms a step (simulated)"))
+            .map(|n| n.split_whitespace().nth(2).unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(times.len(), 2, "{:?}", ir.header.notes);
+        let chosen = if expected == Overlap::None { times[0] } else { times[1] };
+        assert_eq!(chosen, times[0].min(times[1]));
+    }
 }

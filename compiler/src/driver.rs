@@ -6,7 +6,9 @@ use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::Form;
 use crate::ir::{self, Ir, Overlap, VerifyError};
 use crate::lower;
-use crate::passes::{parse_pipeline, MigrationPolicy, PassContext, PassManager, PipelineError, PrintAfter};
+use crate::passes::{
+    parse_pipeline, MigrationPolicy, OverlapChoice, PassContext, PassManager, PipelineError, PrintAfter,
+};
 use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
 use crate::sema::{self, ParallelChoice, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
@@ -158,7 +160,7 @@ impl Session {
         };
         // A plan's `overlap` (other than none) splits the step on that layout.
         let pipeline = match (&options.passes, plan.overlap) {
-            (None, Overlap::None) | (Some(_), _) => pipeline,
+            (None, OverlapChoice::Fixed(Overlap::None)) | (Some(_), _) => pipeline,
             (None, overlap) => format!("{pipeline},overlap({overlap})"),
         };
         // A plan's `migration` (other than none) runs last, on the final layout.

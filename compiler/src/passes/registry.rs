@@ -40,8 +40,8 @@ pub const PASSES: &[(&str, &str)] = &[
     ),
     (
         "overlap",
-        "overlap(FORM): how a step's work overlaps on each die; FORM: none (one batch) or two_batch (two \
-         micro-batches, one's all-to-all under the other's compute)",
+        "overlap(FORM): how a step's work overlaps on each die; FORM: none (one batch), two_batch (two \
+         micro-batches, one's all-to-all under the other's compute) or auto (each simulated, the fastest kept)",
     ),
     (
         "migrate",

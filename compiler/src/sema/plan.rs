@@ -7,7 +7,7 @@ use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
 use crate::ir::{Form, FormKind, Overlap};
-use crate::passes::MigrationPolicy;
+use crate::passes::{MigrationPolicy, OverlapChoice};
 use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
@@ -192,7 +192,7 @@ pub struct Plan {
     /// What moves experts while the run goes on (`migration = ...`).
     pub migration: MigrationPolicy,
     /// How a step's work overlaps on each die (`overlap = ...`; none when absent).
-    pub overlap: Overlap,
+    pub overlap: OverlapChoice,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -266,10 +266,12 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(MigrationPolicy::None),
     };
     let migration_ok = migration.is_some();
-    let overlap_names: Vec<&'static str> = Overlap::ALL.iter().map(|(n, _)| *n).collect();
-    let overlap = match r.choice("overlap", &overlap_names) {
-        Some((name, _)) => Overlap::parse(name).ok(),
-        None => r.span_of("overlap").is_none().then_some(Overlap::None),
+    let overlap = match r.choice("overlap", &OverlapChoice::names()) {
+        Some((name, _)) => OverlapChoice::parse(name).ok(),
+        None => r
+            .span_of("overlap")
+            .is_none()
+            .then_some(OverlapChoice::Fixed(Overlap::None)),
     };
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());

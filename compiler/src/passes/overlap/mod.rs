@@ -10,36 +10,80 @@
 //!   other's attention or experts. It is the baseline every other overlap
 //!   is compared with.
 //!
+//! - `auto`: each form lowered and its step simulated
+//!   (`probe/step_time.rs`); the fastest kept, ties to the simpler form,
+//!   every form's time left in a note.
+//!
 //! The form changes no number a token computes (micro-batches share no
 //! data), only when the work happens; it runs after the placement and the
 //! parallel form, whose choices it takes as they are.
 
 use crate::ir::{Ir, Op, Overlap};
+use crate::passes::probe::step_time::step_time;
 use crate::passes::{Pass, PassContext};
+use std::fmt;
+
+/// What a plan asks for (`overlap = ...`): one form, or the fastest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverlapChoice {
+    Fixed(Overlap),
+    /// Every form simulated, the fastest kept.
+    Auto,
+}
+
+impl OverlapChoice {
+    /// Every choice's name, as the language spells it.
+    pub fn names() -> Vec<&'static str> {
+        Overlap::ALL.iter().map(|(n, _)| *n).chain(["auto"]).collect()
+    }
+
+    /// From its name (`none`, `two_batch`, `auto`).
+    pub fn parse(text: &str) -> Result<OverlapChoice, String> {
+        match text.trim() {
+            "auto" => Ok(OverlapChoice::Auto),
+            other => Overlap::parse(other)
+                .map(OverlapChoice::Fixed)
+                .map_err(|e| format!("{e}, or auto")),
+        }
+    }
+}
+
+impl fmt::Display for OverlapChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverlapChoice::Fixed(o) => write!(f, "{o}"),
+            OverlapChoice::Auto => f.write_str("auto"),
+        }
+    }
+}
 
 /// The `overlap(...)` pass.
 pub struct OverlapPass {
-    form: Overlap,
+    choice: OverlapChoice,
 }
 
 impl OverlapPass {
-    /// From the pass argument: a form as the language spells it.
+    /// From the pass argument: a form as the language spells it, or `auto`.
     pub fn new(arg: Option<&str>) -> Result<OverlapPass, String> {
-        let arg = arg.ok_or("`overlap` needs a form: overlap(none), overlap(two_batch)")?;
+        let arg = arg.ok_or("`overlap` needs a form: overlap(none), overlap(two_batch), overlap(auto)")?;
         Ok(OverlapPass {
-            form: Overlap::parse(arg)?,
+            choice: OverlapChoice::parse(arg)?,
         })
     }
 }
 
 impl Pass for OverlapPass {
     fn name(&self) -> String {
-        format!("overlap({})", self.form)
+        format!("overlap({})", self.choice)
     }
 
     fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
-        ir.overlap = self.form;
-        let m = u64::from(self.form.micro_batches());
+        let form = match self.choice {
+            OverlapChoice::Fixed(form) => form,
+            OverlapChoice::Auto => fastest(ir, cx)?,
+        };
+        ir.overlap = form;
+        let m = u64::from(form.micro_batches());
         if m == 1 {
             return Ok(());
         }
@@ -54,10 +98,32 @@ impl Pass for OverlapPass {
         let fewest = batch / homes.max(1);
         if fewest < m {
             ir.header.notes.push(format!(
-                "overlap({}): {batch} sequences over {homes} attention dies leave some die fewer than {m}; its micro-batches are uneven or empty, and it overlaps less",
-                self.form
+                "overlap({form}): {batch} sequences over {homes} attention dies leave some die fewer than {m}; its micro-batches are uneven or empty, and it overlaps less"
             ));
         }
         Ok(())
     }
+}
+
+/// The form whose simulated step is fastest (ties to the earlier, simpler
+/// one in `Overlap::ALL`); each form's time goes in a note.
+fn fastest(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
+    let mut best: Option<(f64, Overlap)> = None;
+    for &(name, form) in Overlap::ALL {
+        let mut trial = ir.clone();
+        trial.overlap = form;
+        let seconds = step_time(&trial, cx)?;
+        ir.header.notes.push(format!(
+            "overlap(auto): {name} {:.3} ms a step (simulated)",
+            seconds * 1e3
+        ));
+        if best.is_none_or(|(b, _)| seconds < b) {
+            best = Some((seconds, form));
+        }
+    }
+    let (seconds, form) = best.ok_or("no overlap form to try")?;
+    ir.header
+        .notes
+        .push(format!("overlap(auto): chose {form} at {:.3} ms a step", seconds * 1e3));
+    Ok(form)
 }

@@ -4,9 +4,7 @@
 //! Each candidate runs as its own `place(...)` on a copy of the IR, must
 //! pass the verifier (a placement that does not fit is dropped, with its
 //! reason in a note), is lowered, and is timed on the simulator over the
-//! first step of the workload's own routing, without numerics and at a
-//! coarser network quantum than `moec run` uses: ranking needs the order,
-//! not the last percent. The candidates run on every core at once, each
+//! first step of the workload's own routing (`probe/step_time.rs`). The candidates run on every core at once, each
 //! placed, lowered and simulated by one worker (the routing statistics are
 //! measured once, first, and shared). The winner's annotations replace the IR's; every
 //! candidate's time is left in `Header::notes`, so `moec compile` shows why
@@ -15,17 +13,10 @@
 
 use super::Place;
 use crate::ir::{verify_placed, Ir};
-use crate::lower::lower;
+use crate::passes::probe::step_time::step_time;
 use crate::passes::Pass;
 use crate::passes::PassContext;
 use crate::sema::PlacementChoice;
-use moec_runtime::run::{run, RunOptions};
-
-/// Steps each candidate is timed on.
-const STEPS: u64 = 1;
-
-/// The network quantum of the ranking runs (`moec run` uses 0.02).
-const QUANTUM: f64 = 0.05;
 
 /// The placements `auto` tries for this plan: every built-in one, less
 /// those that need tensor-parallel attention when the plan has none.
@@ -78,19 +69,7 @@ fn trial(ir: &Ir, cx: &PassContext, choice: &PlacementChoice) -> Result<(f64, Ir
     if let Some(e) = verify_placed(&trial, cx.machine).first() {
         return Err(e.to_string());
     }
-    let schedule = lower(&trial, cx.model, cx.machine, cx.workload)?;
-    let options = RunOptions {
-        steps: Some(STEPS),
-        numerics: None,
-        trace_steps: 0,
-        network_quantum: QUANTUM,
-        faults: Vec::new(),
-    };
-    let seconds = run(&schedule, &options, &mut |_, _| {})
-        .map_err(|e| e.message)?
-        .report
-        .latency
-        .mean_s;
+    let seconds = step_time(&trial, cx)?;
     Ok((seconds, trial))
 }
 
