@@ -212,3 +212,36 @@ fn overlap_auto_keeps_the_faster_form() {
         assert_eq!(chosen, times[0].min(times[1]));
     }
 }
+
+#[test]
+fn the_chrome_trace_gives_each_stream_its_track() {
+    let s = compile(&two_dies("100 GB/s", "two_batch"));
+    let machine = Machine::build(s.machine.clone()).expect("machine");
+    let options = SimOptions {
+        network_quantum: 0.0,
+        record_flows: true,
+        ..SimOptions::default()
+    };
+    let r = simulate_step(&s, &machine, &crossing(), options).expect("simulates");
+    let trace: serde_json::Value =
+        serde_json::from_str(&moec_runtime::report::chrome::render(&machine, &[r])).expect("JSON");
+    let events = trace
+        .as_array()
+        .or_else(|| trace["traceEvents"].as_array())
+        .expect("events");
+    let named = |tid: u64| {
+        events
+            .iter()
+            .find(|e| e["ph"] == "M" && e["pid"] == 1 && e["tid"] == tid)
+            .map(|e| e["args"]["name"].as_str().unwrap_or_default().to_string())
+    };
+    // Two dies: die 0's communication stream is track 2.
+    assert!(named(2).is_some_and(|n| n.ends_with("stream 1")), "{:?}", named(2));
+    for e in events.iter().filter(|e| e["ph"] == "X" && e["pid"] == 1) {
+        let name = e["name"].as_str().unwrap_or_default();
+        let comm = name.starts_with("dispatch") || name.starts_with("combine");
+        let tid = e["tid"].as_u64().unwrap_or_default();
+        assert_eq!(comm, tid >= 2, "{name} on track {tid}");
+        assert!(name.contains(" mb"), "{name}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The Chrome trace of a step (chrome://tracing, Perfetto): each die a
-//! track of its instructions, each directional link a track of the
-//! intervals it carried traffic.
+//! track of its instructions (a die with several streams, one track per
+//! stream, so overlapping work shows side by side), each directional link
+//! a track of the intervals it carried traffic.
 
 use crate::machine::Machine;
 use crate::schedule::Op;
@@ -55,8 +56,22 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
         dur: None,
         args: Some(serde_json::json!({"name": "links"})),
     });
+    let streams = steps
+        .iter()
+        .flat_map(|s| &s.spans)
+        .map(|s| u32::from(s.stream) + 1)
+        .max()
+        .unwrap_or(1);
+    let dies = machine.die_count();
+    // Stream 0 keeps the die's own track; stream k the die's track after
+    // k blocks of every die's.
+    let track = |die: u32, stream: u8| die + u32::from(stream) * dies;
     for d in machine.alive_dies() {
         events.push(meta(DIES, d.0, format!("die {}", machine.die_label(d))));
+        for k in 1..streams {
+            let name = format!("die {} stream {k}", machine.die_label(d));
+            events.push(meta(DIES, track(d.0, k as u8), name));
+        }
     }
     for l in machine.links().iter().filter(|l| l.alive) {
         events.push(meta(LINKS, l.id.0, link_name(machine, l.id.0)));
@@ -75,7 +90,7 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
                 },
                 ph: "X",
                 pid: DIES,
-                tid: s.die.0,
+                tid: track(s.die.0, s.stream),
                 ts: Some((offset + s.start_s) * 1e6),
                 dur: Some((s.end_s - s.start_s) * 1e6),
                 args: None,

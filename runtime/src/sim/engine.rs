@@ -50,6 +50,8 @@ pub struct Span {
     pub op: Op,
     /// The micro-batch it worked on (0 when the step is one batch).
     pub micro_batch: u32,
+    /// The die's stream it issued on (0 when the die has one).
+    pub stream: u8,
     pub start_s: f64,
     pub end_s: f64,
 }
@@ -782,6 +784,7 @@ fn record(result: &mut StepResult, schedule: &Schedule, (d, i): (usize, usize), 
         die: DieId(d as u32),
         op: instr.op.clone(),
         micro_batch: instr.micro_batch,
+        stream: instr.stream,
         start_s: (start - origin).secs(),
         end_s: (end - origin).secs(),
     });
