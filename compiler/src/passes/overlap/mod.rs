@@ -9,7 +9,6 @@
 //!   micro-batch's dispatch or combine is in flight, the die computes the
 //!   other's attention or experts. It is the baseline every other overlap
 //!   is compared with.
-//!
 //! - `auto`: each form lowered and its step simulated
 //!   (`probe/step_time.rs`); the fastest kept, ties to the simpler form,
 //!   every form's time left in a note.
