@@ -115,17 +115,15 @@ pub fn largest_passing<E>(max: u64, mut probe: impl FnMut(u64) -> Result<Probe, 
     let max = max.max(1);
     let mut b = 1u64;
     // Doubling: 1, 2, 4, ... until a failure or the ceiling.
-    loop {
-        let p = probe(b)?;
+    // Records a probe as the latest pass or failure; says whether it passed.
+    let record = |p: Probe, probes: &mut Vec<Probe>, pass: &mut Option<usize>, fail: &mut Option<usize>| {
         let met = p.met;
         probes.push(p);
-        if met {
-            pass = Some(probes.len() - 1);
-        } else {
-            fail = Some(probes.len() - 1);
-            break;
-        }
-        if b == max {
+        *(if met { pass } else { fail }) = Some(probes.len() - 1);
+        met
+    };
+    loop {
+        if !record(probe(b)?, &mut probes, &mut pass, &mut fail) || b == max {
             break;
         }
         b = b.saturating_mul(2).min(max);
@@ -137,14 +135,7 @@ pub fn largest_passing<E>(max: u64, mut probe: impl FnMut(u64) -> Result<Probe, 
             break;
         }
         let mid = lo + (hi - lo) / 2;
-        let probed = probe(mid)?;
-        let met = probed.met;
-        probes.push(probed);
-        if met {
-            pass = Some(probes.len() - 1);
-        } else {
-            fail = Some(probes.len() - 1);
-        }
+        record(probe(mid)?, &mut probes, &mut pass, &mut fail);
     }
     Ok(Probed { probes, pass, fail })
 }
@@ -193,8 +184,11 @@ pub fn search(session: &Session, plan: Option<&str>, steps: Option<u64>) -> Resu
             network_quantum: DEFAULT_NETWORK_QUANTUM,
             faults: Vec::new(),
         };
-        let out = run(&schedule, &run_options, &mut |_, _| {})
-            .map_err(|e| Diagnostic::global(Code::E0043, format!("batch {batch}: {}", e.message)))?;
+        let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {
+            let mut d = crate::driver::run_error(&e);
+            d.message = format!("batch {batch}: {}", d.message);
+            d
+        })?;
         Ok(Probe::ran(batch, &out.report, &slo))
     };
     let Probed { probes, pass, fail } = largest_passing(MAX_BATCH, probe)?;

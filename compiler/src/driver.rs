@@ -14,6 +14,7 @@ use crate::sema::{self, ParallelChoice, PlacementChoice, Plan, Program};
 use crate::source::{self, Loaded, RootError, SourceReader};
 use moec_runtime::machine::Machine;
 use moec_runtime::model::ModelSpec;
+use moec_runtime::run::{RunError, RunErrorKind};
 use moec_runtime::schedule::Schedule;
 use moec_runtime::units::Bytes;
 use moec_runtime::workload::WorkloadSpec;
@@ -267,4 +268,14 @@ fn pipeline_error(plan: &Plan, e: PipelineError) -> Diagnostic {
             }
         }
     }
+}
+
+/// A run's error as a diagnostic: the input it is about picks the code.
+pub fn run_error(e: &RunError) -> Diagnostic {
+    let code = match e.kind {
+        RunErrorKind::Schedule => Code::E0043,
+        RunErrorKind::Fault => Code::E0044,
+        RunErrorKind::Routing => Code::E0045,
+    };
+    Diagnostic::global(code, e.message.clone())
 }

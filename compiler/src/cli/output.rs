@@ -1,9 +1,9 @@
 //! Writing results: diagnostics to standard error, files atomically.
 
-use moec::diag::{render, Code, Diagnostic};
+use moec::diag::{render, Diagnostic};
+pub use moec::driver::run_error;
 use moec::driver::Session;
 use moec::source::SourceMap;
-use moec_runtime::run::{RunError, RunErrorKind};
 use std::io::Write;
 use std::path::Path;
 
@@ -17,16 +17,6 @@ pub fn report(sources: &SourceMap, diagnostics: &[Diagnostic]) -> bool {
         eprintln!("error: {errors} error{} found", if errors == 1 { "" } else { "s" });
     }
     errors > 0
-}
-
-/// A run's error as a diagnostic: the input it is about picks the code.
-pub fn run_error(e: &RunError) -> Diagnostic {
-    let code = match e.kind {
-        RunErrorKind::Schedule => Code::E0043,
-        RunErrorKind::Fault => Code::E0044,
-        RunErrorKind::Routing => Code::E0045,
-    };
-    Diagnostic::global(code, e.message.clone())
 }
 
 /// Reads and checks `file` and its imports, printing the diagnostics; the
