@@ -4,10 +4,10 @@
 use crate::budget;
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::ir::Form;
-use crate::ir::{self, Ir, Overlap, VerifyError};
+use crate::ir::{self, Ir, VerifyError};
 use crate::lower;
 use crate::passes::{
-    parse_pipeline, MigrationPolicy, OverlapChoice, PassContext, PassManager, PipelineError, PrintAfter,
+    parse_pipeline, MigrationPolicy, OverlapChoice, PassContext, PassManager, PipelineError, PlainOverlap, PrintAfter,
 };
 use crate::placement_file::{self, ExpertLayout, Format, Padding, Target};
 use crate::sema::{self, ParallelChoice, PlacementChoice, Plan, Program};
@@ -161,7 +161,7 @@ impl Session {
         };
         // A plan's `overlap` (other than none) splits the step on that layout.
         let pipeline = match (&options.passes, plan.overlap) {
-            (None, OverlapChoice::Fixed(Overlap::None)) | (Some(_), _) => pipeline,
+            (None, OverlapChoice::Fixed(PlainOverlap::None)) | (Some(_), _) => pipeline,
             (None, overlap) => format!("{pipeline},overlap({overlap})"),
         };
         // A plan's `migration` (other than none) runs last, on the final layout.

@@ -9,8 +9,8 @@
 
 use super::output::{emit, load_checked, report, run_error, write_atomic};
 use moec::driver::CompileOptions;
-use moec::ir::{Form, Overlap};
-use moec::passes::MigrationPolicy;
+use moec::ir::Form;
+use moec::passes::{MigrationPolicy, OverlapChoice, PlainOverlap};
 use moec::sema::{ParallelChoice, PlacementChoice};
 use moec_runtime::numerics::NumericConfig;
 use moec_runtime::report::{bars, RunReport};
@@ -132,12 +132,12 @@ pub fn execute(args: Args) -> Result<(), u8> {
         p => format!(",{}", p.pass()),
     };
     candidates.extend(
-        Overlap::ALL
+        OverlapChoice::TRIED
             .iter()
-            .filter(|(_, o)| *o != Overlap::None)
-            .map(|(name, _)| Candidate {
-                name: format!("{} + overlap = {name}", plan.placement.name()),
-                passes: Some(format!("{own}{own_form},overlap({name})")),
+            .filter(|o| **o != OverlapChoice::Fixed(PlainOverlap::None))
+            .map(|form| Candidate {
+                name: format!("{} + overlap = {form}", plan.placement.name()),
+                passes: Some(format!("{own}{own_form},overlap({form})")),
                 migration: None,
                 optional: true,
                 choice: None,

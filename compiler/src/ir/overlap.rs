@@ -1,5 +1,6 @@
-//! How a step's work overlaps on a die: as one batch, or split into
-//! micro-batches whose communication runs under one another's compute.
+//! How a step's work overlaps on a die: as one batch, split into
+//! micro-batches whose communication runs under one another's compute, or
+//! with each MoE layer's tokens pipelined in chunks.
 //!
 //! This is what `overlap = ...` names in a plan and what the `overlap(...)`
 //! pass records on the IR (`passes/overlap/`); the lowering turns it into
@@ -8,7 +9,7 @@
 use std::fmt;
 
 /// The overlap form of a step.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Overlap {
     /// One batch: each layer's dispatch and combine wait for the whole
     /// batch, and only the shared experts run under the dispatch.
@@ -19,37 +20,60 @@ pub enum Overlap {
     /// dispatch or combine is in flight, the die computes the other's
     /// attention or experts.
     TwoBatch,
+    /// FSMoE's pipeline: attention runs on the whole batch, then each MoE
+    /// layer's tokens are dispatched, computed and combined in chunks, one
+    /// chunk's expert compute under the next one's all-to-all. Per model
+    /// layer, its chunk count (0 for dense layers).
+    Chunked(Vec<u32>),
 }
 
 impl Overlap {
-    /// Every form, as the language spells it.
-    pub const ALL: &'static [(&'static str, Overlap)] = &[("none", Overlap::None), ("two_batch", Overlap::TwoBatch)];
+    /// The forms without settings, as the language spells them.
+    pub const PLAIN: &'static [(&'static str, Overlap)] = &[("none", Overlap::None), ("two_batch", Overlap::TwoBatch)];
 
     /// Micro-batches the step is split into.
-    pub fn micro_batches(self) -> u32 {
+    pub fn micro_batches(&self) -> u32 {
         match self {
-            Overlap::None => 1,
+            Overlap::None | Overlap::Chunked(_) => 1,
             Overlap::TwoBatch => 2,
         }
     }
 
-    /// From its name (`none`, `two_batch`).
-    pub fn parse(text: &str) -> Result<Overlap, String> {
-        let text = text.trim();
-        Overlap::ALL
-            .iter()
-            .find(|(name, _)| *name == text)
-            .map(|(_, o)| *o)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Overlap::ALL.iter().map(|(n, _)| *n).collect();
-                format!("no overlap form `{text}` (forms: {})", names.join(", "))
-            })
+    /// Per model layer, the chunks its MoE work is split into (empty: one;
+    /// 0: a dense layer).
+    pub fn chunks(&self) -> &[u32] {
+        match self {
+            Overlap::Chunked(d) => d,
+            _ => &[],
+        }
+    }
+
+    /// Its name without settings (`none`, `two_batch`, `chunked`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Overlap::None => "none",
+            Overlap::TwoBatch => "two_batch",
+            Overlap::Chunked(_) => "chunked",
+        }
     }
 }
 
+/// `none`, `two_batch`; `chunked(d)` when every chunked layer has the same
+/// `d`, else `chunked(d0/d1/...)` over the MoE layers.
 impl fmt::Display for Overlap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = Overlap::ALL.iter().find(|(_, o)| o == self).map_or("?", |(n, _)| n);
-        f.write_str(name)
+        let Overlap::Chunked(d) = self else {
+            return f.write_str(self.name());
+        };
+        let moe: Vec<u32> = d.iter().copied().filter(|&c| c > 0).collect();
+        let mut distinct = moe.clone();
+        distinct.dedup();
+        match distinct.as_slice() {
+            [one] => write!(f, "chunked({one})"),
+            _ => {
+                let text: Vec<String> = moe.iter().map(u32::to_string).collect();
+                write!(f, "chunked({})", text.join("/"))
+            }
+        }
     }
 }

@@ -41,13 +41,14 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
         h.passes.join(", ")
     };
     let _ = writeln!(out, "; passes run: {passes}");
-    if ir.overlap != super::Overlap::None {
-        let _ = writeln!(
-            out,
-            "; overlap: {} ({} micro-batches)",
-            ir.overlap,
-            ir.overlap.micro_batches()
-        );
+    match &ir.overlap {
+        super::Overlap::None => {}
+        super::Overlap::Chunked(_) => {
+            let _ = writeln!(out, "; overlap: {} (chunks per MoE layer)", ir.overlap);
+        }
+        o => {
+            let _ = writeln!(out, "; overlap: {o} ({} micro-batches)", o.micro_batches());
+        }
     }
     for note in &h.notes {
         let _ = writeln!(out, "; note: {note}");

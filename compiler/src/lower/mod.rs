@@ -40,7 +40,7 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         .map(|d| {
             let die = DieId(d);
             let instrs = if machine.is_alive(die) {
-                program(model, tp, domains, &unfused, ir.overlap)
+                program(model, tp, domains, &unfused, &ir.overlap)
             } else {
                 Vec::new()
             };
@@ -59,6 +59,8 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         migrations,
         broadcasts,
         micro_batches: ir.overlap.micro_batches(),
+        // The IR marks dense layers 0; a schedule counts them one chunk.
+        chunks: ir.overlap.chunks().iter().map(|&d| d.max(1)).collect(),
     };
     schedule
         .validate()

@@ -20,6 +20,17 @@
 //! SM-free RDMA path), so overlapped transfers cost nothing on the compute
 //! stream; each micro-batch pays its own kernel launches and reads the
 //! weights again, which is what a split batch costs.
+//!
+//! Chunks (`chunked`, FSMoE's pipeline) keep the batch whole through
+//! attention and the gate, then split each MoE layer's tokens into that
+//! layer's `d` chunks (`Placement::chunk_of`), on the same two streams.
+//! The collectives go one at a time, in FSMoE's order: every chunk's
+//! dispatch, then every chunk's combine, each waiting for the one before
+//! (chunks issued together would share the links and arrive together,
+//! which pipelines nothing); chunk `c`'s experts run as soon as its
+//! dispatch lands, under the next chunk's dispatch, and its combine
+//! returns under the next chunk's experts. Each chunk's expert kernel
+//! reads its experts' weights again: FSMoE's per-chunk `alpha`.
 
 use crate::ir::Overlap;
 use moec_runtime::model::{LayerKind, ModelSpec};
@@ -29,22 +40,29 @@ use moec_runtime::schedule::{Instr, InstrId, Op as SOp};
 /// all-gather and a reduce-scatter. `domains`: tokens are dispatched from
 /// token domains. `unfused[layer]`: that layer's experts launch one kernel
 /// per part.
-pub fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool], overlap: Overlap) -> Vec<Instr> {
+pub fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool], overlap: &Overlap) -> Vec<Instr> {
     let m = overlap.micro_batches();
+    let chunks = overlap.chunks();
     let mut p = Program {
         instrs: Vec::new(),
-        streams: m > 1,
+        streams: m > 1 || matches!(overlap, Overlap::Chunked(_)),
     };
     let shared = model.moe.as_ref().is_some_and(|m| m.shared_experts > 0);
-    let mut prev: Vec<InstrId> = (0..m).map(|j| p.push(SOp::Embed, &[], j)).collect();
+    // Per micro-batch: the instructions that complete its previous layer.
+    let mut prev: Vec<Vec<InstrId>> = (0..m).map(|j| vec![p.push(SOp::Embed, &[], j)]).collect();
     for l in 0..model.layers {
         let layer = l as u32;
+        let unfused = unfused.get(l as usize).copied().unwrap_or(false);
         match model.layer_kind(l) {
+            LayerKind::Moe if !chunks.is_empty() => {
+                let d = chunks.get(l as usize).copied().unwrap_or(1).max(1);
+                prev[0] = p.chunked_moe(layer, &prev[0], (tp, domains, shared, unfused), d);
+            }
             LayerKind::Moe => {
                 // Phase 1: attention, gate and dispatch of each micro-batch.
                 let mut dispatched = Vec::with_capacity(m as usize);
                 for j in 0..m {
-                    let attention = p.attention(layer, prev[j as usize], tp, j);
+                    let attention = p.attention(layer, &prev[j as usize], tp, j);
                     let mut gate = p.push(SOp::Gate { layer }, &[attention], j);
                     if domains {
                         gate = p.push(SOp::TokenAllGather { layer }, &[gate], j);
@@ -54,29 +72,28 @@ pub fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool], ove
                     dispatched.push((dispatch, shared_experts));
                 }
                 // Phase 2: experts and combine of each micro-batch.
-                let unfused = unfused.get(l as usize).copied().unwrap_or(false);
                 for (j, (dispatch, shared_experts)) in (0..m).zip(dispatched) {
                     let experts = p.push(SOp::Experts { layer, unfused }, &[dispatch], j);
                     let mut combine_deps = vec![experts];
                     combine_deps.extend(shared_experts);
                     let combine = p.push(SOp::Combine { layer }, &combine_deps, j);
-                    prev[j as usize] = if domains {
+                    prev[j as usize] = vec![if domains {
                         p.push(SOp::MoeReduceScatter { layer }, &[combine], j)
                     } else {
                         combine
-                    };
+                    }];
                 }
             }
             LayerKind::Dense => {
                 for j in 0..m {
-                    let attention = p.attention(layer, prev[j as usize], tp, j);
-                    prev[j as usize] = p.push(SOp::DenseFfn { layer }, &[attention], j);
+                    let attention = p.attention(layer, &prev[j as usize], tp, j);
+                    prev[j as usize] = vec![p.push(SOp::DenseFfn { layer }, &[attention], j)];
                 }
             }
         }
     }
     for j in 0..m {
-        p.push(SOp::LmHead, &[prev[j as usize]], j);
+        p.push(SOp::LmHead, &prev[j as usize], j);
     }
     p.instrs
 }
@@ -90,26 +107,69 @@ struct Program {
 
 impl Program {
     fn push(&mut self, op: SOp, deps: &[InstrId], micro_batch: u32) -> InstrId {
+        self.push_chunk(op, deps, micro_batch, 0)
+    }
+
+    fn push_chunk(&mut self, op: SOp, deps: &[InstrId], micro_batch: u32, chunk: u32) -> InstrId {
         let id = InstrId(self.instrs.len() as u32);
         let stream = u8::from(self.streams && !op.is_compute());
         self.instrs.push(Instr {
             micro_batch,
+            chunk,
             stream,
             ..Instr::new(id, op, deps.to_vec())
         });
         id
     }
 
+    /// An MoE layer after `prev` with its tokens in `d` chunks (the module
+    /// doc's pipeline); returns the instructions that complete it.
+    fn chunked_moe(
+        &mut self,
+        layer: u32,
+        prev: &[InstrId],
+        (tp, domains, shared, unfused): (bool, bool, bool, bool),
+        d: u32,
+    ) -> Vec<InstrId> {
+        let attention = self.attention(layer, prev, tp, 0);
+        let mut gate = self.push(SOp::Gate { layer }, &[attention], 0);
+        if domains {
+            gate = self.push(SOp::TokenAllGather { layer }, &[gate], 0);
+        }
+        let shared_experts = shared.then(|| self.push(SOp::SharedExperts { layer }, &[attention], 0));
+        // The collectives one after another: dispatches, then combines.
+        let mut last_collective = gate;
+        let mut dispatches = Vec::with_capacity(d as usize);
+        for c in 0..d {
+            last_collective = self.push_chunk(SOp::Dispatch { layer }, &[last_collective], 0, c);
+            dispatches.push(last_collective);
+        }
+        let experts: Vec<InstrId> = (0..d)
+            .map(|c| self.push_chunk(SOp::Experts { layer, unfused }, &[dispatches[c as usize]], 0, c))
+            .collect();
+        let mut combines = Vec::with_capacity(d as usize);
+        for c in 0..d {
+            let combine = self.push_chunk(SOp::Combine { layer }, &[experts[c as usize], last_collective], 0, c);
+            last_collective = combine;
+            combines.push(combine);
+        }
+        combines.extend(shared_experts);
+        if domains {
+            return vec![self.push(SOp::MoeReduceScatter { layer }, &combines, 0)];
+        }
+        combines
+    }
+
     /// A layer's attention after `prev`: alone, or between the all-gather
     /// and the reduce-scatter of the die's group under TP; returns the
     /// instruction that completes it.
-    fn attention(&mut self, layer: u32, prev: InstrId, tp: bool, j: u32) -> InstrId {
+    fn attention(&mut self, layer: u32, prev: &[InstrId], tp: bool, j: u32) -> InstrId {
         if tp {
-            let gather = self.push(SOp::AllGather { layer }, &[prev], j);
+            let gather = self.push(SOp::AllGather { layer }, prev, j);
             let partial = self.push(SOp::Attention { layer }, &[gather], j);
             self.push(SOp::ReduceScatter { layer }, &[partial], j)
         } else {
-            self.push(SOp::Attention { layer }, &[prev], j)
+            self.push(SOp::Attention { layer }, prev, j)
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod registry;
 
 pub use manager::{PassManager, PipelineError, PrintAfter};
 pub use migrate::MigrationPolicy;
-pub use overlap::OverlapChoice;
+pub use overlap::{fsmoe, OverlapChoice, PlainOverlap};
 pub use parallel::form_graph;
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 

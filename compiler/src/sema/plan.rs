@@ -6,8 +6,8 @@ use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
-use crate::ir::{Form, FormKind, Overlap};
-use crate::passes::{MigrationPolicy, OverlapChoice};
+use crate::ir::{Form, FormKind};
+use crate::passes::{MigrationPolicy, OverlapChoice, PlainOverlap};
 use crate::placement_file::Format;
 use crate::syntax::ast::{Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
@@ -266,12 +266,9 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         None => Some(MigrationPolicy::None),
     };
     let migration_ok = migration.is_some();
-    let overlap = match r.choice("overlap", &OverlapChoice::names()) {
-        Some((name, _)) => OverlapChoice::parse(name).ok(),
-        None => r
-            .span_of("overlap")
-            .is_none()
-            .then_some(OverlapChoice::Fixed(Overlap::None)),
+    let overlap = match r.value("overlap") {
+        Some(v) => r.check(overlap_choice(v)),
+        None => Some(OverlapChoice::Fixed(PlainOverlap::None)),
     };
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
@@ -486,6 +483,44 @@ fn routing_fits(
 /// `compute_balanced`, each optionally with `fused = false` (`ep(fused =
 /// false)`), or `auto`. A size must fit `alive` dies and `ffn` columns
 /// (E0040); without one, all alive dies.
+/// `overlap = none | two_batch | chunked(d) | chunked(auto) | auto`.
+fn overlap_choice(v: &Value) -> Result<OverlapChoice, Diagnostic> {
+    match &v.kind {
+        ValueKind::Name(_) => {
+            let name = reader::choice(v, "overlap", &OverlapChoice::names())?;
+            OverlapChoice::parse(name).map_err(|e| Diagnostic::error(Code::E0017, v.span, e))
+        }
+        ValueKind::Call(c) if c.name.text == "chunked" => {
+            let arg = match c.args.as_slice() {
+                [a] if a.name.is_none() => &a.value,
+                _ => {
+                    return Err(
+                        Diagnostic::error(Code::E0018, c.span, "`chunked` takes one chunk count, or auto")
+                            .with_hint("write chunked(4), or chunked(auto) for FSMoE's choice per layer"),
+                    )
+                }
+            };
+            match &arg.kind {
+                ValueKind::Name(n) if n == "auto" => Ok(OverlapChoice::ChunkedByModel),
+                _ => reader::int(arg, "chunked", 1, u64::from(moec_runtime::schedule::MAX_CHUNKS))
+                    .map(|d| OverlapChoice::Chunked(d as u32)),
+            }
+        }
+        ValueKind::Call(c) => Err(reader::unknown_choice(
+            c.name.span,
+            "overlap",
+            &c.name.text,
+            OverlapChoice::SPELLINGS,
+        )),
+        other => Err(reader::wrong_type(
+            v,
+            "overlap",
+            "an overlap form such as two_batch or chunked(4)",
+            other.describe(),
+        )),
+    }
+}
+
 fn parallel_choice(v: &Value, alive: Option<u32>, ffn: Option<u64>) -> Result<ParallelChoice, Diagnostic> {
     const FORMS: &[&str] = &["ep", "tp", "moeshard", "hybrid", "compute_balanced", "auto"];
     let all = alive.unwrap_or(1).max(1);

@@ -178,6 +178,10 @@ struct Die {
 #[derive(Clone, Debug)]
 pub struct Executor {
     programs: Vec<Vec<Op>>,
+    /// Per die, per instruction: the chunk of its layer it works on.
+    instr_chunks: Vec<Vec<u32>>,
+    /// Per layer: the chunks its MoE work is split into (`Schedule::chunks`).
+    layer_chunks: Vec<u32>,
     walk: Walk,
     dies: Vec<Die>,
     holdings: Holdings,
@@ -211,6 +215,8 @@ impl Executor {
     ) -> Executor {
         let mut executor = Executor {
             programs: programs_of(schedule),
+            instr_chunks: instr_chunks_of(schedule),
+            layer_chunks: schedule.chunks.clone(),
             walk,
             dies: vec![Die::default(); schedule.programs.len()],
             holdings: holdings.clone(),
@@ -288,6 +294,8 @@ impl Executor {
             die.weights.experts.retain(|key, _| parts.contains_key(key));
         }
         self.programs = programs_of(schedule);
+        self.instr_chunks = instr_chunks_of(schedule);
+        self.layer_chunks = schedule.chunks.clone();
         self.walk = walk;
         self.holdings = holdings.clone();
         self.lay_out(layout);
@@ -454,7 +462,13 @@ impl Executor {
                     let Some(op) = self.programs.get(die).and_then(|p| p.get(instr)).cloned() else {
                         continue;
                     };
-                    self.issue(&mut step, die, &op);
+                    let chunk = self
+                        .instr_chunks
+                        .get(die)
+                        .and_then(|c| c.get(instr))
+                        .copied()
+                        .unwrap_or(0);
+                    self.issue(&mut step, die, &op, chunk);
                 }
                 Event::Finalize { die, layer } => self.finalize(ctx, die, layer),
                 Event::Reduce { die, layer } => self.reduce(ctx, die, layer),
@@ -511,16 +525,31 @@ impl Executor {
         }
     }
 
-    /// Does the work of `op` issued on die `d`.
-    fn issue(&mut self, step: &mut Step<'_, '_>, d: usize, op: &Op) {
+    /// Whether numeric token `t` is in chunk `chunk` of `layer`: its home
+    /// die's tokens split in order into the layer's chunks, as the
+    /// simulator splits them (`Placement::chunk_of`).
+    fn in_chunk(&self, layer: u32, chunk: u32, t: usize) -> bool {
+        let d = u64::from(self.layer_chunks.get(layer as usize).copied().unwrap_or(1).max(1));
+        if d == 1 {
+            return true;
+        }
+        let Some(&(home, row)) = self.home.get(t) else {
+            return false;
+        };
+        let n = self.dies.get(home).map_or(1, |h| h.tokens.len().max(1)) as u64;
+        row as u64 * d / n == u64::from(chunk)
+    }
+
+    /// Does the work of `op` (of chunk `chunk` of its layer) issued on die `d`.
+    fn issue(&mut self, step: &mut Step<'_, '_>, d: usize, op: &Op, chunk: u32) {
         let ctx = step.ctx;
         let w = ctx.width();
         let top_k = ctx.top_k();
         let tp = self.dies[d].group.len() > 1;
         match *op {
-            Op::Dispatch { layer } => return self.dispatch(step, d, layer),
-            Op::Experts { layer, .. } => return self.experts(d, layer, w),
-            Op::Combine { layer } => return self.combine_send(step, d, layer),
+            Op::Dispatch { layer } => return self.dispatch(step, d, layer, chunk),
+            Op::Experts { layer, .. } => return self.experts(d, layer, w, chunk),
+            Op::Combine { layer } => return self.combine_send(step, d, layer, chunk),
             Op::AllGather { layer } => return self.all_gather(d, layer, w),
             Op::Attention { layer } if tp => return self.partial_attention(ctx, d, layer),
             Op::ReduceScatter { layer } => return self.reduce_scatter(d, layer, w),
@@ -654,8 +683,9 @@ impl Executor {
 
     /// Copies each of die `d`'s tokens' rows to the die serving each chosen
     /// expert; under token domains, each of its group's rows bound for an
-    /// expert whose die `d` is the sender for.
-    fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
+    /// expert whose die `d` is the sender for; of a chunked layer, the
+    /// rows of chunk `chunk` only.
+    fn dispatch(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32, chunk: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
         let die = &self.dies[d];
         // (tokens, their normalised rows, their chosen experts) per block:
@@ -679,6 +709,9 @@ impl Executor {
         let mut sends = Vec::new();
         for (tokens, rows, experts) in blocks {
             for (row, &t) in tokens.iter().enumerate() {
+                if !self.in_chunk(layer, chunk, t) {
+                    continue;
+                }
                 let home = self.home.get(t).map_or(d, |h| h.0);
                 for j in 0..top_k {
                     let Some(&e) = experts.get(row * top_k + j) else {
@@ -764,8 +797,17 @@ impl Executor {
         })
     }
 
-    /// Runs die `d`'s experts of `layer` on the rows they received.
-    fn experts(&mut self, d: usize, layer: u32, w: usize) {
+    /// Runs die `d`'s experts of `layer` on the rows they received (of
+    /// chunk `chunk`, for a chunked layer: a later chunk's rows may have
+    /// arrived already, and wait for their own kernel).
+    fn experts(&mut self, d: usize, layer: u32, w: usize, chunk: u32) {
+        let of_chunk: BTreeSet<usize> = self.dies[d]
+            .act
+            .inbox
+            .range((layer, 0, 0)..=(layer, u32::MAX, u64::MAX))
+            .flat_map(|(_, rows)| rows.iter().map(|r| r.token))
+            .filter(|&t| self.in_chunk(layer, chunk, t))
+            .collect();
         let Die { weights, act, .. } = &mut self.dies[d];
         let keys: Vec<PartKey> = act
             .inbox
@@ -774,9 +816,16 @@ impl Executor {
             .collect();
         let mut received: Vec<(&FfnWeights, Vec<Row>, Vec<f32>)> = Vec::with_capacity(keys.len());
         for key in keys {
-            let (Some(mut rows), Some(expert)) = (act.inbox.remove(&key), weights.experts.get(&key)) else {
+            let (Some(all), Some(expert)) = (act.inbox.remove(&key), weights.experts.get(&key)) else {
                 continue;
             };
+            let (mut rows, later): (Vec<Row>, Vec<Row>) = all.into_iter().partition(|r| of_chunk.contains(&r.token));
+            if !later.is_empty() {
+                act.inbox.insert(key, later);
+            }
+            if rows.is_empty() {
+                continue;
+            }
             // Arrival order depends on which die dispatched first; token
             // order does not, and matches the reference.
             rows.sort_by_key(|r| (r.token, r.choice));
@@ -808,11 +857,15 @@ impl Executor {
         }
     }
 
-    /// Copies die `d`'s expert outputs of `layer` back to the dies that
-    /// sent their tokens.
-    fn combine_send(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32) {
+    /// Copies die `d`'s expert outputs of `layer` (of chunk `chunk`) back
+    /// to the dies that sent their tokens.
+    fn combine_send(&mut self, step: &mut Step<'_, '_>, d: usize, layer: u32, chunk: u32) {
         let (w, top_k) = (step.ctx.width(), step.ctx.top_k());
-        let rows = self.dies[d].act.outbox.remove(&layer).unwrap_or_default();
+        let all = self.dies[d].act.outbox.remove(&layer).unwrap_or_default();
+        let (rows, later): (Vec<Row>, Vec<Row>) = all.into_iter().partition(|r| self.in_chunk(layer, chunk, r.token));
+        if !later.is_empty() {
+            self.dies[d].act.outbox.insert(layer, later);
+        }
         for r in rows {
             if r.reply_to != d {
                 step.rows_copied += 1;
@@ -985,6 +1038,15 @@ fn programs_of(schedule: &Schedule) -> Vec<Vec<Op>> {
         .programs
         .iter()
         .map(|p| p.instrs.iter().map(|i| i.op.clone()).collect())
+        .collect()
+}
+
+/// Each die's instructions' chunks, in program order.
+fn instr_chunks_of(schedule: &Schedule) -> Vec<Vec<u32>> {
+    schedule
+        .programs
+        .iter()
+        .map(|p| p.instrs.iter().map(|i| i.chunk).collect())
         .collect()
 }
 

@@ -163,6 +163,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         migrations: Vec::new(),
         broadcasts: Vec::new(),
         micro_batches: 1,
+        chunks: Vec::new(),
     }
 }
 
@@ -701,6 +702,7 @@ fn deepseek_v3_numeric_step_timing() {
         migrations: Vec::new(),
         broadcasts: Vec::new(),
         micro_batches: 1,
+        chunks: Vec::new(),
         model,
         workload,
     };

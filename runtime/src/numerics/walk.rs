@@ -82,7 +82,11 @@ struct Progress {
     returned: BTreeSet<u32>,
     shared: BTreeSet<u32>,
     dense: BTreeSet<u32>,
-    experts: BTreeSet<u32>,
+    /// (layer, chunk) whose experts this die has run.
+    experts: BTreeSet<(u32, u32)>,
+    /// Per layer: chunks whose combine (or, under token domains, whose
+    /// return) has completed on this die.
+    chunks_back: BTreeMap<u32, u32>,
     combined: BTreeSet<u32>,
     finalized: BTreeSet<u32>,
 }
@@ -164,7 +168,7 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
     let model = &schedule.model;
     let shared = model.moe.as_ref().map_or(0, |m| m.shared_experts);
     for (die, program) in schedule.programs.iter().enumerate() {
-        let mut seen: BTreeMap<(&'static str, Option<u32>), usize> = BTreeMap::new();
+        let mut seen: BTreeMap<(&'static str, Option<u32>, u32), usize> = BTreeMap::new();
         for (i, instr) in program.instrs.iter().enumerate() {
             let op = &instr.op;
             if let Some(layer) = op.layer() {
@@ -194,12 +198,20 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                 }
             }
             if !matches!(op, Op::Send { .. } | Op::Recv { .. }) {
-                if let Some(first) = seen.insert((op.name(), op.layer()), i) {
+                if let Some(first) = seen.insert((op.name(), op.layer(), instr.chunk), i) {
                     return Err(format!("die {die}: {} at instructions {first} and {i}", describe(op)));
                 }
             }
         }
-        let has = |op: Op| seen.contains_key(&(op.name(), op.layer()));
+        // A chunked layer's dispatch, experts and combine: every chunk's.
+        let has = |op: Op| {
+            let chunked = matches!(op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. });
+            let chunks = match (chunked, op.layer()) {
+                (true, Some(l)) => schedule.chunks_of(l),
+                _ => 1,
+            };
+            (0..chunks).all(|c| seen.contains_key(&(op.name(), op.layer(), c)))
+        };
         let mut needed = Vec::new();
         if holdings.runs_attention(die) {
             for layer in 0..model.layers as u32 {
@@ -272,12 +284,12 @@ struct Planner<'a> {
     pc: Vec<usize>,
     done: Vec<Vec<bool>>,
     progress: Vec<Progress>,
-    /// Per MoE layer: token-holding dies yet to issue `Dispatch`.
-    dispatch_left: BTreeMap<u32, usize>,
-    /// Per MoE layer: expert dies yet to issue `Combine`.
-    combine_left: BTreeMap<u32, usize>,
+    /// Per MoE layer and chunk: token-holding dies yet to issue `Dispatch`.
+    dispatch_left: BTreeMap<(u32, u32), usize>,
+    /// Per MoE layer and chunk: expert dies yet to issue `Combine`.
+    combine_left: BTreeMap<(u32, u32), usize>,
     /// Issued `Dispatch`/`Combine` instructions waiting for their collective.
-    waiting: BTreeMap<(&'static str, u32), Vec<(usize, usize)>>,
+    waiting: BTreeMap<(&'static str, u32, u32), Vec<(usize, usize)>>,
     /// Per (op, attention group's first die, layer): members yet to issue
     /// their `AllGather`/`ReduceScatter`, and the issued ones waiting.
     rings: BTreeMap<RingKey, (usize, Vec<(usize, usize)>)>,
@@ -302,8 +314,14 @@ impl<'a> Planner<'a> {
             pc: vec![0; schedule.programs.len()],
             done: schedule.programs.iter().map(|p| vec![false; p.instrs.len()]).collect(),
             progress: vec![Progress::default(); schedule.programs.len()],
-            dispatch_left: moe_layers.iter().map(|&l| (l, dispatchers)).collect(),
-            combine_left: moe_layers.iter().map(|&l| (l, holdings.expert_dies(l).len())).collect(),
+            dispatch_left: moe_layers
+                .iter()
+                .flat_map(|&l| (0..schedule.chunks_of(l)).map(move |c| ((l, c), dispatchers)))
+                .collect(),
+            combine_left: moe_layers
+                .iter()
+                .flat_map(|&l| (0..schedule.chunks_of(l)).map(move |c| ((l, c), holdings.expert_dies(l).len())))
+                .collect(),
             waiting: BTreeMap::new(),
             rings: BTreeMap::new(),
             sent: BTreeMap::new(),
@@ -326,7 +344,7 @@ impl<'a> Planner<'a> {
                         break;
                     }
                     let i = self.pc[die];
-                    self.issue(die, i, &instr.op, model)?;
+                    self.issue(die, i, (&instr.op, instr.chunk), model)?;
                     self.pc[die] += 1;
                     moved = true;
                 }
@@ -365,8 +383,9 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Checks `op`'s inputs on `die`, records it, and completes what it completes.
-    fn issue(&mut self, die: usize, i: usize, op: &Op, model: &ModelSpec) -> Result<(), String> {
+    /// Checks `op`'s (of chunk `chunk` of its layer) inputs on `die`,
+    /// records it, and completes what it completes.
+    fn issue(&mut self, die: usize, i: usize, (op, chunk): (&Op, u32), model: &ModelSpec) -> Result<(), String> {
         let holder = self.holdings.holds_tokens(die);
         let p = &self.progress[die];
         let hazard = |needs: &str| {
@@ -411,11 +430,13 @@ impl<'a> Planner<'a> {
             Op::MoeReduceScatter { layer } if self.holdings.dispatches(die) && !p.returned.contains(&layer) => {
                 return hazard("its combine of that layer has completed")
             }
-            Op::Experts { layer, .. } if self.serves(die, layer) && self.dispatch_left.get(&layer) != Some(&0) => {
-                return hazard("every token of that layer has been dispatched");
+            Op::Experts { layer, .. }
+                if self.serves(die, layer) && self.dispatch_left.get(&(layer, chunk)) != Some(&0) =>
+            {
+                return hazard("every token of that layer (and chunk) has been dispatched");
             }
-            Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&layer) => {
-                return hazard("its experts of that layer");
+            Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&(layer, chunk)) => {
+                return hazard("its experts of that layer (and chunk)");
             }
             Op::LmHead
                 if holder && !p.finalized.contains(&(model.layers as u32).saturating_sub(1)) && model.layers > 0 =>
@@ -437,23 +458,29 @@ impl<'a> Planner<'a> {
             Op::Gate { layer } => _ = p.gated.insert(layer),
             Op::SharedExperts { layer } => _ = p.shared.insert(layer),
             Op::DenseFfn { layer } => _ = p.dense.insert(layer),
-            Op::Experts { layer, .. } => _ = p.experts.insert(layer),
+            Op::Experts { layer, .. } => _ = p.experts.insert((layer, chunk)),
             _ => {}
         }
         match *op {
             Op::Dispatch { layer } => {
-                self.waiting.entry(("Dispatch", layer)).or_default().push((die, i));
+                self.waiting
+                    .entry(("Dispatch", layer, chunk))
+                    .or_default()
+                    .push((die, i));
                 if self.holdings.dispatches(die) {
-                    self.count_down(true, layer);
+                    self.count_down(true, (layer, chunk));
                 }
-                self.release("Dispatch", layer);
+                self.release("Dispatch", (layer, chunk));
             }
             Op::Combine { layer } => {
-                self.waiting.entry(("Combine", layer)).or_default().push((die, i));
+                self.waiting
+                    .entry(("Combine", layer, chunk))
+                    .or_default()
+                    .push((die, i));
                 if self.serves(die, layer) {
-                    self.count_down(false, layer);
+                    self.count_down(false, (layer, chunk));
                 }
-                self.release("Combine", layer);
+                self.release("Combine", (layer, chunk));
             }
             Op::AllGather { layer } => self.ring_issue("all_gather", die, i, layer),
             Op::ReduceScatter { layer } => self.ring_issue("reduce_scatter", die, i, layer),
@@ -519,31 +546,38 @@ impl<'a> Planner<'a> {
         self.holdings.expert_dies(layer).contains(&die)
     }
 
-    fn count_down(&mut self, dispatch: bool, layer: u32) {
+    fn count_down(&mut self, dispatch: bool, key: (u32, u32)) {
         let left = if dispatch {
             &mut self.dispatch_left
         } else {
             &mut self.combine_left
         };
-        if let Some(n) = left.get_mut(&layer) {
+        if let Some(n) = left.get_mut(&key) {
             *n = n.saturating_sub(1);
         }
     }
 
-    /// Completes the waiting `Dispatch`/`Combine` instructions of `layer`
-    /// once their collective has.
-    fn release(&mut self, which: &'static str, layer: u32) {
+    /// Completes the waiting `Dispatch`/`Combine` instructions of a layer's
+    /// chunk once their collective has; a die's layer is combined once
+    /// every chunk's has.
+    fn release(&mut self, which: &'static str, (layer, chunk): (u32, u32)) {
         let left = if which == "Dispatch" {
             &self.dispatch_left
         } else {
             &self.combine_left
         };
-        if left.get(&layer).copied().unwrap_or(0) > 0 {
+        if left.get(&(layer, chunk)).copied().unwrap_or(0) > 0 {
             return;
         }
-        for (d, i) in self.waiting.remove(&(which, layer)).unwrap_or_default() {
+        let chunks = self.schedule.chunks_of(layer);
+        for (d, i) in self.waiting.remove(&(which, layer, chunk)).unwrap_or_default() {
             self.done[d][i] = true;
             if which == "Combine" {
+                let back = self.progress[d].chunks_back.entry(layer).or_default();
+                *back += 1;
+                if *back < chunks {
+                    continue;
+                }
                 if self.holdings.has_token_domains() {
                     // The members' partials are summed by the MoE reduce-scatter.
                     self.progress[d].returned.insert(layer);

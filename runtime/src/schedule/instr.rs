@@ -19,6 +19,11 @@ pub struct Instr {
     /// 0 when the step is one batch).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub micro_batch: u32,
+    /// The chunk of its layer's tokens it works on (`Schedule::chunks`;
+    /// 0 when the layer is one chunk): only `Dispatch`, `Experts` and
+    /// `Combine` are chunked.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunk: u32,
     /// The die's stream it issues on: each stream issues its instructions
     /// in program order, independently of the others (0 when the die has
     /// one stream).
@@ -34,6 +39,7 @@ impl Instr {
             op,
             deps,
             micro_batch: 0,
+            chunk: 0,
             stream: 0,
         }
     }

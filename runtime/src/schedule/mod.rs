@@ -60,6 +60,12 @@ pub struct Schedule {
     /// them (`Instr::micro_batch`). 1: the step is one batch.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub micro_batches: u32,
+    /// `chunks[layer]`: the chunks an MoE layer's tokens are dispatched,
+    /// computed and combined in (FSMoE's pipeline; [`Placement::chunk_of`]);
+    /// each of that layer's `Dispatch`, `Experts` and `Combine` works on
+    /// one of them (`Instr::chunk`). Empty, or 1 for a layer: one chunk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<u32>,
 }
 
 fn one() -> u32 {
@@ -70,8 +76,10 @@ fn is_one(x: &u32) -> bool {
     *x == 1
 }
 
-/// The most micro-batches a step may be split into, and streams a die may have.
+/// The most micro-batches a step may be split into, chunks an MoE layer
+/// may be split into, and streams a die may have.
 pub const MAX_MICRO_BATCHES: u32 = 64;
+pub const MAX_CHUNKS: u32 = 64;
 pub const MAX_STREAMS: u8 = 8;
 
 /// Where things live.
@@ -139,6 +147,33 @@ impl Placement {
                 (k * m / homed[d.index()].max(1)) as u32
             })
             .collect()
+    }
+
+    /// Per token (`s * tokens_per_sequence + i` for token `i` of sequence
+    /// `s`): its chunk when an MoE layer is split into `d`. Each die splits
+    /// the tokens homed on it, in sequence order, into `d` contiguous runs
+    /// as equal as they can be (the `k`-th of `n` goes to `k * d / n`), so
+    /// every die dispatches its share of each chunk. Token-granular, unlike
+    /// micro-batches: attention has run on whole sequences by then, and an
+    /// expert computes each token on its own.
+    pub fn chunk_of(&self, tokens_per_sequence: u64, d: u32) -> Vec<u32> {
+        let d = u64::from(d.max(1));
+        let tps = tokens_per_sequence.max(1);
+        let dies = self.sequences.iter().map(|x| x.index() + 1).max().unwrap_or(0);
+        let mut homed = vec![0u64; dies];
+        for x in &self.sequences {
+            homed[x.index()] += tps;
+        }
+        let mut seen = vec![0u64; dies];
+        let mut of = Vec::with_capacity(self.sequences.len() * tps as usize);
+        for x in &self.sequences {
+            for _ in 0..tps {
+                let k = seen[x.index()];
+                seen[x.index()] += 1;
+                of.push((k * d / homed[x.index()].max(1)) as u32);
+            }
+        }
+        of
     }
 
     /// Per die: its attention group (ring order) and its position in it; a
@@ -255,6 +290,11 @@ impl std::fmt::Display for ScheduleJsonError {
 }
 
 impl Schedule {
+    /// The chunks `layer`'s MoE work is split into (1: one).
+    pub fn chunks_of(&self, layer: u32) -> u32 {
+        self.chunks.get(layer as usize).copied().unwrap_or(1).max(1)
+    }
+
     /// Reads a schedule from JSON, refusing other versions. (Whether what
     /// it reads holds together is `validate`'s to say.)
     pub fn from_json(text: &str) -> Result<Schedule, ScheduleJsonError> {
@@ -459,6 +499,19 @@ impl Schedule {
         if self.programs.len() != dies as usize {
             return Err(format!("{} programs for {dies} dies", self.programs.len()));
         }
+        if let Some(c) = self.chunks.iter().find(|&&c| c == 0 || c > MAX_CHUNKS) {
+            return Err(format!("{c} chunks: an MoE layer is split into 1 to {MAX_CHUNKS}"));
+        }
+        if self.chunks.len() > self.model.layers as usize {
+            return Err(format!(
+                "chunks are given for {} layers, but the model has {}",
+                self.chunks.len(),
+                self.model.layers
+            ));
+        }
+        if self.micro_batches > 1 && self.chunks.iter().any(|&c| c > 1) {
+            return Err("a step is split into micro-batches or its MoE layers into chunks, not both".into());
+        }
         if self.micro_batches == 0 || self.micro_batches > MAX_MICRO_BATCHES {
             return Err(format!(
                 "{} micro-batches: a step is split into 1 to {MAX_MICRO_BATCHES}",
@@ -478,6 +531,17 @@ impl Schedule {
                 return Err(format!(
                     "die {i}: instruction {k} is of micro-batch {} on stream {} (the step has {} micro-batches, a die at most {MAX_STREAMS} streams)",
                     instr.micro_batch, instr.stream, self.micro_batches
+                ));
+            }
+            if let Some((k, instr)) = p.instrs.iter().enumerate().find(|(_, x)| {
+                let chunked = matches!(x.op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. });
+                let of = x.op.layer().map_or(1, |l| self.chunks_of(l));
+                x.chunk > 0 && (!chunked || x.chunk >= of)
+            }) {
+                return Err(format!(
+                    "die {i}: instruction {k} ({}) is of chunk {}, but only an MoE layer's dispatch, experts and combine are chunked, into the layer's `chunks`",
+                    instr.op.name(),
+                    instr.chunk
                 ));
             }
             for (k, instr) in p.instrs.iter().enumerate() {

@@ -153,15 +153,20 @@ pub fn step_bound_with(
             continue;
         };
         let (mut flops, mut resident) = (0.0, 0u64);
-        // Micro-batch 0's instructions are each of the step's ops once; the
-        // whole step's traffic gives them the whole step's work (a split
-        // step's bound is the unsplit step's).
+        // Micro-batch 0's chunk 0 instructions are each of the step's ops
+        // once; the whole step's traffic gives them the whole step's work
+        // (a split step's bound is the unsplit step's).
         for instr in program
             .instrs
             .iter()
-            .filter(|i| i.op.is_compute() && i.micro_batch == 0)
+            .filter(|i| i.op.is_compute() && i.micro_batch == 0 && i.chunk == 0)
         {
-            let c = compute_cost(&instr.op, traffic, &costs, d.index());
+            let layer = instr
+                .op
+                .layer()
+                .and_then(|l| traffic.layers.get(l as usize))
+                .and_then(Option::as_ref);
+            let c = compute_cost(&instr.op, traffic, layer, &costs, d.index());
             flops += c.flops.0;
             resident = resident.saturating_add(c.resident.0);
         }

@@ -22,7 +22,7 @@ use super::cost::{Cost, CostModel};
 use super::moves::{opens, Moves, StepChunk, MIGRATION};
 use super::network::{Network, Traffic};
 use super::time::Time;
-use super::traffic::{micro_batch_traffic, StepTraffic};
+use super::traffic::{LayerTraffic, StepParts, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
 use crate::routing::StepRouting;
 use crate::schedule::{Op, Phase, Schedule, Window};
@@ -50,6 +50,8 @@ pub struct Span {
     pub op: Op,
     /// The micro-batch it worked on (0 when the step is one batch).
     pub micro_batch: u32,
+    /// The chunk of its layer it worked on (0 when the layer is one chunk).
+    pub chunk: u32,
     /// The die's stream it issued on (0 when the die has one).
     pub stream: u8,
     pub start_s: f64,
@@ -165,12 +167,10 @@ fn ring_kind(op: &Op) -> Option<u64> {
 }
 
 /// The collectives' bookkeeping, per (kind, slot, die) at `[kind][slot *
-/// dies + die]`, where a layer's micro-batch `j` of `m` has slot
-/// `layer * m + j`.
+/// dies + die]`, slots as [`StepParts::slot`] numbers them (layer,
+/// micro-batch, chunk).
 struct Collectives {
     dies: usize,
-    /// Micro-batches of the step.
-    micro_batches: usize,
     /// Transfers still to arrive.
     pending: Vec<Vec<u32>>,
     /// When the last transfer arrived.
@@ -182,14 +182,16 @@ struct Collectives {
 }
 
 impl Collectives {
-    fn new(traffic: &[StepTraffic], dies: usize, layers: usize) -> Collectives {
-        let m = traffic.len().max(1);
-        let size = layers * m * dies;
+    fn new(parts: &StepParts, dies: usize, layers: usize) -> Collectives {
+        let size = parts.slots(layers) * dies;
         let mut pending = vec![vec![0u32; size]; KINDS];
-        for (j, traffic) in traffic.iter().enumerate() {
-            for (l, t) in traffic.layers.iter().enumerate() {
-                if let Some(t) = t {
-                    let at = (l * m + j) * dies;
+        for (j, traffic) in parts.micro_batches.iter().enumerate() {
+            let j = j as u32;
+            for l in 0..layers as u32 {
+                let chunks = parts.chunks.get(l as usize).map_or(0, Vec::len).max(1) as u32;
+                for c in 0..chunks {
+                    let Some(t) = parts.layer(l, j, c) else { continue };
+                    let at = parts.slot(l, j, c) * dies;
                     for d in 0..dies {
                         pending[DISPATCH as usize][at + d] = t.dispatch_in[d];
                         pending[COMBINE as usize][at + d] = t.combine_in[d];
@@ -198,16 +200,15 @@ impl Collectives {
             }
             for (d, a) in traffic.attention.iter().enumerate() {
                 let steps = a.tp.saturating_sub(1) as u32;
-                for l in 0..layers {
+                for l in 0..layers as u32 {
                     for kind in [ALL_GATHER, REDUCE_SCATTER, TOKEN_ALL_GATHER, MOE_REDUCE_SCATTER] {
-                        pending[kind as usize][(l * m + j) * dies + d] = steps;
+                        pending[kind as usize][parts.slot(l, j, 0) * dies + d] = steps;
                     }
                 }
             }
         }
         Collectives {
             dies,
-            micro_batches: m,
             pending,
             arrived: vec![vec![Time::ZERO; size]; KINDS],
             issued: vec![vec![false; size]; KINDS],
@@ -221,13 +222,14 @@ impl Collectives {
         &mut self,
         (kind, slot, d): (u64, usize, usize),
         now: Time,
-        traffic: &[StepTraffic],
+        parts: &StepParts,
         net: &mut Network,
         mut open_flows: Option<&mut OpenFlows>,
     ) -> Result<(), String> {
         let k = kind as usize;
         let at = slot * self.dies + d;
-        let Some(share) = traffic.get(slot % self.micro_batches).and_then(|t| t.attention.get(d)) else {
+        let j = parts.micro_batch_of_slot(slot);
+        let Some(share) = parts.micro_batches.get(j).and_then(|t| t.attention.get(d)) else {
             return Ok(());
         };
         let steps = share.tp.saturating_sub(1) as u32;
@@ -327,8 +329,7 @@ pub fn simulate_step_with(
     let record_flows = options.record_flows;
     let io = machine.spec().io.as_ref().map(|io| io.bandwidth.0);
     let mut moves = Moves::new(chunks).with_io(io);
-    let traffic = micro_batch_traffic(schedule, machine, routing);
-    let m = traffic.len();
+    let traffic = StepParts::of(schedule, machine, routing);
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     let dies = machine.die_count() as usize;
     let layers = schedule.model.layers as usize;
@@ -434,7 +435,7 @@ pub fn simulate_step_with(
                         .chunk((t & 0x00FF_FFFF_FFFF_FFFF) as usize)
                         .and_then(|c| c.window.layer())
                 } else {
-                    Some((untag(t).1 / m) as u32)
+                    Some((untag(t).1 / (traffic.micro_batches.len().max(1) * traffic.chunk_slots)) as u32)
                 };
                 let phase = match untag(t).0 {
                     _ if migration => moves
@@ -596,7 +597,7 @@ fn streams_of(instrs: &[crate::schedule::Instr]) -> Vec<Vec<usize>> {
 /// an instruction another waits for).
 fn issue_all(
     schedule: &Schedule,
-    traffic: &[StepTraffic],
+    traffic: &StepParts,
     costs: &CostModel,
     s: &mut DieState,
     at: &mut Issue<'_, '_>,
@@ -621,7 +622,7 @@ fn issue_all(
 /// Tries to issue instruction `i` of die `d`; true if it did.
 fn issue(
     schedule: &Schedule,
-    traffic: &[StepTraffic],
+    parts: &StepParts,
     costs: &CostModel,
     s: &mut DieState,
     at: &mut Issue<'_, '_>,
@@ -632,13 +633,14 @@ fn issue(
     let Some(instr) = program.instrs.get(i) else {
         return Ok(false);
     };
-    let j = instr.micro_batch as usize;
-    let (m, traffic_all) = (traffic.len(), traffic);
-    let Some(traffic) = traffic.get(j) else {
+    let (j, c) = (instr.micro_batch, instr.chunk);
+    let Some(traffic) = parts.micro_batches.get(j as usize) else {
         return Err(format!(
-            "die {d}: instruction {i} is of micro-batch {j}, the step has {m}"
+            "die {d}: instruction {i} is of micro-batch {j}, the step has {}",
+            parts.micro_batches.len()
         ));
     };
+    let layer_traffic = instr.op.layer().and_then(|l| parts.layer(l, j, c));
     if at.moves.world_stopped()
         || !instr
             .deps
@@ -667,7 +669,7 @@ fn issue(
             }
         }
         // Rounded once, to the picosecond, before it meets the clock.
-        let time = Time::from_secs(compute_time(&instr.op, traffic, costs, d, &schedule.machine.die).0);
+        let time = Time::from_secs(compute_time(&instr.op, traffic, layer_traffic, costs, d, &schedule.machine.die).0);
         let t = time.secs();
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;
@@ -692,13 +694,14 @@ fn issue(
             Op::Dispatch { layer } | Op::Combine { layer } => {
                 let combine = matches!(instr.op, Op::Combine { .. });
                 let kind = if combine { COMBINE } else { DISPATCH };
-                if let Some(t) = traffic.layers.get(layer as usize).and_then(Option::as_ref) {
+                let slot = parts.slot(layer, j, c);
+                if let Some(t) = layer_traffic {
                     for &(src, dst, bytes) in &t.dispatch {
                         // Dispatch goes home -> expert die; combine comes back.
                         let (from, to) = if combine { (dst, src) } else { (src, dst) };
                         if from.0 as usize == d {
                             let id = net
-                                .start(now, from, to, bytes, tag(kind, (layer as usize * m + j) as u32, to))
+                                .start(now, from, to, bytes, tag(kind, slot as u32, to))
                                 .map_err(|e| e.to_string())?;
                             if let Some(open) = open_flows.as_deref_mut() {
                                 open.insert(id.0, (from, to, bytes, now));
@@ -706,7 +709,6 @@ fn issue(
                         }
                     }
                 }
-                let slot = layer as usize * m + j;
                 coll.issued[kind as usize][slot * dies + d] = true;
                 if coll.pending[kind as usize][slot * dies + d] == 0 {
                     s.done[i] = true;
@@ -720,9 +722,9 @@ fn issue(
             | Op::TokenAllGather { layer }
             | Op::MoeReduceScatter { layer } => {
                 let kind = ring_kind(&instr.op).unwrap_or(ALL_GATHER);
-                let slot = layer as usize * m + j;
+                let slot = parts.slot(layer, j, 0);
                 coll.issued[kind as usize][slot * dies + d] = true;
-                coll.advance_ring((kind, slot, d), now, traffic_all, net, open_flows)?;
+                coll.advance_ring((kind, slot, d), now, parts, net, open_flows)?;
                 if coll.pending[kind as usize][slot * dies + d] == 0 {
                     s.done[i] = true;
                     record(result, schedule, (d, i), origin, now, now);
@@ -741,25 +743,34 @@ fn issue(
 }
 
 /// How long compute instruction `op` runs on die `d`: one roofline kernel,
-/// or for unfused experts one launch per expert part.
-fn compute_time(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize, die: &DieSpec) -> Seconds {
-    let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
-    if let Op::Experts {
-        layer: l,
-        unfused: true,
-    } = *op
-    {
-        let loads = layer(l).map_or(&[][..], |t| &t.expert_loads[d][..]);
+/// or for unfused experts one launch per expert part. `layer`: the traffic
+/// of its layer (its chunk's, for a chunked layer's experts).
+fn compute_time(
+    op: &Op,
+    traffic: &StepTraffic,
+    layer: Option<&LayerTraffic>,
+    costs: &CostModel,
+    d: usize,
+    die: &DieSpec,
+) -> Seconds {
+    if let Op::Experts { unfused: true, .. } = *op {
+        let loads = layer.map_or(&[][..], |t| &t.expert_loads[d][..]);
         return Seconds(loads.iter().map(|p| costs.experts(&[*p]).time(die).0).sum());
     }
-    compute_cost(op, traffic, costs, d).time(die)
+    compute_cost(op, traffic, layer, costs, d).time(die)
 }
 
 /// The roofline cost of compute instruction `op` on die `d` (one grouped
-/// kernel); the physical bound (`bound.rs`) sums the same costs.
-pub(crate) fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d: usize) -> Cost {
+/// kernel), `layer` the traffic of its layer; the physical bound
+/// (`bound.rs`) sums the same costs.
+pub(crate) fn compute_cost(
+    op: &Op,
+    traffic: &StepTraffic,
+    layer: Option<&LayerTraffic>,
+    costs: &CostModel,
+    d: usize,
+) -> Cost {
     let tokens = traffic.home_tokens[d];
-    let layer = |l: u32| traffic.layers.get(l as usize).and_then(Option::as_ref);
     match *op {
         Op::Embed => costs.embed(tokens),
         Op::Attention { .. } => {
@@ -767,7 +778,7 @@ pub(crate) fn compute_cost(op: &Op, traffic: &StepTraffic, costs: &CostModel, d:
             costs.attention(a.tokens, a.sequences, a.tp)
         }
         Op::Gate { .. } => costs.gate(tokens),
-        Op::Experts { layer: l, .. } => layer(l).map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
+        Op::Experts { .. } => layer.map_or(Cost::default(), |t| costs.experts(&t.expert_loads[d])),
         Op::SharedExperts { .. } => costs.shared_experts(tokens),
         Op::DenseFfn { .. } => costs.dense_ffn(tokens),
         Op::LmHead => costs.lm_head(tokens),
@@ -784,6 +795,7 @@ fn record(result: &mut StepResult, schedule: &Schedule, (d, i): (usize, usize), 
         die: DieId(d as u32),
         op: instr.op.clone(),
         micro_batch: instr.micro_batch,
+        chunk: instr.chunk,
         stream: instr.stream,
         start_s: (start - origin).secs(),
         end_s: (end - origin).secs(),

@@ -66,7 +66,7 @@ pub struct StepTraffic {
 /// Under token domains the sender is the member of the token's attention
 /// group in the part die's domain.
 pub fn step_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepTraffic {
-    traffic_of(schedule, machine, routing, None)
+    traffic_of(schedule, machine, routing, Part::Whole)
 }
 
 /// The traffic of each of the schedule's micro-batches (one entry, the
@@ -79,25 +79,111 @@ pub fn micro_batch_traffic(schedule: &Schedule, machine: &Machine, routing: &Ste
     }
     let of = schedule.placement.micro_batch_of(m);
     (0..m)
-        .map(|j| traffic_of(schedule, machine, routing, Some((&of, j))))
+        .map(|j| traffic_of(schedule, machine, routing, Part::Sequences(&of, j)))
         .collect()
 }
 
-/// The traffic of the tokens whose sequence `s` has `of[s] == j`, for
-/// `only = Some((of, j))`; of every token for `None`.
-fn traffic_of(
-    schedule: &Schedule,
-    machine: &Machine,
-    routing: &StepRouting,
-    only: Option<(&[u32], u32)>,
-) -> StepTraffic {
-    let dies = machine.die_count() as usize;
-    let kept = |s: usize| only.is_none_or(|(of, j)| of.get(s).is_none_or(|&x| x == j));
-    let w = &schedule.workload;
-    let tokens_per_sequence = match w.phase {
+/// `chunks[layer]`: per chunk of that layer (`Schedule::chunks`), its
+/// traffic over the tokens of that chunk only (`Placement::chunk_of`);
+/// empty for a layer of one chunk. The routing is walked once per chunk
+/// of each distinct chunk count.
+pub fn chunk_traffic(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> Vec<Vec<LayerTraffic>> {
+    let layers = schedule.model.layers as usize;
+    let mut out = vec![Vec::new(); layers];
+    let mut counts: Vec<u32> = schedule.chunks.iter().copied().filter(|&d| d > 1).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let tps = tokens_per_sequence(&schedule.workload);
+    for d in counts {
+        let of = schedule.placement.chunk_of(tps, d);
+        let layers_of: Vec<bool> = (0..layers).map(|l| schedule.chunks.get(l) == Some(&d)).collect();
+        for c in 0..d {
+            let t = traffic_of(schedule, machine, routing, Part::Tokens(&of, c, &layers_of));
+            for (l, layer) in t.layers.into_iter().enumerate() {
+                if let (true, Some(layer)) = (layers_of[l], layer) {
+                    out[l].push(layer);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A step's traffic as the engine reads it: per micro-batch, and per
+/// chunk of each chunked layer. Every collective of a step has a slot:
+/// `(layer * micro_batches + micro_batch) * chunk_slots + chunk`.
+#[derive(Clone, Debug, Default)]
+pub struct StepParts {
+    /// Per micro-batch (one entry when the step is one batch).
+    pub micro_batches: Vec<StepTraffic>,
+    /// Per layer: per chunk, its traffic (empty for a layer of one chunk).
+    pub chunks: Vec<Vec<LayerTraffic>>,
+    /// The most chunks any layer has (1 when none is chunked).
+    pub chunk_slots: usize,
+}
+
+impl StepParts {
+    /// The traffic of `schedule`'s micro-batches and chunks.
+    pub fn of(schedule: &Schedule, machine: &Machine, routing: &StepRouting) -> StepParts {
+        let chunks = chunk_traffic(schedule, machine, routing);
+        let chunk_slots = chunks.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        StepParts {
+            micro_batches: micro_batch_traffic(schedule, machine, routing),
+            chunks,
+            chunk_slots,
+        }
+    }
+
+    /// The traffic of `layer` for micro-batch `j`'s chunk `c`.
+    pub fn layer(&self, layer: u32, j: u32, c: u32) -> Option<&LayerTraffic> {
+        match self.chunks.get(layer as usize) {
+            Some(chunks) if !chunks.is_empty() => chunks.get(c as usize),
+            _ => (self.micro_batches.get(j as usize)?.layers.get(layer as usize)?).as_ref(),
+        }
+    }
+
+    /// The collective slot of `layer`, micro-batch `j`, chunk `c`.
+    pub fn slot(&self, layer: u32, j: u32, c: u32) -> usize {
+        (layer as usize * self.micro_batches.len().max(1) + j as usize) * self.chunk_slots + c as usize
+    }
+
+    /// The micro-batch of a slot.
+    pub fn micro_batch_of_slot(&self, slot: usize) -> usize {
+        (slot / self.chunk_slots) % self.micro_batches.len().max(1)
+    }
+
+    /// Collective slots per die and kind.
+    pub fn slots(&self, layers: usize) -> usize {
+        layers * self.micro_batches.len().max(1) * self.chunk_slots
+    }
+}
+
+/// The part of a step a traffic covers.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Whole,
+    /// The sequences `s` with `of[s] == j` (a micro-batch).
+    Sequences(&'a [u32], u32),
+    /// The tokens `t` with `of[t] == c` (a chunk), in the layers marked.
+    Tokens(&'a [u32], u32, &'a [bool]),
+}
+
+fn tokens_per_sequence(w: &crate::workload::WorkloadSpec) -> u64 {
+    match w.phase {
         Phase::Decode => 1,
         Phase::Prefill => w.seq_len.max(1),
+    }
+}
+
+/// The traffic of `part` of the step.
+fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, part: Part<'_>) -> StepTraffic {
+    let dies = machine.die_count() as usize;
+    let kept = |s: usize| match part {
+        Part::Sequences(of, j) => of.get(s).is_none_or(|&x| x == j),
+        _ => true,
     };
+    let w = &schedule.workload;
+    let tokens_per_sequence = tokens_per_sequence(w);
     let sequence_of = |token: usize| (token as u64 / tokens_per_sequence) as usize;
     let home_of = |token: usize| -> DieId {
         let s = sequence_of(token);
@@ -142,6 +228,11 @@ fn traffic_of(
         if schedule.placement.experts.get(l).is_none_or(|e| e.is_empty()) {
             continue;
         }
+        if let Part::Tokens(_, _, marked) = part {
+            if !marked.get(l).copied().unwrap_or(false) {
+                continue;
+            }
+        }
         let copies: Vec<Vec<ExpertCopy>> = (0..schedule.placement.experts[l].len())
             .map(|e| schedule.placement.expert_copies(l, e, ffn))
             .collect();
@@ -171,7 +262,13 @@ fn traffic_of(
             .chain(lr.experts.iter().enumerate().filter(|&(_, &e)| balanced(e)));
         for (i, &e) in order {
             let token = i / routing.top_k.max(1);
-            if only.is_some() && !kept(sequence_of(token) % schedule.placement.sequences.len().max(1)) {
+            let in_part = match part {
+                Part::Whole => true,
+                Part::Sequences(..) => kept(sequence_of(token) % schedule.placement.sequences.len().max(1)),
+                // A token past the placement's sequences wraps onto them, as its home does.
+                Part::Tokens(of, c, _) => of.get(token % of.len().max(1)).is_none_or(|&x| x == c),
+            };
+            if !in_part {
                 continue;
             }
             let home = home_of(token);

@@ -9,40 +9,100 @@
 //!   micro-batch's dispatch or combine is in flight, the die computes the
 //!   other's attention or experts. It is the baseline every other overlap
 //!   is compared with.
-//! - `auto`: each form lowered and its step simulated
-//!   (`probe/step_time.rs`); the fastest kept, ties to the simpler form,
-//!   every form's time left in a note.
+//! - `chunked(d)` (FSMoE's pipeline): each MoE layer's tokens dispatched,
+//!   computed and combined in `d` chunks, one chunk's experts under the
+//!   next one's all-to-all; `chunked(auto)`: `d` per layer from FSMoE's
+//!   alpha-beta task model, fitted on the simulated machine (`fsmoe.rs`).
+//! - `auto`: `none`, `two_batch` and `chunked(auto)` lowered and their
+//!   steps simulated (`probe/step_time.rs`); the fastest kept, ties to the
+//!   simpler form, every form's time left in a note.
 //!
-//! The form changes no number a token computes (micro-batches share no
-//! data), only when the work happens; it runs after the placement and the
-//! parallel form, whose choices it takes as they are.
+//! The form changes no number a token computes (micro-batches and chunks
+//! share no data), only when the work happens; it runs after the placement
+//! and the parallel form, whose choices it takes as they are.
+
+pub mod fsmoe;
 
 use crate::ir::{Ir, Op, Overlap};
 use crate::passes::probe::step_time::step_time;
 use crate::passes::{Pass, PassContext};
+use moec_runtime::model::LayerKind;
+use moec_runtime::schedule::MAX_CHUNKS;
 use std::fmt;
 
 /// What a plan asks for (`overlap = ...`): one form, or the fastest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OverlapChoice {
-    Fixed(Overlap),
+    /// `none` or `two_batch`.
+    Fixed(PlainOverlap),
+    /// `chunked(d)`: every MoE layer in `d` chunks.
+    Chunked(u32),
+    /// `chunked(auto)`: FSMoE's choice of `d` per layer.
+    ChunkedByModel,
     /// Every form simulated, the fastest kept.
     Auto,
 }
 
+/// The forms without settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainOverlap {
+    None,
+    TwoBatch,
+}
+
+impl PlainOverlap {
+    fn form(self) -> Overlap {
+        match self {
+            PlainOverlap::None => Overlap::None,
+            PlainOverlap::TwoBatch => Overlap::TwoBatch,
+        }
+    }
+}
+
 impl OverlapChoice {
-    /// Every choice's name, as the language spells it.
+    /// Every choice, as the language spells it.
+    pub const SPELLINGS: &'static [&'static str] = &["none", "two_batch", "chunked(d)", "chunked(auto)", "auto"];
+
+    /// The choices a plan names without arguments.
     pub fn names() -> Vec<&'static str> {
-        Overlap::ALL.iter().map(|(n, _)| *n).chain(["auto"]).collect()
+        vec!["none", "two_batch", "auto"]
     }
 
-    /// From its name (`none`, `two_batch`, `auto`).
+    /// The forms `auto` tries, and `moec compare` gives rows, in order.
+    pub const TRIED: &'static [OverlapChoice] = &[
+        OverlapChoice::Fixed(PlainOverlap::None),
+        OverlapChoice::Fixed(PlainOverlap::TwoBatch),
+        OverlapChoice::ChunkedByModel,
+    ];
+
+    /// From its spelling (`none`, `two_batch`, `chunked(4)`,
+    /// `chunked(auto)`, `auto`).
     pub fn parse(text: &str) -> Result<OverlapChoice, String> {
-        match text.trim() {
-            "auto" => Ok(OverlapChoice::Auto),
-            other => Overlap::parse(other)
-                .map(OverlapChoice::Fixed)
-                .map_err(|e| format!("{e}, or auto")),
+        let text = text.trim();
+        match text {
+            "none" => return Ok(OverlapChoice::Fixed(PlainOverlap::None)),
+            "two_batch" => return Ok(OverlapChoice::Fixed(PlainOverlap::TwoBatch)),
+            "auto" => return Ok(OverlapChoice::Auto),
+            _ => {}
+        }
+        let arg = text
+            .strip_prefix("chunked")
+            .map(str::trim)
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.strip_suffix(')'))
+            .map(str::trim);
+        match arg {
+            Some("auto") => Ok(OverlapChoice::ChunkedByModel),
+            Some(d) => match d.parse::<u32>() {
+                Ok(d) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Chunked(d)),
+                _ => Err(format!(
+                    "`chunked` takes a chunk count from 1 to {MAX_CHUNKS}, or auto; found `{d}`"
+                )),
+            },
+            None => Err(format!(
+                "no overlap form `{text}` (forms: {})",
+                OverlapChoice::SPELLINGS.join(", ")
+            )),
         }
     }
 }
@@ -50,7 +110,10 @@ impl OverlapChoice {
 impl fmt::Display for OverlapChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OverlapChoice::Fixed(o) => write!(f, "{o}"),
+            OverlapChoice::Fixed(PlainOverlap::None) => f.write_str("none"),
+            OverlapChoice::Fixed(PlainOverlap::TwoBatch) => f.write_str("two_batch"),
+            OverlapChoice::Chunked(d) => write!(f, "chunked({d})"),
+            OverlapChoice::ChunkedByModel => f.write_str("chunked(auto)"),
             OverlapChoice::Auto => f.write_str("auto"),
         }
     }
@@ -64,7 +127,9 @@ pub struct OverlapPass {
 impl OverlapPass {
     /// From the pass argument: a form as the language spells it, or `auto`.
     pub fn new(arg: Option<&str>) -> Result<OverlapPass, String> {
-        let arg = arg.ok_or("`overlap` needs a form: overlap(none), overlap(two_batch), overlap(auto)")?;
+        let arg = arg.ok_or(
+            "`overlap` needs a form: overlap(none), overlap(two_batch), overlap(chunked(4)), overlap(chunked(auto)), overlap(auto)",
+        )?;
         Ok(OverlapPass {
             choice: OverlapChoice::parse(arg)?,
         })
@@ -78,10 +143,10 @@ impl Pass for OverlapPass {
 
     fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
         let form = match self.choice {
-            OverlapChoice::Fixed(form) => form,
             OverlapChoice::Auto => fastest(ir, cx)?,
+            choice => form_of(choice, ir, cx)?,
         };
-        ir.overlap = form;
+        ir.overlap = form.clone();
         let m = u64::from(form.micro_batches());
         if m == 1 {
             return Ok(());
@@ -104,20 +169,34 @@ impl Pass for OverlapPass {
     }
 }
 
+/// The form a choice other than `auto` gives.
+fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
+    let moe = |l: u64| cx.model.layer_kind(l) == LayerKind::Moe;
+    Ok(match choice {
+        OverlapChoice::Fixed(plain) => plain.form(),
+        OverlapChoice::Chunked(d) => {
+            Overlap::Chunked((0..cx.model.layers).map(|l| if moe(l) { d } else { 0 }).collect())
+        }
+        OverlapChoice::ChunkedByModel => Overlap::Chunked(fsmoe::chunks(ir, cx)?),
+        OverlapChoice::Auto => return Err("`auto` is not one form".into()),
+    })
+}
+
 /// The form whose simulated step is fastest (ties to the earlier, simpler
-/// one in `Overlap::ALL`); each form's time goes in a note.
+/// one in `OverlapChoice::TRIED`); each form's time goes in a note.
 fn fastest(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     let mut best: Option<(f64, Overlap)> = None;
-    for &(name, form) in Overlap::ALL {
+    for &choice in OverlapChoice::TRIED {
         let mut trial = ir.clone();
-        trial.overlap = form;
+        trial.overlap = form_of(choice, &mut trial, cx)?;
         let seconds = step_time(&trial, cx)?;
         ir.header.notes.push(format!(
-            "overlap(auto): {name} {:.3} ms a step (simulated)",
+            "overlap(auto): {} {:.3} ms a step (simulated)",
+            trial.overlap,
             seconds * 1e3
         ));
-        if best.is_none_or(|(b, _)| seconds < b) {
-            best = Some((seconds, form));
+        if best.as_ref().is_none_or(|(b, _)| seconds < *b) {
+            best = Some((seconds, trial.overlap));
         }
     }
     let (seconds, form) = best.ok_or("no overlap form to try")?;
