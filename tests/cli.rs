@@ -480,7 +480,7 @@ fn compare_runs_every_placement_on_the_same_workload() {
         ["tp(2)", "tp(16)", "moeshard(16)", "hybrid", "compute_balanced", "auto"]
     );
     // And the placement under every overlap form but none (its own row).
-    assert_eq!(overlaps, ["two_batch"]);
+    assert_eq!(overlaps, ["two_batch", "chunked(auto)"]);
     // The plan's attention is data-parallel: the token-domain layouts say why they did not run.
     let skipped: Vec<&str> = doc["skipped"]
         .as_array()

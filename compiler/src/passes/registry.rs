@@ -41,7 +41,9 @@ pub const PASSES: &[(&str, &str)] = &[
     (
         "overlap",
         "overlap(FORM): how a step's work overlaps on each die; FORM: none (one batch), two_batch (two \
-         micro-batches, one's all-to-all under the other's compute) or auto (each simulated, the fastest kept)",
+         micro-batches, one's all-to-all under the other's compute), chunked(d) (FSMoE: each MoE layer's \
+         tokens in d chunks, one's experts under the next one's all-to-all), chunked(auto) (d per layer from \
+         FSMoE's task model) or auto (each simulated, the fastest kept)",
     ),
     (
         "migrate",

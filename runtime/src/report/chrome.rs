@@ -79,14 +79,23 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
     let mut offset = 0.0;
     for step in steps {
         let micro_batched = step.spans.iter().any(|x| x.micro_batch > 0);
+        let chunked_layers: std::collections::BTreeSet<Option<u32>> = step
+            .spans
+            .iter()
+            .filter(|x| x.chunk > 0)
+            .map(|x| x.op.layer())
+            .collect();
         for s in &step.spans {
             if s.end_s <= s.start_s {
                 continue;
             }
+            let chunked = matches!(s.op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. })
+                && chunked_layers.contains(&s.op.layer());
             events.push(Event {
-                name: match micro_batched {
-                    true => format!("{} mb{}", op_name(&s.op), s.micro_batch),
-                    false => op_name(&s.op),
+                name: match (micro_batched, chunked) {
+                    (true, _) => format!("{} mb{}", op_name(&s.op), s.micro_batch),
+                    (false, true) => format!("{} c{}", op_name(&s.op), s.chunk),
+                    (false, false) => op_name(&s.op),
                 },
                 ph: "X",
                 pid: DIES,
