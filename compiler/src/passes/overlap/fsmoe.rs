@@ -16,15 +16,21 @@
 //! have no task here: moec's dispatch sends a token to every part of a
 //! split expert directly, so their bytes are in the dispatch's.)
 //!
-//! The fit: the step is simulated with every layer in one chunk and in
-//! two; per layer, `t_a2a` is the mean of the busiest die's dispatch and
-//! combine spans, `t_exp` the busiest die's experts span, each averaged
-//! over the chunks; two points give `alpha` and `beta`. Each layer then
+//! The fit: the step is simulated with every layer in 1, 2, 4 and 8
+//! chunks; per layer, `t_a2a` is the busiest die's dispatch span and
+//! `t_exp` its experts span, each averaged over the chunks; `alpha` and
+//! `beta` are their least-squares fit over the four (FSMoE regresses each
+//! task's profile over workload sizes the same way). The combine carries the dispatch's bytes back, so
+//! FSMoE gives both one task model; its span is not used, because a die's
+//! combine also waits for the slowest expert die, which is imbalance, not
+//! the all-to-all. Each layer then
 //! takes the `d` of 1, 2, 4 and 8 whose `T(d)` is least (FSMoE snaps its
 //! continuous optimum to these; `T` is convex in `d` in each regime, so
 //! the least of the four is the snapped optimum), ties to the smaller.
-//! The chosen plan is simulated once more and the model's layer times are
-//! checked against the simulator's, in a note.
+//! The check, in a note: the chosen plan is simulated and the model's
+//! layer times set against the simulator's; and every candidate is
+//! simulated for every layer, so the note says on how many layers the
+//! model picked the simulator's best `d`, and what those would take.
 
 use crate::ir::{Ir, Overlap};
 use crate::passes::probe::step_time::traced_step;
@@ -45,13 +51,26 @@ pub struct Task {
 }
 
 impl Task {
-    /// Through `(1, t1)` and `(2, t2)`, with `alpha` and `beta` kept
-    /// non-negative (a negative one is noise: the other takes all of `t1`).
-    pub fn fit(t1: f64, t2: f64) -> Task {
-        let (alpha, beta) = (2.0 * t2 - t1, 2.0 * (t1 - t2));
+    /// The least-squares fit of `t = alpha + beta / d` to `(d, t)` points,
+    /// as FSMoE regresses each task's profile over workload sizes; `alpha`
+    /// and `beta` kept non-negative (a negative one is noise: the fit is
+    /// redone without it).
+    pub fn fit(points: &[(u32, f64)]) -> Task {
+        let n = points.len().max(1) as f64;
+        let x = |d: u32| 1.0 / f64::from(d.max(1));
+        let (sx, st) = points.iter().fold((0.0, 0.0), |(a, b), &(d, t)| (a + x(d), b + t));
+        let (sxx, sxt) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(d, t)| (a + x(d) * x(d), b + x(d) * t));
+        let det = n * sxx - sx * sx;
+        let (alpha, beta) = if det.abs() > 0.0 {
+            ((st * sxx - sx * sxt) / det, (n * sxt - sx * st) / det)
+        } else {
+            (st / n, 0.0)
+        };
         match (alpha < 0.0, beta < 0.0) {
-            (true, _) => Task { alpha: 0.0, beta: t1 },
-            (_, true) => Task { alpha: t1, beta: 0.0 },
+            (true, _) if sxx > 0.0 => Task { alpha: 0.0, beta: sxt / sxx },
+            (_, true) | (true, _) => Task { alpha: st / n, beta: 0.0 },
             _ => Task { alpha, beta },
         }
     }
@@ -85,62 +104,85 @@ pub fn best_chunks(all_to_all: Task, experts: Task) -> u32 {
 }
 
 /// Per model layer, the chunks FSMoE's model chooses (0 for dense
-/// layers); the fit and its check against the simulator go in notes.
+/// layers); the fit and its check against the simulator go in a note.
 pub fn chunks(ir: &mut Ir, cx: &PassContext) -> Result<Vec<u32>, String> {
     let layers = cx.model.layers;
-    let moe: Vec<bool> = (0..layers).map(|l| cx.model.layer_kind(l) == LayerKind::Moe).collect();
-    let uniform = |d: u32| moe.iter().map(|&m| if m { d } else { 0 }).collect::<Vec<u32>>();
+    let moe: Vec<usize> = (0..layers as usize)
+        .filter(|&l| cx.model.layer_kind(l as u64) == LayerKind::Moe)
+        .collect();
+    let uniform = |d: u32| -> Vec<u32> {
+        let mut v = vec![0; layers as usize];
+        moe.iter().for_each(|&l| v[l] = d);
+        v
+    };
     let probe = |d: Vec<u32>| -> Result<StepResult, String> {
         let mut trial = ir.clone();
         trial.overlap = Overlap::Chunked(d);
         traced_step(&trial, cx)
     };
-    let (one, two) = (tasks(&probe(uniform(1))?, layers), tasks(&probe(uniform(2))?, layers));
-    let mut chosen = vec![0u32; layers as usize];
-    let mut model_s = vec![0.0; layers as usize];
-    for l in (0..layers as usize).filter(|&l| moe[l]) {
-        let all_to_all = Task::fit(one[l].0, two[l].0);
-        let experts = Task::fit(one[l].1, two[l].1);
+    // Every candidate simulated whole: the model is fitted on all four
+    // (FSMoE's profile over workload sizes), and checked on them.
+    let runs = CANDIDATES
+        .iter()
+        .map(|&d| probe(uniform(d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let profiles: Vec<Vec<(f64, f64)>> = runs.iter().map(|r| tasks(r, layers)).collect();
+    let simulated: Vec<Vec<f64>> = runs.iter().map(|r| layer_spans(r, layers)).collect();
+    let mut chosen = uniform(0);
+    let (mut model_total, mut agree, mut best_total) = (0.0, 0, 0.0);
+    let mut modelled = vec![0.0; layers as usize];
+    for &l in &moe {
+        let points = |of: fn(&(f64, f64)) -> f64| -> Vec<(u32, f64)> {
+            CANDIDATES.iter().zip(&profiles).map(|(&d, p)| (d, of(&p[l]))).collect()
+        };
+        let all_to_all = Task::fit(&points(|p| p.0));
+        let experts = Task::fit(&points(|p| p.1));
         chosen[l] = best_chunks(all_to_all, experts);
-        model_s[l] = pipeline_time(all_to_all, experts, chosen[l]);
+        modelled[l] = pipeline_time(all_to_all, experts, chosen[l]);
+        model_total += modelled[l];
+        let (k, t) = (0..CANDIDATES.len())
+            .map(|k| (k, simulated[k][l]))
+            .fold((0, f64::INFINITY), |b, x| if x.1 < b.1 { x } else { b });
+        best_total += t;
+        agree += usize::from(CANDIDATES[k] == chosen[l]);
     }
-    // The check: the chosen plan's simulated layer times against the model's.
+    // The chosen plan itself, simulated: the model's layer times checked.
     let checked = layer_spans(&probe(chosen.clone())?, layers);
-    let (mut sim_total, mut model_total, mut worst) = (0.0, 0.0, 0.0f64);
-    for l in (0..layers as usize).filter(|&l| moe[l]) {
+    let (mut sim_total, mut worst) = (0.0, 0.0f64);
+    for &l in &moe {
         sim_total += checked[l];
-        model_total += model_s[l];
         if checked[l] > 0.0 {
-            worst = worst.max((model_s[l] - checked[l]).abs() / checked[l]);
+            worst = worst.max((modelled[l] - checked[l]).abs() / checked[l]);
         }
     }
-    let count = |d: u32| chosen.iter().zip(&moe).filter(|&(&c, &m)| m && c == d).count();
+    let count = |d: u32| moe.iter().filter(|&&l| chosen[l] == d).count();
     let summary: Vec<String> = CANDIDATES
         .iter()
         .filter(|&&d| count(d) > 0)
         .map(|&d| format!("d = {d} on {} layers", count(d)))
         .collect();
     ir.header.notes.push(format!(
-        "overlap(chunked(auto)): FSMoE's model, fitted on simulated steps of 1 and 2 chunks, chose {}; its MoE layers take {:.3} ms by the model and {:.3} ms simulated (worst layer off by {:.0}%)",
+        "overlap(chunked(auto)): FSMoE's model, fitted on simulated steps of 1, 2, 4 and 8 chunks, chose {}; its MoE layers take {:.3} ms by the model and {:.3} ms simulated (worst layer off by {:.0}%); the simulator's best d of 1, 2, 4, 8 is the model's on {agree} of {} layers and would take {:.3} ms",
         summary.join(", "),
         model_total * 1e3,
         sim_total * 1e3,
-        worst * 100.0
+        worst * 100.0,
+        moe.len(),
+        best_total * 1e3
     ));
     Ok(chosen)
 }
 
 /// Per layer: (the all-to-all's time, the experts' time) of one chunk,
-/// each the busiest die's span averaged over the layer's chunks (the
-/// all-to-all the mean of dispatch and combine).
+/// the busiest die's dispatch and experts spans averaged over the layer's
+/// chunks.
 fn tasks(step: &StepResult, layers: u64) -> Vec<(f64, f64)> {
     // Per layer, per (kind, chunk): the longest span over the dies.
     let mut longest: Vec<std::collections::BTreeMap<(u8, u32), f64>> = vec![Default::default(); layers as usize];
     for s in &step.spans {
         let kind = match s.op {
             Op::Dispatch { .. } => 0,
-            Op::Combine { .. } => 1,
-            Op::Experts { .. } => 2,
+            Op::Experts { .. } => 1,
             _ => continue,
         };
         let Some(of) = s.op.layer().and_then(|l| longest.get_mut(l as usize)) else {
@@ -156,7 +198,7 @@ fn tasks(step: &StepResult, layers: u64) -> Vec<(f64, f64)> {
                 let v: Vec<f64> = of.iter().filter(|((k, _), _)| *k == kind).map(|(_, &t)| t).collect();
                 v.iter().sum::<f64>() / v.len().max(1) as f64
             };
-            ((mean(0) + mean(1)) / 2.0, mean(2))
+            (mean(0), mean(1))
         })
         .collect()
 }
@@ -186,12 +228,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_fit_through_two_points_gives_them_back() {
-        let t = Task::fit(3.0, 2.0);
-        assert_eq!((t.alpha, t.beta), (1.0, 2.0));
+    fn a_fit_of_points_on_the_model_gives_them_back() {
+        let t = Task::fit(&[(1, 3.0), (2, 2.0), (4, 1.5), (8, 1.25)]);
+        assert!((t.alpha - 1.0).abs() < 1e-12 && (t.beta - 2.0).abs() < 1e-12, "{t:?}");
         assert_eq!((t.at(1), t.at(2), t.at(4)), (3.0, 2.0, 1.5));
-        // Noise that would make alpha negative gives beta all of it.
-        assert_eq!(Task::fit(2.0, 0.5), Task { alpha: 0.0, beta: 2.0 });
+        // Points that would make alpha negative: refitted through the origin.
+        let t = Task::fit(&[(1, 2.0), (2, 0.5)]);
+        assert_eq!(t.alpha, 0.0);
+        assert!((t.beta - 1.8).abs() < 1e-12, "{t:?}");
     }
 
     #[test]
