@@ -348,3 +348,114 @@ fn chunked_auto_fits_fsmoe_and_says_so() {
     assert_eq!(schedule.chunks.len(), 1);
     assert!([1, 2, 4, 8].contains(&schedule.chunks[0]), "{:?}", schedule.chunks);
 }
+
+/// Two nodes of four GPUs, attention and experts split four ways inside
+/// each node (`attention = tp(4)`, `parallel = tp(4)`): eight experts,
+/// `contiguous`, so experts 0-3 live on node 0's group and 4-7 on node 1's.
+fn two_nodes(overlap: &str, shape: &str) -> String {
+    format!(
+        r#"
+model small {{
+  layers = 2
+  dense_layers = 0
+  hidden = 1024
+  vocab = 64
+  attention mha {{ heads = 8; head_dim = 128 }}
+  moe {{ experts = 8; top_k = 2; expert_ffn = 2048 }}
+}}
+machine nodes {{
+  topology = cluster(nodes = 2, per_node = 4)
+  die {{ compute = 100 TFLOPS; memory = 8 GB; memory_bw = 1 TB/s }}
+  link {{ bandwidth = 400 GB/s; latency = 500 ns }}
+  inter_node {{ bandwidth = 25 GB/s; latency = 2 us }}
+}}
+workload w {{
+  {shape}
+  routing = zipf(s = 0.2, seed = 3)
+}}
+plan p {{
+  model = small
+  machine = nodes
+  workload = w
+  placement = contiguous
+  attention = tp(4)
+  parallel = tp(4)
+  overlap = {overlap}
+}}
+"#
+    )
+}
+
+/// Bytes of a step's dispatch that cross a node boundary.
+fn inter_node_dispatch_bytes(s: &Schedule) -> u64 {
+    let machine = Machine::build(s.machine.clone()).expect("machine");
+    let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
+        .expect("generator")
+        .step(0)
+        .expect("routing");
+    let traffic = moec_runtime::sim::traffic::step_traffic(s, &machine, &routing);
+    traffic
+        .layers
+        .iter()
+        .flatten()
+        .flat_map(|l| &l.dispatch)
+        .filter(|(a, b, _)| machine.node_of(*a) != machine.node_of(*b))
+        .map(|p| p.2)
+        .sum()
+}
+
+#[test]
+fn montas_relay_cuts_the_inter_node_all_to_all_by_exactly_the_tp_factor() {
+    let shape = "phase = prefill; batch = 8; seq_len = 64";
+    let unsplit = compile(&two_nodes("none", shape));
+    let relayed = compile(&two_nodes("monta(1)", shape));
+    assert!(relayed.placement.relay_parts && !unsplit.placement.relay_parts);
+    let (u, r) = (inter_node_dispatch_bytes(&unsplit), inter_node_dispatch_bytes(&relayed));
+    assert!(r > 0, "some tokens cross the nodes");
+    assert_eq!(u, 4 * r, "unsplit {u} B, relayed {r} B");
+    // The relay forwards inside the node: each expert group all-gathers.
+    let count = |s: &Schedule, name: &str| s.programs[0].instrs.iter().filter(|i| i.op.name() == name).count();
+    assert_eq!(
+        (
+            count(&relayed, "expert_all_gather"),
+            count(&relayed, "expert_reduce_scatter")
+        ),
+        (2, 2)
+    );
+    assert_eq!(count(&unsplit, "expert_all_gather"), 0);
+    // Faster over the slow NIC.
+    let step = |s: &Schedule| {
+        let machine = Machine::build(s.machine.clone()).expect("machine");
+        let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
+            .expect("generator")
+            .step(0)
+            .expect("routing");
+        simulate_step(s, &machine, &routing, SimOptions::default())
+            .expect("simulates")
+            .latency_s
+    };
+    let (tu, tr) = (step(&unsplit), step(&relayed));
+    assert!(tr < tu, "unsplit {tu} s, relayed {tr} s");
+}
+
+#[test]
+fn a_relayed_step_computes_what_the_dense_reference_does() {
+    use moec_runtime::numerics::{NumericConfig, Numerics};
+    let s = compile(&two_nodes("monta(2)", "phase = prefill; batch = 8; seq_len = 8"));
+    let mut numerics = Numerics::new(&s, &NumericConfig::default()).expect("numerics");
+    let step = numerics.step(0, None);
+    assert!(step.passed(), "max rel error {}", step.max_rel_error);
+}
+
+#[test]
+fn monta_auto_relays_where_the_nic_is_the_bottleneck_and_says_why() {
+    let (ir, schedule) = compile_both(&two_nodes("monta(auto)", "phase = prefill; batch = 8; seq_len = 64"));
+    let note = ir
+        .header
+        .notes
+        .iter()
+        .find(|n| n.starts_with("monta(auto)"))
+        .unwrap_or_else(|| panic!("no MoNTA note: {:?}", ir.header.notes));
+    assert!(note.contains("(4.00x less)") && note.ends_with("relays"), "{note}");
+    assert!(schedule.placement.relay_parts);
+}

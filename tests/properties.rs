@@ -301,7 +301,14 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
         ]),
         prop::sample::select(vec!["round_robin", "contiguous", "eplb", "tp_contiguous", "er_mapping"]),
         prop::sample::select(vec![1u32, 2, 4]),
-        prop::sample::select(vec!["none", "two_batch", "chunked(2)", "chunked(3)"]),
+        prop::sample::select(vec![
+            "none",
+            "two_batch",
+            "chunked(2)",
+            "chunked(3)",
+            "monta(1)",
+            "monta(2)",
+        ]),
     );
     (
         attention,

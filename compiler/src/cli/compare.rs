@@ -135,6 +135,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
         OverlapChoice::TRIED
             .iter()
             .filter(|o| **o != OverlapChoice::Fixed(PlainOverlap::None))
+            // MoNTA relays split experts' tokens: nothing to relay under ep.
+            .filter(|o| **o != OverlapChoice::MontaByModel || plan.parallel != ParallelChoice::Fixed(Form::EP))
             .map(|form| Candidate {
                 name: format!("{} + overlap = {form}", plan.placement.name()),
                 passes: Some(format!("{own}{own_form},overlap({form})")),

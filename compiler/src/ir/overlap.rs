@@ -25,6 +25,13 @@ pub enum Overlap {
     /// chunk's expert compute under the next one's all-to-all. Per model
     /// layer, its chunk count (0 for dense layers).
     Chunked(Vec<u32>),
+    /// MoNTA: a token bound for a split expert crosses to one part of it
+    /// (the one at its sender's position in its attention group), which
+    /// forwards it inside the expert's group and sums the parts' outputs
+    /// before one row returns (`Placement::relay_parts`); the all-to-all
+    /// and that all-gather pipelined in chunks, per model layer (0 for
+    /// dense layers), as `Chunked`.
+    Monta(Vec<u32>),
 }
 
 impl Overlap {
@@ -34,7 +41,7 @@ impl Overlap {
     /// Micro-batches the step is split into.
     pub fn micro_batches(&self) -> u32 {
         match self {
-            Overlap::None | Overlap::Chunked(_) => 1,
+            Overlap::None | Overlap::Chunked(_) | Overlap::Monta(_) => 1,
             Overlap::TwoBatch => 2,
         }
     }
@@ -43,36 +50,43 @@ impl Overlap {
     /// 0: a dense layer).
     pub fn chunks(&self) -> &[u32] {
         match self {
-            Overlap::Chunked(d) => d,
+            Overlap::Chunked(d) | Overlap::Monta(d) => d,
             _ => &[],
         }
     }
 
-    /// Its name without settings (`none`, `two_batch`, `chunked`).
+    /// Whether split experts' tokens go through MoNTA's relay.
+    pub fn relays(&self) -> bool {
+        matches!(self, Overlap::Monta(_))
+    }
+
+    /// Its name without settings (`none`, `two_batch`, `chunked`, `monta`).
     pub fn name(&self) -> &'static str {
         match self {
             Overlap::None => "none",
             Overlap::TwoBatch => "two_batch",
             Overlap::Chunked(_) => "chunked",
+            Overlap::Monta(_) => "monta",
         }
     }
 }
 
-/// `none`, `two_batch`; `chunked(d)` when every chunked layer has the same
-/// `d`, else `chunked(d0/d1/...)` over the MoE layers.
+/// `none`, `two_batch`; `chunked(d)` (`monta(d)`) when every MoE layer has
+/// the same `d`, else `chunked(d0/d1/...)` over the MoE layers.
 impl fmt::Display for Overlap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Overlap::Chunked(d) = self else {
+        let (Overlap::Chunked(d) | Overlap::Monta(d)) = self else {
             return f.write_str(self.name());
         };
+        let name = self.name();
         let moe: Vec<u32> = d.iter().copied().filter(|&c| c > 0).collect();
         let mut distinct = moe.clone();
         distinct.dedup();
         match distinct.as_slice() {
-            [one] => write!(f, "chunked({one})"),
+            [one] => write!(f, "{name}({one})"),
             _ => {
                 let text: Vec<String> = moe.iter().map(u32::to_string).collect();
-                write!(f, "chunked({})", text.join("/"))
+                write!(f, "{name}({})", text.join("/"))
             }
         }
     }

@@ -43,7 +43,7 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
     let _ = writeln!(out, "; passes run: {passes}");
     match &ir.overlap {
         super::Overlap::None => {}
-        super::Overlap::Chunked(_) => {
+        super::Overlap::Chunked(_) | super::Overlap::Monta(_) => {
             let _ = writeln!(out, "; overlap: {} (chunks per MoE layer)", ir.overlap);
         }
         o => {

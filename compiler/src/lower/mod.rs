@@ -150,6 +150,7 @@ fn placement(ir: &Ir, model: &ModelSpec, workload: &WorkloadSpec) -> Result<(Pla
         attention_groups,
         token_domains,
         balanced: Vec::new(),
+        relay_parts: ir.overlap.relays(),
     };
     Ok((placement, unfused))
 }

@@ -31,6 +31,13 @@
 //! dispatch lands, under the next chunk's dispatch, and its combine
 //! returns under the next chunk's experts. Each chunk's expert kernel
 //! reads its experts' weights again: FSMoE's per-chunk `alpha`.
+//!
+//! MoNTA (`monta`) chunks the same way and relays split experts' tokens
+//! (`Placement::relay_parts`): per chunk, the dispatch (inter-node, on
+//! stream 1), then the expert all-gather inside the expert's group (on a
+//! third stream, 2, the intra-node one), the experts, the expert
+//! reduce-scatter (stream 2), the combine (stream 1). Chunk `c`'s
+//! all-gather runs under chunk `c + 1`'s dispatch: MoNTA's pipeline.
 
 use crate::ir::Overlap;
 use moec_runtime::model::{LayerKind, ModelSpec};
@@ -45,7 +52,7 @@ pub fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool], ove
     let chunks = overlap.chunks();
     let mut p = Program {
         instrs: Vec::new(),
-        streams: m > 1 || matches!(overlap, Overlap::Chunked(_)),
+        streams: m > 1 || !chunks.is_empty(),
     };
     let shared = model.moe.as_ref().is_some_and(|m| m.shared_experts > 0);
     // Per micro-batch: the instructions that complete its previous layer.
@@ -56,7 +63,8 @@ pub fn program(model: &ModelSpec, tp: bool, domains: bool, unfused: &[bool], ove
         match model.layer_kind(l) {
             LayerKind::Moe if !chunks.is_empty() => {
                 let d = chunks.get(l as usize).copied().unwrap_or(1).max(1);
-                prev[0] = p.chunked_moe(layer, &prev[0], (tp, domains, shared, unfused), d);
+                let relay = overlap.relays();
+                prev[0] = p.chunked_moe(layer, &prev[0], (tp, domains, shared, unfused, relay), d);
             }
             LayerKind::Moe => {
                 // Phase 1: attention, gate and dispatch of each micro-batch.
@@ -112,7 +120,11 @@ impl Program {
 
     fn push_chunk(&mut self, op: SOp, deps: &[InstrId], micro_batch: u32, chunk: u32) -> InstrId {
         let id = InstrId(self.instrs.len() as u32);
-        let stream = u8::from(self.streams && !op.is_compute());
+        let stream = match (&op, self.streams && !op.is_compute()) {
+            (_, false) => 0,
+            (SOp::ExpertAllGather { .. } | SOp::ExpertReduceScatter { .. }, true) => 2,
+            (_, true) => 1,
+        };
         self.instrs.push(Instr {
             micro_batch,
             chunk,
@@ -128,7 +140,7 @@ impl Program {
         &mut self,
         layer: u32,
         prev: &[InstrId],
-        (tp, domains, shared, unfused): (bool, bool, bool, bool),
+        (tp, domains, shared, unfused, relay): (bool, bool, bool, bool, bool),
         d: u32,
     ) -> Vec<InstrId> {
         let attention = self.attention(layer, prev, tp, 0);
@@ -144,12 +156,26 @@ impl Program {
             last_collective = self.push_chunk(SOp::Dispatch { layer }, &[last_collective], 0, c);
             dispatches.push(last_collective);
         }
+        // Under the relay, each chunk's tokens reach every part of their
+        // experts through the expert all-gather, and come back summed.
+        let arrived: Vec<InstrId> = (0..d)
+            .map(|c| match relay {
+                true => self.push_chunk(SOp::ExpertAllGather { layer }, &[dispatches[c as usize]], 0, c),
+                false => dispatches[c as usize],
+            })
+            .collect();
         let experts: Vec<InstrId> = (0..d)
-            .map(|c| self.push_chunk(SOp::Experts { layer, unfused }, &[dispatches[c as usize]], 0, c))
+            .map(|c| self.push_chunk(SOp::Experts { layer, unfused }, &[arrived[c as usize]], 0, c))
+            .collect();
+        let computed: Vec<InstrId> = (0..d)
+            .map(|c| match relay {
+                true => self.push_chunk(SOp::ExpertReduceScatter { layer }, &[experts[c as usize]], 0, c),
+                false => experts[c as usize],
+            })
             .collect();
         let mut combines = Vec::with_capacity(d as usize);
         for c in 0..d {
-            let combine = self.push_chunk(SOp::Combine { layer }, &[experts[c as usize], last_collective], 0, c);
+            let combine = self.push_chunk(SOp::Combine { layer }, &[computed[c as usize], last_collective], 0, c);
             last_collective = combine;
             combines.push(combine);
         }

@@ -483,28 +483,40 @@ fn routing_fits(
 /// `compute_balanced`, each optionally with `fused = false` (`ep(fused =
 /// false)`), or `auto`. A size must fit `alive` dies and `ffn` columns
 /// (E0040); without one, all alive dies.
-/// `overlap = none | two_batch | chunked(d) | chunked(auto) | auto`.
+/// `overlap = none | two_batch | chunked(d) | chunked(auto) | monta(n) |
+/// monta(auto) | auto`.
 fn overlap_choice(v: &Value) -> Result<OverlapChoice, Diagnostic> {
     match &v.kind {
         ValueKind::Name(_) => {
             let name = reader::choice(v, "overlap", &OverlapChoice::names())?;
             OverlapChoice::parse(name).map_err(|e| Diagnostic::error(Code::E0017, v.span, e))
         }
-        ValueKind::Call(c) if c.name.text == "chunked" => {
+        ValueKind::Call(c) if c.name.text == "chunked" || c.name.text == "monta" => {
+            let name = c.name.text.as_str();
             let arg = match c.args.as_slice() {
                 [a] if a.name.is_none() => &a.value,
                 _ => {
-                    return Err(
-                        Diagnostic::error(Code::E0018, c.span, "`chunked` takes one chunk count, or auto")
-                            .with_hint("write chunked(4), or chunked(auto) for FSMoE's choice per layer"),
+                    return Err(Diagnostic::error(
+                        Code::E0018,
+                        c.span,
+                        format!("`{name}` takes one chunk count, or auto"),
                     )
+                    .with_hint(format!(
+                        "write {name}(4), or {name}(auto) for the paper's choice per layer"
+                    )))
                 }
             };
-            match &arg.kind {
-                ValueKind::Name(n) if n == "auto" => Ok(OverlapChoice::ChunkedByModel),
-                _ => reader::int(arg, "chunked", 1, u64::from(moec_runtime::schedule::MAX_CHUNKS))
-                    .map(|d| OverlapChoice::Chunked(d as u32)),
-            }
+            let by_model = matches!(&arg.kind, ValueKind::Name(n) if n == "auto");
+            let d = match by_model {
+                true => 0,
+                false => reader::int(arg, name, 1, u64::from(moec_runtime::schedule::MAX_CHUNKS))? as u32,
+            };
+            Ok(match (name, by_model) {
+                ("chunked", true) => OverlapChoice::ChunkedByModel,
+                ("chunked", false) => OverlapChoice::Chunked(d),
+                (_, true) => OverlapChoice::MontaByModel,
+                (_, false) => OverlapChoice::Monta(d),
+            })
         }
         ValueKind::Call(c) => Err(reader::unknown_choice(
             c.name.span,

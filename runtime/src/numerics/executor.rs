@@ -555,6 +555,11 @@ impl Executor {
             Op::ReduceScatter { layer } => return self.reduce_scatter(d, layer, w),
             Op::TokenAllGather { layer } => return self.token_all_gather(d, layer),
             Op::MoeReduceScatter { layer } => return self.moe_reduce_scatter(d, layer, w, top_k),
+            // MoNTA's relay changes which links a split expert's rows take,
+            // not what any die computes: `dispatch` hands every part its
+            // rows and `combine` sums the parts' partials at the token's
+            // home, in part order, as without the relay.
+            Op::ExpertAllGather { .. } | Op::ExpertReduceScatter { .. } => return,
             _ => {}
         }
         let die = &mut self.dies[d];

@@ -139,6 +139,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         token_domains: Vec::new(),
         expert_columns: Vec::new(),
         balanced: Vec::new(),
+        relay_parts: false,
     };
     let instrs = program(&model);
     Schedule {
@@ -692,6 +693,7 @@ fn deepseek_v3_numeric_step_timing() {
             token_domains: Vec::new(),
             expert_columns: Vec::new(),
             balanced: Vec::new(),
+            relay_parts: false,
         },
         programs: (0..dies)
             .map(|d| DieProgram {

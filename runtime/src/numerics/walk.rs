@@ -84,6 +84,10 @@ struct Progress {
     dense: BTreeSet<u32>,
     /// (layer, chunk) whose experts this die has run.
     experts: BTreeSet<(u32, u32)>,
+    /// MoNTA's relay: (layer, chunk) whose expert all-gather and expert
+    /// reduce-scatter this die has issued.
+    relayed: BTreeSet<(u32, u32)>,
+    reduced: BTreeSet<(u32, u32)>,
     /// Per layer: chunks whose combine (or, under token domains, whose
     /// return) has completed on this die.
     chunks_back: BTreeMap<u32, u32>,
@@ -186,6 +190,8 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
                         | Op::Experts { .. }
                         | Op::SharedExperts { .. }
                         | Op::Combine { .. }
+                        | Op::ExpertAllGather { .. }
+                        | Op::ExpertReduceScatter { .. }
                         | Op::TokenAllGather { .. }
                         | Op::MoeReduceScatter { .. }
                 );
@@ -205,8 +211,7 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
         }
         // A chunked layer's dispatch, experts and combine: every chunk's.
         let has = |op: Op| {
-            let chunked = matches!(op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. });
-            let chunks = match (chunked, op.layer()) {
+            let chunks = match (op.is_chunked(), op.layer()) {
                 (true, Some(l)) => schedule.chunks_of(l),
                 _ => 1,
             };
@@ -246,6 +251,9 @@ fn check_instructions(schedule: &Schedule, holdings: &Holdings) -> Result<(), St
         for layer in 0..model.layers as u32 {
             if holdings.expert_dies(layer).contains(&die) {
                 needed.extend([Op::Experts { layer, unfused: false }, Op::Combine { layer }]);
+                if schedule.placement.relay_parts {
+                    needed.extend([Op::ExpertAllGather { layer }, Op::ExpertReduceScatter { layer }]);
+                }
             }
         }
         if let Some(missing) = needed.into_iter().find(|op| !has(op.clone())) {
@@ -396,6 +404,7 @@ impl<'a> Planner<'a> {
         };
         let tp = self.holdings.in_tp_group(die);
         let domains = self.holdings.has_token_domains();
+        let relay = self.schedule.placement.relay_parts;
         match *op {
             Op::Attention { layer } | Op::AllGather { layer }
                 if holder && (tp == matches!(op, Op::AllGather { .. })) =>
@@ -430,13 +439,21 @@ impl<'a> Planner<'a> {
             Op::MoeReduceScatter { layer } if self.holdings.dispatches(die) && !p.returned.contains(&layer) => {
                 return hazard("its combine of that layer has completed")
             }
-            Op::Experts { layer, .. }
+            Op::Experts { layer, .. } | Op::ExpertAllGather { layer }
                 if self.serves(die, layer) && self.dispatch_left.get(&(layer, chunk)) != Some(&0) =>
             {
                 return hazard("every token of that layer (and chunk) has been dispatched");
             }
-            Op::Combine { layer } if self.serves(die, layer) && !p.experts.contains(&(layer, chunk)) => {
+            Op::Experts { layer, .. } if relay && self.serves(die, layer) && !p.relayed.contains(&(layer, chunk)) => {
+                return hazard("its expert_all_gather of that layer (and chunk)");
+            }
+            Op::Combine { layer } | Op::ExpertReduceScatter { layer }
+                if self.serves(die, layer) && !p.experts.contains(&(layer, chunk)) =>
+            {
                 return hazard("its experts of that layer (and chunk)");
+            }
+            Op::Combine { layer } if relay && self.serves(die, layer) && !p.reduced.contains(&(layer, chunk)) => {
+                return hazard("its expert_reduce_scatter of that layer (and chunk)");
             }
             Op::LmHead
                 if holder && !p.finalized.contains(&(model.layers as u32).saturating_sub(1)) && model.layers > 0 =>
@@ -459,6 +476,8 @@ impl<'a> Planner<'a> {
             Op::SharedExperts { layer } => _ = p.shared.insert(layer),
             Op::DenseFfn { layer } => _ = p.dense.insert(layer),
             Op::Experts { layer, .. } => _ = p.experts.insert((layer, chunk)),
+            Op::ExpertAllGather { layer } => _ = p.relayed.insert((layer, chunk)),
+            Op::ExpertReduceScatter { layer } => _ = p.reduced.insert((layer, chunk)),
             _ => {}
         }
         match *op {

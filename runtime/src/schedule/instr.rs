@@ -89,6 +89,15 @@ pub enum Op {
     },
     /// The shared experts of `layer` on this die's tokens.
     SharedExperts { layer: u32 },
+    /// MoNTA's relay (`Placement::relay_parts`): the parts of this die's
+    /// split expert copies that received tokens forward them to the
+    /// copies' other parts, inside the copy's group; complete when every
+    /// forwarded token for this die's parts has arrived.
+    ExpertAllGather { layer: u32 },
+    /// MoNTA's relay: the parts' partial outputs sent to the part that
+    /// received the tokens, which sums them; complete when every partial
+    /// for the tokens this die relayed has arrived.
+    ExpertReduceScatter { layer: u32 },
     /// Send expert outputs back to the tokens' home dies (to the member that
     /// dispatched them, under token domains); complete when all outputs for
     /// this die's tokens have arrived and are summed with the gate weights.
@@ -121,12 +130,27 @@ impl Op {
         )
     }
 
+    /// True for the ops a chunked MoE layer runs once per chunk
+    /// (`Schedule::chunks`).
+    pub fn is_chunked(&self) -> bool {
+        matches!(
+            self,
+            Op::Dispatch { .. }
+                | Op::Experts { .. }
+                | Op::Combine { .. }
+                | Op::ExpertAllGather { .. }
+                | Op::ExpertReduceScatter { .. }
+        )
+    }
+
     /// True for ops that occupy the compute unit.
     pub fn is_compute(&self) -> bool {
         !matches!(
             self,
             Op::Dispatch { .. }
                 | Op::Combine { .. }
+                | Op::ExpertAllGather { .. }
+                | Op::ExpertReduceScatter { .. }
                 | Op::AllGather { .. }
                 | Op::ReduceScatter { .. }
                 | Op::TokenAllGather { .. }
@@ -148,6 +172,8 @@ impl Op {
             Op::Experts { .. } => "experts",
             Op::SharedExperts { .. } => "shared_experts",
             Op::Combine { .. } => "combine",
+            Op::ExpertAllGather { .. } => "expert_all_gather",
+            Op::ExpertReduceScatter { .. } => "expert_reduce_scatter",
             Op::TokenAllGather { .. } => "token_all_gather",
             Op::MoeReduceScatter { .. } => "moe_reduce_scatter",
             Op::DenseFfn { .. } => "dense_ffn",
@@ -168,6 +194,8 @@ impl Op {
             | Op::Experts { layer, .. }
             | Op::SharedExperts { layer }
             | Op::Combine { layer }
+            | Op::ExpertAllGather { layer }
+            | Op::ExpertReduceScatter { layer }
             | Op::TokenAllGather { layer }
             | Op::MoeReduceScatter { layer }
             | Op::DenseFfn { layer } => Some(layer),

@@ -122,6 +122,14 @@ pub struct Placement {
     /// DynamicPlacement. Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balanced: Vec<Vec<u32>>,
+    /// MoNTA's relay: a token bound for an expert copy split over several
+    /// dies is sent once, to the part at its sender's position in its
+    /// attention group (modulo the parts), which forwards it to the other
+    /// parts (`Op::ExpertAllGather`) and sums their partial outputs
+    /// (`Op::ExpertReduceScatter`) before returning one row. False: the
+    /// token goes to every part, and every part's output comes back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay_parts: bool,
 }
 
 impl Placement {
@@ -534,12 +542,12 @@ impl Schedule {
                 ));
             }
             if let Some((k, instr)) = p.instrs.iter().enumerate().find(|(_, x)| {
-                let chunked = matches!(x.op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. });
+                let chunked = x.op.is_chunked();
                 let of = x.op.layer().map_or(1, |l| self.chunks_of(l));
                 x.chunk > 0 && (!chunked || x.chunk >= of)
             }) {
                 return Err(format!(
-                    "die {i}: instruction {k} ({}) is of chunk {}, but only an MoE layer's dispatch, experts and combine are chunked, into the layer's `chunks`",
+                    "die {i}: instruction {k} ({}) is of chunk {}, but only an MoE layer's dispatch, experts, combine and expert collectives are chunked, into the layer's `chunks`",
                     instr.op.name(),
                     instr.chunk
                 ));

@@ -149,10 +149,13 @@ const ALL_GATHER: u64 = 2;
 const REDUCE_SCATTER: u64 = 3;
 const TOKEN_ALL_GATHER: u64 = 4;
 const MOE_REDUCE_SCATTER: u64 = 5;
-const KINDS: usize = 6;
+// 6 is `moves::MIGRATION`.
+const EXPERT_ALL_GATHER: u64 = 7;
+const EXPERT_REDUCE_SCATTER: u64 = 8;
+const KINDS: usize = 9;
 
 fn is_ring(kind: u64) -> bool {
-    kind >= ALL_GATHER
+    (ALL_GATHER..=MOE_REDUCE_SCATTER).contains(&kind)
 }
 
 /// The collective kind of a ring op.
@@ -195,6 +198,8 @@ impl Collectives {
                     for d in 0..dies {
                         pending[DISPATCH as usize][at + d] = t.dispatch_in[d];
                         pending[COMBINE as usize][at + d] = t.combine_in[d];
+                        pending[EXPERT_ALL_GATHER as usize][at + d] = t.relay_in.get(d).copied().unwrap_or(0);
+                        pending[EXPERT_REDUCE_SCATTER as usize][at + d] = t.reduce_in.get(d).copied().unwrap_or(0);
                     }
                 }
             }
@@ -560,7 +565,17 @@ pub fn simulate_step_with(
     // The tag's top byte is the collective kind (`tag`).
     let by_kind = result.traffic.class_byte_hops;
     result.all_to_all_byte_hops = by_kind[DISPATCH as usize] + by_kind[COMBINE as usize];
-    result.collective_byte_hops = (ALL_GATHER as usize..KINDS).map(|k| by_kind[k]).sum();
+    result.collective_byte_hops = [
+        ALL_GATHER,
+        REDUCE_SCATTER,
+        TOKEN_ALL_GATHER,
+        MOE_REDUCE_SCATTER,
+        EXPERT_ALL_GATHER,
+        EXPERT_REDUCE_SCATTER,
+    ]
+    .iter()
+    .map(|&k| by_kind[k as usize])
+    .sum();
     result.migration_byte_hops = by_kind[MIGRATION as usize];
     Ok(result)
 }
@@ -691,14 +706,25 @@ fn issue(
     } else {
         s.issued_at[i] = now;
         match instr.op {
-            Op::Dispatch { layer } | Op::Combine { layer } => {
-                let combine = matches!(instr.op, Op::Combine { .. });
-                let kind = if combine { COMBINE } else { DISPATCH };
+            Op::Dispatch { layer }
+            | Op::Combine { layer }
+            | Op::ExpertAllGather { layer }
+            | Op::ExpertReduceScatter { layer } => {
+                // Combine and the expert reduce-scatter send their pairs' bytes back.
+                let (kind, back) = match instr.op {
+                    Op::Dispatch { .. } => (DISPATCH, false),
+                    Op::Combine { .. } => (COMBINE, true),
+                    Op::ExpertAllGather { .. } => (EXPERT_ALL_GATHER, false),
+                    _ => (EXPERT_REDUCE_SCATTER, true),
+                };
                 let slot = parts.slot(layer, j, c);
                 if let Some(t) = layer_traffic {
-                    for &(src, dst, bytes) in &t.dispatch {
-                        // Dispatch goes home -> expert die; combine comes back.
-                        let (from, to) = if combine { (dst, src) } else { (src, dst) };
+                    let pairs = match kind {
+                        DISPATCH | COMBINE => &t.dispatch,
+                        _ => &t.relay,
+                    };
+                    for &(src, dst, bytes) in pairs {
+                        let (from, to) = if back { (dst, src) } else { (src, dst) };
                         if from.0 as usize == d {
                             let id = net
                                 .start(now, from, to, bytes, tag(kind, slot as u32, to))

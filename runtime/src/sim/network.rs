@@ -50,6 +50,9 @@ use serde::Serialize;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+/// Traffic classes a flow's tag can name (its top byte): the collective
+/// kinds of `engine.rs` and migration.
+pub const TRAFFIC_CLASSES: usize = 9;
 /// Capacities in use up to which progressive filling scans them for the
 /// lowest share at each level instead of keeping them in a heap.
 const SCAN_LINKS: usize = 64;
@@ -83,7 +86,7 @@ pub struct Traffic {
     /// `byte_hops` by traffic class: a flow's class is its tag's top byte
     /// (classes above 7 count as 7), so a caller can tell its kinds of
     /// traffic apart.
-    pub class_byte_hops: [u64; 8],
+    pub class_byte_hops: [u64; TRAFFIC_CLASSES],
 }
 
 /// Where a cached route's links sit in `Network::route_links`, and how long
@@ -556,7 +559,7 @@ impl<'m> Network<'m> {
         let hops = u64::try_from(route.len).unwrap_or(u64::MAX) - if self.has_ports() { 2 } else { 0 };
         let hops = if route.len == 0 { 0 } else { hops };
         self.traffic.byte_hops = self.traffic.byte_hops.saturating_add(bytes.saturating_mul(hops));
-        let class = &mut self.traffic.class_byte_hops[((tag >> 56) as usize).min(7)];
+        let class = &mut self.traffic.class_byte_hops[((tag >> 56) as usize).min(TRAFFIC_CLASSES - 1)];
         *class = class.saturating_add(bytes.saturating_mul(hops));
         if bytes == 0 || (route.len == 0 && route.latency == Time::ZERO) {
             self.finished.push((id, tag, self.now));
@@ -1153,7 +1156,7 @@ mod tests {
             Traffic {
                 bytes: 1 << 20,
                 byte_hops: 0,
-                class_byte_hops: [0; 8],
+                class_byte_hops: [0; TRAFFIC_CLASSES],
             }
         );
         // Errors from the machine come through.
@@ -1195,7 +1198,11 @@ mod tests {
                 bytes: total,
                 byte_hops,
                 // Tags below 2^56 are all of class 0.
-                class_byte_hops: [byte_hops, 0, 0, 0, 0, 0, 0, 0],
+                class_byte_hops: {
+                    let mut c = [0; TRAFFIC_CLASSES];
+                    c[0] = byte_hops;
+                    c
+                },
             }
         );
     }

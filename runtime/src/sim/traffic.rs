@@ -30,6 +30,15 @@ pub struct LayerTraffic {
     pub dispatch_in: Vec<u32>,
     /// Per die: combine transfers that arrive at it (one per die it dispatched to).
     pub combine_in: Vec<u32>,
+    /// MoNTA's relay (`Placement::relay_parts`): forwarding transfers
+    /// (relay part, other part, bytes), sorted; the expert reduce-scatter
+    /// sends the same bytes back. Empty without the relay.
+    pub relay: Vec<(DieId, DieId, u64)>,
+    /// Per die: forwarded transfers that arrive at it (empty without the relay).
+    pub relay_in: Vec<u32>,
+    /// Per die: partial outputs that arrive at it as a relay (one per part
+    /// it forwarded to; empty without the relay).
+    pub reduce_in: Vec<u32>,
 }
 
 /// What one die's attention covers: with data-parallel attention its own
@@ -223,6 +232,17 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
     let ffn = schedule.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
     let mut layers = vec![None; schedule.model.layers as usize];
     let mut pairs = PairTokens::new(dies);
+    let mut relayed = PairTokens::new(dies);
+    let relay = schedule.placement.relay_parts;
+    let position: Vec<usize> = match relay {
+        true => schedule
+            .placement
+            .attention_group_of(dies)
+            .into_iter()
+            .map(|(_, at)| at)
+            .collect(),
+        false => Vec::new(),
+    };
     for lr in &routing.layers {
         let l = lr.layer as usize;
         if schedule.placement.experts.get(l).is_none_or(|e| e.is_empty()) {
@@ -254,6 +274,7 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
         }
         let mut slot_tokens = vec![0u64; slots.len()];
         pairs.clear();
+        relayed.clear();
         // Tokens of balanced (broadcast) experts go last, each to the
         // holder with the fewest token-expert pairs so far.
         let mut die_load = vec![0u64; dies];
@@ -284,12 +305,30 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
                 continue;
             };
             let first = copy_slot[e as usize][position_of(of_expert, copy)];
+            // Under the relay, one part of a split copy receives the token
+            // (the one at its sender's position) and forwards it.
+            let relay_die = (relay && copy.len() > 1).then(|| {
+                let sender = senders.sender(home, copy[0].die);
+                let at = position.get(sender.index()).copied().unwrap_or(0) % copy.len();
+                (sender, copy[at].die)
+            });
+            if let Some((sender, to)) = relay_die {
+                if to != sender {
+                    pairs.add(sender.index(), to.index());
+                }
+            }
             for (p, part) in copy.iter().enumerate() {
                 die_load[part.die.index()] += 1;
                 slot_tokens[first + p] += 1;
-                let sender = senders.sender(home, part.die);
-                if part.die != sender {
-                    pairs.add(sender.index(), part.die.index());
+                match relay_die {
+                    Some((_, to)) if part.die != to => relayed.add(to.index(), part.die.index()),
+                    Some(_) => {}
+                    None => {
+                        let sender = senders.sender(home, part.die);
+                        if part.die != sender {
+                            pairs.add(sender.index(), part.die.index());
+                        }
+                    }
                 }
             }
         }
@@ -328,11 +367,19 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
             dispatch: Vec::new(),
             dispatch_in: vec![0; dies],
             combine_in: vec![0; dies],
+            relay: Vec::new(),
+            relay_in: vec![0; if relay { dies } else { 0 }],
+            reduce_in: vec![0; if relay { dies } else { 0 }],
         };
         for (src, dst, n) in pairs.sorted() {
             t.dispatch.push((DieId(src as u32), DieId(dst as u32), n * token_bytes));
             t.dispatch_in[dst] += 1;
             t.combine_in[src] += 1;
+        }
+        for (src, dst, n) in relayed.sorted() {
+            t.relay.push((DieId(src as u32), DieId(dst as u32), n * token_bytes));
+            t.relay_in[dst] += 1;
+            t.reduce_in[src] += 1;
         }
         layers[l] = Some(t);
     }

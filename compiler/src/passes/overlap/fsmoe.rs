@@ -69,8 +69,14 @@ impl Task {
             (st / n, 0.0)
         };
         match (alpha < 0.0, beta < 0.0) {
-            (true, _) if sxx > 0.0 => Task { alpha: 0.0, beta: sxt / sxx },
-            (_, true) | (true, _) => Task { alpha: st / n, beta: 0.0 },
+            (true, _) if sxx > 0.0 => Task {
+                alpha: 0.0,
+                beta: sxt / sxx,
+            },
+            (_, true) | (true, _) => Task {
+                alpha: st / n,
+                beta: 0.0,
+            },
             _ => Task { alpha, beta },
         }
     }

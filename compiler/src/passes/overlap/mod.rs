@@ -22,6 +22,7 @@
 //! and the parallel form, whose choices it takes as they are.
 
 pub mod fsmoe;
+pub mod monta;
 
 use crate::ir::{Ir, Op, Overlap};
 use crate::passes::probe::step_time::step_time;
@@ -39,6 +40,11 @@ pub enum OverlapChoice {
     Chunked(u32),
     /// `chunked(auto)`: FSMoE's choice of `d` per layer.
     ChunkedByModel,
+    /// `monta(n)`: MoNTA's relay of split experts' tokens, in `n` chunks.
+    Monta(u32),
+    /// `monta(auto)`: MoNTA's strategy per layer (relay or not, `n`) from
+    /// the traffic volumes and the links' bandwidths.
+    MontaByModel,
     /// Every form simulated, the fastest kept.
     Auto,
 }
@@ -61,7 +67,15 @@ impl PlainOverlap {
 
 impl OverlapChoice {
     /// Every choice, as the language spells it.
-    pub const SPELLINGS: &'static [&'static str] = &["none", "two_batch", "chunked(d)", "chunked(auto)", "auto"];
+    pub const SPELLINGS: &'static [&'static str] = &[
+        "none",
+        "two_batch",
+        "chunked(d)",
+        "chunked(auto)",
+        "monta(n)",
+        "monta(auto)",
+        "auto",
+    ];
 
     /// The choices a plan names without arguments.
     pub fn names() -> Vec<&'static str> {
@@ -73,6 +87,7 @@ impl OverlapChoice {
         OverlapChoice::Fixed(PlainOverlap::None),
         OverlapChoice::Fixed(PlainOverlap::TwoBatch),
         OverlapChoice::ChunkedByModel,
+        OverlapChoice::MontaByModel,
     ];
 
     /// From its spelling (`none`, `two_batch`, `chunked(4)`,
@@ -85,23 +100,30 @@ impl OverlapChoice {
             "auto" => return Ok(OverlapChoice::Auto),
             _ => {}
         }
-        let arg = text
-            .strip_prefix("chunked")
-            .map(str::trim)
-            .and_then(|r| r.strip_prefix('('))
-            .and_then(|r| r.strip_suffix(')'))
-            .map(str::trim);
-        match arg {
-            Some("auto") => Ok(OverlapChoice::ChunkedByModel),
-            Some(d) => match d.parse::<u32>() {
-                Ok(d) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Chunked(d)),
-                _ => Err(format!(
-                    "`chunked` takes a chunk count from 1 to {MAX_CHUNKS}, or auto; found `{d}`"
-                )),
-            },
-            None => Err(format!(
-                "no overlap form `{text}` (forms: {})",
-                OverlapChoice::SPELLINGS.join(", ")
+        let call = |name: &str| {
+            text.strip_prefix(name)
+                .map(str::trim)
+                .and_then(|r| r.strip_prefix('('))
+                .and_then(|r| r.strip_suffix(')'))
+                .map(str::trim)
+        };
+        let (name, arg) = match (call("chunked"), call("monta")) {
+            (Some(arg), _) => ("chunked", arg),
+            (_, Some(arg)) => ("monta", arg),
+            _ => {
+                return Err(format!(
+                    "no overlap form `{text}` (forms: {})",
+                    OverlapChoice::SPELLINGS.join(", ")
+                ))
+            }
+        };
+        match (name, arg, arg.parse::<u32>()) {
+            ("chunked", "auto", _) => Ok(OverlapChoice::ChunkedByModel),
+            ("monta", "auto", _) => Ok(OverlapChoice::MontaByModel),
+            ("chunked", _, Ok(d)) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Chunked(d)),
+            ("monta", _, Ok(d)) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Monta(d)),
+            _ => Err(format!(
+                "`{name}` takes a chunk count from 1 to {MAX_CHUNKS}, or auto; found `{arg}`"
             )),
         }
     }
@@ -114,6 +136,8 @@ impl fmt::Display for OverlapChoice {
             OverlapChoice::Fixed(PlainOverlap::TwoBatch) => f.write_str("two_batch"),
             OverlapChoice::Chunked(d) => write!(f, "chunked({d})"),
             OverlapChoice::ChunkedByModel => f.write_str("chunked(auto)"),
+            OverlapChoice::Monta(n) => write!(f, "monta({n})"),
+            OverlapChoice::MontaByModel => f.write_str("monta(auto)"),
             OverlapChoice::Auto => f.write_str("auto"),
         }
     }
@@ -172,12 +196,13 @@ impl Pass for OverlapPass {
 /// The form a choice other than `auto` gives.
 fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     let moe = |l: u64| cx.model.layer_kind(l) == LayerKind::Moe;
+    let uniform = |d: u32| (0..cx.model.layers).map(|l| if moe(l) { d } else { 0 }).collect();
     Ok(match choice {
         OverlapChoice::Fixed(plain) => plain.form(),
-        OverlapChoice::Chunked(d) => {
-            Overlap::Chunked((0..cx.model.layers).map(|l| if moe(l) { d } else { 0 }).collect())
-        }
+        OverlapChoice::Chunked(d) => Overlap::Chunked(uniform(d)),
         OverlapChoice::ChunkedByModel => Overlap::Chunked(fsmoe::chunks(ir, cx)?),
+        OverlapChoice::Monta(n) => Overlap::Monta(uniform(n)),
+        OverlapChoice::MontaByModel => monta::strategy(ir, cx)?,
         OverlapChoice::Auto => return Err("`auto` is not one form".into()),
     })
 }
@@ -186,9 +211,19 @@ fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overl
 /// one in `OverlapChoice::TRIED`); each form's time goes in a note.
 fn fastest(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     let mut best: Option<(f64, Overlap)> = None;
+    let mut tried = Vec::new();
     for &choice in OverlapChoice::TRIED {
         let mut trial = ir.clone();
         trial.overlap = form_of(choice, &mut trial, cx)?;
+        // A model's choice may be a form already timed (monta(auto) without
+        // a split expert is none).
+        if tried.contains(&trial.overlap) {
+            continue;
+        }
+        tried.push(trial.overlap.clone());
+        ir.header
+            .notes
+            .extend(trial.header.notes.iter().skip(ir.header.notes.len()).cloned());
         let seconds = step_time(&trial, cx)?;
         ir.header.notes.push(format!(
             "overlap(auto): {} {:.3} ms a step (simulated)",
