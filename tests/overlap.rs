@@ -386,13 +386,18 @@ plan p {{
     )
 }
 
+/// The first step of the schedule's own workload routing.
+fn first_step(s: &Schedule) -> StepRouting {
+    moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
+        .expect("generator")
+        .step(0)
+        .expect("routing")
+}
+
 /// Bytes of a step's dispatch that cross a node boundary.
 fn inter_node_dispatch_bytes(s: &Schedule) -> u64 {
     let machine = Machine::build(s.machine.clone()).expect("machine");
-    let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
-        .expect("generator")
-        .step(0)
-        .expect("routing");
+    let routing = first_step(s);
     let traffic = moec_runtime::sim::traffic::step_traffic(s, &machine, &routing);
     traffic
         .layers
@@ -424,16 +429,7 @@ fn montas_relay_cuts_the_inter_node_all_to_all_by_exactly_the_tp_factor() {
     );
     assert_eq!(count(&unsplit, "expert_all_gather"), 0);
     // Faster over the slow NIC.
-    let step = |s: &Schedule| {
-        let machine = Machine::build(s.machine.clone()).expect("machine");
-        let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
-            .expect("generator")
-            .step(0)
-            .expect("routing");
-        simulate_step(s, &machine, &routing, SimOptions::default())
-            .expect("simulates")
-            .latency_s
-    };
+    let step = |s: &Schedule| simulate_on(s, &first_step(s)).latency_s;
     let (tu, tr) = (step(&unsplit), step(&relayed));
     assert!(tr < tu, "unsplit {tu} s, relayed {tr} s");
 }

@@ -35,9 +35,6 @@ pub enum Overlap {
 }
 
 impl Overlap {
-    /// The forms without settings, as the language spells them.
-    pub const PLAIN: &'static [(&'static str, Overlap)] = &[("none", Overlap::None), ("two_batch", Overlap::TwoBatch)];
-
     /// Micro-batches the step is split into.
     pub fn micro_batches(&self) -> u32 {
         match self {

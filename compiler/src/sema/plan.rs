@@ -487,10 +487,16 @@ fn routing_fits(
 /// monta(auto) | auto`.
 fn overlap_choice(v: &Value) -> Result<OverlapChoice, Diagnostic> {
     match &v.kind {
-        ValueKind::Name(_) => {
-            let name = reader::choice(v, "overlap", &OverlapChoice::names())?;
-            OverlapChoice::parse(name).map_err(|e| Diagnostic::error(Code::E0017, v.span, e))
+        ValueKind::Name(n) if n == "chunked" || n == "monta" => {
+            Err(
+                Diagnostic::error(Code::E0018, v.span, format!("`{n}` needs a chunk count"))
+                    .with_hint(format!("write {n}(4), or {n}(auto) for the paper's choice per layer")),
+            )
         }
+        ValueKind::Name(n) if OverlapChoice::names().contains(&n.as_str()) => {
+            OverlapChoice::parse(n).map_err(|e| Diagnostic::error(Code::E0017, v.span, e))
+        }
+        ValueKind::Name(n) => Err(reader::unknown_choice(v.span, "overlap", n, OverlapChoice::SPELLINGS)),
         ValueKind::Call(c) if c.name.text == "chunked" || c.name.text == "monta" => {
             let name = c.name.text.as_str();
             let arg = match c.args.as_slice() {

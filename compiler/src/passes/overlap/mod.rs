@@ -13,13 +13,18 @@
 //!   computed and combined in `d` chunks, one chunk's experts under the
 //!   next one's all-to-all; `chunked(auto)`: `d` per layer from FSMoE's
 //!   alpha-beta task model, fitted on the simulated machine (`fsmoe.rs`).
-//! - `auto`: `none`, `two_batch` and `chunked(auto)` lowered and their
-//!   steps simulated (`probe/step_time.rs`); the fastest kept, ties to the
-//!   simpler form, every form's time left in a note.
+//! - `monta(n)` (MoNTA): a token bound for a split expert crosses to one
+//!   part of it, which forwards it inside the expert's group, in `n`
+//!   chunks; `monta(auto)`: relay or not, and `n` per layer, from MoNTA's
+//!   formula on the traffic volumes and link bandwidths (`monta.rs`).
+//! - `auto`: `none`, `two_batch`, `chunked(auto)` and `monta(auto)`
+//!   lowered and their steps simulated (`probe/step_time.rs`); the fastest
+//!   kept, ties to the simpler form, every form's time left in a note.
 //!
 //! The form changes no number a token computes (micro-batches and chunks
-//! share no data), only when the work happens; it runs after the placement
-//! and the parallel form, whose choices it takes as they are.
+//! share no data, and the relay moves rows over other links, not what a
+//! die computes), only when and where the work happens; it runs after the
+//! placement and the parallel form, whose choices it takes as they are.
 
 pub mod fsmoe;
 pub mod monta;
@@ -91,7 +96,7 @@ impl OverlapChoice {
     ];
 
     /// From its spelling (`none`, `two_batch`, `chunked(4)`,
-    /// `chunked(auto)`, `auto`).
+    /// `chunked(auto)`, `monta(4)`, `monta(auto)`, `auto`).
     pub fn parse(text: &str) -> Result<OverlapChoice, String> {
         let text = text.trim();
         match text {
@@ -152,7 +157,7 @@ impl OverlapPass {
     /// From the pass argument: a form as the language spells it, or `auto`.
     pub fn new(arg: Option<&str>) -> Result<OverlapPass, String> {
         let arg = arg.ok_or(
-            "`overlap` needs a form: overlap(none), overlap(two_batch), overlap(chunked(4)), overlap(chunked(auto)), overlap(auto)",
+            "`overlap` needs a form: overlap(none), overlap(two_batch), overlap(chunked(4)), overlap(chunked(auto)), overlap(monta(4)), overlap(monta(auto)), overlap(auto)",
         )?;
         Ok(OverlapPass {
             choice: OverlapChoice::parse(arg)?,
@@ -215,15 +220,16 @@ fn fastest(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     for &choice in OverlapChoice::TRIED {
         let mut trial = ir.clone();
         trial.overlap = form_of(choice, &mut trial, cx)?;
+        // What a model's choice noted (its fit, its volumes) is kept.
+        ir.header
+            .notes
+            .extend(trial.header.notes.iter().skip(ir.header.notes.len()).cloned());
         // A model's choice may be a form already timed (monta(auto) without
         // a split expert is none).
         if tried.contains(&trial.overlap) {
             continue;
         }
         tried.push(trial.overlap.clone());
-        ir.header
-            .notes
-            .extend(trial.header.notes.iter().skip(ir.header.notes.len()).cloned());
         let seconds = step_time(&trial, cx)?;
         ir.header.notes.push(format!(
             "overlap(auto): {} {:.3} ms a step (simulated)",
