@@ -89,8 +89,7 @@ pub fn render(machine: &Machine, steps: &[StepResult]) -> String {
             if s.end_s <= s.start_s {
                 continue;
             }
-            let chunked = matches!(s.op, Op::Dispatch { .. } | Op::Experts { .. } | Op::Combine { .. })
-                && chunked_layers.contains(&s.op.layer());
+            let chunked = s.op.is_chunked() && chunked_layers.contains(&s.op.layer());
             events.push(Event {
                 name: match (micro_batched, chunked) {
                     (true, _) => format!("{} mb{}", op_name(&s.op), s.micro_batch),
