@@ -834,7 +834,7 @@ fn run_and_compare_say_whether_the_plan_meets_its_slo() {
     let o = moec(&["check", SERVING]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("; $2.5 a die-hour\n"), "{out}");
+    assert!(out.contains("each, $2.5 a die-hour;"), "{out}");
     assert!(
         out.contains("workload decode: decode batch 4, 4 tokens a step, 2 steps; slo: tpot p99 <= 50 us\n"),
         "{out}"

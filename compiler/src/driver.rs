@@ -217,7 +217,7 @@ impl Session {
         };
         let free: Vec<Bytes> = ir::memory::die_loads(&ir, machine)
             .iter()
-            .map(|l| Bytes(machine.spec().die.memory.0.saturating_sub(l.total().0)))
+            .map(|l| Bytes(machine.die_spec(l.die).memory.0.saturating_sub(l.total().0)))
             .collect();
         let padding = if pad_slots {
             Padding::Repeat { free: &free }

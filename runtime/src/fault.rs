@@ -779,7 +779,12 @@ impl Repair<'_> {
         // The mean token of a prefill attends over half the context.
         let per_token: f64 = (0..m.layers).map(|i| m.layer_flops(i, context / 2).0).sum();
         let tokens = self.report.rehomed_sequences.saturating_mul(context);
-        let peak = self.after.alive_dies().len() as f64 * self.after.spec().die.compute.0;
+        let peak: f64 = self
+            .after
+            .alive_dies()
+            .iter()
+            .map(|&d| self.after.die_spec(d).compute.0)
+            .sum();
         if peak > 0.0 {
             self.report.kv_rebuild_s = per_token * tokens as f64 / peak;
         }
@@ -853,7 +858,7 @@ impl Repair<'_> {
             return Ok(());
         };
         let bytes = m.expert_bytes().0;
-        let memory = self.after.spec().die.memory.0;
+        let memory = |d: DieId| self.after.die_spec(d).memory.0;
         let mut used = self.usage();
         let alive = self.after.alive_dies();
         let io_dies = self.after.io_dies();
@@ -880,7 +885,7 @@ impl Repair<'_> {
                 }
                 for _ in &lost {
                     let (layer, expert) = (l as u32, e as u32);
-                    let free = |d: DieId| memory.saturating_sub(used[d.index()]);
+                    let free = |d: DieId| memory(d).saturating_sub(used[d.index()]);
                     let room: Vec<DieId> = alive.iter().copied().filter(|d| !dies.contains(d)).collect();
                     let to = room
                         .iter()

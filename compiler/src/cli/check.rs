@@ -42,15 +42,37 @@ pub fn run(file: &Path) -> Result<(), u8> {
             .iter()
             .map(|(b, n)| format!("{n} of {}", BytesPerSec(*b)))
             .collect();
-        let price = s.die.price.map_or(String::new(), |p| format!("; ${p} a die-hour"));
+        let price =
+            |d: &moec_runtime::machine::DieSpec| d.price.map_or(String::new(), |p| format!(", ${p} a die-hour"));
+        let claimed: usize = s.kinds.iter().map(|k| k.dies.len()).sum();
+        let each = match s.kinds.is_empty() {
+            true => format!("{} and {} each{}", s.die.compute, s.die.memory, price(&s.die)),
+            false => std::iter::once(format!(
+                "{} of die: {} and {}{}",
+                m.die_count() as usize - claimed,
+                s.die.compute,
+                s.die.memory,
+                price(&s.die)
+            ))
+            .chain(s.kinds.iter().map(|k| {
+                format!(
+                    "{} of {}: {} and {}{}",
+                    k.dies.len(),
+                    k.name,
+                    k.die.compute,
+                    k.die.memory,
+                    price(&k.die)
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join("; "),
+        };
         let _ = writeln!(
             out,
-            "machine {}: {} dies ({} alive), {} and {} each; directional links: {}{price}",
+            "machine {}: {} dies ({} alive), {each}; directional links: {}",
             s.name,
             m.die_count(),
             m.alive_dies().len(),
-            s.die.compute,
-            s.die.memory,
             links.join(", ")
         );
     }

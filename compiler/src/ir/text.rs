@@ -256,8 +256,17 @@ fn dies(n: &Node, machine: &Machine, all_alive: &[moec_runtime::machine::DieId])
 }
 
 fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
-    let have = machine.spec().die.memory;
-    let _ = writeln!(out, "\n; memory per die (capacity {have})");
+    let spec = machine.spec();
+    let capacity = match spec.kinds.is_empty() {
+        true => format!("capacity {}", spec.die.memory),
+        false => {
+            let kinds: Vec<String> = std::iter::once(format!("die {}", spec.die.memory))
+                .chain(spec.kinds.iter().map(|k| format!("{} {}", k.name, k.die.memory)))
+                .collect();
+            format!("capacity by kind: {}", kinds.join(", "))
+        }
+    };
+    let _ = writeln!(out, "\n; memory per die ({capacity})");
     if ir.shadow_slots > 0 {
         let per_die = die_loads(ir, machine)
             .iter()
@@ -280,7 +289,7 @@ fn memory_table(ir: &Ir, machine: &Machine, out: &mut String) {
             let _ = writeln!(out, "; {:<12} dead", machine.die_label(load.die));
             continue;
         }
-        let used = 100.0 * load.total().as_f64() / have.as_f64();
+        let used = 100.0 * load.total().as_f64() / machine.die_spec(load.die).memory.as_f64();
         let _ = writeln!(
             out,
             "; {:<12} {:>7} {:>12} {:>12} {:>12} {:>12} {:>5.1}%",

@@ -260,8 +260,8 @@ fn split_problem(n: &Node) -> Option<String> {
 }
 
 fn memory(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
-    let have = machine.spec().die.memory;
     for load in die_loads(ir, machine) {
+        let have = machine.die_spec(load.die).memory;
         if load.total() > have {
             errors.push(VerifyError::DoesNotFit {
                 die: label(machine, load.die),

@@ -10,8 +10,8 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
-    Coord, DefectEntry, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError, MachineSpec,
-    RouterSpec, RoutingPolicy, Topology,
+    Coord, DefectEntry, Defects, DieId, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError,
+    MachineSpec, RouterSpec, RoutingPolicy, Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 
@@ -58,13 +58,23 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
     };
     let io_section = r.plain_section("io");
     let io = io_section.and_then(|(_, body, span)| io(&what, span, body, diags));
+    let kind_sections = r.sections("kind");
     let (defects, defect_spans) = match r.plain_section("defects") {
         Some((_, body, span)) => defects(&what, span, body, diags),
         None => (Defects::default(), DefectSpans::default()),
     };
     diags.extend(r.finish());
 
+    let kind_spans: Vec<(String, Span)> = kind_sections
+        .iter()
+        .filter_map(|(label, _, span)| label.map(|l| (l.text.clone(), *span)))
+        .collect();
+    let kinds: Vec<Option<DieKind>> = kind_sections
+        .into_iter()
+        .map(|k| kind(&what, k, topology.as_ref(), diags))
+        .collect();
     let topology = topology?;
+    let kinds: Vec<DieKind> = kinds.into_iter().collect::<Option<_>>()?;
     if let (Some((_, span)), false) = (routing_choice, matches!(topology, Topology::Mesh { .. })) {
         diags.push(
             Diagnostic::warning(Code::W0002, span, "`routing` has no effect on a switch or cluster")
@@ -90,6 +100,7 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
         name: decl.name.text.clone(),
         topology,
         die: die?,
+        kinds,
         link: main_link?,
         inter_wafer_link,
         inter_node_link,
@@ -116,6 +127,14 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
                     Code::E0016,
                     io_span.unwrap_or(decl.name.span),
                     "host memory behind dead dies",
+                ),
+                (None, MachineError::BadKindDie { kind, .. } | MachineError::KindDiesUnsorted { kind }) => (
+                    Code::E0008,
+                    kind_spans
+                        .iter()
+                        .find(|(n, _)| n == kind)
+                        .map_or(decl.name.span, |(_, s)| *s),
+                    "this kind",
                 ),
                 (None, MachineError::AllDiesDead | MachineError::MeshCut { .. }) => (
                     Code::E0016,
@@ -294,6 +313,106 @@ fn pair(v: &Value, what: &str) -> Result<(u32, u32), Diagnostic> {
 
 fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<DieSpec> {
     let mut r = BlockReader::new(format!("the die of {machine}"), span, body);
+    let die = die_fields(&mut r, diags);
+    diags.extend(r.finish());
+    die
+}
+
+/// `kind NAME { <die settings>; nodes = [2, 3] }` or `dies = [0, 5]`: a
+/// kind of die and which dies are of it (a cluster's nodes, or die ids).
+fn kind(
+    machine: &str,
+    (label, body, span): (Option<&crate::syntax::ast::Ident>, &Block, Span),
+    topology: Option<&Topology>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<DieKind> {
+    let Some(name) = label else {
+        diags.push(
+            Diagnostic::error(Code::E0006, span, format!("a `kind` of {machine} has no name"))
+                .with_label("name it")
+                .with_hint("kind l40s { compute = 362 TFLOPS; memory = 48 GB; memory_bw = 864 GB/s; nodes = [2, 3] }"),
+        );
+        return None;
+    };
+    let what = format!("kind `{}` of {machine}", name.text);
+    let mut r = BlockReader::new(&what, name.span, body);
+    let die = die_fields(&mut r, diags);
+    let (nodes, dies) = (r.value("nodes"), r.value("dies"));
+    let ints = |v: &Value, key: &str| -> Result<Vec<u64>, Diagnostic> {
+        let items = match &v.kind {
+            ValueKind::List(items) => items.as_slice(),
+            _ => std::slice::from_ref(v),
+        };
+        items
+            .iter()
+            .map(|x| reader::int(x, key, 0, u64::from(u32::MAX)))
+            .collect()
+    };
+    let members: Option<Vec<u32>> = match (nodes, dies, topology) {
+        (Some(v), None, Some(Topology::Cluster { nodes, per_node })) => {
+            r.check(ints(v, "nodes"))
+                .and_then(|ns| match ns.iter().find(|&&n| n >= u64::from(*nodes)) {
+                    Some(n) => {
+                        r.check::<()>(Err(Diagnostic::error(
+                            Code::E0008,
+                            v.span,
+                            format!(
+                                "node {n} is past the cluster's {nodes} nodes (0 to {})",
+                                nodes.saturating_sub(1)
+                            ),
+                        )
+                        .with_label("no such node")));
+                        None
+                    }
+                    None => Some(
+                        ns.iter()
+                            .flat_map(|&n| (0..*per_node).map(move |g| n as u32 * per_node + g))
+                            .collect(),
+                    ),
+                })
+        }
+        (Some(v), None, Some(_)) => {
+            r.check::<()>(Err(Diagnostic::error(
+                Code::E0018,
+                v.span,
+                "`nodes` names a cluster's nodes",
+            )
+            .with_label("this machine is not a cluster")
+            .with_hint("list the dies by id: dies = [0, 1, 2, 3]")));
+            None
+        }
+        (None, Some(v), _) => r
+            .check(ints(v, "dies"))
+            .map(|ds| ds.into_iter().map(|d| d as u32).collect()),
+        (Some(_), Some(v), _) => {
+            r.check::<()>(Err(Diagnostic::error(
+                Code::E0005,
+                v.span,
+                format!("{what} sets both `nodes` and `dies`"),
+            )
+            .with_label("set again here")
+            .with_hint("name its dies one way: nodes = [2, 3] or dies = [16, 17]")));
+            None
+        }
+        (None, None, _) => {
+            r.missing("nodes", "nodes = [2, 3]` or `dies = [16, 17]");
+            None
+        }
+        (_, _, None) => None,
+    };
+    diags.extend(r.finish());
+    let mut dies: Vec<DieId> = members?.into_iter().map(DieId).collect();
+    dies.sort_unstable();
+    dies.dedup();
+    Some(DieKind {
+        name: name.text.clone(),
+        die: die?,
+        dies,
+    })
+}
+
+/// The settings of a die (or a kind of die) read from `r`.
+fn die_fields(r: &mut BlockReader, diags: &mut Vec<Diagnostic>) -> Option<DieSpec> {
     let compute = r.req_quantity("compute", Dim::Compute, "compute = 2250 TFLOPS");
     let memory = r.req_quantity("memory", Dim::Size, "memory = 180 GB");
     let memory_bw = r.req_quantity("memory_bw", Dim::Bandwidth, "memory_bw = 8 TB/s");
@@ -328,9 +447,8 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
         ("launch_overhead", plausible_or_refused(launch.0), "above 1 ms"),
     ];
-    warn_suspicious(&r, &suspicious, diags);
-    let in_time = within_the_clock(&r, &[("launch_overhead", launch.0)], diags);
-    diags.extend(r.finish());
+    warn_suspicious(r, &suspicious, diags);
+    let in_time = within_the_clock(r, &[("launch_overhead", launch.0)], diags);
     in_time.then_some(())?;
     priced.then_some(())?;
     Some(DieSpec {

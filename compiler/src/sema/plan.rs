@@ -762,7 +762,14 @@ fn expert_fits(program: &Program, plan: &Plan, decl: &Decl, diags: &mut Vec<Diag
         _ => 1,
     };
     let need = Bytes(model.expert_bytes().0.div_ceil(ways));
-    let have = machine.spec().die.memory;
+    // The roomiest die: a die that cannot hold an expert gets none, and
+    // the verifier checks every die.
+    let have = machine
+        .alive_dies()
+        .iter()
+        .map(|&d| machine.die_spec(d).memory)
+        .max()
+        .unwrap_or(machine.spec().die.memory);
     if need > have {
         diags.push(
             Diagnostic::error(

@@ -134,6 +134,24 @@ impl<'a> BlockReader<'a> {
         Some(found)
     }
 
+    /// Every `key label? { ... }` section (repeatable, as a machine's `kind`s).
+    pub fn sections(&mut self, key: &'static str) -> Vec<(Option<&'a Ident>, &'a Block, Span)> {
+        self.known.push(key);
+        self.block
+            .stmts
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::Section {
+                    key: k,
+                    label,
+                    body,
+                    span,
+                } if k.text == key => Some((label.as_ref(), body, *span)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every bare call named `key` (repeatable, as in `defects`).
     pub fn calls(&mut self, key: &'static str) -> Vec<&'a Call> {
         self.known.push(key);

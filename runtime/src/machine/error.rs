@@ -51,6 +51,24 @@ pub enum MachineError {
     },
     /// An `io` block listing no edges.
     IoWithoutEdges,
+    /// A die kind names a die the machine lacks, or a die another kind
+    /// (or itself, twice) already names.
+    BadKindDie {
+        /// The kind.
+        kind: String,
+        /// The die it names.
+        die: u32,
+        /// Dies the machine has.
+        dies: u32,
+        /// The kind that named it first, if it is named twice.
+        also: Option<String>,
+    },
+    /// A die kind's dies are not in ascending order (a schedule written by
+    /// hand; the compiler sorts them).
+    KindDiesUnsorted {
+        /// The kind.
+        kind: String,
+    },
     /// Every die on the io edges is dead.
     IoCutOff {
         /// The io edges, as listed.
@@ -172,6 +190,23 @@ impl fmt::Display for MachineError {
                 write!(f, "io edges exist only on meshes, but this machine is a {topology}")
             }
             MachineError::IoWithoutEdges => f.write_str("io names no edges, so host memory is unreachable"),
+            MachineError::BadKindDie { kind, die, dies, also } => match also {
+                Some(other) => write!(
+                    f,
+                    "die {die} is of kind `{other}` and of kind `{kind}`; a die is one kind"
+                ),
+                None => write!(
+                    f,
+                    "kind `{kind}` names die {die}, but the machine has {dies} (0 to {})",
+                    dies.saturating_sub(1)
+                ),
+            },
+            MachineError::KindDiesUnsorted { kind } => {
+                write!(
+                    f,
+                    "kind `{kind}` lists its dies out of order; list them ascending, each once"
+                )
+            }
             MachineError::IoCutOff { edges } => {
                 let names: Vec<String> = edges.iter().map(Edge::to_string).collect();
                 write!(

@@ -21,7 +21,7 @@ pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
 pub use spec::{
-    Coord, Defects, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
+    Coord, Defects, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
     MAX_MACHINE_TIME_S,
 };
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
@@ -49,6 +49,27 @@ impl Machine {
     pub fn build(spec: MachineSpec) -> Result<Machine, MachineError> {
         spec.check_quantities()?;
         let die_count = spec.topology.die_count()?;
+        let mut kind_of: std::collections::BTreeMap<u32, &str> = Default::default();
+        for k in &spec.kinds {
+            for d in &k.dies {
+                let bad = |also: Option<&str>| MachineError::BadKindDie {
+                    kind: k.name.clone(),
+                    die: d.0,
+                    dies: die_count,
+                    also: also.map(str::to_string),
+                };
+                if d.0 >= die_count {
+                    return Err(bad(None));
+                }
+                if let Some(other) = kind_of.insert(d.0, &k.name) {
+                    return Err(bad(Some(other)));
+                }
+            }
+            // `die_of` looks dies up by bisection.
+            if !k.dies.windows(2).all(|w| w[0] < w[1]) {
+                return Err(MachineError::KindDiesUnsorted { kind: k.name.clone() });
+            }
+        }
         let grid = Grid::of(&spec.topology);
         if let Some(io) = &spec.io {
             if grid.is_none() {
@@ -146,6 +167,20 @@ impl Machine {
         }
     }
 
+    /// The part die `d` is (its kind's, else the machine's `die`).
+    pub fn die_spec(&self, d: DieId) -> &DieSpec {
+        self.spec.die_of(d)
+    }
+
+    /// What the alive dies cost an hour together, in dollars, when every
+    /// one of them has a price.
+    pub fn price_per_hour(&self) -> Option<f64> {
+        self.alive_dies()
+            .iter()
+            .map(|&d| self.die_spec(d).price.filter(|p| p.is_finite() && *p > 0.0))
+            .sum()
+    }
+
     /// Nodes in the sense of [`Machine::node_of`].
     pub fn node_count(&self) -> u32 {
         match self.spec.topology {
@@ -226,6 +261,7 @@ pub(crate) mod tests {
         MachineSpec {
             name: "test".into(),
             topology,
+            kinds: Vec::new(),
             die: DieSpec {
                 compute: FlopsPerSec(1e15),
                 memory: Bytes(48 << 30),

@@ -18,8 +18,13 @@ pub struct MachineSpec {
     pub name: String,
     /// How the dies are connected.
     pub topology: Topology,
-    /// Every die is the same part.
+    /// The part every die is, unless a kind claims it.
     pub die: DieSpec,
+    /// Other kinds of die and the dies that are of each (H20 GPUs beside
+    /// L40S ones, a wafer's regions); a die in none is `die`. Empty: every
+    /// die is the same part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<DieKind>,
     /// Mesh links; on a switch each GPU's port; on a cluster the intra-node
     /// (NVLink) port.
     pub link: LinkSpec,
@@ -42,6 +47,34 @@ pub struct MachineSpec {
     /// Dies and links known to be dead.
     #[serde(default)]
     pub defects: Defects,
+}
+
+/// A kind of die other than the machine's `die`, and which dies are of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DieKind {
+    /// The name the source gives the kind (`kind l40s { ... }`).
+    pub name: String,
+    pub die: DieSpec,
+    /// The dies of this kind, by id, ascending.
+    pub dies: Vec<super::DieId>,
+}
+
+impl MachineSpec {
+    /// The part die `d` is: its kind's, else the machine's `die`.
+    pub fn die_of(&self, d: super::DieId) -> &DieSpec {
+        self.kinds
+            .iter()
+            .find(|k| k.dies.binary_search(&d).is_ok())
+            .map_or(&self.die, |k| &k.die)
+    }
+
+    /// The name of die `d`'s kind (`die` for the machine's own part).
+    pub fn kind_name_of(&self, d: super::DieId) -> &str {
+        self.kinds
+            .iter()
+            .find(|k| k.dies.binary_search(&d).is_ok())
+            .map_or("die", |k| k.name.as_str())
+    }
 }
 
 /// One die (or GPU): compute, memory and the cost of starting a kernel.
@@ -253,6 +286,10 @@ impl MachineSpec {
             ("link latency", self.link.latency.0),
             ("router latency", self.router.latency.0),
         ];
+        for k in &self.kinds {
+            rates.extend([("kind compute", k.die.compute.0), ("kind memory_bw", k.die.memory_bw.0)]);
+            times.push(("kind launch_overhead", k.die.launch_overhead.0));
+        }
         if let Some(port) = self.router.port {
             rates.push(("router port", port.0));
         }

@@ -332,7 +332,7 @@ impl<'a> ReportBuilder<'a> {
         };
         let serving = ServingReport::new(
             &self.schedule.workload,
-            &self.machine.spec().die,
+            self.machine.price_per_hour(),
             &latency,
             tokens_per_s,
             alive,

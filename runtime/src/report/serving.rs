@@ -5,7 +5,6 @@
 //! physical bound (`sim/bound.rs`). Keys in docs/RUNTIME.md.
 
 use super::{mean, Latency};
-use crate::machine::DieSpec;
 use crate::sim::bound::StepBound;
 use crate::workload::{Phase, SloMetric, WorkloadSpec};
 use serde::Serialize;
@@ -55,11 +54,12 @@ pub struct ServingReport {
 }
 
 impl ServingReport {
-    /// The serving figures of a run of `workload` on dies `die`, `alive` of
-    /// them at the end, whose steps took `latency` and pushed `tokens_per_s`.
+    /// The serving figures of a run of `workload` on `alive` dies at the
+    /// end, which cost `price_per_hour` together when all have a price,
+    /// whose steps took `latency` and pushed `tokens_per_s`.
     pub fn new(
         workload: &WorkloadSpec,
-        die: &DieSpec,
+        price_per_hour: Option<f64>,
         latency: &Latency,
         tokens_per_s: f64,
         alive: f64,
@@ -68,7 +68,10 @@ impl ServingReport {
             p50_s: latency.p50_s,
             p99_s: latency.p99_s,
         };
-        let price = die.price.filter(|p| p.is_finite() && *p > 0.0);
+        // The mean die's price: the machine's over its dies.
+        let price = price_per_hour
+            .filter(|p| p.is_finite() && *p > 0.0)
+            .map(|p| p / alive.max(1.0));
         ServingReport {
             tokens_per_s,
             tokens_per_s_per_die: tokens_per_s / alive.max(1.0),
@@ -150,7 +153,6 @@ impl BoundReport {
 mod tests {
     use super::*;
     use crate::sim::bound::BoundTerm;
-    use crate::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
     use crate::workload::RoutingSource;
     use crate::workload::Slo;
 
@@ -163,17 +165,6 @@ mod tests {
             steps: 4,
             routing: RoutingSource::Uniform { seed: 0 },
             slo,
-        }
-    }
-
-    fn die(price: Option<f64>) -> DieSpec {
-        DieSpec {
-            compute: FlopsPerSec(1e15),
-            memory: Bytes(1 << 30),
-            memory_bw: BytesPerSec(1e12),
-            sram: Bytes(0),
-            launch_overhead: Seconds(0.0),
-            price,
         }
     }
 
@@ -191,7 +182,7 @@ mod tests {
         };
         let r = ServingReport::new(
             &workload(Phase::Decode, Some(slo)),
-            &die(Some(2.0)),
+            Some(4.0 * 2.0),
             &LATENCY,
             800.0,
             4.0,
@@ -201,11 +192,12 @@ mod tests {
         assert_eq!(r.tokens_per_s_per_die, 200.0);
         // 800 tokens/s for 4 dies at $2 an hour: $8 an hour buys 2.88 M tokens.
         assert_eq!(r.tokens_per_dollar, Some(800.0 * 3600.0 / 8.0));
+        assert_eq!(r.price_per_die_hour, Some(2.0));
         let s = r.slo.expect("an slo");
         assert!(!s.met && s.p99_s == 0.020);
         assert_eq!(r.slo_line().as_deref(), Some("tpot p99 20 ms > 15 ms: missed"));
 
-        let r = ServingReport::new(&workload(Phase::Prefill, None), &die(None), &LATENCY, 800.0, 4.0);
+        let r = ServingReport::new(&workload(Phase::Prefill, None), None, &LATENCY, 800.0, 4.0);
         assert_eq!(r.ttft.map(|t| t.p50_s), Some(0.010));
         assert_eq!((r.tpot, r.tokens_per_dollar, r.slo), (None, None, None));
     }

@@ -142,7 +142,6 @@ pub fn step_bound_with(
     routing: &StepRouting,
     traffic: &StepTraffic,
 ) -> StepBound {
-    let die = &machine.spec().die;
     let alive = machine.alive_dies();
     let costs = CostModel::new(&schedule.model, &schedule.workload);
     // Per die: what the simulator charges its compute unit, less the
@@ -170,19 +169,22 @@ pub fn step_bound_with(
             flops += c.flops.0;
             resident = resident.saturating_add(c.resident.0);
         }
+        let die = machine.die_spec(d);
         die_compute_s = die_compute_s.max(flops / die.compute.0);
         die_memory_s = die_memory_s.max(resident as f64 / die.memory_bw.0);
     }
     let (flops, resident) = machine_work(schedule, routing, traffic);
-    let dies = alive.len().max(1) as f64;
+    // The alive dies' peaks together (kinds may differ).
+    let peak: f64 = alive.iter().map(|&d| machine.die_spec(d).compute.0).sum();
+    let memory_bw: f64 = alive.iter().map(|&d| machine.die_spec(d).memory_bw.0).sum();
     let transfers = transfers(schedule, traffic);
     StepBound {
         die_compute_s,
         die_memory_s,
         die_links_s: die_links(machine, &transfers),
         cut_s: mesh_cuts(machine, &transfers).max(node_cuts(machine, &transfers)),
-        machine_compute_s: flops / (die.compute.0 * dies),
-        machine_memory_s: resident / (die.memory_bw.0 * dies),
+        machine_compute_s: flops / peak.max(f64::MIN_POSITIVE),
+        machine_memory_s: resident / memory_bw.max(f64::MIN_POSITIVE),
     }
 }
 

@@ -684,7 +684,17 @@ fn issue(
             }
         }
         // Rounded once, to the picosecond, before it meets the clock.
-        let time = Time::from_secs(compute_time(&instr.op, traffic, layer_traffic, costs, d, &schedule.machine.die).0);
+        let time = Time::from_secs(
+            compute_time(
+                &instr.op,
+                traffic,
+                layer_traffic,
+                costs,
+                d,
+                schedule.machine.die_of(DieId(d as u32)),
+            )
+            .0,
+        );
         let t = time.secs();
         s.issued_at[i] = now;
         result.die_busy_s[d] += t;

@@ -183,9 +183,10 @@ impl<'m> Links<'m> {
 fn expert_weights_s(costs: &CostModel, cx: &PassContext, t: &LayerTraffic) -> f64 {
     t.expert_loads
         .iter()
-        .map(|loads| {
+        .enumerate()
+        .map(|(d, loads)| {
             let one: Vec<PartLoad> = loads.iter().map(|p| PartLoad { tokens: 1, ..*p }).collect();
-            costs.experts(&one).time(&cx.machine.spec().die).0
+            costs.experts(&one).time(cx.machine.die_spec(DieId(d as u32))).0
         })
         .fold(0.0, f64::max)
 }

@@ -117,13 +117,17 @@ impl<'a> LayerCosts<'a> {
         probe: LayerAllToAll<'a>,
         moe_layers: &[u32],
     ) -> Result<LayerCosts<'a>, String> {
-        let memory = cx.machine.spec().die.memory.0;
-        let other = ir::memory::die_loads(ir, cx.machine)
+        // The tightest die: its memory less its other weights and KV cache.
+        let room = ir::memory::die_loads(ir, cx.machine)
             .iter()
-            .map(|l| l.other_bytes.0 + l.state_bytes.0)
-            .max()
+            .filter(|l| cx.machine.is_alive(l.die))
+            .map(|l| {
+                let memory = cx.machine.die_spec(l.die).memory.0;
+                memory.saturating_sub(l.other_bytes.0 + l.state_bytes.0)
+            })
+            .min()
             .unwrap_or(0);
-        let layer_budget = memory.saturating_sub(other) / (moe_layers.len().max(1) as u64);
+        let layer_budget = room / (moe_layers.len().max(1) as u64);
         // The hybrid's layouts come from HD-MoE's own passes, run once;
         // where they cannot run (no alive die to solve for), no hybrid.
         let forms: BTreeMap<u32, Form> = moe_layers
@@ -195,11 +199,12 @@ impl<'a> LayerCosts<'a> {
             return Ok(Some((0.0, 0.0, 0.0)));
         };
         let costs = CostModel::new(self.cx.model, self.cx.workload);
-        let die = &self.cx.machine.spec().die;
         let compute = traffic
             .expert_loads
             .iter()
-            .map(|loads| {
+            .enumerate()
+            .map(|(d, loads)| {
+                let die = self.cx.machine.die_spec(DieId(d as u32));
                 if form.fused {
                     costs.experts(loads).time(die).0
                 } else {

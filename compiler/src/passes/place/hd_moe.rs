@@ -351,9 +351,9 @@ fn link_balance_layers(
 /// experts (the data-parallel weights and the KV cache).
 fn expert_slots(cx: &PassContext, placed: &Ir) -> Vec<usize> {
     let expert_bytes = cx.model.expert_bytes().0.max(1);
-    let memory = cx.machine.spec().die.memory.0;
     let mut slots = vec![0usize; cx.machine.die_count() as usize];
     for load in ir::memory::die_loads(placed, cx.machine) {
+        let memory = cx.machine.die_spec(load.die).memory.0;
         if let Some(s) = slots.get_mut(load.die.index()) {
             let free = memory.saturating_sub(load.other_bytes.0 + load.state_bytes.0);
             *s = usize::try_from(free / expert_bytes).unwrap_or(usize::MAX);

@@ -200,6 +200,7 @@ mod tests {
         };
         Machine::build(MachineSpec {
             name: "test".into(),
+            kinds: Vec::new(),
             topology: Topology::Mesh {
                 width,
                 height,
