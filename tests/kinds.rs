@@ -6,7 +6,7 @@ mod common;
 
 use common::{moec, text};
 use moec::driver::CompileOptions;
-use moec_runtime::machine::{DieId, Machine};
+use moec_runtime::machine::{DieId, LinkKind, Machine};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::schedule::Schedule;
 use moec_runtime::sim::engine::{simulate_step, SimOptions};
@@ -86,6 +86,25 @@ fn a_kind_claims_its_nodes_and_the_rest_are_the_machines_die() {
 }
 
 #[test]
+fn a_kind_may_bring_its_own_nic_and_port() {
+    let kind = "kind fast { compute = 200 TFLOPS; memory = 8 GB; memory_bw = 2 TB/s; nodes = [1]\n    inter_node { bandwidth = 100 GB/s; latency = 1 us }\n    link { bandwidth = 900 GB/s; latency = 250 ns } }";
+    let s = schedule(&two_kinds(kind));
+    let m = Machine::build(s.machine.clone()).expect("machine");
+    // Per die: the bandwidth of its link into the spine and into its node's switch.
+    let bandwidth = |d: u32, kind: LinkKind| {
+        m.links()
+            .iter()
+            .find(|l| l.from == DieId(d).node() && l.kind == kind)
+            .map(|l| l.spec.bandwidth.0)
+            .expect("a link")
+    };
+    assert_eq!(bandwidth(0, LinkKind::InterNode), 50e9);
+    assert_eq!(bandwidth(3, LinkKind::InterNode), 100e9);
+    assert_eq!(bandwidth(1, LinkKind::IntraNode), 400e9);
+    assert_eq!(bandwidth(2, LinkKind::IntraNode), 900e9);
+}
+
+#[test]
 fn each_die_computes_at_its_kinds_rate() {
     let s = schedule(&two_kinds(FAST));
     let machine = Machine::build(s.machine.clone()).expect("machine");
@@ -140,6 +159,10 @@ fn bad_kinds_are_diagnostics_at_the_kind() {
             "has no `nodes`",
         ),
         ("kind { compute = 200 TFLOPS; memory = 8 GB; memory_bw = 2 TB/s; dies = [1] }", "has no name"),
+        (
+            "kind fast { compute = 200 TFLOPS; memory = 8 GB; memory_bw = 2 TB/s; dies = [1]; unknown = 3 }",
+            "unknown setting `unknown`",
+        ),
     ];
     for (kind, message) in cases {
         let (_dir, path) = written(&two_kinds(kind));

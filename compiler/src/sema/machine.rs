@@ -338,6 +338,23 @@ fn kind(
     let mut r = BlockReader::new(&what, name.span, body);
     let die = die_fields(&mut r, diags);
     let (nodes, dies) = (r.value("nodes"), r.value("dies"));
+    // Its own port and NIC, where dies have them (a switch's, a cluster's).
+    let mut own_link = |key: &'static str, r: &mut BlockReader| -> Result<Option<LinkSpec>, ()> {
+        let Some((_, b, s)) = r.plain_section(key) else {
+            return Ok(None);
+        };
+        if matches!(topology, Some(Topology::Mesh { .. })) {
+            diags.push(
+                Diagnostic::error(Code::E0018, s, format!("a kind on a mesh takes no `{key}`"))
+                    .with_label("mesh links join two dies, not a die and a switch")
+                    .with_hint("give the machine's `link`; kinds differ in their dies here"),
+            );
+            return Err(());
+        }
+        link(&format!("the {key} of {what}"), s, b, diags).map(Some).ok_or(())
+    };
+    let port = own_link("link", &mut r);
+    let nic = own_link("inter_node", &mut r);
     let ints = |v: &Value, key: &str| -> Result<Vec<u64>, Diagnostic> {
         let items = match &v.kind {
             ValueKind::List(items) => items.as_slice(),
@@ -408,6 +425,8 @@ fn kind(
         name: name.text.clone(),
         die: die?,
         dies,
+        link: port.ok()?,
+        inter_node_link: nic.ok()?,
     })
 }
 

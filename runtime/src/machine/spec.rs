@@ -57,6 +57,14 @@ pub struct DieKind {
     pub die: DieSpec,
     /// The dies of this kind, by id, ascending.
     pub dies: Vec<super::DieId>,
+    /// On a switch or a cluster: this kind's port into the switch or its
+    /// node's switch (`None`: the machine's `link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkSpec>,
+    /// On a cluster: this kind's NIC to the spine (`None`: the machine's
+    /// `inter_node_link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_node_link: Option<LinkSpec>,
 }
 
 impl MachineSpec {
@@ -66,6 +74,23 @@ impl MachineSpec {
             .iter()
             .find(|k| k.dies.binary_search(&d).is_ok())
             .map_or(&self.die, |k| &k.die)
+    }
+
+    /// Die `d`'s port into its switch (a switch's or a cluster node's).
+    pub fn port_of(&self, d: super::DieId) -> LinkSpec {
+        self.kind_of(d).and_then(|k| k.link).unwrap_or(self.link)
+    }
+
+    /// Die `d`'s NIC on a cluster.
+    pub fn nic_of(&self, d: super::DieId) -> LinkSpec {
+        self.kind_of(d)
+            .and_then(|k| k.inter_node_link)
+            .or(self.inter_node_link)
+            .unwrap_or(self.link)
+    }
+
+    fn kind_of(&self, d: super::DieId) -> Option<&DieKind> {
+        self.kinds.iter().find(|k| k.dies.binary_search(&d).is_ok())
     }
 
     /// The name of die `d`'s kind (`die` for the machine's own part).
@@ -289,6 +314,10 @@ impl MachineSpec {
         for k in &self.kinds {
             rates.extend([("kind compute", k.die.compute.0), ("kind memory_bw", k.die.memory_bw.0)]);
             times.push(("kind launch_overhead", k.die.launch_overhead.0));
+            for l in [k.link, k.inter_node_link].into_iter().flatten() {
+                rates.push(("kind link bandwidth", l.bandwidth.0));
+                times.push(("kind link latency", l.latency.0));
+            }
         }
         if let Some(port) = self.router.port {
             rates.push(("router port", port.0));

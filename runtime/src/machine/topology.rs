@@ -207,18 +207,23 @@ pub(crate) fn wire(spec: &MachineSpec, die_count: u32) -> Wiring {
             let switch = NodeId(die_count);
             wiring.nodes.push(Node::RackSwitch);
             for gpu in 0..die_count {
-                wiring.connect(DieId(gpu).node(), switch, spec.link, LinkKind::SwitchPort);
+                wiring.connect(
+                    DieId(gpu).node(),
+                    switch,
+                    spec.port_of(DieId(gpu)),
+                    LinkKind::SwitchPort,
+                );
             }
         }
         Topology::Cluster { nodes, per_node } => {
             wiring.nodes.extend((0..nodes).map(Node::NodeSwitch));
             wiring.nodes.push(Node::Spine);
             let spine = NodeId(die_count + nodes);
-            let nic = spec.inter_node_link.unwrap_or(spec.link);
             for gpu in 0..die_count {
                 let hub = NodeId(die_count + gpu / per_node.max(1));
-                wiring.connect(DieId(gpu).node(), hub, spec.link, LinkKind::IntraNode);
-                wiring.connect(DieId(gpu).node(), spine, nic, LinkKind::InterNode);
+                let die = DieId(gpu);
+                wiring.connect(die.node(), hub, spec.port_of(die), LinkKind::IntraNode);
+                wiring.connect(die.node(), spine, spec.nic_of(die), LinkKind::InterNode);
             }
         }
     }
