@@ -440,27 +440,10 @@ fn die_fields(r: &mut BlockReader, diags: &mut Vec<Diagnostic>) -> Option<DieSpe
         .quantity("launch_overhead", Dim::Time)
         .map(Seconds)
         .unwrap_or(DEFAULT_LAUNCH_OVERHEAD);
-    // Dollars per die-hour: a plain number, as the language has no money unit.
-    let price_value = r.value("price");
-    let price = price_value.and_then(|v| {
-        let refused = || {
-            Diagnostic::error(
-                Code::E0008,
-                v.span,
-                "`price` is out of range: dollars per die-hour, more than 0 and at most 1000000",
-            )
-            .with_label("out of range")
-            .with_hint("leave `price` out when the dies have no price")
-        };
-        r.check(match reader::float(v, "price", 0.0, 1e6) {
-            Ok(p) if p > 0.0 => Ok(p),
-            Ok(_) => Err(refused()),
-            Err(d) if d.code == Code::E0008 => Err(refused()),
-            Err(d) => Err(d),
-        })
-    });
-    // A price written but refused leaves no machine, as a bad time does.
-    let priced = price_value.is_none() || price.is_some();
+    // Dollars per die-hour and watts: plain numbers, as the language has no
+    // money or power unit.
+    let (price, priced) = positive_number(r, "price", "dollars per die-hour");
+    let (power, powered) = positive_number(r, "power", "watts a die draws");
     let suspicious = [
         ("compute", compute.is_some_and(|c| c < 1e9), "under 1 GFLOPS"),
         ("memory_bw", memory_bw.is_some_and(|b| b > 1e15), "above 1 PB/s"),
@@ -469,7 +452,8 @@ fn die_fields(r: &mut BlockReader, diags: &mut Vec<Diagnostic>) -> Option<DieSpe
     warn_suspicious(r, &suspicious, diags);
     let in_time = within_the_clock(r, &[("launch_overhead", launch.0)], diags);
     in_time.then_some(())?;
-    priced.then_some(())?;
+    // A price or power written but refused leaves no machine, as a bad time does.
+    (priced && powered).then_some(())?;
     Some(DieSpec {
         compute: FlopsPerSec(compute?),
         memory: Bytes(memory?.round() as u64),
@@ -477,7 +461,30 @@ fn die_fields(r: &mut BlockReader, diags: &mut Vec<Diagnostic>) -> Option<DieSpe
         sram: Bytes(sram.round() as u64),
         launch_overhead: launch,
         price,
+        power,
     })
+}
+
+/// An optional plain number `key` (of `what`), more than 0 and at most
+/// 10^6; and whether it was absent or good.
+fn positive_number(r: &mut BlockReader, key: &'static str, what: &str) -> (Option<f64>, bool) {
+    let Some(v) = r.value(key) else {
+        return (None, true);
+    };
+    let refused = Diagnostic::error(
+        Code::E0008,
+        v.span,
+        format!("`{key}` is out of range: {what}, more than 0 and at most 1000000"),
+    )
+    .with_label("out of range")
+    .with_hint(format!("leave `{key}` out when the dies have none"));
+    let got = r.check(match reader::float(v, key, 0.0, 1e6) {
+        Ok(p) if p > 0.0 => Ok(p),
+        Ok(_) => Err(refused),
+        Err(d) if d.code == Code::E0008 => Err(refused),
+        Err(d) => Err(d),
+    });
+    (got, got.is_some())
 }
 
 fn link(what: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<LinkSpec> {

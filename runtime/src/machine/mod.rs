@@ -181,6 +181,15 @@ impl Machine {
             .sum()
     }
 
+    /// What the alive dies draw together, in watts, when every one of them
+    /// says.
+    pub fn power_w(&self) -> Option<f64> {
+        self.alive_dies()
+            .iter()
+            .map(|&d| self.die_spec(d).power.filter(|p| p.is_finite() && *p > 0.0))
+            .sum()
+    }
+
     /// Nodes in the sense of [`Machine::node_of`].
     pub fn node_count(&self) -> u32 {
         match self.spec.topology {
@@ -269,6 +278,7 @@ pub(crate) mod tests {
                 sram: Bytes(40 << 20),
                 launch_overhead: Seconds(2e-6),
                 price: None,
+                power: None,
             },
             link: LINK,
             inter_wafer_link: None,

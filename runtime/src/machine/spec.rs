@@ -119,6 +119,10 @@ pub struct DieSpec {
     /// reports give throughput per dollar when it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<f64>,
+    /// What one die draws, in watts (`power = 700`); reports give tokens
+    /// per joule when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<f64>,
 }
 
 /// One direction of a link: how fast and how far.

@@ -332,7 +332,7 @@ impl<'a> ReportBuilder<'a> {
         };
         let serving = ServingReport::new(
             &self.schedule.workload,
-            self.machine.price_per_hour(),
+            (self.machine.price_per_hour(), self.machine.power_w()),
             &latency,
             tokens_per_s,
             alive,

@@ -49,17 +49,21 @@ pub struct ServingReport {
     pub price_per_die_hour: Option<f64>,
     /// Tokens per dollar at that price over the alive dies.
     pub tokens_per_dollar: Option<f64>,
+    /// What the alive dies draw together, watts (`None`: not given for all).
+    pub power_w: Option<f64>,
+    /// Tokens per joule at that power.
+    pub tokens_per_joule: Option<f64>,
     /// The workload's latency target and whether it was met (`None`: it states none).
     pub slo: Option<SloReport>,
 }
 
 impl ServingReport {
     /// The serving figures of a run of `workload` on `alive` dies at the
-    /// end, which cost `price_per_hour` together when all have a price,
-    /// whose steps took `latency` and pushed `tokens_per_s`.
+    /// end, which cost `price_per_hour` and draw `power_w` together when
+    /// all say, whose steps took `latency` and pushed `tokens_per_s`.
     pub fn new(
         workload: &WorkloadSpec,
-        price_per_hour: Option<f64>,
+        (price_per_hour, power_w): (Option<f64>, Option<f64>),
         latency: &Latency,
         tokens_per_s: f64,
         alive: f64,
@@ -79,6 +83,8 @@ impl ServingReport {
             ttft: (workload.phase == Phase::Prefill).then_some(per_token),
             price_per_die_hour: price,
             tokens_per_dollar: price.map(|p| tokens_per_s * HOUR_S / (p * alive.max(1.0))),
+            power_w: power_w.filter(|p| p.is_finite() && *p > 0.0),
+            tokens_per_joule: power_w.filter(|p| p.is_finite() && *p > 0.0).map(|p| tokens_per_s / p),
             slo: workload.slo.map(|slo| SloReport {
                 metric: slo.metric,
                 target_s: slo.target_s,
@@ -182,7 +188,7 @@ mod tests {
         };
         let r = ServingReport::new(
             &workload(Phase::Decode, Some(slo)),
-            Some(4.0 * 2.0),
+            (Some(4.0 * 2.0), Some(4.0 * 700.0)),
             &LATENCY,
             800.0,
             4.0,
@@ -193,11 +199,13 @@ mod tests {
         // 800 tokens/s for 4 dies at $2 an hour: $8 an hour buys 2.88 M tokens.
         assert_eq!(r.tokens_per_dollar, Some(800.0 * 3600.0 / 8.0));
         assert_eq!(r.price_per_die_hour, Some(2.0));
+        // 800 tokens/s on 2.8 kW.
+        assert_eq!(r.tokens_per_joule, Some(800.0 / 2800.0));
         let s = r.slo.expect("an slo");
         assert!(!s.met && s.p99_s == 0.020);
         assert_eq!(r.slo_line().as_deref(), Some("tpot p99 20 ms > 15 ms: missed"));
 
-        let r = ServingReport::new(&workload(Phase::Prefill, None), None, &LATENCY, 800.0, 4.0);
+        let r = ServingReport::new(&workload(Phase::Prefill, None), (None, None), &LATENCY, 800.0, 4.0);
         assert_eq!(r.ttft.map(|t| t.p50_s), Some(0.010));
         assert_eq!((r.tpot, r.tokens_per_dollar, r.slo), (None, None, None));
     }

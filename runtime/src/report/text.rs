@@ -131,6 +131,10 @@ fn serving(o: &mut String, r: &RunReport) {
         rows.push(("price", format!("${price}/die-h")));
         rows.push(("tokens per $", format!("{per_dollar:.0}")));
     }
+    if let (Some(power), Some(per_joule)) = (v.power_w, v.tokens_per_joule) {
+        rows.push(("power", format!("{power:.0} W")));
+        rows.push(("tokens per J", format!("{per_joule:.3}")));
+    }
     for (k, v) in rows {
         let _ = writeln!(o, "  {k:<18} {v:>14}");
     }

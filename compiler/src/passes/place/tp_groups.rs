@@ -214,6 +214,7 @@ mod tests {
                 sram: Bytes(40 << 20),
                 launch_overhead: Seconds(2e-6),
                 price: None,
+                power: None,
             },
             link,
             inter_wafer_link: Some(link),
