@@ -173,3 +173,27 @@ fn bad_kinds_are_diagnostics_at_the_kind() {
         assert!(err.contains("kinds.moe:"), "{kind}: no span: {err}");
     }
 }
+
+#[test]
+fn a_region_of_a_mesh_is_a_kind() {
+    let text = two_kinds("")
+        .replace("topology = cluster(nodes = 2, per_node = 2)", "topology = mesh(4, 2)")
+        .replace("inter_node { bandwidth = 50 GB/s; latency = 2 us }", "")
+        .replace(
+            "die { compute = 100 TFLOPS",
+            "kind edge { compute = 50 TFLOPS; memory = 8 GB; memory_bw = 1 TB/s; region = ((3, 1), (2, 0)) }\n  die { compute = 100 TFLOPS",
+        );
+    let s = schedule(&text);
+    // Columns 2-3 of both rows: dies 2, 3, 6 and 7, whichever corner comes first.
+    let edge: Vec<u32> = (0..8).filter(|&d| s.machine.kind_name_of(DieId(d)) == "edge").collect();
+    assert_eq!(edge, [2, 3, 6, 7]);
+    let (_dir, path) = written(&text.replace("((3, 1), (2, 0))", "((3, 1), (4, 0))"));
+    let err = text_of_check(&path);
+    assert!(err.contains("(4, 0) is off the mesh"), "{err}");
+}
+
+fn text_of_check(path: &std::path::Path) -> String {
+    let o = moec(&["check", path.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    text(&o.stderr)
+}

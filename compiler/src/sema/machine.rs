@@ -365,57 +365,40 @@ fn kind(
             .map(|x| reader::int(x, key, 0, u64::from(u32::MAX)))
             .collect()
     };
-    let members: Option<Vec<u32>> = match (nodes, dies, topology) {
-        (Some(v), None, Some(Topology::Cluster { nodes, per_node })) => {
-            r.check(ints(v, "nodes"))
-                .and_then(|ns| match ns.iter().find(|&&n| n >= u64::from(*nodes)) {
-                    Some(n) => {
-                        r.check::<()>(Err(Diagnostic::error(
-                            Code::E0008,
-                            v.span,
-                            format!(
-                                "node {n} is past the cluster's {nodes} nodes (0 to {})",
-                                nodes.saturating_sub(1)
-                            ),
-                        )
-                        .with_label("no such node")));
-                        None
-                    }
-                    None => Some(
-                        ns.iter()
-                            .flat_map(|&n| (0..*per_node).map(move |g| n as u32 * per_node + g))
-                            .collect(),
-                    ),
-                })
-        }
-        (Some(v), None, Some(_)) => {
-            r.check::<()>(Err(Diagnostic::error(
-                Code::E0018,
-                v.span,
-                "`nodes` names a cluster's nodes",
-            )
-            .with_label("this machine is not a cluster")
-            .with_hint("list the dies by id: dies = [0, 1, 2, 3]")));
+    let region = r.value("region");
+    let given: Vec<&Value> = [nodes, dies, region].into_iter().flatten().collect();
+    let members: Option<Vec<u32>> = match (given.as_slice(), topology) {
+        ([], _) => {
+            r.missing(
+                "nodes",
+                "nodes = [2, 3]`, `dies = [16, 17]` or `region = ((0, 0), (3, 7))",
+            );
             None
         }
-        (None, Some(v), _) => r
-            .check(ints(v, "dies"))
-            .map(|ds| ds.into_iter().map(|d| d as u32).collect()),
-        (Some(_), Some(v), _) => {
+        ([_, second, ..], _) => {
             r.check::<()>(Err(Diagnostic::error(
                 Code::E0005,
-                v.span,
-                format!("{what} sets both `nodes` and `dies`"),
+                second.span,
+                format!("{what} names its dies twice"),
             )
             .with_label("set again here")
-            .with_hint("name its dies one way: nodes = [2, 3] or dies = [16, 17]")));
+            .with_hint(
+                "name its dies one way: nodes = [2, 3], dies = [16, 17] or region = ((0, 0), (3, 7))",
+            )));
             None
         }
-        (None, None, _) => {
-            r.missing("nodes", "nodes = [2, 3]` or `dies = [16, 17]");
-            None
+        (_, None) => None,
+        ([v], Some(topology)) => {
+            let v = *v;
+            let found = if nodes.is_some() {
+                kind_nodes(v, topology)
+            } else if dies.is_some() {
+                ints(v, "dies").map(|ds| ds.into_iter().map(|d| d as u32).collect())
+            } else {
+                kind_region(v, topology)
+            };
+            r.check(found)
         }
-        (_, _, None) => None,
     };
     diags.extend(r.finish());
     let mut dies: Vec<DieId> = members?.into_iter().map(DieId).collect();
@@ -428,6 +411,78 @@ fn kind(
         link: port.ok()?,
         inter_node_link: nic.ok()?,
     })
+}
+
+/// A cluster's `nodes = [..]`: every GPU of each.
+fn kind_nodes(v: &Value, topology: &Topology) -> Result<Vec<u32>, Diagnostic> {
+    let Topology::Cluster { nodes, per_node } = *topology else {
+        return Err(
+            Diagnostic::error(Code::E0018, v.span, "`nodes` names a cluster's nodes")
+                .with_label("this machine is not a cluster")
+                .with_hint("list the dies by id (dies = [0, 1]) or, on a mesh, a region = ((0, 0), (3, 7))"),
+        );
+    };
+    let items = match &v.kind {
+        ValueKind::List(items) => items.as_slice(),
+        _ => std::slice::from_ref(v),
+    };
+    let mut dies = Vec::new();
+    for x in items {
+        let n = small(x, "nodes")?;
+        if n >= nodes {
+            return Err(Diagnostic::error(
+                Code::E0008,
+                x.span,
+                format!(
+                    "node {n} is past the cluster's {nodes} nodes (0 to {})",
+                    nodes.saturating_sub(1)
+                ),
+            )
+            .with_label("no such node"));
+        }
+        dies.extend((0..per_node).map(|g| n * per_node + g));
+    }
+    Ok(dies)
+}
+
+/// A mesh's `region = ((x0, y0), (x1, y1))`: the dies of that rectangle of
+/// the global grid, corners included.
+fn kind_region(v: &Value, topology: &Topology) -> Result<Vec<u32>, Diagnostic> {
+    let Some(grid) = moec_runtime::machine::Grid::of(topology) else {
+        return Err(
+            Diagnostic::error(Code::E0018, v.span, "`region` is a rectangle of a mesh")
+                .with_label("this machine is not a mesh")
+                .with_hint("on a cluster: nodes = [2, 3]; anywhere: dies = [0, 1]"),
+        );
+    };
+    let corners = match &v.kind {
+        ValueKind::Tuple(items) if items.len() == 2 => (pair(&items[0], "region")?, pair(&items[1], "region")?),
+        other => {
+            return Err(wrong_type(
+                v,
+                "region",
+                "two corners such as ((0, 0), (3, 7))",
+                other.describe(),
+            ))
+        }
+    };
+    let ((x0, y0), (x1, y1)) = corners;
+    let (xs, ys) = (x0.min(x1)..=x0.max(x1), y0.min(y1)..=y0.max(y1));
+    let mut dies = Vec::new();
+    for y in ys {
+        for x in xs.clone() {
+            match grid.die_at(Coord::new(x, y)) {
+                Some(d) => dies.push(d.0),
+                None => {
+                    return Err(
+                        Diagnostic::error(Code::E0008, v.span, format!("({x}, {y}) is off the mesh"))
+                            .with_label("this corner is off the grid"),
+                    )
+                }
+            }
+        }
+    }
+    Ok(dies)
 }
 
 /// The settings of a die (or a kind of die) read from `r`.
