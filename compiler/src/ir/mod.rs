@@ -28,7 +28,7 @@ pub use build::build;
 pub use form::{Form, FormKind};
 pub use overlap::Overlap;
 pub use relocation::{Eviction, Leg, Phase, Timing, Travel, WeightMove};
-pub use verify::{verify, verify_placed, VerifyError};
+pub use verify::{verify, verify_placed, verify_shape, VerifyError};
 
 use moec_runtime::machine::DieId;
 use moec_runtime::model::{Activation, DType, GateKind};
