@@ -318,8 +318,9 @@ fn die(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> 
     die
 }
 
-/// `kind NAME { <die settings>; nodes = [2, 3] }` or `dies = [0, 5]`: a
-/// kind of die and which dies are of it (a cluster's nodes, or die ids).
+/// `kind NAME { <die settings>; nodes = [2, 3] }` (or `dies = [0, 5]`, or
+/// `region = ((0, 0), (3, 7))`): a kind of die and which dies are of it (a
+/// cluster's nodes, die ids, a rectangle of a mesh).
 fn kind(
     machine: &str,
     (label, body, span): (Option<&crate::syntax::ast::Ident>, &Block, Span),
@@ -355,16 +356,6 @@ fn kind(
     };
     let port = own_link("link", &mut r);
     let nic = own_link("inter_node", &mut r);
-    let ints = |v: &Value, key: &str| -> Result<Vec<u64>, Diagnostic> {
-        let items = match &v.kind {
-            ValueKind::List(items) => items.as_slice(),
-            _ => std::slice::from_ref(v),
-        };
-        items
-            .iter()
-            .map(|x| reader::int(x, key, 0, u64::from(u32::MAX)))
-            .collect()
-    };
     let region = r.value("region");
     let given: Vec<&Value> = [nodes, dies, region].into_iter().flatten().collect();
     let members: Option<Vec<u32>> = match (given.as_slice(), topology) {
@@ -393,7 +384,7 @@ fn kind(
             let found = if nodes.is_some() {
                 kind_nodes(v, topology)
             } else if dies.is_some() {
-                ints(v, "dies").map(|ds| ds.into_iter().map(|d| d as u32).collect())
+                list_of(v).iter().map(|x| small(x, "dies")).collect()
             } else {
                 kind_region(v, topology)
             };
@@ -413,6 +404,14 @@ fn kind(
     })
 }
 
+/// The items of a list, or the one value.
+fn list_of(v: &Value) -> &[Value] {
+    match &v.kind {
+        ValueKind::List(items) => items.as_slice(),
+        _ => std::slice::from_ref(v),
+    }
+}
+
 /// A cluster's `nodes = [..]`: every GPU of each.
 fn kind_nodes(v: &Value, topology: &Topology) -> Result<Vec<u32>, Diagnostic> {
     let Topology::Cluster { nodes, per_node } = *topology else {
@@ -422,12 +421,8 @@ fn kind_nodes(v: &Value, topology: &Topology) -> Result<Vec<u32>, Diagnostic> {
                 .with_hint("list the dies by id (dies = [0, 1]) or, on a mesh, a region = ((0, 0), (3, 7))"),
         );
     };
-    let items = match &v.kind {
-        ValueKind::List(items) => items.as_slice(),
-        _ => std::slice::from_ref(v),
-    };
     let mut dies = Vec::new();
-    for x in items {
+    for x in list_of(v) {
         let n = small(x, "nodes")?;
         if n >= nodes {
             return Err(Diagnostic::error(
@@ -532,7 +527,7 @@ fn positive_number(r: &mut BlockReader, key: &'static str, what: &str) -> (Optio
         format!("`{key}` is out of range: {what}, more than 0 and at most 1000000"),
     )
     .with_label("out of range")
-    .with_hint(format!("leave `{key}` out when the dies have none"));
+    .with_hint(format!("leave `{key}` out when the dies have no {key}"));
     let got = r.check(match reader::float(v, key, 0.0, 1e6) {
         Ok(p) if p > 0.0 => Ok(p),
         Ok(_) => Err(refused),
