@@ -15,7 +15,14 @@
 //! (the walk's `Reduce`). Under token domains, `TokenAllGather` and
 //! `MoeReduceScatter` are ring collectives of the group too; every member
 //! with group tokens dispatches, and a member's MoE output is complete once
-//! the MoE reduce-scatter has brought it every member's partial. Dies take turns in id order, each issuing all it can, until
+//! the MoE reduce-scatter has brought it every member's partial. A chunked
+//! layer (`Schedule::chunks`) has a `Dispatch`, `Experts` and `Combine`
+//! per chunk, each chunk's collectives their own; a die's layer is
+//! combined once every chunk's combine has completed. MoNTA's
+//! `ExpertAllGather` and `ExpertReduceScatter` complete when issued (the
+//! executor treats them as transport), after the chunk's dispatch and its
+//! experts; under the relay, experts wait for the first and combine for
+//! the second. Dies take turns in id order, each issuing all it can, until
 //! every program ends; no progress before that is a deadlock.
 //!
 //! Since none of this depends on the routing, the walk is planned once and

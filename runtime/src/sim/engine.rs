@@ -7,7 +7,11 @@
 //! network (flows sharing links by max-min fairness) and let the next
 //! instruction issue, so computation overlaps communication where the
 //! dependencies allow. A `Dispatch` completes on a die once it has issued
-//! its own and every transfer into it has arrived; `Combine` likewise.
+//! its own and every transfer into it has arrived; `Combine` likewise, and
+//! MoNTA's `ExpertAllGather` (relay part -> the other parts of a split
+//! expert) and `ExpertReduceScatter` (back) the same way. Each collective
+//! is one slot (`StepParts::slot`): of a layer, a micro-batch and, for a
+//! chunked layer, a chunk, whose traffic is that part's alone.
 //!
 //! `AllGather` and `ReduceScatter` (and, under token domains,
 //! `TokenAllGather` and `MoeReduceScatter`) run the ring algorithm in the die's
