@@ -140,6 +140,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         model: model.clone(),
         shadow_slots: 0,
         overlap: Overlap::None,
+        pools: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod form;
 pub mod json;
 pub mod memory;
 mod overlap;
+mod pools;
 mod relocation;
 pub mod text;
 mod verify;
@@ -27,6 +28,7 @@ mod verify;
 pub use build::build;
 pub use form::{Form, FormKind};
 pub use overlap::Overlap;
+pub use pools::Pools;
 pub use relocation::{Eviction, Leg, Phase, Timing, Travel, WeightMove};
 pub use verify::{verify, verify_placed, verify_shape, VerifyError};
 
@@ -299,6 +301,9 @@ pub struct Ir {
     /// How the step's work overlaps (`overlap(...)`): one batch, or
     /// micro-batches; the lowering realises it.
     pub overlap: Overlap,
+    /// Attention and experts on separate dies (`disaggregate { ... }`):
+    /// the placement keeps each on its pool, the verifier checks it.
+    pub pools: Option<Pools>,
 }
 
 impl Ir {

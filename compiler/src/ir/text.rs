@@ -41,6 +41,14 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
         h.passes.join(", ")
     };
     let _ = writeln!(out, "; passes run: {passes}");
+    if let Some(p) = &ir.pools {
+        let _ = writeln!(
+            out,
+            "; pools: attention on {} dies, experts on {} dies",
+            p.attention.len(),
+            p.experts.len()
+        );
+    }
     match &ir.overlap {
         super::Overlap::None => {}
         super::Overlap::Chunked(_) | super::Overlap::Monta(_) => {

@@ -203,7 +203,34 @@ fn moves(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
     }
 }
 
+/// Under disaggregation: the pools disjoint, every routed expert on the
+/// expert pool and every attention on the attention pool.
+fn pools(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
+    let Some(pools) = &ir.pools else { return };
+    if let Some(d) = pools.overlap() {
+        errors.push(VerifyError::Broken(format!(
+            "{} is in both the attention and the expert pool",
+            label(machine, d)
+        )));
+    }
+    for (i, n) in ir.nodes() {
+        let pool = match n.op {
+            Op::Expert { .. } => &pools.experts,
+            Op::Attention { .. } => &pools.attention,
+            _ => continue,
+        };
+        if let Some(&d) = n.ann.dies.iter().find(|d| pool.binary_search(d).is_err()) {
+            errors.push(VerifyError::Broken(format!(
+                "{} is placed on {}, outside its pool",
+                describe(i.index(), n),
+                label(machine, d)
+            )));
+        }
+    }
+}
+
 fn annotations(ir: &Ir, machine: &Machine, errors: &mut Vec<VerifyError>) {
+    pools(ir, machine, errors);
     for (i, n) in ir.nodes() {
         let ann = &n.ann;
         let mut seen = BTreeSet::new();

@@ -6,11 +6,12 @@ use super::reader::BlockReader;
 use super::suggest::did_you_mean;
 use super::Program;
 use crate::diag::{Code, Diagnostic};
-use crate::ir::{Form, FormKind};
+use crate::ir::{Form, FormKind, Pools};
 use crate::passes::{MigrationPolicy, OverlapChoice, PlainOverlap};
 use crate::placement_file::Format;
-use crate::syntax::ast::{Call, Decl, Value, ValueKind};
+use crate::syntax::ast::{Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
+use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::AttentionSpec;
 use moec_runtime::routing::calibrate::{self, Calibration, CalibrationError, CalibrationTarget};
 use moec_runtime::units::Bytes;
@@ -193,6 +194,8 @@ pub struct Plan {
     pub migration: MigrationPolicy,
     /// How a step's work overlaps on each die (`overlap = ...`; none when absent).
     pub overlap: OverlapChoice,
+    /// Attention and experts on separate dies (`disaggregate { ... }`).
+    pub pools: Option<Pools>,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -270,6 +273,15 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         Some(v) => r.check(overlap_choice(v)),
         None => Some(OverlapChoice::Fixed(PlainOverlap::None)),
     };
+    let pools_section = r.plain_section("disaggregate");
+    // `None`: a pools section that could not be read (reported).
+    let pools: Option<Option<Pools>> = match pools_section {
+        None => Some(None),
+        Some((_, body, span)) => program
+            .machine(machine.flatten().unwrap_or(usize::MAX))
+            .and_then(|m| pools(&what, m, (body, span), diags))
+            .map(Some),
+    };
     let model_span = r.span_of("model").unwrap_or(decl.name.span);
     diags.extend(r.finish());
 
@@ -284,6 +296,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         parallel: parallel?,
         migration: migration?,
         overlap: overlap?,
+        pools: pools?,
         calibration: None,
         span: decl.name.span,
     };
@@ -292,6 +305,24 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
     }
     if let Some(span) = migration_span {
         if !migration_fits(program, &plan, span, diags) {
+            return None;
+        }
+    }
+    if let (Some((_, _, span)), Some(_)) = (pools_section, &plan.pools) {
+        let ep = matches!(plan.parallel, ParallelChoice::Fixed(f) if f.kind == FormKind::Ep);
+        let dp = plan.attention == AttentionParallel::DataParallel;
+        if !(ep && dp) {
+            diags.push(
+                Diagnostic::error(
+                    Code::E0018,
+                    span,
+                    format!("{what} puts attention and experts on separate pools"),
+                )
+                .with_label("disaggregated here")
+                .with_hint(
+                    "pools take data-parallel attention and whole experts for now: attention = dp, parallel = ep",
+                ),
+            );
             return None;
         }
     }
@@ -335,6 +366,78 @@ fn migration_fits(program: &Program, plan: &Plan, span: Span, diags: &mut Vec<Di
         }
         None => true,
     }
+}
+
+/// `disaggregate { attention = KIND | [dies]; experts = KIND | [dies] }`:
+/// two pools of alive dies, each named by a kind of the machine (`die` for
+/// its own part) or by die ids; disjoint (E0018).
+fn pools(what: &str, machine: &Machine, (body, span): (&Block, Span), diags: &mut Vec<Diagnostic>) -> Option<Pools> {
+    let mut r = BlockReader::new(format!("the pools of {what}"), span, body);
+    let spec = machine.spec();
+    let mut kind_names: Vec<&str> = vec!["die"];
+    kind_names.extend(spec.kinds.iter().map(|k| k.name.as_str()));
+    let pool = |key: &'static str, r: &mut BlockReader| -> Option<Vec<DieId>> {
+        let v = r.required(key, "attention = die` and `experts = l40s")?;
+        let dies: Vec<DieId> = match &v.kind {
+            ValueKind::Name(name) if kind_names.contains(&name.as_str()) => (0..machine.die_count())
+                .map(DieId)
+                .filter(|&d| spec.kind_name_of(d) == name)
+                .collect(),
+            ValueKind::Name(name) => {
+                r.check::<()>(Err(reader::unknown_choice(v.span, "kind", name, &kind_names)));
+                return None;
+            }
+            ValueKind::List(items) => {
+                let ids: Result<Vec<u64>, Diagnostic> = items
+                    .iter()
+                    .map(|x| reader::int(x, key, 0, u64::from(machine.die_count().saturating_sub(1))))
+                    .collect();
+                r.check(ids)?.into_iter().map(|d| DieId(d as u32)).collect()
+            }
+            other => {
+                r.check::<()>(Err(reader::wrong_type(
+                    v,
+                    key,
+                    "a kind of die such as l40s, or a list of die ids",
+                    other.describe(),
+                )));
+                return None;
+            }
+        };
+        let mut alive: Vec<DieId> = dies.into_iter().filter(|&d| machine.is_alive(d)).collect();
+        alive.sort_unstable();
+        alive.dedup();
+        if alive.is_empty() {
+            r.check::<()>(Err(Diagnostic::error(
+                Code::E0018,
+                v.span,
+                format!("the {key} pool has no alive die"),
+            )
+            .with_label("no alive die here")));
+            return None;
+        }
+        Some(alive)
+    };
+    let attention = pool("attention", &mut r);
+    let experts = pool("experts", &mut r);
+    diags.extend(r.finish());
+    let pools = Pools {
+        attention: attention?,
+        experts: experts?,
+    };
+    if let Some(d) = pools.overlap() {
+        diags.push(
+            Diagnostic::error(
+                Code::E0018,
+                span,
+                format!("die {} is in both pools of {what}", machine.die_label(d)),
+            )
+            .with_label("these pools overlap")
+            .with_hint("attention and experts go on disjoint dies"),
+        );
+        return None;
+    }
+    Some(pools)
 }
 
 /// E0024: a placement that lays out token domains needs tensor-parallel

@@ -65,7 +65,11 @@ impl Pass for Place {
     }
 
     fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
-        let dies = cx.machine.alive_dies();
+        // Under disaggregation the experts go on their own pool.
+        let dies = match &ir.pools {
+            Some(pools) => pools.experts.clone(),
+            None => cx.machine.alive_dies(),
+        };
         if dies.is_empty() {
             return Err("the machine has no alive die".into());
         }
@@ -145,6 +149,11 @@ impl Place {
         layout: GroupLayout,
     ) -> Result<(), String> {
         let dies = cx.machine.alive_dies();
+        // What holds the tokens: every die, or the attention pool.
+        let token_dies = ir.pools.as_ref().map_or_else(|| dies.clone(), |p| p.attention.clone());
+        if ir.pools.is_some() && (cx.attention_tp > 1 || layout != GroupLayout::Compact) {
+            return Err("disaggregated pools take data-parallel attention and no token domains".into());
+        }
         if layout != GroupLayout::Compact && cx.attention_tp < 2 {
             return Err("token domains need attention = tp(k)".into());
         }
@@ -174,7 +183,7 @@ impl Place {
             }
             Annotation::new(groups.concat(), Sharding::Tp(cx.attention_tp))
         } else {
-            Annotation::new(dies.clone(), Sharding::Whole)
+            Annotation::new(token_dies.clone(), Sharding::Whole)
         };
         let indices: Vec<_> = ir.graph.node_indices().collect();
         for i in indices {
@@ -196,7 +205,9 @@ impl Place {
                         Sharding::Domains(domains.first().map_or(1, Vec::len) as u32),
                     )
                 }
-                _ => Annotation::new(dies.clone(), Sharding::Whole),
+                // Dispatch and combine span both pools; the rest is the tokens'.
+                (Op::Dispatch { .. } | Op::Combine { .. }, _) => Annotation::new(dies.clone(), Sharding::Whole),
+                _ => Annotation::new(token_dies.clone(), Sharding::Whole),
             };
         }
         Ok(())
