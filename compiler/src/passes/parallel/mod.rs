@@ -69,6 +69,13 @@ impl Pass for Parallel {
 
     fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
         let alive = cx.machine.alive_dies();
+        // Split forms lay their groups over every alive die, across the pools.
+        if ir.pools.is_some() && self.spec != "ep" {
+            return Err(format!(
+                "parallel({}) does not run on disaggregated pools yet: their experts stay whole (ep)",
+                self.spec
+            ));
+        }
         let moe_layers: Vec<u32> = (0..cx.model.layers)
             .filter(|&l| cx.model.layer_kind(l) == LayerKind::Moe)
             .map(|l| l as u32)
