@@ -5,7 +5,6 @@
 mod common;
 
 use common::{moec, text};
-use moec::driver::CompileOptions;
 use moec_runtime::machine::{DieId, LinkKind, Machine};
 use moec_runtime::routing::RoutingGenerator;
 use moec_runtime::schedule::Schedule;
@@ -49,22 +48,12 @@ plan p {{
 
 const FAST: &str = "kind fast { compute = 200 TFLOPS; memory = 8 GB; memory_bw = 2 TB/s; price = 3.0; nodes = [1] }";
 
-/// The file written to a temporary directory, and its path.
 fn written(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("kinds.moe");
-    std::fs::write(&path, text).expect("written");
-    (dir, path)
+    common::written(text, "kinds.moe")
 }
 
 fn schedule(text: &str) -> Schedule {
-    let (_dir, path) = written(text);
-    let session = common::checked(&path);
-    let options = CompileOptions {
-        plan: Some("p".into()),
-        ..Default::default()
-    };
-    session.schedule(&options, &mut |_, _| {}).expect("lowers")
+    common::schedule_of(text, "p")
 }
 
 #[test]

@@ -5,7 +5,6 @@
 mod common;
 
 use common::{moec, text};
-use moec::driver::CompileOptions;
 use moec_runtime::schedule::Schedule;
 
 /// Two nodes of two GPUs, node 1's of kind `big`; `pools` is the plan's
@@ -47,20 +46,11 @@ plan p {{
 }
 
 fn written(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("pools.moe");
-    std::fs::write(&path, text).expect("written");
-    (dir, path)
+    common::written(text, "pools.moe")
 }
 
 fn schedule(text: &str) -> Schedule {
-    let (_dir, path) = written(text);
-    let session = common::checked(&path);
-    let options = CompileOptions {
-        plan: Some("p".into()),
-        ..Default::default()
-    };
-    session.schedule(&options, &mut |_, _| {}).expect("lowers")
+    common::schedule_of(text, "p")
 }
 
 #[test]

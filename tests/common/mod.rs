@@ -68,6 +68,26 @@ pub fn checked(path: &Path) -> Session {
     s
 }
 
+/// `text` written as `name` in a fresh temporary directory: the directory
+/// (removed when dropped) and the file's path.
+pub fn written(text: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("written");
+    (dir, path)
+}
+
+/// Plan `plan` of the source `text`, checked, compiled and lowered.
+pub fn schedule_of(text: &str, plan: &str) -> moec_runtime::schedule::Schedule {
+    let (_dir, path) = written(text, "test.moe");
+    let session = checked(&path);
+    let options = CompileOptions {
+        plan: Some(plan.into()),
+        ..Default::default()
+    };
+    session.schedule(&options, &mut |_, _| {}).expect("lowers")
+}
+
 /// Compiles `plan` of a checked session, returning the IR text after every
 /// pass (name, text) limited to `layers`.
 pub fn compile_printing(
