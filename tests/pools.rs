@@ -73,6 +73,16 @@ fn each_side_stays_on_its_pool_and_every_token_crosses_both_ways() {
     assert!(step.passed(), "max rel error {}", step.max_rel_error);
     // 8 tokens x 2 choices x 2 MoE layers, out to the experts and back.
     assert_eq!(step.rows_copied, 2 * 8 * 2 * 2);
+    // Ping-ponging three micro-batches between the pools changes when, not what.
+    let s = schedule(&plan(
+        "disaggregate { attention = die; experts = big }",
+        "overlap = micro_batches(3)",
+    ));
+    assert_eq!(s.micro_batches, 3);
+    let mut numerics = Numerics::new(&s, &NumericConfig::default()).expect("numerics");
+    let step = numerics.step(0, None);
+    assert!(step.passed(), "max rel error {}", step.max_rel_error);
+    assert_eq!(step.rows_copied, 2 * 8 * 2 * 2);
     // The same plan colocated keeps some choices at home.
     let colocated = schedule(&plan("", ""));
     let mut numerics = Numerics::new(&colocated, &NumericConfig::default()).expect("numerics");

@@ -308,6 +308,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
             "chunked(3)",
             "monta(1)",
             "monta(2)",
+            "micro_batches(3)",
         ]),
     );
     (

@@ -20,6 +20,10 @@ pub enum Overlap {
     /// dispatch or combine is in flight, the die computes the other's
     /// attention or experts.
     TwoBatch,
+    /// The two-batch program with `m >= 3` micro-batches: while one
+    /// micro-batch's all-to-all is in flight the die computes the others'
+    /// (MegaScale-Infer's ping-pong between pools takes 3 or 4).
+    MicroBatches(u32),
     /// FSMoE's pipeline: attention runs on the whole batch, then each MoE
     /// layer's tokens are dispatched, computed and combined in chunks, one
     /// chunk's expert compute under the next one's all-to-all. Per model
@@ -40,6 +44,7 @@ impl Overlap {
         match self {
             Overlap::None | Overlap::Chunked(_) | Overlap::Monta(_) => 1,
             Overlap::TwoBatch => 2,
+            Overlap::MicroBatches(m) => *m,
         }
     }
 
@@ -62,6 +67,7 @@ impl Overlap {
         match self {
             Overlap::None => "none",
             Overlap::TwoBatch => "two_batch",
+            Overlap::MicroBatches(_) => "micro_batches",
             Overlap::Chunked(_) => "chunked",
             Overlap::Monta(_) => "monta",
         }
@@ -73,7 +79,10 @@ impl Overlap {
 impl fmt::Display for Overlap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (Overlap::Chunked(d) | Overlap::Monta(d)) = self else {
-            return f.write_str(self.name());
+            return match self {
+                Overlap::MicroBatches(m) => write!(f, "micro_batches({m})"),
+                _ => f.write_str(self.name()),
+            };
         };
         let name = self.name();
         let moe: Vec<u32> = d.iter().copied().filter(|&c| c > 0).collect();

@@ -41,7 +41,7 @@ pub const PASSES: &[(&str, &str)] = &[
     (
         "overlap",
         "overlap(FORM): how a step's work overlaps on each die; FORM: none (one batch), two_batch (two \
-         micro-batches, one's all-to-all under the other's compute), chunked(d) (FSMoE: each MoE layer's \
+         micro-batches, one's all-to-all under the other's compute), micro_batches(m) (the same with m), chunked(d) (FSMoE: each MoE layer's \
          tokens in d chunks, one's experts under the next one's all-to-all), chunked(auto) (d per layer from \
          FSMoE's task model), monta(n) (MoNTA: a split expert's tokens cross once and are forwarded inside its \
          group, in n chunks), monta(auto) (MoNTA's strategy from volumes and bandwidths) or auto (each \

@@ -586,8 +586,8 @@ fn routing_fits(
 /// `compute_balanced`, each optionally with `fused = false` (`ep(fused =
 /// false)`), or `auto`. A size must fit `alive` dies and `ffn` columns
 /// (E0040); without one, all alive dies.
-/// `overlap = none | two_batch | chunked(d) | chunked(auto) | monta(n) |
-/// monta(auto) | auto`.
+/// `overlap = none | two_batch | micro_batches(m) | chunked(d) |
+/// chunked(auto) | monta(n) | monta(auto) | auto`.
 fn overlap_choice(v: &Value) -> Result<OverlapChoice, Diagnostic> {
     match &v.kind {
         ValueKind::Name(n) if n == "chunked" || n == "monta" => {
@@ -600,6 +600,18 @@ fn overlap_choice(v: &Value) -> Result<OverlapChoice, Diagnostic> {
             OverlapChoice::parse(n).map_err(|e| Diagnostic::error(Code::E0017, v.span, e))
         }
         ValueKind::Name(n) => Err(reader::unknown_choice(v.span, "overlap", n, OverlapChoice::SPELLINGS)),
+        ValueKind::Call(c) if c.name.text == "micro_batches" => {
+            let max = u64::from(moec_runtime::schedule::MAX_MICRO_BATCHES);
+            match c.args.as_slice() {
+                [a] if a.name.is_none() => {
+                    reader::int(&a.value, "micro_batches", 1, max).map(|m| OverlapChoice::MicroBatches(m as u32))
+                }
+                _ => Err(
+                    Diagnostic::error(Code::E0018, c.span, "`micro_batches` takes one count")
+                        .with_hint("write micro_batches(3): the two-batch program with 3 micro-batches"),
+                ),
+            }
+        }
         ValueKind::Call(c) if c.name.text == "chunked" || c.name.text == "monta" => {
             let name = c.name.text.as_str();
             let arg = match c.args.as_slice() {

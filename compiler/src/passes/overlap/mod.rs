@@ -33,7 +33,7 @@ use crate::ir::{Ir, Op, Overlap};
 use crate::passes::probe::step_time::step_time;
 use crate::passes::{Pass, PassContext};
 use moec_runtime::model::LayerKind;
-use moec_runtime::schedule::MAX_CHUNKS;
+use moec_runtime::schedule::{MAX_CHUNKS, MAX_MICRO_BATCHES};
 use std::fmt;
 
 /// What a plan asks for (`overlap = ...`): one form, or the fastest.
@@ -41,6 +41,9 @@ use std::fmt;
 pub enum OverlapChoice {
     /// `none` or `two_batch`.
     Fixed(PlainOverlap),
+    /// `micro_batches(m)`: the two-batch program with `m` micro-batches
+    /// (`micro_batches(2)` is `two_batch`, `micro_batches(1)` is `none`).
+    MicroBatches(u32),
     /// `chunked(d)`: every MoE layer in `d` chunks.
     Chunked(u32),
     /// `chunked(auto)`: FSMoE's choice of `d` per layer.
@@ -75,6 +78,7 @@ impl OverlapChoice {
     pub const SPELLINGS: &'static [&'static str] = &[
         "none",
         "two_batch",
+        "micro_batches(m)",
         "chunked(d)",
         "chunked(auto)",
         "monta(n)",
@@ -112,9 +116,10 @@ impl OverlapChoice {
                 .and_then(|r| r.strip_suffix(')'))
                 .map(str::trim)
         };
-        let (name, arg) = match (call("chunked"), call("monta")) {
-            (Some(arg), _) => ("chunked", arg),
-            (_, Some(arg)) => ("monta", arg),
+        let (name, arg) = match (call("chunked"), call("monta"), call("micro_batches")) {
+            (Some(arg), _, _) => ("chunked", arg),
+            (_, Some(arg), _) => ("monta", arg),
+            (_, _, Some(arg)) => ("micro_batches", arg),
             _ => {
                 return Err(format!(
                     "no overlap form `{text}` (forms: {})",
@@ -127,6 +132,7 @@ impl OverlapChoice {
             ("monta", "auto", _) => Ok(OverlapChoice::MontaByModel),
             ("chunked", _, Ok(d)) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Chunked(d)),
             ("monta", _, Ok(d)) if (1..=MAX_CHUNKS).contains(&d) => Ok(OverlapChoice::Monta(d)),
+            ("micro_batches", _, Ok(m)) if (1..=MAX_MICRO_BATCHES).contains(&m) => Ok(OverlapChoice::MicroBatches(m)),
             _ => Err(format!(
                 "`{name}` takes a chunk count from 1 to {MAX_CHUNKS}, or auto; found `{arg}`"
             )),
@@ -139,6 +145,7 @@ impl fmt::Display for OverlapChoice {
         match self {
             OverlapChoice::Fixed(PlainOverlap::None) => f.write_str("none"),
             OverlapChoice::Fixed(PlainOverlap::TwoBatch) => f.write_str("two_batch"),
+            OverlapChoice::MicroBatches(m) => write!(f, "micro_batches({m})"),
             OverlapChoice::Chunked(d) => write!(f, "chunked({d})"),
             OverlapChoice::ChunkedByModel => f.write_str("chunked(auto)"),
             OverlapChoice::Monta(n) => write!(f, "monta({n})"),
@@ -204,6 +211,9 @@ fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overl
     let uniform = |d: u32| (0..cx.model.layers).map(|l| if moe(l) { d } else { 0 }).collect();
     Ok(match choice {
         OverlapChoice::Fixed(plain) => plain.form(),
+        OverlapChoice::MicroBatches(1) => Overlap::None,
+        OverlapChoice::MicroBatches(2) => Overlap::TwoBatch,
+        OverlapChoice::MicroBatches(m) => Overlap::MicroBatches(m),
         OverlapChoice::Chunked(d) => Overlap::Chunked(uniform(d)),
         OverlapChoice::ChunkedByModel => Overlap::Chunked(fsmoe::chunks(ir, cx)?),
         OverlapChoice::Monta(n) => Overlap::Monta(uniform(n)),
