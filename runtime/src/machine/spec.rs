@@ -70,10 +70,7 @@ pub struct DieKind {
 impl MachineSpec {
     /// The part die `d` is: its kind's, else the machine's `die`.
     pub fn die_of(&self, d: super::DieId) -> &DieSpec {
-        self.kinds
-            .iter()
-            .find(|k| k.dies.binary_search(&d).is_ok())
-            .map_or(&self.die, |k| &k.die)
+        self.kind_of(d).map_or(&self.die, |k| &k.die)
     }
 
     /// Die `d`'s port into its switch (a switch's or a cluster node's).
@@ -95,10 +92,7 @@ impl MachineSpec {
 
     /// The name of die `d`'s kind (`die` for the machine's own part).
     pub fn kind_name_of(&self, d: super::DieId) -> &str {
-        self.kinds
-            .iter()
-            .find(|k| k.dies.binary_search(&d).is_ok())
-            .map_or("die", |k| k.name.as_str())
+        self.kind_of(d).map_or("die", |k| k.name.as_str())
     }
 }
 

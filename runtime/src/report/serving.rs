@@ -45,7 +45,8 @@ pub struct ServingReport {
     /// gives each sequence its first token, so it is the step latency.
     /// `None` for decode.
     pub ttft: Option<StepLatency>,
-    /// The machine's price of a die, dollars per die-hour (`None`: not given).
+    /// The mean alive die's price, dollars per die-hour (`None`: not every
+    /// die has one).
     pub price_per_die_hour: Option<f64>,
     /// Tokens per dollar at that price over the alive dies.
     pub tokens_per_dollar: Option<f64>,

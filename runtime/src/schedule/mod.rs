@@ -140,21 +140,8 @@ impl Placement {
     /// each micro-batch and the micro-batches are as alike as the batch
     /// allows.
     pub fn micro_batch_of(&self, m: u32) -> Vec<u32> {
-        let m = u64::from(m.max(1));
-        let dies = self.sequences.iter().map(|d| d.index() + 1).max().unwrap_or(0);
-        let mut homed = vec![0u64; dies];
-        for d in &self.sequences {
-            homed[d.index()] += 1;
-        }
-        let mut seen = vec![0u64; dies];
-        self.sequences
-            .iter()
-            .map(|d| {
-                let k = seen[d.index()];
-                seen[d.index()] += 1;
-                (k * m / homed[d.index()].max(1)) as u32
-            })
-            .collect()
+        // A sequence is one item here, as a token is for a chunk.
+        self.chunk_of(1, m)
     }
 
     /// Per token (`s * tokens_per_sequence + i` for token `i` of sequence

@@ -116,11 +116,7 @@ pub fn chunks(ir: &mut Ir, cx: &PassContext) -> Result<Vec<u32>, String> {
     let moe: Vec<usize> = (0..layers as usize)
         .filter(|&l| cx.model.layer_kind(l as u64) == LayerKind::Moe)
         .collect();
-    let uniform = |d: u32| -> Vec<u32> {
-        let mut v = vec![0; layers as usize];
-        moe.iter().for_each(|&l| v[l] = d);
-        v
-    };
+    let uniform = |d: u32| super::on_moe_layers(cx, d);
     let probe = |d: Vec<u32>| -> Result<StepResult, String> {
         let mut trial = ir.clone();
         trial.overlap = Overlap::Chunked(d);

@@ -207,8 +207,7 @@ impl Pass for OverlapPass {
 
 /// The form a choice other than `auto` gives.
 fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
-    let moe = |l: u64| cx.model.layer_kind(l) == LayerKind::Moe;
-    let uniform = |d: u32| (0..cx.model.layers).map(|l| if moe(l) { d } else { 0 }).collect();
+    let uniform = |d: u32| on_moe_layers(cx, d);
     Ok(match choice {
         OverlapChoice::Fixed(plain) => plain.form(),
         OverlapChoice::MicroBatches(1) => Overlap::None,
@@ -220,6 +219,14 @@ fn form_of(choice: OverlapChoice, ir: &mut Ir, cx: &PassContext) -> Result<Overl
         OverlapChoice::MontaByModel => monta::strategy(ir, cx)?,
         OverlapChoice::Auto => return Err("`auto` is not one form".into()),
     })
+}
+
+/// Per model layer: `d` on the MoE layers, 0 on the dense ones (the shape
+/// of `Overlap::Chunked` and `Overlap::Monta`).
+fn on_moe_layers(cx: &PassContext, d: u32) -> Vec<u32> {
+    (0..cx.model.layers)
+        .map(|l| if cx.model.layer_kind(l) == LayerKind::Moe { d } else { 0 })
+        .collect()
 }
 
 /// The form whose simulated step is fastest (ties to the earlier, simpler

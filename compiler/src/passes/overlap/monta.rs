@@ -61,7 +61,7 @@ pub fn strategy(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     let traffic_under = |relay: bool| -> Result<Vec<Option<LayerTraffic>>, String> {
         let mut trial = ir.clone();
         trial.overlap = match relay {
-            true => Overlap::Monta(moe_layers_at(layers, &moe, 1)),
+            true => Overlap::Monta(super::on_moe_layers(cx, 1)),
             false => Overlap::None,
         };
         let schedule = lower(&trial, cx.model, cx.machine, cx.workload)?;
@@ -119,19 +119,9 @@ pub fn strategy(ir: &mut Ir, cx: &PassContext) -> Result<Overlap, String> {
     })
 }
 
-/// `d` on the MoE layers, 0 elsewhere.
-fn moe_layers_at(layers: usize, moe: &[usize], d: u32) -> Vec<u32> {
-    let mut v = vec![0; layers];
-    moe.iter().for_each(|&l| v[l] = d);
-    v
-}
-
 /// What a chunk's transfers cost on the machine's links.
 struct Links<'m> {
     machine: &'m Machine,
-    /// Bytes a second of a die's link inside its node, and of its NIC.
-    intra_bps: f64,
-    inter_bps: f64,
     /// Both links' latency: what one more chunk of each transfer adds.
     latencies_s: f64,
 }
@@ -139,15 +129,9 @@ struct Links<'m> {
 impl<'m> Links<'m> {
     fn of(machine: &'m Machine) -> Links<'m> {
         let spec = machine.spec();
-        let inter = spec
-            .inter_node_link
-            .as_ref()
-            .or(spec.inter_wafer_link.as_ref())
-            .unwrap_or(&spec.link);
+        let inter = spec.inter_node_link.or(spec.inter_wafer_link).unwrap_or(spec.link);
         Links {
             machine,
-            intra_bps: spec.link.bandwidth.0,
-            inter_bps: inter.bandwidth.0,
             latencies_s: spec.link.latency.0 + inter.latency.0,
         }
     }
@@ -162,7 +146,8 @@ impl<'m> Links<'m> {
     }
 
     /// The busiest sender's time: its inter-node bytes over its NIC and its
-    /// intra-node bytes over its links, the two at once.
+    /// intra-node bytes over its port (its kind's, on a machine of several),
+    /// the two at once.
     fn busiest_send_s(&self, pairs: &[(DieId, DieId, u64)]) -> f64 {
         let mut sent: std::collections::BTreeMap<DieId, (u64, u64)> = Default::default();
         for &(src, dst, b) in pairs {
@@ -172,8 +157,15 @@ impl<'m> Links<'m> {
                 false => s.1 += b,
             }
         }
-        sent.values()
-            .map(|&(inter, intra)| (inter as f64 / self.inter_bps).max(intra as f64 / self.intra_bps))
+        let spec = self.machine.spec();
+        sent.iter()
+            .map(|(&d, &(inter, intra))| {
+                let nic = match spec.inter_node_link {
+                    Some(_) => spec.nic_of(d),
+                    None => spec.inter_wafer_link.unwrap_or(spec.link),
+                };
+                (inter as f64 / nic.bandwidth.0).max(intra as f64 / spec.port_of(d).bandwidth.0)
+            })
             .fold(0.0, f64::max)
     }
 }
