@@ -173,6 +173,7 @@ impl Session {
         let manager = PassManager::new(&specs, options.print_after.clone()).map_err(|e| pipeline_error(plan, e))?;
         let mut ir = ir::build(&plan.name, model, machine, workload);
         ir.pools = plan.pools.clone();
+        ir.transport = plan.transport;
         let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
             .with_placement_file(self.program.placement_file(&plan.name))
             .with_steps(steps);

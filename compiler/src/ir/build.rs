@@ -141,6 +141,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         shadow_slots: 0,
         overlap: Overlap::None,
         pools: None,
+        transport: Default::default(),
     }
 }
 

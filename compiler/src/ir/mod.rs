@@ -304,6 +304,9 @@ pub struct Ir {
     /// Attention and experts on separate dies (`disaggregate { ... }`):
     /// the placement keeps each on its pool, the verifier checks it.
     pub pools: Option<Pools>,
+    /// How the all-to-alls move their messages (the plan's `transfers`);
+    /// the lowering writes it into the schedule.
+    pub transport: moec_runtime::schedule::Transport,
 }
 
 impl Ir {

@@ -61,6 +61,7 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         micro_batches: ir.overlap.micro_batches(),
         // The IR marks dense layers 0; a schedule counts them one chunk.
         chunks: ir.overlap.chunks().iter().map(|&d| d.max(1)).collect(),
+        transport: ir.transport,
     };
     schedule
         .validate()

@@ -10,7 +10,7 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
-    Coord, DefectEntry, Defects, DieId, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError,
+    Coord, DefectEntry, Defects, DieId, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MessageCosts, Machine, MachineError,
     MachineSpec, RouterSpec, RoutingPolicy, Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
@@ -55,6 +55,10 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
     let router = match r.plain_section("router") {
         Some((_, body, span)) => router(&what, span, body, diags),
         None => Some(RouterSpec::default()),
+    };
+    let messages = match r.plain_section("messages") {
+        Some((_, body, span)) => messages(&what, span, body, diags),
+        None => Some(MessageCosts::default()),
     };
     let io_section = r.plain_section("io");
     let io = io_section.and_then(|(_, body, span)| io(&what, span, body, diags));
@@ -108,6 +112,7 @@ pub fn check(decl: &Decl, diags: &mut Vec<Diagnostic>) -> Option<Machine> {
         router: router?,
         io,
         defects,
+        messages: messages?,
     };
     match Machine::build(spec) {
         Ok(m) => Some(m),
@@ -580,6 +585,27 @@ fn router(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) 
         overhead: overhead.unwrap_or(ideal.overhead),
         port,
     })
+}
+
+/// The per-message costs of the all-to-all transports: `messages { m2n =
+/// 6.5 us; nccl = 35 us }`, each defaulting to MegaScale-Infer's fit.
+fn messages(machine: &str, span: Span, body: &Block, diags: &mut Vec<Diagnostic>) -> Option<MessageCosts> {
+    let mut r = BlockReader::new(format!("the message costs of {machine}"), span, body);
+    let fitted = MessageCosts::default();
+    let m2n = r.quantity("m2n", Dim::Time).map(Seconds).unwrap_or(fitted.m2n);
+    let nccl = r.quantity("nccl", Dim::Time).map(Seconds).unwrap_or(fitted.nccl);
+    warn_suspicious(
+        &r,
+        &[
+            ("m2n", plausible_or_refused(m2n.0), "above 1 ms"),
+            ("nccl", plausible_or_refused(nccl.0), "above 1 ms"),
+        ],
+        diags,
+    );
+    let in_time = within_the_clock(&r, &[("m2n", m2n.0), ("nccl", nccl.0)], diags);
+    diags.extend(r.finish());
+    in_time.then_some(())?;
+    Some(MessageCosts { m2n, nccl })
 }
 
 /// A time above 1 ms that the machine check will still accept: worth a

@@ -14,6 +14,7 @@ use crate::syntax::Span;
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::AttentionSpec;
 use moec_runtime::routing::calibrate::{self, Calibration, CalibrationError, CalibrationTarget};
+use moec_runtime::schedule::Transport;
 use moec_runtime::units::Bytes;
 use moec_runtime::workload::RoutingSource;
 
@@ -196,6 +197,9 @@ pub struct Plan {
     pub overlap: OverlapChoice,
     /// Attention and experts on separate dies (`disaggregate { ... }`).
     pub pools: Option<Pools>,
+    /// How the all-to-alls move their messages (`transfers = ...`; direct
+    /// when absent).
+    pub transport: Transport,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -273,6 +277,10 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         Some(v) => r.check(overlap_choice(v)),
         None => Some(OverlapChoice::Fixed(PlainOverlap::None)),
     };
+    let transport = match r.choice("transfers", &["direct", "m2n", "nccl"]) {
+        Some((name, _)) => Transport::ALL.into_iter().find(|t| t.name() == name),
+        None => Some(Transport::Direct),
+    };
     let pools_section = r.plain_section("disaggregate");
     // `None`: a pools section that could not be read (reported).
     let pools: Option<Option<Pools>> = match pools_section {
@@ -297,6 +305,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         migration: migration?,
         overlap: overlap?,
         pools: pools?,
+        transport: transport?,
         calibration: None,
         span: decl.name.span,
     };

@@ -21,7 +21,7 @@ pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
 pub use spec::{
-    Coord, Defects, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
+    Coord, Defects, DieKind, DieRef, DieSpec, Edge, IoSpec, MessageCosts, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
     MAX_MACHINE_TIME_S,
 };
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
@@ -271,6 +271,7 @@ pub(crate) mod tests {
             name: "test".into(),
             topology,
             kinds: Vec::new(),
+            messages: Default::default(),
             die: DieSpec {
                 compute: FlopsPerSec(1e15),
                 memory: Bytes(48 << 30),

@@ -165,6 +165,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         broadcasts: Vec::new(),
         micro_batches: 1,
         chunks: Vec::new(),
+        transport: Default::default(),
     }
 }
 
@@ -705,6 +706,7 @@ fn deepseek_v3_numeric_step_timing() {
         broadcasts: Vec::new(),
         micro_batches: 1,
         chunks: Vec::new(),
+        transport: Default::default(),
         model,
         workload,
     };

@@ -21,9 +21,11 @@
 mod copies;
 mod instr;
 mod migration;
+mod transport;
 
 pub use copies::{ExpertCopy, ExpertPart};
 pub use instr::{Instr, InstrId, Op};
+pub use transport::Transport;
 pub use migration::{plan_legs, step_windows, Broadcast, Chunk, Migration, MigrationKind, Phase, WeightSource, Window};
 
 use crate::machine::{DieId, MachineSpec};
@@ -66,6 +68,9 @@ pub struct Schedule {
     /// one of them (`Instr::chunk`). Empty, or 1 for a layer: one chunk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<u32>,
+    /// How the all-to-alls move their messages (`transport.rs`).
+    #[serde(default, skip_serializing_if = "Transport::is_direct")]
+    pub transport: Transport,
 }
 
 fn one() -> u32 {

@@ -25,6 +25,7 @@
 use super::cost::{Cost, CostModel};
 use super::moves::{opens, Moves, StepChunk, MIGRATION};
 use super::network::{Network, Traffic};
+use super::posts::{Post, Posts};
 use super::time::Time;
 use super::traffic::{LayerTraffic, StepParts, StepTraffic};
 use crate::machine::{DieId, DieSpec, Machine};
@@ -360,6 +361,19 @@ pub fn simulate_step_with(
         s.pcs = vec![0; s.streams.len()];
     }
     let mut coll = Collectives::new(&traffic, dies, layers);
+    // Every die with a program runs every collective.
+    let members = schedule.programs.iter().filter(|p| !p.instrs.is_empty()).count() as u32;
+    let mut posts = Posts::new(schedule.transport, &machine.spec().messages, members);
+    if posts.synchronises() {
+        // Each member's release from its group counts as one more arrival.
+        for kind in [DISPATCH, COMBINE] {
+            for (at, pending) in coll.pending[kind as usize].iter_mut().enumerate() {
+                if !schedule.programs.get(at % dies).is_none_or(|p| p.instrs.is_empty()) {
+                    *pending += 1;
+                }
+            }
+        }
+    }
     let mut result = StepResult {
         die_busy_s: vec![0.0; dies],
         expert_busy_s: vec![0.0; dies * layers],
@@ -400,6 +414,7 @@ pub fn simulate_step_with(
                 net: &mut net,
                 coll: &mut coll,
                 moves: &mut moves,
+                posts: &mut posts,
                 result: &mut result,
                 gate_wait: &mut gate_wait,
                 ending: &mut ending,
@@ -419,7 +434,8 @@ pub fn simulate_step_with(
         let compute_next = ending.peek().map_or(Time::NEVER, |e| e.0 .0);
         let net_next = net.next_event().unwrap_or(Time::NEVER);
         let read_next = moves.next_read_done().unwrap_or(Time::NEVER);
-        let next = compute_next.min(net_next).min(read_next);
+        let post_next = posts.next().unwrap_or(Time::NEVER);
+        let next = compute_next.min(net_next).min(read_next).min(post_next);
         if next.is_never() {
             // The step's own work is done: weights whose window never
             // opened go now, so none is lost.
@@ -436,6 +452,24 @@ pub fn simulate_step_with(
         moves.finish_reads(now, &mut net)?;
         result.events += finished.len() as u64;
         arrivals.clear();
+        // Messages whose posting cost is paid go on the network; NCCL-style
+        // members whose messages are all posted count their release.
+        for post in posts.due(now) {
+            match post {
+                Post::Send { from, to, bytes, tag } => {
+                    let id = net.start(now, from, to, bytes, tag).map_err(|e| e.to_string())?;
+                    if record_flows {
+                        open_flows.insert(id.0, (from, to, bytes, now));
+                    }
+                }
+                Post::Sync { kind, slot, die } => {
+                    let k = slot * dies + die;
+                    coll.pending[kind as usize][k] = coll.pending[kind as usize][k].saturating_sub(1);
+                    coll.arrived[kind as usize][k] = coll.arrived[kind as usize][k].max(now);
+                    arrivals.push(die);
+                }
+            }
+        }
         for &(id, t, end) in &finished {
             let migration = t >> 56 == MIGRATION;
             if let Some((src, dst, bytes, start_s)) = open_flows.remove(&id.0) {
@@ -591,6 +625,8 @@ struct Issue<'a, 'm> {
     net: &'a mut Network<'m>,
     coll: &'a mut Collectives,
     moves: &'a mut Moves,
+    /// Messages waiting for their posting cost or their group.
+    posts: &'a mut Posts,
     result: &'a mut StepResult,
     /// Per die: time expert kernels waited for broadcast weights.
     gate_wait: &'a mut [f64],
@@ -732,6 +768,7 @@ fn issue(
                     _ => (EXPERT_REDUCE_SCATTER, true),
                 };
                 let slot = parts.slot(layer, j, c);
+                let mut messages = Vec::new();
                 if let Some(t) = layer_traffic {
                     let pairs = match kind {
                         DISPATCH | COMBINE => &t.dispatch,
@@ -740,13 +777,19 @@ fn issue(
                     for &(src, dst, bytes) in pairs {
                         let (from, to) = if back { (dst, src) } else { (src, dst) };
                         if from.0 as usize == d {
-                            let id = net
-                                .start(now, from, to, bytes, tag(kind, slot as u32, to))
-                                .map_err(|e| e.to_string())?;
-                            if let Some(open) = open_flows.as_deref_mut() {
-                                open.insert(id.0, (from, to, bytes, now));
-                            }
+                            messages.push((from, to, bytes, tag(kind, slot as u32, to)));
                         }
+                    }
+                }
+                // The all-to-alls go by the schedule's transport; MoNTA's
+                // relay inside an expert's group is always direct.
+                if matches!(kind, DISPATCH | COMBINE) {
+                    messages = at.posts.issue(now, (kind, slot, d), messages);
+                }
+                for (from, to, bytes, tag) in messages {
+                    let id = net.start(now, from, to, bytes, tag).map_err(|e| e.to_string())?;
+                    if let Some(open) = open_flows.as_deref_mut() {
+                        open.insert(id.0, (from, to, bytes, now));
                     }
                 }
                 coll.issued[kind as usize][slot * dies + d] = true;

@@ -9,5 +9,6 @@ pub mod engine;
 pub mod moves;
 pub mod netbench;
 pub mod network;
+pub mod posts;
 pub mod time;
 pub mod traffic;

@@ -201,6 +201,7 @@ mod tests {
         Machine::build(MachineSpec {
             name: "test".into(),
             kinds: Vec::new(),
+            messages: Default::default(),
             topology: Topology::Mesh {
                 width,
                 height,
