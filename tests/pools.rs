@@ -5,6 +5,7 @@
 mod common;
 
 use common::{moec, text};
+use moec_runtime::machine::DieId;
 use moec_runtime::schedule::Schedule;
 
 /// Two nodes of two GPUs, node 1's of kind `big`; `pools` is the plan's
@@ -90,6 +91,26 @@ fn each_side_stays_on_its_pool_and_every_token_crosses_both_ways() {
 }
 
 #[test]
+fn tensor_parallel_groups_stay_inside_their_pools() {
+    use moec_runtime::numerics::{NumericConfig, Numerics};
+    // MegaScale-Infer's tp_a = 2 and tp_e = 2: node 0 one attention group,
+    // node 1 one expert group holding every expert split in two.
+    let s = schedule(&plan(
+        "disaggregate { attention = die; experts = big }",
+        "attention = tp(2)\n  parallel = tp(2)",
+    ));
+    assert_eq!(s.placement.attention_groups, vec![vec![DieId(0), DieId(1)]]);
+    for layer in &s.placement.experts {
+        for holders in layer {
+            assert_eq!(holders, &[DieId(2), DieId(3)]);
+        }
+    }
+    let mut numerics = Numerics::new(&s, &NumericConfig::default()).expect("numerics");
+    let step = numerics.step(0, None);
+    assert!(step.passed(), "max rel error {}", step.max_rel_error);
+}
+
+#[test]
 fn the_ir_shows_the_pools_and_memory_follows_them() {
     let (_dir, path) = written(&plan("disaggregate { attention = [0, 1]; experts = [2, 3] }", ""));
     let o = moec(&["compile", path.to_str().expect("utf-8"), "--emit", "ir"]);
@@ -133,7 +154,7 @@ fn bad_pools_are_diagnostics() {
         ),
         (
             "disaggregate { attention = die; experts = big }",
-            "parallel = tp(2)",
+            "parallel = moeshard(2)",
             "puts attention and experts on separate pools",
         ),
     ];

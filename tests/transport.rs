@@ -66,7 +66,11 @@ fn simulate(s: &Schedule) -> StepResult {
 fn dispatch_latency(tokens_per_sender: u32, transfers: &str) -> f64 {
     let s = common::schedule_of(&m2n_bench(tokens_per_sender, transfers), "p");
     let r = simulate(&s);
-    let dispatch = |senders: bool| r.spans.iter().filter(move |x| x.op.name() == "dispatch" && (x.die.0 < 8) == senders);
+    let dispatch = |senders: bool| {
+        r.spans
+            .iter()
+            .filter(move |x| x.op.name() == "dispatch" && (x.die.0 < 8) == senders)
+    };
     let start = dispatch(true).map(|x| x.start_s).fold(f64::MAX, f64::min);
     let end = dispatch(false).map(|x| x.end_s).fold(0.0, f64::max);
     end - start

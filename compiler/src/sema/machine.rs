@@ -10,8 +10,8 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Block, Call, Decl, Value, ValueKind};
 use crate::syntax::Span;
 use moec_runtime::machine::{
-    Coord, DefectEntry, Defects, DieId, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MessageCosts, Machine, MachineError,
-    MachineSpec, RouterSpec, RoutingPolicy, Topology,
+    Coord, DefectEntry, Defects, DieId, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, Machine, MachineError,
+    MachineSpec, MessageCosts, RouterSpec, RoutingPolicy, Topology,
 };
 use moec_runtime::units::{Bytes, BytesPerSec, FlopsPerSec, Seconds};
 

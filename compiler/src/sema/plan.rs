@@ -318,9 +318,16 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         }
     }
     if let (Some((_, _, span)), Some(_)) = (pools_section, &plan.pools) {
-        let ep = matches!(plan.parallel, ParallelChoice::Fixed(f) if f.kind == FormKind::Ep);
-        let dp = plan.attention == AttentionParallel::DataParallel;
-        if !(ep && dp) {
+        // Attention data-parallel or in tensor-parallel groups of the
+        // attention pool (tp_a); experts whole or split over groups of the
+        // expert pool (tp_e): MegaScale-Infer's forms.
+        let experts_ok =
+            matches!(plan.parallel, ParallelChoice::Fixed(f) if matches!(f.kind, FormKind::Ep | FormKind::Tp(_)));
+        let attention_ok = matches!(
+            plan.attention,
+            AttentionParallel::DataParallel | AttentionParallel::TensorParallel(_)
+        );
+        if !(experts_ok && attention_ok) {
             diags.push(
                 Diagnostic::error(
                     Code::E0018,
@@ -329,7 +336,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
                 )
                 .with_label("disaggregated here")
                 .with_hint(
-                    "pools take data-parallel attention and whole experts for now: attention = dp, parallel = ep",
+                    "pools take attention = dp or tp(k) and parallel = ep or tp(k) (each group inside its pool)",
                 ),
             );
             return None;

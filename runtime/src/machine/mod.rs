@@ -21,8 +21,8 @@ pub use link::{Link, LinkId, LinkKind};
 pub use node::{Node, NodeId};
 pub use routing::Route;
 pub use spec::{
-    Coord, Defects, DieKind, DieRef, DieSpec, Edge, IoSpec, MessageCosts, LinkSpec, MachineSpec, RouterSpec, RoutingPolicy, Topology,
-    MAX_MACHINE_TIME_S,
+    Coord, Defects, DieKind, DieRef, DieSpec, Edge, IoSpec, LinkSpec, MachineSpec, MessageCosts, RouterSpec,
+    RoutingPolicy, Topology, MAX_MACHINE_TIME_S,
 };
 pub use topology::{Grid, MAX_DIES, NEIGHBOUR_ORDER};
 

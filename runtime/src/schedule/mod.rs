@@ -25,8 +25,8 @@ mod transport;
 
 pub use copies::{ExpertCopy, ExpertPart};
 pub use instr::{Instr, InstrId, Op};
-pub use transport::Transport;
 pub use migration::{plan_legs, step_windows, Broadcast, Chunk, Migration, MigrationKind, Phase, WeightSource, Window};
+pub use transport::Transport;
 
 use crate::machine::{DieId, MachineSpec};
 use crate::model::ModelSpec;

@@ -18,7 +18,12 @@ use std::collections::BinaryHeap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Post {
     /// A transfer to start on the network.
-    Send { from: DieId, to: DieId, bytes: u64, tag: u64 },
+    Send {
+        from: DieId,
+        to: DieId,
+        bytes: u64,
+        tag: u64,
+    },
     /// Die `die`'s part of collective (`kind`, `slot`) is posted: one
     /// arrival for its completion to count.
     Sync { kind: u64, slot: usize, die: usize },

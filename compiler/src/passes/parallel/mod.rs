@@ -27,7 +27,7 @@ pub(crate) mod select_parallel;
 
 use crate::ir::{Form, FormKind, Ir, Op, Sharding};
 use crate::passes::place::hd_moe::{self, Mode};
-use crate::passes::place::tp_groups::compact_groups;
+use crate::passes::place::tp_groups::compact_groups_within;
 use crate::passes::probe::layer_all_to_all::LayerLayout;
 use crate::passes::Pass;
 use crate::passes::PassContext;
@@ -69,10 +69,12 @@ impl Pass for Parallel {
 
     fn run(&self, ir: &mut Ir, cx: &PassContext) -> Result<(), String> {
         let alive = cx.machine.alive_dies();
-        // Split forms lay their groups over every alive die, across the pools.
-        if ir.pools.is_some() && self.spec != "ep" {
+        // Expert TP groups stay inside the expert pool (MegaScale-Infer's
+        // tp_e); the other split forms lay their groups over every die.
+        let split_in_pool = matches!(self.form, Some(f) if matches!(f.kind, FormKind::Ep | FormKind::Tp(_)));
+        if ir.pools.is_some() && !split_in_pool {
             return Err(format!(
-                "parallel({}) does not run on disaggregated pools yet: their experts stay whole (ep)",
+                "parallel({}) does not run on disaggregated pools: their experts are whole (ep) or split in the expert pool (tp(k))",
                 self.spec
             ));
         }
@@ -128,7 +130,7 @@ pub fn layouts(
                     columns: plan.columns[layer as usize].clone(),
                 }
             }
-            None => grouped_layout(cx, experts, form.kind, ffn)?,
+            None => grouped_layout(cx, experts, form.kind, ffn, ir.pools.as_ref().map(|p| &p.experts[..]))?,
         };
         layouts.insert(layer, layout);
     }
@@ -138,15 +140,17 @@ pub fn layouts(
 
 /// The layout of one layer in a form that needs no HD-MoE pass (EP, TP,
 /// MoEShard), from its experts' placed dies; the hybrids are errors here.
+/// `pool`: a disaggregated plan's expert pool, which TP groups stay in.
 pub fn grouped_layout(
     cx: &PassContext,
     experts: &[Vec<DieId>],
     kind: FormKind,
     ffn: u64,
+    pool: Option<&[DieId]>,
 ) -> Result<LayerLayout, String> {
     match kind {
         FormKind::Ep => Ok(LayerLayout::replicas(experts.to_vec())),
-        FormKind::Tp(k) => tensor_parallel(cx, experts, k, ffn),
+        FormKind::Tp(k) => tensor_parallel(cx, experts, (k, ffn), pool),
         FormKind::Shard(k) => sharded(cx, experts.len(), k, ffn),
         FormKind::Hybrid | FormKind::ComputeBalanced => Err(format!(
             "`{}` is laid out by HD-MoE's passes",
@@ -186,9 +190,10 @@ fn even_columns(ffn: u64, k: u32) -> Vec<u64> {
     (0..k).map(|i| ffn / k + u64::from(i < ffn % k)).collect()
 }
 
-/// The compact groups of `k` alive dies, refusing sizes that leave an
-/// expert part without a column or no group at all.
-fn groups(cx: &PassContext, k: u32, ffn: u64) -> Result<Vec<Vec<DieId>>, String> {
+/// The compact groups of `k` alive dies (inside `pool`, if given),
+/// refusing sizes that leave an expert part without a column or no group
+/// at all.
+fn groups(cx: &PassContext, k: u32, ffn: u64, pool: Option<&[DieId]>) -> Result<Vec<Vec<DieId>>, String> {
     let alive = cx.machine.alive_dies().len() as u32;
     if k == 0 || k > alive {
         return Err(format!("a group of {k} dies: the machine has {alive} alive"));
@@ -196,16 +201,25 @@ fn groups(cx: &PassContext, k: u32, ffn: u64) -> Result<Vec<Vec<DieId>>, String>
     if u64::from(k) > ffn {
         return Err(format!("an expert FFN of {ffn} columns cannot be split over {k} dies"));
     }
-    Ok(compact_groups(cx.machine, k))
+    let groups = compact_groups_within(cx.machine, k, pool);
+    if groups.is_empty() {
+        return Err(format!("no group of {k} dies lies inside the expert pool"));
+    }
+    Ok(groups)
 }
 
 /// Expert TP: each expert one copy over the group of each distinct group
 /// its placed dies lie in.
-fn tensor_parallel(cx: &PassContext, experts: &[Vec<DieId>], k: u32, ffn: u64) -> Result<LayerLayout, String> {
+fn tensor_parallel(
+    cx: &PassContext,
+    experts: &[Vec<DieId>],
+    (k, ffn): (u32, u64),
+    pool: Option<&[DieId]>,
+) -> Result<LayerLayout, String> {
     if k == 1 {
         return Ok(LayerLayout::replicas(experts.to_vec()));
     }
-    let groups = groups(cx, k, ffn)?;
+    let groups = groups(cx, k, ffn, pool)?;
     let mut group_of: BTreeMap<DieId, usize> = BTreeMap::new();
     for (g, dies) in groups.iter().enumerate() {
         for &d in dies {
@@ -234,7 +248,7 @@ fn tensor_parallel(cx: &PassContext, experts: &[Vec<DieId>], k: u32, ffn: u64) -
 
 /// MoEShard: every group a copy of every expert, a shard on each die.
 fn sharded(cx: &PassContext, experts: usize, k: u32, ffn: u64) -> Result<LayerLayout, String> {
-    let groups = groups(cx, k, ffn)?;
+    let groups = groups(cx, k, ffn, None)?;
     let dies: Vec<DieId> = groups.concat();
     // One die a group: whole replicas everywhere, no columns.
     let columns = if k == 1 {

@@ -161,7 +161,7 @@ impl<'a> LayerCosts<'a> {
             return self.hybrid_layouts.get(&layer).cloned();
         }
         let ffn = self.cx.model.moe.as_ref().map_or(0, |m| m.expert_ffn);
-        parallel::grouped_layout(self.cx, self.placed.get(&layer)?, form.kind, ffn).ok()
+        parallel::grouped_layout(self.cx, self.placed.get(&layer)?, form.kind, ffn, None).ok()
     }
 
     /// The link estimate of a layer's dispatch + combine (seconds, unscaled).

@@ -151,8 +151,8 @@ impl Place {
         let dies = cx.machine.alive_dies();
         // What holds the tokens: every die, or the attention pool.
         let token_dies = ir.pools.as_ref().map_or_else(|| dies.clone(), |p| p.attention.clone());
-        if ir.pools.is_some() && (cx.attention_tp > 1 || layout != GroupLayout::Compact) {
-            return Err("disaggregated pools take data-parallel attention and no token domains".into());
+        if ir.pools.is_some() && layout != GroupLayout::Compact {
+            return Err("disaggregated pools take no token domains".into());
         }
         if layout != GroupLayout::Compact && cx.attention_tp < 2 {
             return Err("token domains need attention = tp(k)".into());
@@ -167,18 +167,29 @@ impl Place {
                 let domains = tp_groups::positional_domains(&groups);
                 (groups, Some(domains))
             }
-            GroupLayout::Compact if cx.attention_tp > 1 => {
-                (tp_groups::compact_groups(cx.machine, cx.attention_tp), None)
-            }
+            // Under pools, the attention pool's own groups (MegaScale-Infer's tp_a).
+            GroupLayout::Compact if cx.attention_tp > 1 => (
+                tp_groups::compact_groups_within(
+                    cx.machine,
+                    cx.attention_tp,
+                    ir.pools.as_ref().map(|p| &p.attention[..]),
+                ),
+                None,
+            ),
             GroupLayout::Compact => (Vec::new(), None),
         };
         let attention = if cx.attention_tp > 1 {
             if groups.is_empty() {
                 return Err(format!(
-                    "tp({}) needs {} alive dies; the machine has {}",
+                    "tp({}) needs a group of {} alive dies; the {} has {}",
                     cx.attention_tp,
                     cx.attention_tp,
-                    dies.len()
+                    if ir.pools.is_some() {
+                        "attention pool"
+                    } else {
+                        "machine"
+                    },
+                    token_dies.len()
                 ));
             }
             Annotation::new(groups.concat(), Sharding::Tp(cx.attention_tp))

@@ -31,6 +31,21 @@
 
 use moec_runtime::machine::{Coord, DieId, Machine};
 
+/// The compact groups of `k` that lie wholly inside `pool` (a
+/// disaggregated plan's attention or expert pool), or every compact group
+/// when there is no pool: a pool's tensor-parallel groups never reach into
+/// the other pool.
+pub fn compact_groups_within(machine: &Machine, k: u32, pool: Option<&[DieId]>) -> Vec<Vec<DieId>> {
+    let groups = compact_groups(machine, k);
+    match pool {
+        None => groups,
+        Some(pool) => groups
+            .into_iter()
+            .filter(|g| g.iter().all(|d| pool.binary_search(d).is_ok()))
+            .collect(),
+    }
+}
+
 /// The groups, each in ring order.
 pub fn compact_groups(machine: &Machine, k: u32) -> Vec<Vec<DieId>> {
     let k = k.max(1) as usize;
