@@ -14,6 +14,7 @@
 
 use crate::diag::{Code, Diagnostic};
 use crate::driver::{CompileOptions, Session};
+use crate::sema::Plan;
 use moec_runtime::report::RunReport;
 use moec_runtime::run::{run, RunOptions};
 use moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM;
@@ -140,6 +141,39 @@ pub fn largest_passing<E>(max: u64, mut probe: impl FnMut(u64) -> Result<Probe, 
     Ok(Probed { probes, pass, fail })
 }
 
+/// Compiles `plan` at `batch` sequences and runs `steps` steps of it,
+/// timing only, judged against `slo`. A plan that does not fit (E0020) or
+/// that the budget refuses (E0046) at this batch is a refused probe; any
+/// other compile or run error is returned.
+pub fn probe(session: &Session, plan: &Plan, (batch, steps): (u64, u64), slo: &Slo) -> Result<Probe, Diagnostic> {
+    let options = CompileOptions {
+        plan: Some(plan.name.clone()),
+        steps: Some(steps),
+        batch: Some(batch),
+        ..CompileOptions::default()
+    };
+    let schedule = match session.schedule_plan(plan, &options, &mut |_, _| {}) {
+        Ok(s) => s,
+        Err(d) if d.code == Code::E0020 || d.code == Code::E0046 => {
+            return Ok(Probe::refused(batch, d.message));
+        }
+        Err(d) => return Err(d),
+    };
+    let run_options = RunOptions {
+        steps: Some(steps),
+        numerics: None,
+        trace_steps: 0,
+        network_quantum: DEFAULT_NETWORK_QUANTUM,
+        faults: Vec::new(),
+    };
+    let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {
+        let mut d = crate::driver::run_error(&e);
+        d.message = format!("batch {batch}: {}", d.message);
+        d
+    })?;
+    Ok(Probe::ran(batch, &out.report, slo))
+}
+
 /// Searches plan `plan` of `session` for the largest batch meeting its
 /// workload's target, each probe running `steps` steps. E0006 when the
 /// workload states no target; a compile error other than the plan not
@@ -163,34 +197,7 @@ pub fn search(session: &Session, plan: Option<&str>, steps: Option<u64>) -> Resu
         .with_hint("add `slo { tpot = 50 ms }` (decode) or `slo { ttft = 2 s }` (prefill) to the workload")
     })?;
     let steps = steps.unwrap_or(DEFAULT_PROBE_STEPS).max(1);
-    let probe = |batch: u64| -> Result<Probe, Diagnostic> {
-        let options = CompileOptions {
-            plan: Some(chosen.name.clone()),
-            steps: Some(steps),
-            batch: Some(batch),
-            ..CompileOptions::default()
-        };
-        let schedule = match session.schedule(&options, &mut |_, _| {}) {
-            Ok(s) => s,
-            Err(d) if d.code == Code::E0020 || d.code == Code::E0046 => {
-                return Ok(Probe::refused(batch, d.message));
-            }
-            Err(d) => return Err(d),
-        };
-        let run_options = RunOptions {
-            steps: Some(steps),
-            numerics: None,
-            trace_steps: 0,
-            network_quantum: DEFAULT_NETWORK_QUANTUM,
-            faults: Vec::new(),
-        };
-        let out = run(&schedule, &run_options, &mut |_, _| {}).map_err(|e| {
-            let mut d = crate::driver::run_error(&e);
-            d.message = format!("batch {batch}: {}", d.message);
-            d
-        })?;
-        Ok(Probe::ran(batch, &out.report, &slo))
-    };
+    let probe = |batch: u64| probe(session, chosen, (batch, steps), &slo);
     let Probed { probes, pass, fail } = largest_passing(MAX_BATCH, probe)?;
     Ok(Search {
         slo,

@@ -144,6 +144,17 @@ impl Session {
     /// IR after each pass that `print_after` asks for.
     pub fn compile(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Ir, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
+        self.compile_plan(plan, options, print)
+    }
+
+    /// [`Session::compile`] of a plan given whole (one of the program's,
+    /// or a variant of one a search built): `options.plan` is not read.
+    pub fn compile_plan(
+        &self,
+        plan: &Plan,
+        options: &CompileOptions,
+        print: &mut dyn FnMut(&str, &Ir),
+    ) -> Result<Ir, Diagnostic> {
         let (model, machine, workload) = self.parts(plan)?;
         let workload = &*options.workload(workload);
         let steps = options.steps.unwrap_or(workload.steps).max(1);
@@ -183,13 +194,23 @@ impl Session {
 
     /// Compiles a plan and lowers it to the schedule the runtime executes.
     pub fn schedule(&self, options: &CompileOptions, print: &mut dyn FnMut(&str, &Ir)) -> Result<Schedule, Diagnostic> {
-        let ir = self.compile(options, print)?;
-        self.lower(options, &ir)
+        let plan = self.select_plan(options.plan.as_deref())?;
+        self.schedule_plan(plan, options, print)
+    }
+
+    /// [`Session::schedule`] of a plan given whole (`options.plan` is not read).
+    pub fn schedule_plan(
+        &self,
+        plan: &Plan,
+        options: &CompileOptions,
+        print: &mut dyn FnMut(&str, &Ir),
+    ) -> Result<Schedule, Diagnostic> {
+        let ir = self.compile_plan(plan, options, print)?;
+        self.lower(plan, options, &ir)
     }
 
     /// Lowers a compiled plan's IR.
-    fn lower(&self, options: &CompileOptions, ir: &Ir) -> Result<Schedule, Diagnostic> {
-        let plan = self.select_plan(options.plan.as_deref())?;
+    fn lower(&self, plan: &Plan, options: &CompileOptions, ir: &Ir) -> Result<Schedule, Diagnostic> {
         let (model, machine, workload) = self.parts(plan)?;
         let workload = &*options.workload(workload);
         lower::lower(ir, model, machine, workload).map_err(|e| {
@@ -210,9 +231,9 @@ impl Session {
         pad_slots: bool,
         print: &mut dyn FnMut(&str, &Ir),
     ) -> Result<String, Diagnostic> {
-        let ir = self.compile(options, print)?;
-        let schedule = self.lower(options, &ir)?;
         let plan = self.select_plan(options.plan.as_deref())?;
+        let ir = self.compile_plan(plan, options, print)?;
+        let schedule = self.lower(plan, options, &ir)?;
         let (model, machine, _) = self.parts(plan)?;
         let layout = ExpertLayout {
             experts: schedule.placement.experts,

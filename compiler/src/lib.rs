@@ -25,6 +25,7 @@ pub mod ir;
 pub mod lower;
 pub mod passes;
 pub mod placement_file;
+pub mod pool_search;
 pub mod sema;
 pub mod source;
 pub mod syntax;

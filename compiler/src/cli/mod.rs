@@ -11,6 +11,7 @@ mod explain;
 mod fmt;
 mod netbench;
 mod output;
+mod pools;
 mod run;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -80,6 +81,13 @@ Placement formats (--emit placement --format F): sglang, vllm-ascend, trtllm, mo
   moec netbench examples/machines/booksim-mesh-8x8.moe --pattern uniform --message-size 256 --saturation
   moec netbench examples/machines/booksim-mesh-8x8.moe --reference tests/netbench/saturation-8x8.csv")]
     Netbench(netbench::Args),
+    /// Size a disaggregated plan's pools: MegaScale-Infer's search over tp_a, tp_e, attention replicas and
+    /// micro-batches, each at its largest batch meeting the workload's tpot target, beside the paper's fits.
+    #[command(after_help = "Examples:
+  moec pools examples/megascale-infer.moe --plan a800
+  moec pools examples/megascale-infer.moe --plan h20_l40s_disaggregated --report json -o pools.json
+  moec pools examples/megascale-infer.moe --plan a800 --tp-attention 1 --tp-experts 1 --micro-batches 1,2,3,4")]
+    Pools(pools::Args),
     /// Explain a diagnostic code, with an example (no code: list them all).
     Explain {
         /// A code such as E0003.
@@ -121,6 +129,7 @@ pub fn run(cli: Cli) -> Result<(), u8> {
         Command::Run(args) => run::execute(args),
         Command::Compare(args) => compare::execute(args),
         Command::Netbench(args) => netbench::execute(args),
+        Command::Pools(args) => pools::execute(args),
         Command::Explain { code } => explain::run(code.as_deref()),
         Command::Fmt { file, write, check } => fmt::run(&file, write, check),
     }

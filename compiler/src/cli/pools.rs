@@ -1,0 +1,134 @@
+//! `moec pools FILE`: sizing a disaggregated plan's pools, MegaScale-Infer's
+//! plan search (`pool_search.rs`): every candidate simulated at its largest
+//! batch meeting the time-per-token target, beside the paper's linear-fit
+//! prediction, and the best one as a plan to paste.
+
+use super::output::{emit, load_checked, report};
+use super::run::ReportFormat;
+use moec::pool_search::{self, PoolSearch, Space};
+use moec_runtime::units::Seconds;
+use std::path::PathBuf;
+
+/// The command line of `pools`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The .moe file.
+    file: PathBuf,
+    /// The plan whose model, machine, workload (and pools, if any) to size (default: the only plan, or `default`).
+    #[arg(long)]
+    plan: Option<String>,
+    /// Attention tensor-parallel sizes to try (default 1,2,4,8).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
+    tp_attention: Vec<u32>,
+    /// Expert tensor-parallel sizes to try (default 1,2,4,8).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
+    tp_experts: Vec<u32>,
+    /// Attention replicas to try (default: the balance rule's n_a = k1 E / (k3 K)).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
+    replicas: Vec<u32>,
+    /// Micro-batches to try (default 1,2,3,4).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
+    micro_batches: Vec<u32>,
+    /// Steps each batch probe runs, timing only.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    steps: u64,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    report: ReportFormat,
+    /// Write the report here (atomically) instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+/// Runs `moec pools`.
+pub fn execute(args: Args) -> Result<(), u8> {
+    let session = load_checked(&args.file)?;
+    let space = Space {
+        tp_attention: args.tp_attention.clone(),
+        tp_experts: args.tp_experts.clone(),
+        replicas: args.replicas.clone(),
+        micro_batches: args.micro_batches.clone(),
+        steps: args.steps,
+    };
+    let search = pool_search::search(&session, args.plan.as_deref(), &space, &mut |c| {
+        eprintln!(
+            "  tp_a {} tp_e {} n_a {} m {}: batch {}",
+            c.tp_attention,
+            c.tp_experts,
+            c.replicas,
+            c.micro_batches,
+            c.found.as_ref().map_or("-".to_string(), |p| p.batch.to_string())
+        );
+    })
+    .map_err(|d| {
+        report(&session.loaded.sources, &[d]);
+        super::EXIT_DIAGNOSTICS
+    })?;
+    let text = match args.report {
+        ReportFormat::Json => serde_json::to_string_pretty(&search).unwrap_or_default() + "\n",
+        ReportFormat::Text => table(&search),
+    };
+    emit(args.output.as_deref(), &text)
+}
+
+/// The search as a person reads it: the fits, every candidate, the best.
+fn table(s: &PoolSearch) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let target = Seconds(s.slo.target_s);
+    let _ = writeln!(
+        o,
+        "pools for plan `{}`: the largest batch with {} p99 <= {target} ({} steps a probe, timing only)",
+        s.plan,
+        s.slo.metric.name(),
+        s.steps
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "MegaScale-Infer's linear fits (per micro-batch and layer):");
+    for (tp_a, tp_e, f, rule) in &s.fits {
+        let _ = writeln!(
+            o,
+            "  tp_a {tp_a} tp_e {tp_e}: T_a = {:.3} us x b_a + {:.1} us, T_e = {:.4} us x b_e + {:.1} us; balance n_a = {rule:.1}",
+            f.k1 * 1e6,
+            f.k2 * 1e6,
+            f.k3 * 1e6,
+            f.k4 * 1e6
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {:>4} {:>4} {:>4} {:>2} {:>5} | {:>7} {:>10} {:>11} {:>12} | {:>7} {:>10}",
+        "tp_a", "tp_e", "n_a", "m", "dies", "batch", "step p99", "tok/s/die", "tok/s/price", "fit B", "fit step"
+    );
+    for (i, c) in s.candidates.iter().enumerate() {
+        let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("-".to_string(), f);
+        let mark = if Some(i) == s.best { "  <- best" } else { "" };
+        let _ = writeln!(
+            o,
+            "  {:>4} {:>4} {:>4} {:>2} {:>5} | {:>7} {:>10} {:>11} {:>12} | {:>7} {:>10}{mark}",
+            c.tp_attention,
+            c.tp_experts,
+            c.replicas,
+            c.micro_batches,
+            c.dies,
+            c.found.as_ref().map_or("-".to_string(), |p| p.batch.to_string()),
+            cell(c.found.as_ref().and_then(|p| p.p99_s), &|x| Seconds(x).to_string()),
+            cell(c.tokens_per_s_per_die, &|x| format!("{x:.1}")),
+            cell(c.tokens_per_s_per_price, &|x| format!("{x:.1}")),
+            c.predicted_batch.map_or("-".to_string(), |b| b.to_string()),
+            cell(c.predicted_step_s, &|x| Seconds(x).to_string()),
+        );
+    }
+    match &s.best_plan {
+        Some(plan) => {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "the best, as a plan:");
+            o += plan;
+        }
+        None => {
+            let _ = writeln!(o, "\nno candidate meets the target at batch 1");
+        }
+    }
+    o
+}
