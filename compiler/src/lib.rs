@@ -25,7 +25,7 @@ pub mod ir;
 pub mod lower;
 pub mod passes;
 pub mod placement_file;
-pub mod pool_search;
+pub mod pool_sizing;
 pub mod sema;
 pub mod source;
 pub mod syntax;

@@ -1,11 +1,14 @@
-//! `moec pools FILE`: sizing a disaggregated plan's pools, MegaScale-Infer's
-//! plan search (`pool_search.rs`): every candidate simulated at its largest
-//! batch meeting the time-per-token target, beside the paper's linear-fit
-//! prediction, and the best one as a plan to paste.
+//! `moec pools FILE`: sizing a disaggregated plan's pools
+//! (`pool_sizing/`). MegaScale-Infer's plan search: every candidate
+//! simulated at its largest batch meeting the time-per-token target, beside
+//! the paper's linear-fit prediction, and the best one as a plan to paste.
+//! DisagMoE's roofline split (`--rule disagmoe`): every split's stage
+//! times, the rule's choice, and the splits the simulator ran.
 
 use super::output::{emit, load_checked, report};
 use super::run::ReportFormat;
-use moec::pool_search::{self, PoolSearch, Space};
+use moec::pool_sizing::disagmoe::{self, Sizing};
+use moec::pool_sizing::megascale::{self, PoolSearch, Space};
 use moec_runtime::units::Seconds;
 use std::path::PathBuf;
 
@@ -14,6 +17,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// The .moe file.
     file: PathBuf,
+    /// The sizing rule: MegaScale-Infer's plan search, or DisagMoE's roofline split.
+    #[arg(long, value_enum, default_value_t = Rule::Megascale)]
+    rule: Rule,
     /// The plan whose model, machine, workload (and pools, if any) to size (default: the only plan, or `default`).
     #[arg(long)]
     plan: Option<String>,
@@ -40,9 +46,29 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
+/// How to size the pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rule {
+    /// MegaScale-Infer's Algorithm 1: tp_a, tp_e, replicas, micro-batches, the largest batch meeting the target.
+    Megascale,
+    /// DisagMoE: the split of the dies that makes the slower stage's roofline fastest, at the workload's batch.
+    Disagmoe,
+}
+
 /// Runs `moec pools`.
 pub fn execute(args: Args) -> Result<(), u8> {
     let session = load_checked(&args.file)?;
+    if args.rule == Rule::Disagmoe {
+        let sizing = disagmoe::size(&session, args.plan.as_deref(), args.steps).map_err(|d| {
+            report(&session.loaded.sources, &[d]);
+            super::EXIT_DIAGNOSTICS
+        })?;
+        let text = match args.report {
+            ReportFormat::Json => serde_json::to_string_pretty(&sizing).unwrap_or_default() + "\n",
+            ReportFormat::Text => split_table(&sizing),
+        };
+        return emit(args.output.as_deref(), &text);
+    }
     let space = Space {
         tp_attention: args.tp_attention.clone(),
         tp_experts: args.tp_experts.clone(),
@@ -50,7 +76,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         micro_batches: args.micro_batches.clone(),
         steps: args.steps,
     };
-    let search = pool_search::search(&session, args.plan.as_deref(), &space, &mut |c| {
+    let search = megascale::search(&session, args.plan.as_deref(), &space, &mut |c| {
         eprintln!(
             "  tp_a {} tp_e {} n_a {} m {}: batch {}",
             c.tp_attention,
@@ -129,6 +155,52 @@ fn table(s: &PoolSearch) -> String {
         None => {
             let _ = writeln!(o, "\nno candidate meets the target at batch 1");
         }
+    }
+    o
+}
+
+/// DisagMoE's sizing as a person reads it: the splits that fit, the rule's
+/// choice and the simulator's.
+fn split_table(s: &Sizing) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "DisagMoE's split for plan `{}`: batch {} at context {} over {} dies; attention {:.0}% of one die's roofline work",
+        s.plan,
+        s.batch,
+        s.context,
+        s.dies,
+        s.attention_share * 100.0
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {:>4} {:>4} | {:>10} {:>8} {:>10} {:>8} | {:>10}",
+        "n_A", "n_F", "T_A", "bound", "T_F", "bound", "simulated"
+    );
+    for (i, x) in s.splits.iter().enumerate().filter(|(_, x)| x.fits) {
+        let mut mark = String::new();
+        if Some(i) == s.rule {
+            mark += "  <- rule";
+        }
+        if Some(i) == s.simulated_best {
+            mark += "  <- simulator";
+        }
+        let _ = writeln!(
+            o,
+            "  {:>4} {:>4} | {:>10} {:>8} {:>10} {:>8} | {:>10}{mark}",
+            x.attention_dies,
+            x.expert_dies,
+            Seconds(x.attention_s).to_string(),
+            x.attention_bound,
+            Seconds(x.experts_s).to_string(),
+            x.experts_bound,
+            x.simulated_s.map_or("-".to_string(), |t| Seconds(t).to_string()),
+        );
+    }
+    if s.rule.is_none() {
+        let _ = writeln!(o, "\nno split holds both pools in memory");
     }
     o
 }

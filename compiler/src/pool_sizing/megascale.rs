@@ -1,6 +1,5 @@
-//! Sizing disaggregated pools (`moec pools`): MegaScale-Infer's plan
-//! search (its Algorithm 1) on the simulator, beside the paper's own
-//! linear-fit prediction.
+//! MegaScale-Infer's plan search (its Algorithm 1) on the simulator,
+//! beside the paper's own linear-fit prediction.
 //!
 //! For each expert tensor-parallel size `tp_e` and attention
 //! tensor-parallel size `tp_a` in {1, 2, 4, 8} whose pools the machine

@@ -1,0 +1,240 @@
+//! DisagMoE's pool sizing, carried to inference (`moec pools --rule
+//! disagmoe`): split the machine's dies between attention and experts so
+//! that the slower stage is as fast as it can be, from each stage's
+//! roofline, then measure the splits on the simulator.
+//!
+//! A decode step of batch `B` at context `c` over `L` MoE layers gives each
+//! stage its work: attention `F_A = B L attention_flops(c)` (and the
+//! router), bytes `n_A W_A + B L kv c` (each replica reads its own weights,
+//! the KV cache is read once), the experts `F_F = 2 B L K (3 h f)`, bytes
+//! `L D W_e` (`D` the experts a batch of `B` touches in expectation,
+//! `E (1 - (1 - K/E)^B)`), and both the activations `B L K h` each way
+//! over the NICs. A stage of `n` dies takes `T = max(F / (n peak), bytes /
+//! (n mem_bw), comm / (n nic))`; the split minimises `max(T_A, T_F)` over
+//! `n_A + n_F = N`, each pool holding what it must (weights and KV cache;
+//! every expert). DisagMoE's paper sizes training this way; the rule is
+//! theirs, the step's terms are this reading (docs/PASSES.md).
+//!
+//! The simulator then runs the disaggregated plan at the rule's split and
+//! at every `N / 8` dies, with the plan's micro-batches (two when it has
+//! none), and reports which split it finds fastest.
+
+use crate::batch_search;
+use crate::diag::{Code, Diagnostic};
+use crate::driver::Session;
+use crate::ir::{Form, Pools};
+use crate::passes::OverlapChoice;
+use crate::sema::{AttentionParallel, ParallelChoice, PlacementChoice, Plan};
+use moec_runtime::machine::{DieId, DieSpec};
+use moec_runtime::model::ModelSpec;
+use moec_runtime::workload::{Slo, SloMetric};
+use serde::Serialize;
+
+/// One split of the dies and its roofline times.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Split {
+    pub attention_dies: u32,
+    pub expert_dies: u32,
+    /// Each stage's roofline time of one step, and its binding term
+    /// (`compute`, `memory` or `network`).
+    pub attention_s: f64,
+    pub attention_bound: &'static str,
+    pub experts_s: f64,
+    pub experts_bound: &'static str,
+    /// Both pools hold what they must.
+    pub fits: bool,
+    /// The simulated step (p99 over the probe's steps), where simulated.
+    pub simulated_s: Option<f64>,
+}
+
+/// What the sizing found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sizing {
+    pub plan: String,
+    pub batch: u64,
+    pub context: u64,
+    pub dies: u32,
+    /// Attention's share of one die's roofline work (`T_A(1) / (T_A(1) +
+    /// T_F(1))`): what moves the split.
+    pub attention_share: f64,
+    /// Every split, `n_A` from 1 to `N - 1`.
+    pub splits: Vec<Split>,
+    /// The rule's split (index into `splits`), among those that fit.
+    pub rule: Option<usize>,
+    /// The simulator's fastest split among those it ran.
+    pub simulated_best: Option<usize>,
+}
+
+/// A stage's work in one step.
+struct Work {
+    flops: f64,
+    /// Bytes every die of the stage reads whatever its share (replicated weights).
+    bytes_each: f64,
+    /// Bytes the stage's dies share.
+    bytes_shared: f64,
+    comm: f64,
+}
+
+impl Work {
+    fn time(&self, n: u32, die: &DieSpec, nic: f64) -> (f64, &'static str) {
+        let n = f64::from(n.max(1));
+        let terms = [
+            (self.flops / (n * die.compute.0), "compute"),
+            ((self.bytes_each + self.bytes_shared / n) / die.memory_bw.0, "memory"),
+            (self.comm / (n * nic), "network"),
+        ];
+        terms
+            .into_iter()
+            .fold((0.0, "compute"), |a, t| if t.0 > a.0 { t } else { a })
+    }
+}
+
+/// The two stages' work for `batch` sequences at `context`.
+fn work(model: &ModelSpec, batch: u64, context: u64) -> (Work, Work) {
+    let dtype = model.dtype.bytes() as f64;
+    let layers = model.moe_layers() as f64;
+    let (experts, k, ffn) = model.moe.as_ref().map_or((1.0, 1.0, 0.0), |m| {
+        (m.experts as f64, m.top_k as f64, m.expert_ffn as f64)
+    });
+    let b = batch as f64;
+    let h = model.hidden as f64;
+    let comm = b * layers * k * h * dtype;
+    let attention = Work {
+        flops: b * layers * (model.attention_flops(context).0 + 2.0 * model.gate_params() as f64),
+        bytes_each: layers * (model.attention_bytes().0 as f64 + model.gate_params() as f64 * dtype),
+        bytes_shared: b * layers * model.kv_bytes_per_token().0 as f64 * context as f64,
+        comm,
+    };
+    let touched = experts * (1.0 - (1.0 - k / experts).powf(b));
+    let experts_work = Work {
+        flops: 2.0 * b * layers * k * 3.0 * h * ffn,
+        bytes_each: 0.0,
+        bytes_shared: layers * touched * model.expert_bytes().0 as f64,
+        comm,
+    };
+    (attention, experts_work)
+}
+
+/// Sizes plan `plan`'s pools on its whole machine (homogeneous: attention
+/// from the front, experts from the back), then simulates the splits.
+/// `steps`: steps each simulated split runs.
+pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing, Diagnostic> {
+    let base = session.select_plan(plan)?;
+    let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
+    let model = session.program.model(base.model).ok_or_else(refers)?;
+    let machine = session.program.machine(base.machine).ok_or_else(refers)?;
+    let workload = session.program.workload(base.workload).ok_or_else(refers)?;
+    if model.moe.is_none() {
+        return Err(
+            Diagnostic::error(Code::E0018, base.span, "the pool sizing needs an MoE model")
+                .with_hint("a model with a `moe { ... }` section"),
+        );
+    }
+    let alive = machine.alive_dies();
+    let n = alive.len() as u32;
+    if n < 2 {
+        return Err(Diagnostic::error(
+            Code::E0018,
+            base.span,
+            "two pools need two alive dies",
+        ));
+    }
+    let (batch, context) = (workload.batch, workload.seq_len);
+    let (a, f) = work(model, batch, context);
+    let (front, back) = (alive[0], alive[alive.len() - 1]);
+    let nic = |d: DieId| machine.spec().nic_of(d).bandwidth.0;
+    let (die_a, die_f) = (machine.die_spec(front), machine.die_spec(back));
+    let kv_sequence = (model.layers * model.kv_bytes_per_token().0 * context) as f64;
+    let attention_weights = a.bytes_each + (model.embedding_params() * model.dtype.bytes()) as f64;
+    let mut splits: Vec<Split> = (1..n)
+        .map(|n_a| {
+            let n_f = n - n_a;
+            let (attention_s, attention_bound) = a.time(n_a, die_a, nic(front));
+            let (experts_s, experts_bound) = f.time(n_f, die_f, nic(back));
+            let per_die_sequences = (batch as f64 / f64::from(n_a)).ceil();
+            let fits = attention_weights + per_die_sequences * kv_sequence <= die_a.memory.0 as f64
+                && all_experts(model) / f64::from(n_f) <= die_f.memory.0 as f64;
+            Split {
+                attention_dies: n_a,
+                expert_dies: n_f,
+                attention_s,
+                attention_bound,
+                experts_s,
+                experts_bound,
+                fits,
+                simulated_s: None,
+            }
+        })
+        .collect();
+    let slower = |s: &Split| s.attention_s.max(s.experts_s);
+    let rule = (0..splits.len())
+        .filter(|&i| splits[i].fits)
+        .min_by(|&x, &y| slower(&splits[x]).total_cmp(&slower(&splits[y])));
+    let share = {
+        let (t_a, _) = a.time(1, die_a, nic(front));
+        let (t_f, _) = f.time(1, die_f, nic(back));
+        t_a / (t_a + t_f)
+    };
+    // The simulator at the rule's split and every N / 8 dies.
+    let stride = (n / 8).max(1);
+    let mut tried: Vec<u32> = (1..n).filter(|n_a| n_a % stride == 0).collect();
+    tried.extend(rule.map(|i| splits[i].attention_dies));
+    tried.sort_unstable();
+    tried.dedup();
+    let m = match base.overlap {
+        OverlapChoice::MicroBatches(m) if m > 1 => m,
+        _ => 2,
+    };
+    // A target no step misses: the probe is only timed.
+    let timed = Slo {
+        metric: SloMetric::Tpot,
+        target_s: f64::MAX,
+    };
+    for n_a in tried {
+        let i = (n_a - 1) as usize;
+        if !splits[i].fits {
+            continue;
+        }
+        let pools = Pools {
+            attention: alive[..n_a as usize].to_vec(),
+            experts: alive[n_a as usize..].to_vec(),
+        };
+        let plan = Plan {
+            name: format!("{}_split{}", base.name, n_a),
+            placement: PlacementChoice::Contiguous,
+            redundant_experts: None,
+            attention: AttentionParallel::DataParallel,
+            parallel: ParallelChoice::Fixed(Form::EP),
+            migration: crate::passes::MigrationPolicy::None,
+            overlap: OverlapChoice::MicroBatches(m),
+            pools: Some(pools),
+            ..base.clone()
+        };
+        let probe = batch_search::probe(session, &plan, (batch, steps.max(1)), &timed)?;
+        splits[i].simulated_s = probe.p99_s;
+    }
+    let simulated_best = (0..splits.len())
+        .filter(|&i| splits[i].simulated_s.is_some())
+        .min_by(|&x, &y| {
+            splits[x]
+                .simulated_s
+                .unwrap_or(f64::MAX)
+                .total_cmp(&splits[y].simulated_s.unwrap_or(f64::MAX))
+        });
+    Ok(Sizing {
+        plan: base.name.clone(),
+        batch,
+        context,
+        dies: n,
+        attention_share: share,
+        splits,
+        rule,
+        simulated_best,
+    })
+}
+
+/// Bytes of every routed expert of every layer: what the expert pool holds.
+fn all_experts(model: &ModelSpec) -> f64 {
+    let experts = model.moe.as_ref().map_or(0, |m| m.experts);
+    (model.moe_layers() * experts * model.expert_bytes().0) as f64
+}
