@@ -489,6 +489,12 @@ fn compare_runs_every_placement_on_the_same_workload() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(skipped, ["er_mapping", "tp_contiguous"]);
+    // And the machine split between attention and experts by DisagMoE's rule.
+    assert!(
+        rows.iter()
+            .any(|r| r["name"].as_str().unwrap().starts_with("disaggregated ")),
+        "no disaggregated row"
+    );
     for r in rows {
         assert!(r["compile_s"].as_f64().unwrap() > 0.0 && r["latency"]["p50_s"].as_f64().unwrap() > 0.0);
         assert_eq!(r["steps"], 1);

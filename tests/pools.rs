@@ -278,3 +278,148 @@ fn the_ping_pong_takes_megascale_infers_closed_form_time() {
     // Both outcomes were seen: m = 1 always stalls.
     assert!((1..8).contains(&held), "{held} of 8 held");
 }
+
+/// A small cluster for the sizing searches: two nodes of four GPUs, four
+/// experts, a 50 ms time-per-token target.
+fn sizing(context: u32) -> String {
+    format!(
+        r#"
+model small {{
+  layers = 4
+  dense_layers = 0
+  hidden = 1024
+  vocab = 64
+  attention gqa {{ heads = 8; kv_heads = 2; head_dim = 128 }}
+  moe {{ experts = 4; top_k = 2; expert_ffn = 4096 }}
+}}
+machine two_nodes {{
+  topology = cluster(nodes = 2, per_node = 4)
+  die {{ compute = 100 TFLOPS; memory = 4 GB; memory_bw = 1 TB/s; price = 2 }}
+  link {{ bandwidth = 200 GB/s; latency = 500 ns }}
+  inter_node {{ bandwidth = 25 GB/s; latency = 2 us }}
+}}
+workload w {{
+  phase = decode
+  batch = 64
+  context = {context}
+  routing = uniform(seed = 1)
+  slo {{ tpot = 2 ms }}
+}}
+plan p {{
+  model = small
+  machine = two_nodes
+  workload = w
+  placement = contiguous
+}}
+"#
+    )
+}
+
+#[test]
+fn megascale_infers_search_finds_each_candidates_largest_batch_and_the_best_per_price() {
+    use moec::pool_sizing::megascale::{search, Space};
+    let (_dir, path) = written(&sizing(1024));
+    let session = common::checked(&path);
+    let space = Space {
+        tp_attention: vec![1, 2],
+        tp_experts: vec![1],
+        replicas: vec![1, 2],
+        micro_batches: vec![1, 2],
+        steps: 1,
+    };
+    let found = search(&session, Some("p"), &space, &mut |_| {}).expect("searches");
+    // tp_a 1 and 2, each with 1 and 2 replicas, each with m 1 and 2.
+    assert_eq!(found.candidates.len(), 8);
+    for c in &found.candidates {
+        assert_eq!(c.dies, c.tp_attention * c.replicas + 4);
+        let probe = c.found.as_ref().expect("some batch meets 2 ms");
+        assert!(probe.p99_s.expect("ran") <= 2e-3);
+        // Throughput per price: tokens a second over the instance's price.
+        let rate = probe.tokens_per_s.expect("ran");
+        let price = 2.0 * f64::from(c.dies);
+        assert!((c.tokens_per_s_per_price.expect("priced") - rate / price).abs() < 1e-9 * rate);
+        assert!(c.predicted_batch.is_some());
+    }
+    let best = &found.candidates[found.best.expect("a best")];
+    assert!(found
+        .candidates
+        .iter()
+        .all(|c| c.tokens_per_s_per_price <= best.tokens_per_s_per_price));
+    let plan = found.best_plan.expect("the best as a plan");
+    assert!(plan.contains("disaggregate { attention = ["), "{plan}");
+    // More replicas hold more sequences: never a smaller batch.
+    let batch = |tp: u32, n: u32, m: u32| {
+        found
+            .candidates
+            .iter()
+            .find(|c| (c.tp_attention, c.replicas, c.micro_batches) == (tp, n, m))
+            .and_then(|c| c.found.as_ref())
+            .map(|p| p.batch)
+    };
+    assert!(batch(1, 2, 1) >= batch(1, 1, 1));
+}
+
+#[test]
+fn disagmoes_split_gives_attention_more_dies_as_the_context_grows() {
+    use moec::pool_sizing::disagmoe::size;
+    let mut previous: Option<(f64, u32)> = None;
+    for context in [512, 2048, 8192] {
+        let (_dir, path) = written(&sizing(context));
+        let session = common::checked(&path);
+        let s = size(&session, Some("p"), 1).expect("sizes");
+        assert_eq!((s.dies, s.splits.len()), (8, 7));
+        let rule = &s.splits[s.rule.expect("a split fits")];
+        // The rule minimises the slower stage among the splits that fit.
+        let slower = rule.attention_s.max(rule.experts_s);
+        assert!(s
+            .splits
+            .iter()
+            .filter(|x| x.fits)
+            .all(|x| x.attention_s.max(x.experts_s) >= slower));
+        assert!(rule.simulated_s.is_some(), "the rule's split is simulated");
+        if let Some((share, n_a)) = previous {
+            assert!(
+                s.attention_share > share && rule.attention_dies >= n_a,
+                "context {context}"
+            );
+        }
+        previous = Some((s.attention_share, rule.attention_dies));
+    }
+}
+
+#[test]
+fn wafer_pool_shapes_take_exactly_their_dies() {
+    use moec::pool_sizing::wafer::{attention_pool, SHAPES};
+    let text = r#"
+machine wafer {
+  topology = mesh(8, 8)
+  die { compute = 100 TFLOPS; memory = 8 GB; memory_bw = 1 TB/s }
+  link { bandwidth = 100 GB/s; latency = 20 ns }
+}
+"#;
+    let (_dir, path) = written(text);
+    let session = common::checked(&path);
+    let machine = session.program.machine(0).expect("machine");
+    for shape in SHAPES {
+        assert_eq!(attention_pool(machine, shape, 32).map(|p| p.len()), Some(32), "{shape}");
+    }
+    let coords = |shape: &str, n: u32| -> Vec<(u32, u32)> {
+        attention_pool(machine, shape, n)
+            .expect("fits")
+            .iter()
+            .filter_map(|&d| machine.coord(d))
+            .map(|c| (c.x, c.y))
+            .collect()
+    };
+    // The middle 16: the 4 x 4 block around the centre; the edge 28: the
+    // outer ring; a band of 16: the top two rows.
+    assert!(coords("middle", 16)
+        .iter()
+        .all(|&(x, y)| (2..6).contains(&x) && (2..6).contains(&y)));
+    assert!(coords("edge", 28)
+        .iter()
+        .all(|&(x, y)| x == 0 || y == 0 || x == 7 || y == 7));
+    assert!(coords("band", 16).iter().all(|&(_, y)| y < 2));
+    assert!(attention_pool(machine, "checkerboard", 16).is_none());
+    assert!(attention_pool(machine, "columns", 12).is_none());
+}

@@ -5,7 +5,10 @@
 //! (`migration = ...`) also gets every migration policy, none included,
 //! after its own placement and parallel form; and every plan gets its own
 //! placement and parallel form under every overlap form (`two_batch`; the
-//! placement's row is `none`).
+//! placement's row is `none`). A plan whose attention and experts share
+//! their dies also gets a disaggregated row: its machine split between the
+//! two pools by DisagMoE's roofline rule, two micro-batches ping-ponging
+//! (`moec pools` searches further).
 
 use super::output::{emit, load_checked, report, run_error, write_atomic};
 use moec::driver::CompileOptions;
@@ -68,6 +71,8 @@ struct Candidate {
     optional: bool,
     /// The built-in placement the row runs, if it is one.
     choice: Option<PlacementChoice>,
+    /// A variant of the plan to compile instead of the plan itself.
+    variant: Option<moec::sema::Plan>,
 }
 
 /// A placement compare did not run, and why.
@@ -95,6 +100,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
             // defect-free mesh, say) does not stop the others.
             optional: c.needs_tensor_parallel_attention(),
             choice: Some(c.clone()),
+            variant: None,
         })
         .collect();
     if let PlacementChoice::File { path, .. } = &plan.placement {
@@ -104,6 +110,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
             migration: None,
             optional: false,
             choice: None,
+            variant: None,
         });
     }
     // Every parallel form after the plan's own placement (EP is its row above).
@@ -123,6 +130,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
                 // A form that does not fit (memory, group sizes) is skipped.
                 optional: true,
                 choice: None,
+                variant: None,
             }),
     );
     // The plan's placement and parallel form under every overlap form
@@ -143,6 +151,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
                 migration: None,
                 optional: true,
                 choice: None,
+                variant: None,
             }),
     );
     // A plan that moves experts: the plan itself under every policy, its own
@@ -163,9 +172,29 @@ pub fn execute(args: Args) -> Result<(), u8> {
                         migration: Some(policy),
                         optional: true,
                         choice: None,
+                        variant: None,
                     })
                 }),
         );
+    }
+    // Colocated: the machine split by DisagMoE's rule, ping-ponging.
+    if plan.pools.is_none() {
+        match moec::pool_sizing::disagmoe::rule_plan(&session, plan) {
+            Ok(Some(variant)) => candidates.push(Candidate {
+                name: format!(
+                    "disaggregated {}:{} (DisagMoE's split) + micro_batches(2)",
+                    variant.pools.as_ref().map_or(0, |p| p.attention.len()),
+                    variant.pools.as_ref().map_or(0, |p| p.experts.len())
+                ),
+                passes: None,
+                migration: None,
+                optional: true,
+                choice: None,
+                variant: Some(variant),
+            }),
+            Ok(None) => eprintln!("compare: no split of the machine holds both pools; no disaggregated row"),
+            Err(d) => eprintln!("compare: no disaggregated row: {}", d.message),
+        }
     }
     let mut rows = Vec::new();
     // Placements that do not apply to this plan, with why.
@@ -176,6 +205,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
         migration,
         optional,
         choice,
+        variant,
     } in candidates
     {
         if choice.as_ref().is_some_and(|c| !c.applies_with(plan.attention.ways())) {
@@ -193,7 +223,11 @@ pub fn execute(args: Args) -> Result<(), u8> {
             ..Default::default()
         };
         let started = Instant::now();
-        let schedule = match session.schedule(&options, &mut |_, _| {}) {
+        let compiled = match &variant {
+            Some(v) => session.schedule_plan(v, &options, &mut |_, _| {}),
+            None => session.schedule(&options, &mut |_, _| {}),
+        };
+        let schedule = match compiled {
             Ok(s) => s,
             Err(d) if optional => {
                 report(&session.loaded.sources, std::slice::from_ref(&d));

@@ -9,6 +9,7 @@ use super::output::{emit, load_checked, report};
 use super::run::ReportFormat;
 use moec::pool_sizing::disagmoe::{self, Sizing};
 use moec::pool_sizing::megascale::{self, PoolSearch, Space};
+use moec::pool_sizing::wafer::{self, WaferSearch};
 use moec_runtime::units::Seconds;
 use std::path::PathBuf;
 
@@ -53,11 +54,25 @@ pub enum Rule {
     Megascale,
     /// DisagMoE: the split of the dies that makes the slower stage's roofline fastest, at the workload's batch.
     Disagmoe,
+    /// On a mesh: attention and expert pools in every region shape (band, middle, edge, columns,
+    /// checkerboard) and size, simulated against the plan as written.
+    Wafer,
 }
 
 /// Runs `moec pools`.
 pub fn execute(args: Args) -> Result<(), u8> {
     let session = load_checked(&args.file)?;
+    if args.rule == Rule::Wafer {
+        let found = wafer::search(&session, args.plan.as_deref(), args.steps).map_err(|d| {
+            report(&session.loaded.sources, &[d]);
+            super::EXIT_DIAGNOSTICS
+        })?;
+        let text = match args.report {
+            ReportFormat::Json => serde_json::to_string_pretty(&found).unwrap_or_default() + "\n",
+            ReportFormat::Text => wafer_table(&found),
+        };
+        return emit(args.output.as_deref(), &text);
+    }
     if args.rule == Rule::Disagmoe {
         let sizing = disagmoe::size(&session, args.plan.as_deref(), args.steps).map_err(|d| {
             report(&session.loaded.sources, &[d]);
@@ -201,6 +216,48 @@ fn split_table(s: &Sizing) -> String {
     }
     if s.rule.is_none() {
         let _ = writeln!(o, "\nno split holds both pools in memory");
+    }
+    o
+}
+
+/// The wafer layouts as a person reads them, fastest first, against the
+/// plan as written.
+fn wafer_table(s: &WaferSearch) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let colocated = s.colocated_s.map_or("-".to_string(), |t| Seconds(t).to_string());
+    let _ = writeln!(
+        o,
+        "disaggregated layouts for plan `{}` (batch {}); the plan as written (colocated): {colocated} a step",
+        s.plan, s.batch
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "  {:>13} {:>4} {:>4} {:>2} | {:>10} {:>10}",
+        "shape", "n_A", "n_F", "m", "step p99", "/colocated"
+    );
+    let mut order: Vec<usize> = (0..s.layouts.len()).collect();
+    order.sort_by(|&a, &b| {
+        let t = |i: usize| s.layouts[i].step_s.unwrap_or(f64::MAX);
+        t(a).total_cmp(&t(b)).then(a.cmp(&b))
+    });
+    for i in order {
+        let l = &s.layouts[i];
+        let step = match (&l.refused, l.step_s) {
+            (Some(r), _) => format!("refused: {r}"),
+            (None, Some(t)) => Seconds(t).to_string(),
+            (None, None) => "-".to_string(),
+        };
+        let ratio = l
+            .step_s
+            .zip(s.colocated_s)
+            .map_or("-".to_string(), |(t, c)| format!("{:.2}x", t / c));
+        let _ = writeln!(
+            o,
+            "  {:>13} {:>4} {:>4} {:>2} | {:>10} {:>10}",
+            l.shape, l.attention_dies, l.expert_dies, l.micro_batches, step, ratio
+        );
     }
     o
 }

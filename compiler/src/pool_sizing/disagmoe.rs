@@ -120,6 +120,79 @@ fn work(model: &ModelSpec, batch: u64, context: u64) -> (Work, Work) {
 /// `steps`: steps each simulated split runs.
 pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing, Diagnostic> {
     let base = session.select_plan(plan)?;
+    let mut sizing = roofline(session, base)?;
+    let n = sizing.dies;
+    // The simulator at the rule's split and every N / 8 dies.
+    let stride = (n / 8).max(1);
+    let mut tried: Vec<u32> = (1..n).filter(|n_a| n_a % stride == 0).collect();
+    tried.extend(sizing.rule.map(|i| sizing.splits[i].attention_dies));
+    tried.sort_unstable();
+    tried.dedup();
+    // A target no step misses: the probe is only timed.
+    let timed = Slo {
+        metric: SloMetric::Tpot,
+        target_s: f64::MAX,
+    };
+    for n_a in tried {
+        let i = (n_a - 1) as usize;
+        if !sizing.splits[i].fits {
+            continue;
+        }
+        let plan = split_plan(session, base, n_a)?;
+        let probe = batch_search::probe(session, &plan, (sizing.batch, steps.max(1)), &timed)?;
+        sizing.splits[i].simulated_s = probe.p99_s;
+    }
+    let splits = &sizing.splits;
+    sizing.simulated_best = (0..splits.len())
+        .filter(|&i| splits[i].simulated_s.is_some())
+        .min_by(|&x, &y| {
+            let t = |i: usize| splits[i].simulated_s.unwrap_or(f64::MAX);
+            t(x).total_cmp(&t(y))
+        });
+    Ok(sizing)
+}
+
+/// The plan `base` disaggregated at the rule's split (for `moec compare`'s
+/// row), or `None` when no split fits.
+pub fn rule_plan(session: &Session, base: &Plan) -> Result<Option<Plan>, Diagnostic> {
+    let sizing = roofline(session, base)?;
+    sizing
+        .rule
+        .map(|i| split_plan(session, base, sizing.splits[i].attention_dies))
+        .transpose()
+}
+
+/// `base` with its machine's first `n_a` alive dies as the attention pool
+/// and the rest as the expert pool: contiguous whole experts, data-parallel
+/// attention, the plan's micro-batches (two when it has none).
+fn split_plan(session: &Session, base: &Plan, n_a: u32) -> Result<Plan, Diagnostic> {
+    let machine = session
+        .program
+        .machine(base.machine)
+        .ok_or_else(|| Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors"))?;
+    let alive = machine.alive_dies();
+    let m = match base.overlap {
+        OverlapChoice::MicroBatches(m) if m > 1 => m,
+        _ => 2,
+    };
+    Ok(Plan {
+        name: format!("{}_split{}", base.name, n_a),
+        placement: PlacementChoice::Contiguous,
+        redundant_experts: None,
+        attention: AttentionParallel::DataParallel,
+        parallel: ParallelChoice::Fixed(Form::EP),
+        migration: crate::passes::MigrationPolicy::None,
+        overlap: OverlapChoice::MicroBatches(m),
+        pools: Some(Pools {
+            attention: alive[..n_a as usize].to_vec(),
+            experts: alive[n_a as usize..].to_vec(),
+        }),
+        ..base.clone()
+    })
+}
+
+/// Every split's roofline and the rule's choice; nothing simulated.
+fn roofline(session: &Session, base: &Plan) -> Result<Sizing, Diagnostic> {
     let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
     let model = session.program.model(base.model).ok_or_else(refers)?;
     let machine = session.program.machine(base.machine).ok_or_else(refers)?;
@@ -146,7 +219,7 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing,
     let (die_a, die_f) = (machine.die_spec(front), machine.die_spec(back));
     let kv_sequence = (model.layers * model.kv_bytes_per_token().0 * context) as f64;
     let attention_weights = a.bytes_each + (model.embedding_params() * model.dtype.bytes()) as f64;
-    let mut splits: Vec<Split> = (1..n)
+    let splits: Vec<Split> = (1..n)
         .map(|n_a| {
             let n_f = n - n_a;
             let (attention_s, attention_bound) = a.time(n_a, die_a, nic(front));
@@ -175,52 +248,6 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing,
         let (t_f, _) = f.time(1, die_f, nic(back));
         t_a / (t_a + t_f)
     };
-    // The simulator at the rule's split and every N / 8 dies.
-    let stride = (n / 8).max(1);
-    let mut tried: Vec<u32> = (1..n).filter(|n_a| n_a % stride == 0).collect();
-    tried.extend(rule.map(|i| splits[i].attention_dies));
-    tried.sort_unstable();
-    tried.dedup();
-    let m = match base.overlap {
-        OverlapChoice::MicroBatches(m) if m > 1 => m,
-        _ => 2,
-    };
-    // A target no step misses: the probe is only timed.
-    let timed = Slo {
-        metric: SloMetric::Tpot,
-        target_s: f64::MAX,
-    };
-    for n_a in tried {
-        let i = (n_a - 1) as usize;
-        if !splits[i].fits {
-            continue;
-        }
-        let pools = Pools {
-            attention: alive[..n_a as usize].to_vec(),
-            experts: alive[n_a as usize..].to_vec(),
-        };
-        let plan = Plan {
-            name: format!("{}_split{}", base.name, n_a),
-            placement: PlacementChoice::Contiguous,
-            redundant_experts: None,
-            attention: AttentionParallel::DataParallel,
-            parallel: ParallelChoice::Fixed(Form::EP),
-            migration: crate::passes::MigrationPolicy::None,
-            overlap: OverlapChoice::MicroBatches(m),
-            pools: Some(pools),
-            ..base.clone()
-        };
-        let probe = batch_search::probe(session, &plan, (batch, steps.max(1)), &timed)?;
-        splits[i].simulated_s = probe.p99_s;
-    }
-    let simulated_best = (0..splits.len())
-        .filter(|&i| splits[i].simulated_s.is_some())
-        .min_by(|&x, &y| {
-            splits[x]
-                .simulated_s
-                .unwrap_or(f64::MAX)
-                .total_cmp(&splits[y].simulated_s.unwrap_or(f64::MAX))
-        });
     Ok(Sizing {
         plan: base.name.clone(),
         batch,
@@ -229,7 +256,7 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing,
         attention_share: share,
         splits,
         rule,
-        simulated_best,
+        simulated_best: None,
     })
 }
 
