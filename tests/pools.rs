@@ -316,7 +316,7 @@ plan p {{
 }
 
 #[test]
-fn megascale_infers_search_finds_each_candidates_largest_batch_and_the_best_per_price() {
+fn megascale_infers_search_finds_each_candidates_largest_batch_and_the_best_per_dollar() {
     use moec::pool_sizing::megascale::{search, Space};
     let (_dir, path) = written(&sizing(1024));
     let session = common::checked(&path);
@@ -334,17 +334,17 @@ fn megascale_infers_search_finds_each_candidates_largest_batch_and_the_best_per_
         assert_eq!(c.dies, c.tp_attention * c.replicas + 4);
         let probe = c.found.as_ref().expect("some batch meets 2 ms");
         assert!(probe.p99_s.expect("ran") <= 2e-3);
-        // Throughput per price: tokens a second over the instance's price.
+        // Tokens per dollar: tokens a second over the instance's price a second.
         let rate = probe.tokens_per_s.expect("ran");
-        let price = 2.0 * f64::from(c.dies);
-        assert!((c.tokens_per_s_per_price.expect("priced") - rate / price).abs() < 1e-9 * rate);
+        let price = 2.0 * f64::from(c.dies) / 3600.0;
+        assert!((c.tokens_per_dollar.expect("priced") - rate / price).abs() < 1e-9 * rate / price);
         assert!(c.predicted_batch.is_some());
     }
     let best = &found.candidates[found.best.expect("a best")];
     assert!(found
         .candidates
         .iter()
-        .all(|c| c.tokens_per_s_per_price <= best.tokens_per_s_per_price));
+        .all(|c| c.tokens_per_dollar <= best.tokens_per_dollar));
     let plan = found.best_plan.expect("the best as a plan");
     assert!(plan.contains("disaggregate { attention = ["), "{plan}");
     // More replicas hold more sequences: never a smaller batch.
@@ -366,7 +366,7 @@ fn disagmoes_split_gives_attention_more_dies_as_the_context_grows() {
     for context in [512, 2048, 8192] {
         let (_dir, path) = written(&sizing(context));
         let session = common::checked(&path);
-        let s = size(&session, Some("p"), 1).expect("sizes");
+        let s = size(&session, Some("p"), 1, None).expect("sizes");
         assert_eq!((s.dies, s.splits.len()), (8, 7));
         let rule = &s.splits[s.rule.expect("a split fits")];
         // The rule minimises the slower stage among the splits that fit.

@@ -33,7 +33,8 @@ pub struct Args {
     /// Attention replicas to try (default: the balance rule's n_a = k1 E / (k3 K)).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=4096))]
     replicas: Vec<u32>,
-    /// Micro-batches to try (default 1,2,3,4).
+    /// Micro-batches to try (default 1,2,3,4); under `--rule disagmoe`, the first is the split's (default: the
+    /// plan's, or 2).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=64))]
     micro_batches: Vec<u32>,
     /// Steps each batch probe runs, timing only.
@@ -74,7 +75,13 @@ pub fn execute(args: Args) -> Result<(), u8> {
         return emit(args.output.as_deref(), &text);
     }
     if args.rule == Rule::Disagmoe {
-        let sizing = disagmoe::size(&session, args.plan.as_deref(), args.steps).map_err(|d| {
+        let sizing = disagmoe::size(
+            &session,
+            args.plan.as_deref(),
+            args.steps,
+            args.micro_batches.first().copied(),
+        )
+        .map_err(|d| {
             report(&session.loaded.sources, &[d]);
             super::EXIT_DIAGNOSTICS
         })?;
@@ -140,7 +147,7 @@ fn table(s: &PoolSearch) -> String {
     let _ = writeln!(
         o,
         "  {:>4} {:>4} {:>4} {:>2} {:>5} | {:>7} {:>10} {:>11} {:>12} | {:>7} {:>10}",
-        "tp_a", "tp_e", "n_a", "m", "dies", "batch", "step p99", "tok/s/die", "tok/s/price", "fit B", "fit step"
+        "tp_a", "tp_e", "n_a", "m", "dies", "batch", "step p99", "tok/s/die", "tokens/$", "fit B", "fit step"
     );
     for (i, c) in s.candidates.iter().enumerate() {
         let cell = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("-".to_string(), f);
@@ -156,7 +163,7 @@ fn table(s: &PoolSearch) -> String {
             c.found.as_ref().map_or("-".to_string(), |p| p.batch.to_string()),
             cell(c.found.as_ref().and_then(|p| p.p99_s), &|x| Seconds(x).to_string()),
             cell(c.tokens_per_s_per_die, &|x| format!("{x:.1}")),
-            cell(c.tokens_per_s_per_price, &|x| format!("{x:.1}")),
+            cell(c.tokens_per_dollar, &|x| format!("{x:.0}")),
             c.predicted_batch.map_or("-".to_string(), |b| b.to_string()),
             cell(c.predicted_step_s, &|x| Seconds(x).to_string()),
         );
@@ -181,10 +188,11 @@ fn split_table(s: &Sizing) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "DisagMoE's split for plan `{}`: batch {} at context {} over {} dies; attention {:.0}% of one die's roofline work",
+        "DisagMoE's split for plan `{}`: batch {} at context {} in {} micro-batches over {} dies; attention {:.0}% of one die's roofline work",
         s.plan,
         s.batch,
         s.context,
+        s.micro_batches,
         s.dies,
         s.attention_share * 100.0
     );

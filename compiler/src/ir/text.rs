@@ -49,6 +49,22 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
             p.experts.len()
         );
     }
+    // The A2E and E2A transfers' transport, when not the ideal one.
+    match ir.transport {
+        moec_runtime::schedule::Transport::Direct => {}
+        moec_runtime::schedule::Transport::M2n => {
+            let _ = writeln!(
+                out,
+                "; transfers: m2n (dispatch and combine as M2N writes: a cost a message, no group sync)"
+            );
+        }
+        moec_runtime::schedule::Transport::Nccl => {
+            let _ = writeln!(
+                out,
+                "; transfers: nccl (dispatch and combine as NCCL-style all-to-alls: group sync, a cost a message)"
+            );
+        }
+    }
     match &ir.overlap {
         super::Overlap::None => {}
         super::Overlap::Chunked(_) | super::Overlap::Monta(_) => {

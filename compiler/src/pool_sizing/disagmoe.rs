@@ -9,7 +9,8 @@
 //! the KV cache is read once), the experts `F_F = 2 B L K (3 h f)`, bytes
 //! `L D W_e` (`D` the experts a batch of `B` touches in expectation,
 //! `E (1 - (1 - K/E)^B)`), and both the activations `B L K h` each way
-//! over the NICs. A stage of `n` dies takes `T = max(F / (n peak), bytes /
+//! over the NICs; in `m` micro-batches the weights are read `m` times (and
+//! a micro-batch of `B / m` touches fewer experts). A stage of `n` dies takes `T = max(F / (n peak), bytes /
 //! (n mem_bw), comm / (n nic))`; the split minimises `max(T_A, T_F)` over
 //! `n_A + n_F = N`, each pool holding what it must (weights and KV cache;
 //! every expert). DisagMoE's paper sizes training this way; the rule is
@@ -53,6 +54,7 @@ pub struct Sizing {
     pub plan: String,
     pub batch: u64,
     pub context: u64,
+    pub micro_batches: u32,
     pub dies: u32,
     /// Attention's share of one die's roofline work (`T_A(1) / (T_A(1) +
     /// T_F(1))`): what moves the split.
@@ -89,8 +91,11 @@ impl Work {
     }
 }
 
-/// The two stages' work for `batch` sequences at `context`.
-fn work(model: &ModelSpec, batch: u64, context: u64) -> (Work, Work) {
+/// The two stages' work for `batch` sequences at `context` in `m`
+/// micro-batches: each micro-batch reads the weights again (the attention
+/// replica's, and the experts its tokens touch).
+fn work(model: &ModelSpec, batch: u64, context: u64, m: u32) -> (Work, Work) {
+    let m = f64::from(m.max(1));
     let dtype = model.dtype.bytes() as f64;
     let layers = model.moe_layers() as f64;
     let (experts, k, ffn) = model.moe.as_ref().map_or((1.0, 1.0, 0.0), |m| {
@@ -101,15 +106,15 @@ fn work(model: &ModelSpec, batch: u64, context: u64) -> (Work, Work) {
     let comm = b * layers * k * h * dtype;
     let attention = Work {
         flops: b * layers * (model.attention_flops(context).0 + 2.0 * model.gate_params() as f64),
-        bytes_each: layers * (model.attention_bytes().0 as f64 + model.gate_params() as f64 * dtype),
+        bytes_each: m * layers * (model.attention_bytes().0 as f64 + model.gate_params() as f64 * dtype),
         bytes_shared: b * layers * model.kv_bytes_per_token().0 as f64 * context as f64,
         comm,
     };
-    let touched = experts * (1.0 - (1.0 - k / experts).powf(b));
+    let touched = experts * (1.0 - (1.0 - k / experts).powf(b / m));
     let experts_work = Work {
         flops: 2.0 * b * layers * k * 3.0 * h * ffn,
         bytes_each: 0.0,
-        bytes_shared: layers * touched * model.expert_bytes().0 as f64,
+        bytes_shared: m * layers * touched * model.expert_bytes().0 as f64,
         comm,
     };
     (attention, experts_work)
@@ -117,10 +122,12 @@ fn work(model: &ModelSpec, batch: u64, context: u64) -> (Work, Work) {
 
 /// Sizes plan `plan`'s pools on its whole machine (homogeneous: attention
 /// from the front, experts from the back), then simulates the splits.
-/// `steps`: steps each simulated split runs.
-pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing, Diagnostic> {
+/// `steps`: steps each simulated split runs; `m`: its micro-batches (the
+/// plan's, or two, when `None`).
+pub fn size(session: &Session, plan: Option<&str>, steps: u64, m: Option<u32>) -> Result<Sizing, Diagnostic> {
     let base = session.select_plan(plan)?;
-    let mut sizing = roofline(session, base)?;
+    let m = m.unwrap_or_else(|| micro_batches(base)).max(1);
+    let mut sizing = roofline(session, base, m)?;
     let n = sizing.dies;
     // The simulator at the rule's split and every N / 8 dies.
     let stride = (n / 8).max(1);
@@ -138,7 +145,7 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing,
         if !sizing.splits[i].fits {
             continue;
         }
-        let plan = split_plan(session, base, n_a)?;
+        let plan = split_plan(session, base, n_a, m)?;
         let probe = batch_search::probe(session, &plan, (sizing.batch, steps.max(1)), &timed)?;
         sizing.splits[i].simulated_s = probe.p99_s;
     }
@@ -155,26 +162,23 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64) -> Result<Sizing,
 /// The plan `base` disaggregated at the rule's split (for `moec compare`'s
 /// row), or `None` when no split fits.
 pub fn rule_plan(session: &Session, base: &Plan) -> Result<Option<Plan>, Diagnostic> {
-    let sizing = roofline(session, base)?;
+    let m = micro_batches(base);
+    let sizing = roofline(session, base, m)?;
     sizing
         .rule
-        .map(|i| split_plan(session, base, sizing.splits[i].attention_dies))
+        .map(|i| split_plan(session, base, sizing.splits[i].attention_dies, m))
         .transpose()
 }
 
 /// `base` with its machine's first `n_a` alive dies as the attention pool
 /// and the rest as the expert pool: contiguous whole experts, data-parallel
-/// attention, the plan's micro-batches (two when it has none).
-fn split_plan(session: &Session, base: &Plan, n_a: u32) -> Result<Plan, Diagnostic> {
+/// attention, `m` micro-batches.
+fn split_plan(session: &Session, base: &Plan, n_a: u32, m: u32) -> Result<Plan, Diagnostic> {
     let machine = session
         .program
         .machine(base.machine)
         .ok_or_else(|| Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors"))?;
     let alive = machine.alive_dies();
-    let m = match base.overlap {
-        OverlapChoice::MicroBatches(m) if m > 1 => m,
-        _ => 2,
-    };
     Ok(Plan {
         name: format!("{}_split{}", base.name, n_a),
         placement: PlacementChoice::Contiguous,
@@ -182,7 +186,11 @@ fn split_plan(session: &Session, base: &Plan, n_a: u32) -> Result<Plan, Diagnost
         attention: AttentionParallel::DataParallel,
         parallel: ParallelChoice::Fixed(Form::EP),
         migration: crate::passes::MigrationPolicy::None,
-        overlap: OverlapChoice::MicroBatches(m),
+        overlap: if m > 1 {
+            OverlapChoice::MicroBatches(m)
+        } else {
+            OverlapChoice::Fixed(crate::passes::PlainOverlap::None)
+        },
         pools: Some(Pools {
             attention: alive[..n_a as usize].to_vec(),
             experts: alive[n_a as usize..].to_vec(),
@@ -191,8 +199,9 @@ fn split_plan(session: &Session, base: &Plan, n_a: u32) -> Result<Plan, Diagnost
     })
 }
 
-/// Every split's roofline and the rule's choice; nothing simulated.
-fn roofline(session: &Session, base: &Plan) -> Result<Sizing, Diagnostic> {
+/// Every split's roofline in `m` micro-batches and the rule's choice;
+/// nothing simulated.
+fn roofline(session: &Session, base: &Plan, m: u32) -> Result<Sizing, Diagnostic> {
     let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
     let model = session.program.model(base.model).ok_or_else(refers)?;
     let machine = session.program.machine(base.machine).ok_or_else(refers)?;
@@ -213,12 +222,14 @@ fn roofline(session: &Session, base: &Plan) -> Result<Sizing, Diagnostic> {
         ));
     }
     let (batch, context) = (workload.batch, workload.seq_len);
-    let (a, f) = work(model, batch, context);
+    let (a, f) = work(model, batch, context, m);
     let (front, back) = (alive[0], alive[alive.len() - 1]);
     let nic = |d: DieId| machine.spec().nic_of(d).bandwidth.0;
     let (die_a, die_f) = (machine.die_spec(front), machine.die_spec(back));
     let kv_sequence = (model.layers * model.kv_bytes_per_token().0 * context) as f64;
-    let attention_weights = a.bytes_each + (model.embedding_params() * model.dtype.bytes()) as f64;
+    // What an attention die holds: its weights once, however often it reads them.
+    let attention_weights =
+        a.bytes_each / f64::from(m.max(1)) + (model.embedding_params() * model.dtype.bytes()) as f64;
     let splits: Vec<Split> = (1..n)
         .map(|n_a| {
             let n_f = n - n_a;
@@ -252,12 +263,21 @@ fn roofline(session: &Session, base: &Plan) -> Result<Sizing, Diagnostic> {
         plan: base.name.clone(),
         batch,
         context,
+        micro_batches: m,
         dies: n,
         attention_share: share,
         splits,
         rule,
         simulated_best: None,
     })
+}
+
+/// The micro-batches a split runs: the plan's, or two.
+fn micro_batches(base: &Plan) -> u32 {
+    match base.overlap {
+        OverlapChoice::MicroBatches(m) if m > 1 => m,
+        _ => 2,
+    }
 }
 
 /// Bytes of every routed expert of every layer: what the expert pool holds.

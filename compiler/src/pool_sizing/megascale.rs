@@ -7,9 +7,9 @@
 //! replicas asked for), `m` micro-batches from 1 to 4, and the largest
 //! batch whose step meets the workload's time-per-token target (a batch
 //! search on the simulator, `batch_search.rs`, where a batch that does not
-//! fit memory fails). The best candidate has the most tokens per second per
-//! unit of price, `(B / T) / (tp_a n_a price_a + tp_e E price_e)`, or per
-//! die when the machine has no prices.
+//! fit memory fails). The best candidate has the most tokens per dollar,
+//! `(B / T) / (tp_a n_a price_a + tp_e E price_e)` (the paper's throughput
+//! per cost), or per die when the machine has no prices.
 //!
 //! The balance rule and the prediction use MegaScale-Infer's cost model:
 //! per micro-batch and layer, `T_a = k1 b_a + k2` (attention and router of
@@ -22,10 +22,10 @@
 //! outside those fits and the network's contention; where it and the
 //! simulator disagree the simulator decides, and both are reported.
 //!
-//! A plan with a `disaggregate` section searches within its pools (the
-//! attention pool's dies for attention, the expert pool's for experts,
-//! each taken from its start); without one, attention takes the machine's
-//! dies from the front and experts from the back.
+//! A plan whose `disaggregate` pools are of two kinds of die searches
+//! within the kinds (attention on the attention pool's kind, experts on the
+//! expert pool's, each taken from its first die); otherwise attention takes
+//! the machine's dies from the front and experts from the back.
 
 use crate::batch_search::{self, largest_passing, Probe, Probed, MAX_BATCH};
 use crate::diag::{Code, Diagnostic};
@@ -79,8 +79,10 @@ pub struct Candidate {
     pub found: Option<Probe>,
     /// Tokens per second over the instance's dies.
     pub tokens_per_s_per_die: Option<f64>,
-    /// Tokens per second per unit of the instance's price (per hour).
-    pub tokens_per_s_per_price: Option<f64>,
+    /// Tokens per dollar: tokens a second over the instance's price a
+    /// second (its dies' prices are per die-hour), as the run report's
+    /// `serving.tokens_per_dollar` counts them over a whole machine.
+    pub tokens_per_dollar: Option<f64>,
     /// The paper's model: its largest batch meeting the target, and the
     /// step time it predicts there.
     pub predicted_batch: Option<u64>,
@@ -104,11 +106,25 @@ pub struct PoolSearch {
     pub best_plan: Option<String>,
 }
 
-/// The dies each side may take: the plan's pools, or the whole machine.
+/// The dies each side may take: every alive die of the kind of the plan's
+/// attention pool, and of its expert pool; the whole machine for both when
+/// the plan has no pools (or its pools are of one kind).
 fn sides(plan: &Plan, machine: &Machine) -> (Vec<DieId>, Vec<DieId>) {
+    let alive = machine.alive_dies();
+    let of_kind = |d: Option<&DieId>| -> Vec<DieId> {
+        let spec = machine.spec();
+        match d {
+            Some(&d) => alive
+                .iter()
+                .copied()
+                .filter(|&x| spec.kind_name_of(x) == spec.kind_name_of(d))
+                .collect(),
+            None => alive.clone(),
+        }
+    };
     match &plan.pools {
-        Some(p) => (p.attention.clone(), p.experts.clone()),
-        None => (machine.alive_dies(), machine.alive_dies()),
+        Some(p) => (of_kind(p.attention.first()), of_kind(p.experts.first())),
+        None => (alive.clone(), alive.clone()),
     }
 }
 
@@ -303,7 +319,8 @@ pub fn search(
     let or = |v: &[u32], d: &[u32]| if v.is_empty() { d.to_vec() } else { v.to_vec() };
     let steps = space.steps.max(1);
     let (attention_side, expert_side) = sides(base, machine);
-    let shared = base.pools.is_none();
+    // One kind of die for both: attention from the front, experts from the back.
+    let shared = attention_side == expert_side;
     let mut out = PoolSearch {
         plan: base.name.clone(),
         slo,
@@ -390,7 +407,7 @@ pub fn search(
                         micro_batches: m,
                         dies,
                         tokens_per_s_per_die: rate.map(|r| r / f64::from(dies)),
-                        tokens_per_s_per_price: rate.zip(price).map(|(r, p)| r / p),
+                        tokens_per_dollar: rate.zip(price).map(|(r, p)| r * 3600.0 / p),
                         found,
                         predicted_step_s: predicted_batch.map(|b| prediction.step_s(b)),
                         predicted_batch,
@@ -403,7 +420,7 @@ pub fn search(
             }
         }
     }
-    let score = |c: &Candidate| c.tokens_per_s_per_price.or(c.tokens_per_s_per_die);
+    let score = |c: &Candidate| c.tokens_per_dollar.or(c.tokens_per_s_per_die);
     out.best = (0..out.candidates.len())
         .filter(|&i| score(&out.candidates[i]).is_some())
         .max_by(|&a, &b| {
