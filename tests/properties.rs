@@ -218,6 +218,7 @@ struct SmallCase {
     placement: &'static str,
     tp: u32,
     overlap: &'static str,
+    transfers: &'static str,
 }
 
 impl SmallCase {
@@ -262,7 +263,7 @@ impl SmallCase {
             "model m {{\n  layers = {}\n  {dense}hidden = 16\n  vocab = 40\n  dtype = fp32\n  {attention}\n  moe {{ experts = {}; top_k = {}; expert_ffn = 12; shared_experts = {}; shared_ffn = 8; activation = {}; gate = {}; groups = {}; topk_groups = {topk_groups} }}\n}}\n\
              machine x {{\n  topology = mesh({}, {})\n  die {{ compute = 10 TFLOPS; memory = 4 GiB; memory_bw = 1 TB/s }}\n  link {{ bandwidth = 100 GB/s; latency = 10 ns }}\n{defects}}}\n\
              workload w {{ {shape}; steps = 1; routing = {} }}\n\
-             plan p {{ model = m; machine = x; workload = w; placement = {}; attention = {attention_plan}; overlap = {} }}\n",
+             plan p {{ model = m; machine = x; workload = w; placement = {}; attention = {attention_plan}; overlap = {}; transfers = {} }}\n",
             self.layers,
             self.experts,
             self.top_k,
@@ -275,6 +276,7 @@ impl SmallCase {
             self.routing,
             self.placement,
             self.overlap,
+            self.transfers,
         )
     }
 }
@@ -310,6 +312,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
             "monta(2)",
             "micro_batches(3)",
         ]),
+        prop::sample::select(vec!["direct", "m2n", "nccl"]),
     );
     (
         attention,
@@ -330,7 +333,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                 gate,
                 (mesh, defect),
                 (prefill, batch, context),
-                (routing, placement, tp, overlap),
+                (routing, placement, tp, overlap, transfers),
             )| {
                 // A dead die only where two others stay alive.
                 let defect = defect && mesh.0 * mesh.1 > 2;
@@ -369,6 +372,7 @@ fn small_case() -> impl Strategy<Value = SmallCase> {
                     placement,
                     tp,
                     overlap,
+                    transfers,
                 }
             },
         )
@@ -378,7 +382,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// Issue 3's property: for random small models, machines, routings,
-    /// placements, attention splits and overlap forms (issue 17), the distributed execution at full
+    /// placements, attention splits, overlap forms (issue 17) and transports (issue 18), the distributed execution at full
     /// width equals the dense single-device reference.
     #[test]
     fn the_distributed_result_equals_the_dense_reference(case in small_case()) {

@@ -119,13 +119,13 @@ impl Session {
         }
     }
 
-    /// The model, machine and workload a plan names.
     /// The machine a plan runs on (`None` when it has errors).
     pub fn machine_of(&self, plan: &Plan) -> Option<&Machine> {
         self.parts(plan).ok().map(|(_, m, _)| m)
     }
 
-    fn parts(&self, plan: &Plan) -> Result<(&ModelSpec, &Machine, &WorkloadSpec), Diagnostic> {
+    /// The model, machine and workload a plan names (E0021 when one has errors).
+    pub fn parts(&self, plan: &Plan) -> Result<(&ModelSpec, &Machine, &WorkloadSpec), Diagnostic> {
         match (
             self.program.model(plan.model),
             self.program.machine(plan.machine),

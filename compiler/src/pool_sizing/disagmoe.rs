@@ -20,15 +20,15 @@
 //! at every `N / 8` dies, with the plan's micro-batches (two when it has
 //! none), and reports which split it finds fastest.
 
+use super::{disaggregated, Shape, TIMED};
 use crate::batch_search;
 use crate::diag::{Code, Diagnostic};
 use crate::driver::Session;
-use crate::ir::{Form, Pools};
+use crate::ir::Pools;
 use crate::passes::OverlapChoice;
-use crate::sema::{AttentionParallel, ParallelChoice, PlacementChoice, Plan};
+use crate::sema::{PlacementChoice, Plan};
 use moec_runtime::machine::{DieId, DieSpec};
 use moec_runtime::model::ModelSpec;
-use moec_runtime::workload::{Slo, SloMetric};
 use serde::Serialize;
 
 /// One split of the dies and its roofline times.
@@ -135,18 +135,13 @@ pub fn size(session: &Session, plan: Option<&str>, steps: u64, m: Option<u32>) -
     tried.extend(sizing.rule.map(|i| sizing.splits[i].attention_dies));
     tried.sort_unstable();
     tried.dedup();
-    // A target no step misses: the probe is only timed.
-    let timed = Slo {
-        metric: SloMetric::Tpot,
-        target_s: f64::MAX,
-    };
     for n_a in tried {
         let i = (n_a - 1) as usize;
         if !sizing.splits[i].fits {
             continue;
         }
         let plan = split_plan(session, base, n_a, m)?;
-        let probe = batch_search::probe(session, &plan, (sizing.batch, steps.max(1)), &timed)?;
+        let probe = batch_search::probe(session, &plan, (sizing.batch, steps.max(1)), &TIMED)?;
         sizing.splits[i].simulated_s = probe.p99_s;
     }
     let splits = &sizing.splits;
@@ -174,38 +169,25 @@ pub fn rule_plan(session: &Session, base: &Plan) -> Result<Option<Plan>, Diagnos
 /// and the rest as the expert pool: contiguous whole experts, data-parallel
 /// attention, `m` micro-batches.
 fn split_plan(session: &Session, base: &Plan, n_a: u32, m: u32) -> Result<Plan, Diagnostic> {
-    let machine = session
-        .program
-        .machine(base.machine)
-        .ok_or_else(|| Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors"))?;
+    let (_, machine, _) = session.parts(base)?;
     let alive = machine.alive_dies();
-    Ok(Plan {
-        name: format!("{}_split{}", base.name, n_a),
+    let pools = Pools {
+        attention: alive[..n_a as usize].to_vec(),
+        experts: alive[n_a as usize..].to_vec(),
+    };
+    let shape = Shape {
         placement: PlacementChoice::Contiguous,
-        redundant_experts: None,
-        attention: AttentionParallel::DataParallel,
-        parallel: ParallelChoice::Fixed(Form::EP),
-        migration: crate::passes::MigrationPolicy::None,
-        overlap: if m > 1 {
-            OverlapChoice::MicroBatches(m)
-        } else {
-            OverlapChoice::Fixed(crate::passes::PlainOverlap::None)
-        },
-        pools: Some(Pools {
-            attention: alive[..n_a as usize].to_vec(),
-            experts: alive[n_a as usize..].to_vec(),
-        }),
-        ..base.clone()
-    })
+        tp_attention: 1,
+        tp_experts: 1,
+        micro_batches: m,
+    };
+    Ok(disaggregated(base, format!("{}_split{n_a}", base.name), pools, shape))
 }
 
 /// Every split's roofline in `m` micro-batches and the rule's choice;
 /// nothing simulated.
 fn roofline(session: &Session, base: &Plan, m: u32) -> Result<Sizing, Diagnostic> {
-    let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
-    let model = session.program.model(base.model).ok_or_else(refers)?;
-    let machine = session.program.machine(base.machine).ok_or_else(refers)?;
-    let workload = session.program.workload(base.workload).ok_or_else(refers)?;
+    let (model, machine, workload) = session.parts(base)?;
     if model.moe.is_none() {
         return Err(
             Diagnostic::error(Code::E0018, base.span, "the pool sizing needs an MoE model")

@@ -27,12 +27,12 @@
 //! expert pool's, each taken from its first die); otherwise attention takes
 //! the machine's dies from the front and experts from the back.
 
+use super::{disaggregated, Shape};
 use crate::batch_search::{self, largest_passing, Probe, Probed, MAX_BATCH};
 use crate::diag::{Code, Diagnostic};
 use crate::driver::Session;
-use crate::ir::{Form, FormKind, Pools};
-use crate::passes::{OverlapChoice, PlainOverlap};
-use crate::sema::{AttentionParallel, ParallelChoice, PlacementChoice, Plan};
+use crate::ir::Pools;
+use crate::sema::{PlacementChoice, Plan};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::ModelSpec;
 use moec_runtime::sim::cost::{CostModel, PartLoad};
@@ -244,45 +244,6 @@ fn sequences_held(model: &ModelSpec, workload: &WorkloadSpec, machine: &Machine,
     room / per_sequence.max(1)
 }
 
-/// The plan of one candidate: the base plan's model, machine, workload and
-/// transfers, with contiguous experts (one expert a group of `tp_e`), the
-/// pools, the forms and the micro-batches.
-fn variant(base: &Plan, pools: Pools, (tp_a, tp_e, m): (u32, u32, u32)) -> Plan {
-    Plan {
-        name: format!(
-            "{}_na{}_tpa{}_tpe{}_m{}",
-            base.name,
-            pools.attention.len() as u32 / tp_a,
-            tp_a,
-            tp_e,
-            m
-        ),
-        placement: PlacementChoice::Contiguous,
-        redundant_experts: None,
-        attention: if tp_a > 1 {
-            AttentionParallel::TensorParallel(tp_a)
-        } else {
-            AttentionParallel::DataParallel
-        },
-        parallel: ParallelChoice::Fixed(if tp_e > 1 {
-            Form {
-                kind: FormKind::Tp(tp_e),
-                fused: true,
-            }
-        } else {
-            Form::EP
-        }),
-        migration: crate::passes::MigrationPolicy::None,
-        overlap: if m > 1 {
-            OverlapChoice::MicroBatches(m)
-        } else {
-            OverlapChoice::Fixed(PlainOverlap::None)
-        },
-        pools: Some(pools),
-        ..base.clone()
-    }
-}
-
 /// Runs the search on plan `plan` of `session`. E0006 when the workload
 /// states no target; a compile or run error other than a batch not fitting
 /// stops it.
@@ -293,10 +254,7 @@ pub fn search(
     progress: &mut dyn FnMut(&Candidate),
 ) -> Result<PoolSearch, Diagnostic> {
     let base = session.select_plan(plan)?;
-    let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
-    let model = session.program.model(base.model).ok_or_else(refers)?;
-    let machine = session.program.machine(base.machine).ok_or_else(refers)?;
-    let workload = session.program.workload(base.workload).ok_or_else(refers)?;
+    let (model, machine, workload) = session.parts(base)?;
     let slo = workload.slo.ok_or_else(|| {
         Diagnostic::error(
             Code::E0006,
@@ -395,7 +353,14 @@ pub fn search(
                         capacity,
                     };
                     let predicted_batch = prediction.largest(slo.target_s);
-                    let plan = variant(base, pools.clone(), (tp_a, tp_e, m));
+                    let name = format!("{}_na{n_a}_tpa{tp_a}_tpe{tp_e}_m{m}", base.name);
+                    let shape = Shape {
+                        placement: PlacementChoice::Contiguous,
+                        tp_attention: tp_a,
+                        tp_experts: tp_e,
+                        micro_batches: m,
+                    };
+                    let plan = disaggregated(base, name, pools.clone(), shape);
                     let Probed { probes, pass, .. } =
                         largest_passing(MAX_BATCH, |b| batch_search::probe(session, &plan, (b, steps), &slo))?;
                     let found = pass.map(|i| probes[i].clone());

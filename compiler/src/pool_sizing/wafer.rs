@@ -11,14 +11,13 @@
 //! the fastest layout is set against the plan itself, run as written
 //! (colocated) on the same wafer.
 
+use super::{disaggregated, Shape, TIMED};
 use crate::batch_search;
 use crate::diag::{Code, Diagnostic};
 use crate::driver::Session;
-use crate::ir::{Form, Pools};
-use crate::passes::{OverlapChoice, PlainOverlap};
-use crate::sema::{AttentionParallel, ParallelChoice, PlacementChoice, Plan};
+use crate::ir::Pools;
+use crate::sema::{PlacementChoice, Plan};
 use moec_runtime::machine::{Coord, DieId, Machine};
-use moec_runtime::workload::{Slo, SloMetric};
 use serde::Serialize;
 
 /// The shapes an attention pool takes on the mesh.
@@ -113,9 +112,7 @@ pub fn attention_pool(machine: &Machine, shape: &str, n: u32) -> Option<Vec<DieI
 /// Runs the search on plan `plan` (on a mesh). `steps`: steps each layout runs.
 pub fn search(session: &Session, plan: Option<&str>, steps: u64) -> Result<WaferSearch, Diagnostic> {
     let base = session.select_plan(plan)?;
-    let refers = || Diagnostic::error(Code::E0021, base.span, "this plan refers to items with errors");
-    let machine = session.program.machine(base.machine).ok_or_else(refers)?;
-    let workload = session.program.workload(base.workload).ok_or_else(refers)?;
+    let (_, machine, workload) = session.parts(base)?;
     if machine.grid().is_none() {
         return Err(
             Diagnostic::error(Code::E0018, base.span, "the wafer layout search needs a mesh machine")
@@ -124,13 +121,8 @@ pub fn search(session: &Session, plan: Option<&str>, steps: u64) -> Result<Wafer
     }
     let alive = machine.alive_dies();
     let n = alive.len() as u32;
-    // Only timed: no target to meet.
-    let timed = Slo {
-        metric: SloMetric::Tpot,
-        target_s: f64::MAX,
-    };
     let steps = steps.max(1);
-    let colocated = batch_search::probe(session, base, (workload.batch, steps), &timed)?;
+    let colocated = batch_search::probe(session, base, (workload.batch, steps), &TIMED)?;
     let mut out = WaferSearch {
         plan: base.name.clone(),
         batch: workload.batch,
@@ -150,24 +142,22 @@ pub fn search(session: &Session, plan: Option<&str>, steps: u64) -> Result<Wafer
                 .filter(|d| attention.binary_search(d).is_err())
                 .collect();
             for m in [1u32, 2] {
-                let plan = Plan {
-                    name: format!("{}_{shape}_{n_a}_m{m}", base.name),
-                    placement: PlacementChoice::Eplb,
-                    attention: AttentionParallel::DataParallel,
-                    parallel: ParallelChoice::Fixed(Form::EP),
-                    migration: crate::passes::MigrationPolicy::None,
-                    overlap: if m > 1 {
-                        OverlapChoice::MicroBatches(m)
-                    } else {
-                        OverlapChoice::Fixed(PlainOverlap::None)
-                    },
-                    pools: Some(Pools {
-                        attention: attention.clone(),
-                        experts: experts.clone(),
-                    }),
-                    ..base.clone()
+                let pools = Pools {
+                    attention: attention.clone(),
+                    experts: experts.clone(),
                 };
-                let probe = batch_search::probe(session, &plan, (workload.batch, steps), &timed)?;
+                let layout = Shape {
+                    placement: PlacementChoice::Eplb,
+                    tp_attention: 1,
+                    tp_experts: 1,
+                    micro_batches: m,
+                };
+                let plan = Plan {
+                    // EPLB's replicas as the plan asks.
+                    redundant_experts: base.redundant_experts,
+                    ..disaggregated(base, format!("{}_{shape}_{n_a}_m{m}", base.name), pools, layout)
+                };
+                let probe = batch_search::probe(session, &plan, (workload.batch, steps), &TIMED)?;
                 out.layouts.push(Layout {
                     shape,
                     attention_dies: n_a,
