@@ -334,6 +334,7 @@ fn note(forms: &BTreeMap<u32, Form>, layouts: &BTreeMap<u32, LayerLayout>) -> St
 mod tests {
     use super::*;
     use crate::driver::{self, CompileOptions};
+    use crate::passes::place::tp_groups::compact_groups;
     use crate::source::MemoryReader;
     use moec_runtime::run::{run, RunOptions};
     use moec_runtime::schedule::{Op as SOp, Schedule};
