@@ -937,3 +937,30 @@ fn max_batch_finds_a_batch_that_meets_the_slo_next_to_one_that_does_not() {
         Some(2)
     );
 }
+
+#[test]
+fn a_failing_numeric_check_fails_the_run_and_says_where() {
+    const TINY_RUN: &str = "tests/serving/tiny.moe";
+    let o = moec(&["run", TINY_RUN, "--steps", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(": passed"), "{}", text(&o.stdout));
+    // The check's self-test: the executor loses the first row a dispatch copies.
+    let o = moec(&["run", TINY_RUN, "--steps", "1", "--inject-numeric-fault"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.contains("FAILED") && out.contains("first difference"), "{out}");
+    assert!(err.contains("E0047") && err.contains("numeric check failed"), "{err}");
+    // It names the step, the first layer that differs, the token, its die and both values.
+    assert!(
+        err.contains("step 0, layer ") && err.contains(" on die ") && err.contains("the reference"),
+        "{err}"
+    );
+    // Timing only says so.
+    let o = moec(&["run", TINY_RUN, "--steps", "1", "--no-numerics"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stdout).contains("numeric check: not run (--no-numerics"),
+        "{}",
+        text(&o.stdout)
+    );
+}

@@ -115,6 +115,9 @@ pub fn run(
     let mut timeline = Timeline::new(schedule);
     let mut traced = Vec::new();
     let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    // The first step whose check failed, and where.
+    let mut failed_check: Option<(u64, crate::numerics::Difference)> = None;
+    let mut tolerance = crate::numerics::TOLERANCE;
     let tokens = schedule.workload.tokens_per_step() as usize;
     let batch = STEPS_PER_THREAD * rayon::current_num_threads().max(1) as u64;
     let mut next = 0;
@@ -144,6 +147,10 @@ pub fn run(
                         let checked = n.step(step, generated.as_ref());
                         max_abs = max_abs.max(checked.max_abs_error);
                         max_rel = max_rel.max(checked.max_rel_error);
+                        tolerance = checked.tolerance;
+                        if let (None, Some(d)) = (&failed_check, checked.difference.clone()) {
+                            failed_check = Some((step, d));
+                        }
                         // The real gate decided only for the numeric tokens: tile them over the step.
                         generated.unwrap_or_else(|| tile(&checked.routing, tokens))
                     }
@@ -198,6 +205,10 @@ pub fn run(
         NumericReport {
             max_abs_error: max_abs,
             max_rel_error: max_rel,
+            tolerance,
+            passed: failed_check.is_none() && !max_rel.is_nan(),
+            failed_step: failed_check.as_ref().map(|f| f.0),
+            difference: failed_check.as_ref().map(|f| f.1.clone()),
             width: s.hidden,
             reduced: n.reduced(),
             note: if n.reduced() {

@@ -59,6 +59,10 @@ pub struct Args {
     /// Skip the numeric check (timing only).
     #[arg(long)]
     no_numerics: bool,
+    /// The numeric check's self-test: the executor loses the first row a dispatch copies, and the check
+    /// must fail the run.
+    #[arg(long, hide = true, conflicts_with = "no_numerics")]
+    inject_numeric_fault: bool,
     /// Network rate-recompute quantum: 0 simulates max-min sharing exactly; the default bounds the error
     /// near 2% and is far faster on big all-to-alls.
     #[arg(long, default_value_t = moec_runtime::sim::engine::DEFAULT_NETWORK_QUANTUM, value_name = "FRACTION")]
@@ -83,6 +87,9 @@ pub fn execute(args: Args) -> Result<(), u8> {
     let faults = parse_faults(&args.faults, &schedule, args.steps)?;
     let numerics = (!args.no_numerics).then(|| NumericConfig {
         width: args.numeric_width,
+        fault: args
+            .inject_numeric_fault
+            .then_some(moec_runtime::numerics::Fault::DropDispatchedRow),
         ..NumericConfig::default()
     });
     let options = RunOptions {
@@ -122,7 +129,27 @@ pub fn execute(args: Args) -> Result<(), u8> {
         ReportFormat::Text => text::render(&out.report),
         ReportFormat::Json => out.report.to_json(),
     };
-    emit(args.output.as_deref(), &text)
+    emit(args.output.as_deref(), &text)?;
+    // The report is written either way; a failed numeric check fails the run.
+    match &out.report.numeric_check {
+        Some(n) if !n.passed => {
+            let place = match (n.failed_step, &n.difference) {
+                (Some(step), Some(d)) => format!(": {}", text::describe(step, d)),
+                _ => String::new(),
+            };
+            let d = Diagnostic::global(
+                Code::E0047,
+                format!(
+                    "the numeric check failed: max rel error {:.3e} over the tolerance {:.0e}{place}",
+                    n.max_rel_error, n.tolerance
+                ),
+            )
+            .with_hint("the executor computed something the dense reference does not: a bug in moec or in a hand-edited schedule");
+            report(&SourceMap::default(), &[d]);
+            Err(super::EXIT_DIAGNOSTICS)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `--max-batch`: the batch search (`moec::batch_search`), as a table or JSON.

@@ -48,6 +48,7 @@ pub enum Code {
     E0044,
     E0045,
     E0046,
+    E0047,
     W0001,
     W0002,
     W0003,
@@ -603,6 +604,24 @@ Example:
 
 Fix: a smaller machine, fewer layers (a step's cost repeats per layer, so a few layers give
 the per-layer figures), a smaller batch, or fewer steps.",
+    },
+    Entry {
+        code: Code::E0047,
+        name: "E0047",
+        title: "the numeric check failed",
+        explanation: "`moec run` computes every step's numeric tokens twice: on the dies, as the schedule moves
+them (the distributed executor), and on one device (the dense reference), with the same
+weights and routing. Their final hidden states and logits must agree within a tolerance:
+1e-3 of each row's largest value at a reduced width, 1e-4 at the model's full width (the
+tests measure below 1e-5). A run past it writes its report, then exits 1 naming the step,
+the first layer whose output differs, the token, its home die and the two values.
+
+Example:
+
+    moec run plan.json        // a schedule edited by hand that drops a dispatch
+
+Fix: a schedule moec wrote that fails is a bug in moec: report it with the file. A schedule
+edited by hand must keep every token's rows reaching its experts and coming back.",
     },
     Entry {
         code: Code::W0001,

@@ -29,6 +29,7 @@ pub use manager::{PassManager, PipelineError, PrintAfter};
 pub use migrate::MigrationPolicy;
 pub use overlap::{fsmoe, OverlapChoice, PlainOverlap};
 pub use parallel::form_graph;
+pub use place::eplb_upstream;
 pub use registry::{parse_pipeline, PassSpec, PIPELINES};
 
 use crate::ir::Ir;

@@ -73,8 +73,8 @@ use crate::schedule::{Op, Schedule, WeightSource};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
-/// A deliberate fault, to show the check catches a wrong executor.
-#[cfg(test)]
+/// A deliberate fault in the executor, to show the check catches a wrong
+/// one (`moec run --inject-numeric-fault`, and the tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// The first row a `Dispatch` copies to another die is lost.
@@ -187,8 +187,10 @@ pub struct Executor {
     holdings: Holdings,
     /// Per numeric token: its home die and its row there.
     home: Vec<(usize, usize)>,
-    #[cfg(test)]
     pub fault: Option<Fault>,
+    /// Per layer, the hidden state of every token after it, as the dies
+    /// finalise the layer (`tokens x hidden`).
+    layer_hidden: Vec<Vec<f32>>,
     /// Rows each (die, layer, expert) computed in the last step, whole
     /// copies and parts together: where an expert really ran.
     #[cfg(test)]
@@ -221,8 +223,8 @@ impl Executor {
             dies: vec![Die::default(); schedule.programs.len()],
             holdings: holdings.clone(),
             home: Vec::new(),
-            #[cfg(test)]
             fault: None,
+            layer_hidden: Vec::new(),
             #[cfg(test)]
             computed: BTreeMap::new(),
         };
@@ -452,6 +454,7 @@ impl Executor {
         #[cfg(test)]
         self.computed.clear();
         let (w, vocab) = (ctx.width(), ctx.model.vocab as usize);
+        self.layer_hidden = vec![vec![0.0f32; tokens * w]; ctx.model.layers as usize];
         let mut hidden = vec![0.0f32; tokens * w];
         let mut logits = vec![0.0f32; tokens * vocab];
         let events = std::mem::take(&mut self.walk.events);
@@ -497,6 +500,7 @@ impl Executor {
             forward: Forward {
                 hidden,
                 logits,
+                layers: std::mem::take(&mut self.layer_hidden),
                 routing: step.record.into_step_routing(),
                 gate_fallbacks,
                 gate_disagreements: 0,
@@ -757,14 +761,13 @@ impl Executor {
     }
 
     /// Whether the injected fault loses this copied row (the first one).
-    #[cfg(test)]
     fn loses_row(&self, rows_copied: u64) -> bool {
         self.fault == Some(Fault::DropDispatchedRow) && rows_copied == 0
     }
 
-    #[cfg(not(test))]
-    fn loses_row(&self, _: u64) -> bool {
-        false
+    /// The die numeric token `t` is homed on.
+    pub fn home_die(&self, t: usize) -> Option<usize> {
+        self.home.get(t).map(|h| h.0)
     }
 
     /// Test hook: corrupts die `die`'s own copy of expert `e` of `layer`
@@ -970,6 +973,16 @@ impl Executor {
             combine(&mut act.x, w, Some(&out), 0, &[], &[]);
         }
         act.ffn_in.remove(&layer);
+        // The layer's output of the die's tokens, for a failed check to find.
+        let die = &self.dies[d];
+        if let Some(out) = self.layer_hidden.get_mut(layer as usize) {
+            for (row, &t) in die.tokens.iter().enumerate() {
+                if let (Some(src), Some(dst)) = (die.act.x.get(row * w..(row + 1) * w), out.get_mut(t * w..(t + 1) * w))
+                {
+                    dst.copy_from_slice(src);
+                }
+            }
+        }
     }
 }
 

@@ -35,7 +35,8 @@ mod width;
 #[cfg(test)]
 mod tests;
 
-pub use check::{errors, NumericStep, TOLERANCE};
+pub use check::{errors, first_over, Difference, NumericStep, TOLERANCE, TOLERANCE_FULL};
+pub use executor::Fault;
 pub use width::{NumericShape, WeightCopies};
 
 use crate::kernels::Router;
@@ -65,6 +66,9 @@ pub struct NumericConfig {
     pub max_context: u64,
     /// Numeric tokens per step at most (default 256).
     pub max_tokens: u64,
+    /// A deliberate fault in the executor, to show that the check catches
+    /// a wrong one (`moec run --inject-numeric-fault`); `None` normally.
+    pub fault: Option<Fault>,
 }
 
 impl Default for NumericConfig {
@@ -75,6 +79,7 @@ impl Default for NumericConfig {
             flops_budget: 2e9,
             max_context: 64,
             max_tokens: 256,
+            fault: None,
         }
     }
 }
@@ -170,7 +175,8 @@ impl Numerics {
             layout,
         };
         let weights = WeightGen::new(ctx.seed, &ctx.model).model_weights();
-        let executor = Executor::new(schedule, &holdings, walk, &layout, &weights);
+        let mut executor = Executor::new(schedule, &holdings, walk, &layout, &weights);
+        executor.fault = config.fault;
         Ok(Numerics {
             model: model.clone(),
             workload: workload.clone(),
@@ -254,9 +260,35 @@ impl Numerics {
         let (w, vocab) = (self.ctx.width(), self.ctx.model.vocab as usize);
         let (abs_h, rel_h) = errors(&run.forward.hidden, &reference.hidden, w);
         let (abs_l, rel_l) = errors(&run.forward.logits, &reference.logits, vocab);
+        let tolerance = if self.reduced() { TOLERANCE } else { TOLERANCE_FULL };
+        let max_rel_error = rel_h.max(rel_l);
+        // A failure names the first layer, token and die that differ.
+        let difference = (max_rel_error > tolerance || max_rel_error.is_nan()).then(|| {
+            let layer = run
+                .forward
+                .layers
+                .iter()
+                .zip(&reference.layers)
+                .enumerate()
+                .find_map(|(l, (got, want))| first_over(got, want, w, tolerance).map(|at| (Some(l as u32), at)));
+            let (layer, (token, element, got, want, rel_error)) = layer
+                .or_else(|| first_over(&run.forward.logits, &reference.logits, vocab, tolerance).map(|at| (None, at)))
+                .unwrap_or((None, (0, 0, f32::NAN, f32::NAN, max_rel_error)));
+            Difference {
+                layer,
+                token,
+                die: self.executor.home_die(token).map(|d| d as u32),
+                element,
+                got,
+                want,
+                rel_error,
+            }
+        });
         NumericStep {
             max_abs_error: abs_h.max(abs_l),
-            max_rel_error: rel_h.max(rel_l),
+            max_rel_error,
+            tolerance,
+            difference,
             bytes_copied: run.bytes_copied,
             rows_copied: run.rows_copied,
             gate_fallbacks: run.forward.gate_fallbacks,

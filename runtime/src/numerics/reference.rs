@@ -24,6 +24,9 @@ pub struct Forward {
     pub hidden: Vec<f32>,
     /// `tokens x vocab`.
     pub logits: Vec<f32>,
+    /// The hidden state after each layer, `tokens x hidden` a layer: where
+    /// a failed check looks for the first layer that differs.
+    pub layers: Vec<Vec<f32>>,
     /// The routing used, over the numeric tokens.
     pub routing: StepRouting,
     /// Tokens (per layer) the gate routed although a routing was given.
@@ -65,6 +68,7 @@ pub fn forward(
     let mut gate_disagreements = 0;
 
     let mut x = embed(&weights.embedding, w, token_ids);
+    let mut layers = Vec::with_capacity(weights.layers.len());
     for (l, layer) in weights.layers.iter().enumerate() {
         let l = l as u32;
         let a = attention(&layer.attention, &rms_norm(&x, w), &seq_rows, &ctx.cache(l));
@@ -125,12 +129,14 @@ pub fn forward(
             // checks); leave the residual as it is.
             (LayerFfn::Moe { .. }, None) => {}
         }
+        layers.push(x.clone());
     }
     let logits = matmul(&rms_norm(&x, w), &weights.lm_head, tokens, w, ctx.model.vocab as usize);
     let gate_fallbacks = record.fallbacks;
     Forward {
         hidden: x,
         logits,
+        layers,
         routing: record.into_step_routing(),
         gate_fallbacks,
         gate_disagreements,

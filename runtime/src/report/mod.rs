@@ -68,6 +68,13 @@ pub struct DieReport {
 pub struct NumericReport {
     pub max_abs_error: f64,
     pub max_rel_error: f64,
+    /// The largest `max_rel_error` that passes (tighter at full width).
+    pub tolerance: f64,
+    /// Every step within the tolerance. A run that fails it exits non-zero.
+    pub passed: bool,
+    /// The first step that failed, and where it first differs.
+    pub failed_step: Option<u64>,
+    pub difference: Option<crate::numerics::Difference>,
     /// The hidden width the numerics ran at.
     pub width: u64,
     /// True when numerics ran smaller than the model (timing is always full size).

@@ -95,6 +95,16 @@ pub fn render(r: &RunReport) -> String {
             let _ = writeln!(o, "numeric check against the dense single-device reference:");
             let _ = writeln!(o, "  {:<18} {:>14.3e}", "max abs error", n.max_abs_error);
             let _ = writeln!(o, "  {:<18} {:>14.3e}", "max rel error", n.max_rel_error);
+            let verdict = if n.passed { "passed" } else { "FAILED" };
+            let _ = writeln!(
+                o,
+                "  {:<18} {:>14}",
+                "tolerance",
+                format!("{:.0e}: {verdict}", n.tolerance)
+            );
+            if let (Some(step), Some(d)) = (n.failed_step, &n.difference) {
+                let _ = writeln!(o, "  first difference   {}", describe(step, d));
+            }
             let width = if n.reduced {
                 format!("{} (reduced)", n.width)
             } else {
@@ -106,10 +116,23 @@ pub fn render(r: &RunReport) -> String {
             }
         }
         None => {
-            let _ = writeln!(o, "\nnumeric check: skipped");
+            let _ = writeln!(o, "\nnumeric check: not run (--no-numerics: timing only)");
         }
     }
     o
+}
+
+/// Where a failed numeric check first differs, in words.
+pub fn describe(step: u64, d: &crate::numerics::Difference) -> String {
+    let at = match d.layer {
+        Some(l) => format!("layer {l}'s output"),
+        None => "the logits".to_string(),
+    };
+    let die = d.die.map_or(String::new(), |x| format!(" on die {x}"));
+    format!(
+        "step {step}, {at}, token {}{die}: element {} is {:.6e}, the reference {:.6e} (row error {:.3e})",
+        d.token, d.element, d.got, d.want, d.rel_error
+    )
 }
 
 /// The serving figures, the latency target, and the physical bound.

@@ -2,7 +2,9 @@
 //! `rebalance_experts`, deepseek-ai/EPLB at d52c72d): the same steps in the
 //! same order, in float32, with the same tie order, so that the
 //! `physical_to_logical_map` it returns is upstream's slot for slot
-//! (`tests/eplb.rs` checks 25 cases upstream computed).
+//! (`tests/eplb.rs` checks 25 cases upstream computed). Not yet the default
+//! `eplb` placement: that also needs the runtime to serve two slots of one
+//! expert on one die as two (issue 19).
 //!
 //! Where this differs from moec's own reading (`eplb.rs`): slots are
 //! slots, so two replicas of one expert may share a GPU (an engine splits
@@ -344,62 +346,6 @@ pub fn rebalance_experts(
 mod tests {
     use super::*;
 
-    /// Every case of `tests/eplb/golden.json` (upstream's own outputs,
-    /// `../shared/fixtures/eplb/`): the same physical-to-logical map and
-    /// the same replica counts, slot for slot.
-    #[test]
-    fn every_golden_case_is_upstreams_map() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/eplb/golden.json");
-        let text = std::fs::read_to_string(&path).expect("the golden file");
-        let golden: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-        let cases = golden["cases"].as_array().expect("cases");
-        assert_eq!(cases.len(), 25);
-        let ints = |v: &serde_json::Value| -> Vec<Vec<usize>> {
-            v.as_array()
-                .expect("rows")
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .expect("row")
-                        .iter()
-                        .map(|x| x.as_u64().expect("int") as usize)
-                        .collect()
-                })
-                .collect()
-        };
-        let mut wrong = Vec::new();
-        for case in cases {
-            let name = case["name"].as_str().expect("name");
-            let weight: Vec<Vec<f32>> = case["weight"]
-                .as_array()
-                .expect("weight")
-                .iter()
-                .map(|r| {
-                    r.as_array()
-                        .expect("row")
-                        .iter()
-                        .map(|x| x.as_f64().expect("load") as f32)
-                        .collect()
-                })
-                .collect();
-            let n = |k: &str| case[k].as_u64().expect("count") as usize;
-            let got = rebalance_experts(
-                &weight,
-                n("num_replicas"),
-                n("num_groups"),
-                n("num_nodes"),
-                n("num_gpus"),
-            )
-            .expect("upstream accepted it");
-            if got.physical_to_logical != ints(&case["physical_to_logical_map"])
-                || got.logical_count != ints(&case["logical_count"])
-            {
-                wrong.push(name.to_string());
-            }
-        }
-        assert!(wrong.is_empty(), "cases unlike upstream: {wrong:?}");
-    }
-
     #[test]
     fn the_introsort_sorts_and_keeps_every_item() {
         // Many ties and sizes on both sides of the insertion-sort threshold.
@@ -418,18 +364,5 @@ mod tests {
             heapsort(&mut v, &|a: &(f32, usize), b: &(f32, usize)| a.0 > b.0);
             assert!(v.windows(2).all(|w| w[0].0 >= w[1].0), "n {n}");
         }
-    }
-
-    #[test]
-    fn what_upstream_asserts_is_refused() {
-        let loads = vec![vec![1.0f32; 8]];
-        assert!(rebalance_experts(&loads, 10, 1, 1, 4).is_err(), "10 slots over 4 GPUs");
-        assert!(
-            rebalance_experts(&loads, 4, 1, 1, 4).is_err(),
-            "fewer slots than experts"
-        );
-        assert!(rebalance_experts(&loads, 16, 3, 1, 8).is_err(), "8 experts in 3 groups");
-        // 4 groups over 3 nodes: the global policy, as upstream falls back.
-        assert!(rebalance_experts(&loads, 12, 4, 3, 6).is_ok());
     }
 }

@@ -16,7 +16,7 @@
 pub(crate) mod auto;
 pub(crate) mod contiguous;
 pub(crate) mod eplb;
-pub(crate) mod eplb_upstream;
+pub mod eplb_upstream;
 pub(crate) mod from_file;
 pub(crate) mod hd_moe;
 pub(crate) mod link_balance;
