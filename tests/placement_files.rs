@@ -359,3 +359,31 @@ fn a_plan_without_a_file_cannot_run_from_file() {
         .unwrap_err();
     assert!(d.message.contains("names no file"), "{}", d.message);
 }
+
+#[test]
+fn split_experts_and_moving_experts_are_refused_by_every_format() {
+    // EPLB + tp(2): every expert split over two dies; a file of whole
+    // experts per device would claim a whole replica on each.
+    let text = tiny_source()
+        + "plan eplb_tp2 { model = tiny; machine = mesh_2x2; workload = decode; placement = eplb; redundant_experts = 4; parallel = tp(2) }\n";
+    let (_dir, path) = common::written(&text, "tiny.moe");
+    let session = common::checked(&path);
+    let drift = common::checked(&common::root().join("tests/migration/drift.moe"));
+    for format in [Format::Sglang, Format::VllmAscend, Format::Trtllm, Format::Moec] {
+        let d = session
+            .placement_file(&options("eplb_tp2"), format, true, &mut |_, _| {})
+            .unwrap_err();
+        assert_eq!(d.code, Code::E0048, "{format}: {}", d.message);
+        assert!(d.message.contains("splits experts over dies"), "{}", d.message);
+        // NI-Balancer replicates experts as the run goes: the file would hold step 0's only.
+        let d = drift
+            .placement_file(&options("ni_balancer"), format, true, &mut |_, _| {})
+            .unwrap_err();
+        assert_eq!(d.code, Code::E0048, "{format}: {}", d.message);
+        assert!(d.message.contains("moves experts during the run"), "{}", d.message);
+    }
+    // The same plan without the split exports.
+    assert!(session
+        .placement_file(&options("eplb"), Format::Moec, false, &mut |_, _| {})
+        .is_ok());
+}

@@ -235,6 +235,30 @@ impl Session {
         let ir = self.compile_plan(plan, options, print)?;
         let schedule = self.lower(plan, options, &ir)?;
         let (model, machine, _) = self.parts(plan)?;
+        // What a file of whole experts per device would silently lose.
+        let lost = if schedule.placement.has_split_experts() {
+            Some(("splits experts over dies", "a whole replica on every part's die"))
+        } else if !schedule.migrations.is_empty() || !schedule.broadcasts.is_empty() {
+            Some(("moves experts during the run", "only the first step's layout"))
+        } else {
+            None
+        };
+        if let Some((what, instead)) = lost {
+            return Err(Diagnostic::error(
+                Code::E0048,
+                plan.span,
+                format!(
+                    "plan `{}` {what}, which a {} placement file cannot express: it would record {instead}",
+                    plan.name,
+                    format.name()
+                ),
+            )
+            .with_label("this plan's placement")
+            .with_hint(format!(
+                "export the placement alone, `--passes 'place({})'`, or keep the whole plan with `--emit schedule`",
+                plan.placement.name()
+            )));
+        }
         let layout = ExpertLayout {
             experts: schedule.placement.experts,
         };

@@ -49,6 +49,7 @@ pub enum Code {
     E0045,
     E0046,
     E0047,
+    E0048,
     W0001,
     W0002,
     W0003,
@@ -622,6 +623,25 @@ Example:
 
 Fix: a schedule moec wrote that fails is a bug in moec: report it with the file. A schedule
 edited by hand must keep every token's rows reaching its experts and coming back.",
+    },
+    Entry {
+        code: Code::E0048,
+        name: "E0048",
+        title: "placement a file cannot express",
+        explanation: "A placement file (SGLang's, vllm-ascend's, TensorRT-LLM's or moec's own) says which whole
+experts each device holds, once. Two kinds of plan hold more than that, and writing them would
+change the placement without a word: experts split over dies (`parallel = tp(k)`, MoEShard,
+HD-MoE's hybrid: the file would claim a whole replica on every part's die), and experts moved
+during the run (`migration = ...`: the file would hold only the first step's layout).
+
+Example:
+
+    plan p { ... placement = eplb; parallel = tp(2) }
+    moec compile f.moe --plan p --emit placement --format sglang
+
+Fix: export the placement before the split or the policy, `--passes 'place(eplb)'`, and set
+the engine's own tensor parallelism or rebalancing; or keep the schedule (`--emit schedule`),
+which records both.",
     },
     Entry {
         code: Code::W0001,
