@@ -521,6 +521,16 @@ fn compare_adds_every_migration_policy_for_a_plan_that_moves_experts() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(policies(&doc), ["none", "invasive", "ni_balancer", "dynamic_placement"]);
+    // And the static plan at NI-Balancer's memory: its 2 shadow slots on
+    // each of the 16 dies as 32 more EPLB replicas a layer.
+    assert!(
+        doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "er_mapping + redundant_experts = 32 (static, ni_balancer's memory)"),
+        "{doc}"
+    );
     let row = |policy: &str| {
         doc["rows"]
             .as_array()

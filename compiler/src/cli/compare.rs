@@ -8,7 +8,9 @@
 //! placement's row is `none`). A plan whose attention and experts share
 //! their dies also gets a disaggregated row: its machine split between the
 //! two pools by DisagMoE's roofline rule, two micro-batches ping-ponging
-//! (`moec pools` searches further).
+//! (`moec pools` searches further). A plan under NI-Balancer also gets the
+//! static plan with as many more expert slots as its shadow slots take
+//! (EPLB's redundant replicas): the baseline at equal memory.
 
 use super::output::{emit, load_checked, report, run_error, write_atomic};
 use moec::driver::CompileOptions;
@@ -176,6 +178,45 @@ pub fn execute(args: Args) -> Result<(), u8> {
                     })
                 }),
         );
+    }
+    // NI-Balancer's shadow slots are memory: the static plan with as many
+    // more expert slots (EPLB's redundant replicas) is its baseline at
+    // equal memory.
+    if let MigrationPolicy::NiBalancer { slots, .. } = plan.migration {
+        let replicates = matches!(
+            plan.placement,
+            PlacementChoice::Eplb
+                | PlacementChoice::EplbHierarchical
+                | PlacementChoice::ErMapping
+                | PlacementChoice::TpContiguous
+        );
+        let placement = if replicates {
+            plan.placement.clone()
+        } else {
+            PlacementChoice::Eplb
+        };
+        let own = if replicates {
+            plan.redundant_experts.unwrap_or(u64::from(alive))
+        } else {
+            0
+        };
+        let redundant = own + u64::from(slots) * u64::from(alive);
+        candidates.push(Candidate {
+            name: format!(
+                "{} + redundant_experts = {redundant} (static, ni_balancer's memory)",
+                placement.name()
+            ),
+            passes: None,
+            migration: None,
+            optional: true,
+            choice: None,
+            variant: Some(moec::sema::Plan {
+                placement,
+                redundant_experts: Some(redundant),
+                migration: MigrationPolicy::None,
+                ..plan.clone()
+            }),
+        });
     }
     // Colocated: the machine split by DisagMoE's rule, ping-ponging.
     if plan.pools.is_none() {
