@@ -215,25 +215,13 @@ plan p {{
 /// the simulated time is longer.
 #[test]
 fn the_ping_pong_takes_megascale_infers_closed_form_time() {
-    use moec_runtime::machine::Machine;
-    use moec_runtime::sim::engine::{simulate_step, SimOptions};
     let mut held = 0;
     // Attention-bound (long context) and expert-bound (wide experts).
     for (context, ffn) in [(32768, 1024), (256, 16384)] {
         for m in [1u32, 2, 3, 4] {
             let s = schedule(&ping_pong(context, ffn, m));
             assert_eq!(s.micro_batches, m);
-            let machine = Machine::build(s.machine.clone()).expect("machine");
-            let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
-                .expect("generator")
-                .step(0)
-                .expect("routing");
-            let options = SimOptions {
-                network_quantum: 0.0,
-                record_flows: true,
-                ..SimOptions::default()
-            };
-            let r = simulate_step(&s, &machine, &routing, options).expect("simulates");
+            let r = common::simulate_first_step(&s, true);
             let on = |die: u32, names: &[&str]| -> Vec<f64> {
                 r.spans
                     .iter()

@@ -5,10 +5,6 @@
 
 mod common;
 
-use moec_runtime::machine::Machine;
-use moec_runtime::schedule::Schedule;
-use moec_runtime::sim::engine::{simulate_step, SimOptions, StepResult};
-
 /// MegaScale-Infer's benchmark: M = 8 senders (node 0) and N = 8 receivers
 /// (node 1), 200 Gb/s a GPU, every sender one message of `tokens` rows of
 /// 2 KB to every receiver (each token chooses all 8 experts, one a GPU).
@@ -48,24 +44,11 @@ plan p {{
     )
 }
 
-fn simulate(s: &Schedule) -> StepResult {
-    let machine = Machine::build(s.machine.clone()).expect("machine");
-    let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
-        .expect("generator")
-        .step(0)
-        .expect("routing");
-    let options = SimOptions {
-        network_quantum: 0.0,
-        ..SimOptions::default()
-    };
-    simulate_step(s, &machine, &routing, options).expect("simulates")
-}
-
 /// The M2N transfer's latency: from the senders' dispatch to the last
 /// receiver's.
 fn dispatch_latency(tokens_per_sender: u32, transfers: &str) -> f64 {
     let s = common::schedule_of(&m2n_bench(tokens_per_sender, transfers), "p");
-    let r = simulate(&s);
+    let r = common::simulate_first_step(&s, false);
     let dispatch = |senders: bool| {
         r.spans
             .iter()

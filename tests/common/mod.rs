@@ -131,3 +131,23 @@ pub fn moec(args: &[&str]) -> std::process::Output {
 pub fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
+
+/// The first step of a schedule's own workload routing, simulated at the
+/// exact network (every flow's span kept when `record_flows`).
+pub fn simulate_first_step(
+    s: &moec_runtime::schedule::Schedule,
+    record_flows: bool,
+) -> moec_runtime::sim::engine::StepResult {
+    use moec_runtime::sim::engine::{simulate_step, SimOptions};
+    let machine = moec_runtime::machine::Machine::build(s.machine.clone()).expect("machine");
+    let routing = moec_runtime::routing::RoutingGenerator::new(&s.model, &s.workload)
+        .expect("generator")
+        .step(0)
+        .expect("routing");
+    let options = SimOptions {
+        network_quantum: 0.0,
+        record_flows,
+        ..SimOptions::default()
+    };
+    simulate_step(s, &machine, &routing, options).expect("simulates")
+}
