@@ -411,3 +411,49 @@ machine wafer {
     assert!(attention_pool(machine, "checkerboard", 16).is_none());
     assert!(attention_pool(machine, "columns", 12).is_none());
 }
+
+#[test]
+fn moec_pools_prints_each_sizing_and_the_best_plan() {
+    let (_dir, path) = written(&sizing(1024));
+    let file = path.to_str().expect("utf-8");
+    let o = moec(&[
+        "pools",
+        file,
+        "--tp-attention",
+        "1",
+        "--tp-experts",
+        "1",
+        "--replicas",
+        "2",
+        "--micro-batches",
+        "2",
+        "--steps",
+        "1",
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(out.contains("balance n_a =") && out.contains("<- best"), "{out}");
+    // The best as a plan to paste: it checks as written.
+    let plan = out.split("the best, as a plan:\n").nth(1).expect("a plan");
+    assert!(
+        plan.starts_with("plan p_na2_tpa1_tpe1_m2 {") && plan.contains("overlap = micro_batches(2)"),
+        "{plan}"
+    );
+    let o = moec(&["pools", file, "--rule", "disagmoe", "--steps", "1", "--report", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        (json["dies"].as_u64(), json["micro_batches"].as_u64()),
+        (Some(8), Some(2))
+    );
+    assert!(json["rule"].as_u64().is_some(), "{json}");
+    // No target, no search.
+    let (_dir2, untargeted) = written(
+        &sizing(1024)
+            .replace("slo {{ tpot = 2 ms }}", "")
+            .replace("slo { tpot = 2 ms }", ""),
+    );
+    let o = moec(&["pools", untargeted.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("E0006"), "{}", text(&o.stderr));
+}
