@@ -531,6 +531,27 @@ fn compare_adds_every_migration_policy_for_a_plan_that_moves_experts() {
             .any(|r| r["name"] == "er_mapping + redundant_experts = 32 (static, ni_balancer's memory)"),
         "{doc}"
     );
+    // Each row says the memory it holds: the shadow slots count, and the
+    // equal-memory row holds what NI-Balancer reserves on its fullest die.
+    let memory = |name: &str| {
+        let r = doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}"));
+        (
+            r["memory_max_die_bytes"].as_u64().unwrap(),
+            r["expert_bytes_total"].as_u64().unwrap(),
+        )
+    };
+    let (none, shadowed) = (
+        memory("er_mapping + migration = none"),
+        memory("er_mapping + migration = ni_balancer"),
+    );
+    let equal = memory("er_mapping + redundant_experts = 32 (static, ni_balancer's memory)");
+    assert!(shadowed.0 > none.0 && shadowed.1 > none.1, "{none:?} {shadowed:?}");
+    assert_eq!(equal.0, shadowed.0);
     let row = |policy: &str| {
         doc["rows"]
             .as_array()

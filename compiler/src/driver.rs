@@ -205,8 +205,20 @@ impl Session {
         options: &CompileOptions,
         print: &mut dyn FnMut(&str, &Ir),
     ) -> Result<Schedule, Diagnostic> {
+        self.compiled(plan, options, print).map(|(_, s)| s)
+    }
+
+    /// A plan given whole, compiled and lowered: its IR (what it holds where)
+    /// and its schedule.
+    pub fn compiled(
+        &self,
+        plan: &Plan,
+        options: &CompileOptions,
+        print: &mut dyn FnMut(&str, &Ir),
+    ) -> Result<(Ir, Schedule), Diagnostic> {
         let ir = self.compile_plan(plan, options, print)?;
-        self.lower(plan, options, &ir)
+        let schedule = self.lower(plan, options, &ir)?;
+        Ok((ir, schedule))
     }
 
     /// Lowers a compiled plan's IR.

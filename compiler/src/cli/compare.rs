@@ -52,11 +52,16 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
-/// One placement's row: the run report's keys plus its name and compile time.
+/// One placement's row: the run report's keys plus its name, compile time
+/// and the memory it holds (so rows at equal memory are easy to find).
 #[derive(Serialize)]
 struct Row {
     name: String,
     compile_s: f64,
+    /// Bytes on the fullest die (weights, KV cache, shadow slots), and the
+    /// expert weights over every die (replicas and shadow slots included).
+    memory_max_die_bytes: u64,
+    expert_bytes_total: u64,
     #[serde(flatten)]
     report: RunReport,
 }
@@ -264,11 +269,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
             ..Default::default()
         };
         let started = Instant::now();
-        let compiled = match &variant {
-            Some(v) => session.schedule_plan(v, &options, &mut |_, _| {}),
-            None => session.schedule(&options, &mut |_, _| {}),
-        };
-        let schedule = match compiled {
+        let compiled = session.compiled(variant.as_ref().unwrap_or(plan), &options, &mut |_, _| {});
+        let (ir, schedule) = match compiled {
             Ok(s) => s,
             Err(d) if optional => {
                 report(&session.loaded.sources, std::slice::from_ref(&d));
@@ -282,6 +284,12 @@ pub fn execute(args: Args) -> Result<(), u8> {
             }
         };
         let compile_s = started.elapsed().as_secs_f64();
+        let loads = session
+            .machine_of(plan)
+            .map(|m| moec::ir::memory::die_loads(&ir, m))
+            .unwrap_or_default();
+        let memory_max_die_bytes = loads.iter().map(|l| l.total().0).max().unwrap_or(0);
+        let expert_bytes_total = loads.iter().map(|l| l.expert_bytes.0 + l.shadow_bytes.0).sum();
         let run_options = RunOptions {
             steps: args.steps,
             numerics: (!args.no_numerics).then(NumericConfig::default),
@@ -299,6 +307,8 @@ pub fn execute(args: Args) -> Result<(), u8> {
         rows.push(Row {
             name,
             compile_s,
+            memory_max_die_bytes,
+            expert_bytes_total,
             report: out.report,
         });
     }
@@ -348,7 +358,7 @@ fn table(rows: &[Row]) -> String {
     let slo_head = slo.map_or(String::new(), |s| format!(" {:>7}", s.metric.name()));
     let _ = writeln!(
         o,
-        "{:<name_width$} {:>11} {:>11}{slo_head} {:>11} {:>7} {:>12} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "{:<name_width$} {:>11} {:>11}{slo_head} {:>11} {:>7} {:>12} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10} {:>11} {:>11} {:>9}",
         "placement",
         "p50",
         "p99",
@@ -361,6 +371,8 @@ fn table(rows: &[Row]) -> String {
         "exp imb",
         "migration",
         "numerics",
+        "mem max",
+        "experts",
         "compile"
     );
     for row in rows {
@@ -375,7 +387,7 @@ fn table(rows: &[Row]) -> String {
         });
         let _ = writeln!(
             o,
-            "{:<name_width$} {:>11} {:>11}{met} {:>11.1} {:>6.2}x {:>12} {:>12} {:>8.1}% {:>9.3} {:>9.3} {:>11} {:>10} {:>9}",
+            "{:<name_width$} {:>11} {:>11}{met} {:>11.1} {:>6.2}x {:>12} {:>12} {:>8.1}% {:>9.3} {:>9.3} {:>11} {:>10} {:>11} {:>11} {:>9}",
             row.name,
             Seconds(r.latency.p50_s).to_string(),
             Seconds(r.latency.p99_s).to_string(),
@@ -388,6 +400,8 @@ fn table(rows: &[Row]) -> String {
             r.dies.expert_imbalance,
             Seconds(r.breakdown.migration_s).to_string(),
             numerics,
+            Bytes(row.memory_max_die_bytes).to_string(),
+            Bytes(row.expert_bytes_total).to_string(),
             Seconds(row.compile_s).to_string()
         );
     }
@@ -400,7 +414,7 @@ fn table(rows: &[Row]) -> String {
     });
     let _ = writeln!(
         o,
-        "\ntokens/s: in all over the alive dies; /bound: mean step latency over its physical lower bound{slo_note}\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean; exp imb: expert time max / mean; migration: the time moving weights added a step"
+        "\ntokens/s: in all over the alive dies; /bound: mean step latency over its physical lower bound{slo_note}\nall-to-all: dispatch + combine on the critical die; byte-hops a step; die imb: busy max / mean; exp imb: expert time max / mean; migration: the time moving weights added a step\nmem max: the fullest die's memory (weights, KV cache, shadow slots); experts: expert weights over every die (replicas and shadow slots): rows at equal memory have equal experts"
     );
     o
 }
