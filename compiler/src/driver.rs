@@ -244,8 +244,7 @@ impl Session {
         print: &mut dyn FnMut(&str, &Ir),
     ) -> Result<String, Diagnostic> {
         let plan = self.select_plan(options.plan.as_deref())?;
-        let ir = self.compile_plan(plan, options, print)?;
-        let schedule = self.lower(plan, options, &ir)?;
+        let (ir, schedule) = self.compiled(plan, options, print)?;
         let (model, machine, _) = self.parts(plan)?;
         // What a file of whole experts per device would silently lose.
         let lost = if schedule.placement.has_split_experts() {

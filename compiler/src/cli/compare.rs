@@ -188,13 +188,7 @@ pub fn execute(args: Args) -> Result<(), u8> {
     // more expert slots (EPLB's redundant replicas) is its baseline at
     // equal memory.
     if let MigrationPolicy::NiBalancer { slots, .. } = plan.migration {
-        let replicates = matches!(
-            plan.placement,
-            PlacementChoice::Eplb
-                | PlacementChoice::EplbHierarchical
-                | PlacementChoice::ErMapping
-                | PlacementChoice::TpContiguous
-        );
+        let replicates = plan.placement.replicates();
         let placement = if replicates {
             plan.placement.clone()
         } else {

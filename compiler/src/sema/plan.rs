@@ -83,6 +83,18 @@ impl PlacementChoice {
         matches!(self, PlacementChoice::ErMapping | PlacementChoice::TpContiguous)
     }
 
+    /// Whether the choice adds `redundant_experts` replicas: the choices
+    /// `place(...)` packs with EPLB (its match arm lists the same four).
+    pub fn replicates(&self) -> bool {
+        matches!(
+            self,
+            PlacementChoice::Eplb
+                | PlacementChoice::EplbHierarchical
+                | PlacementChoice::ErMapping
+                | PlacementChoice::TpContiguous
+        )
+    }
+
     /// Whether the choice can place a plan whose attention layers are split
     /// over `attention_ways` dies (1: data-parallel).
     pub fn applies_with(&self, attention_ways: u32) -> bool {
@@ -318,16 +330,12 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         }
     }
     if let (Some((_, _, span)), Some(_)) = (pools_section, &plan.pools) {
-        // Attention data-parallel or in tensor-parallel groups of the
-        // attention pool (tp_a); experts whole or split over groups of the
-        // expert pool (tp_e): MegaScale-Infer's forms.
+        // Experts whole or split over groups of the expert pool (tp_e), as
+        // MegaScale-Infer's; attention may be either (tp_a groups stay in
+        // the attention pool).
         let experts_ok =
             matches!(plan.parallel, ParallelChoice::Fixed(f) if matches!(f.kind, FormKind::Ep | FormKind::Tp(_)));
-        let attention_ok = matches!(
-            plan.attention,
-            AttentionParallel::DataParallel | AttentionParallel::TensorParallel(_)
-        );
-        if !(experts_ok && attention_ok) {
+        if !experts_ok {
             diags.push(
                 Diagnostic::error(
                     Code::E0018,

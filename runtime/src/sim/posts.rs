@@ -14,6 +14,9 @@ use crate::schedule::Transport;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+/// One message: (from, to, bytes, the network tag of its collective).
+pub type Message = (DieId, DieId, u64, u64);
+
 /// One message, or one member's release from an NCCL-style group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Post {
@@ -46,7 +49,7 @@ pub struct Posts {
 
 struct Group {
     waiting: u32,
-    messages: Vec<(usize, Vec<(DieId, DieId, u64, u64)>)>,
+    messages: Vec<(usize, Vec<Message>)>,
 }
 
 impl Posts {
@@ -67,10 +70,6 @@ impl Posts {
         }
     }
 
-    pub fn transport(&self) -> Transport {
-        self.transport
-    }
-
     /// Whether a member's completion also waits for its release (one more
     /// arrival to count).
     pub fn synchronises(&self) -> bool {
@@ -80,12 +79,7 @@ impl Posts {
     /// Die `d` issued collective (`kind`, `slot`) at `now` with these
     /// messages (from, to, bytes, tag), all its own. Under `direct` they are
     /// returned to start now; otherwise they are queued.
-    pub fn issue(
-        &mut self,
-        now: Time,
-        (kind, slot, d): (u64, usize, usize),
-        messages: Vec<(DieId, DieId, u64, u64)>,
-    ) -> Vec<(DieId, DieId, u64, u64)> {
+    pub fn issue(&mut self, now: Time, (kind, slot, d): (u64, usize, usize), messages: Vec<Message>) -> Vec<Message> {
         match self.transport {
             Transport::Direct => messages,
             Transport::M2n => {
@@ -117,7 +111,7 @@ impl Posts {
     /// posted. Sender `s` starts with its `s`-th receiver (in die order)
     /// and goes round, as NCCL's all-to-all rotates its peers by rank, so
     /// the senders do not all post to one receiver first.
-    fn post(&mut self, now: Time, mut messages: Vec<(DieId, DieId, u64, u64)>) -> Time {
+    fn post(&mut self, now: Time, mut messages: Vec<Message>) -> Time {
         messages.sort_by_key(|m| m.1);
         if let Some(&(from, ..)) = messages.first() {
             let n = messages.len();
@@ -152,11 +146,5 @@ impl Posts {
             out.push(post);
         }
         out
-    }
-
-    /// Members that issued a collective whose group never filled: a
-    /// schedule where some die never reaches it.
-    pub fn unreleased(&self) -> usize {
-        self.groups.len()
     }
 }
