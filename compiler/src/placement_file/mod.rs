@@ -210,8 +210,8 @@ pub enum Padding<'a> {
     Refuse,
     /// Fill each short die's spare slots with its own experts again (id
     /// order), if `free[die id]`, the memory left on each die, holds the
-    /// extra copies (E0020 otherwise). Read back, the repeats are one
-    /// replica, so the placement is unchanged.
+    /// extra copies (E0020 otherwise). Read back, the repeats are extra
+    /// slots, as an engine would load them.
     Repeat { free: &'a [Bytes] },
 }
 

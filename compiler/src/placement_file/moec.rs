@@ -253,13 +253,8 @@ pub fn read(text: &str, target: Target) -> Result<ExpertLayout, Problem> {
                 .into_iter()
                 .map(alive_here)
                 .collect::<Result<Vec<DieId>, Problem>>()?;
+            // A die listed twice holds two slots (two copies) of the expert.
             dies.sort();
-            if let Some(w) = dies.windows(2).find(|w| w[0] == w[1]) {
-                return Err(Problem::malformed(format!(
-                    "in layer {}, expert {expert} lists die id {} twice",
-                    l.layer, w[0].0
-                )));
-            }
             holders.push(dies);
         }
         if let Some(slot) = layout.experts.get_mut(l.layer as usize) {

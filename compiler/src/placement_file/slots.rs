@@ -86,9 +86,9 @@ impl DeviceSlots {
     }
 
     /// Fills every device up to the most slots any device has in any layer
-    /// with its own experts again, in id order: the second slot of an
-    /// expert that EPLB's packing put on one die twice, which moec holds
-    /// once. Each added slot is one more copy of an expert's weights in the
+    /// with its own experts again, in id order (round robin over a die
+    /// count that does not divide the experts leaves some dies short).
+    /// Each added slot is one more copy of an expert's weights in the
     /// engine, so it must fit the die's `free` memory (E0020); a die with no
     /// expert in a layer has nothing to repeat (left for E0039).
     fn pad(&mut self, target: Target, free: &[Bytes]) -> Result<(), Problem> {
@@ -244,9 +244,8 @@ impl DeviceSlots {
                             "export the placement from a plan of the same model",
                         ));
                     };
-                    if !h.contains(&die) {
-                        h.push(die);
-                    }
+                    // Two slots of one expert on a device are two copies.
+                    h.push(die);
                 }
             }
             let missing: Vec<String> = holders

@@ -25,13 +25,17 @@ pub enum PlacementChoice {
     RoundRobin,
     /// Contiguous blocks of expert ids per die (Megatron-LM's default).
     Contiguous,
-    /// DeepSeek's EPLB, global policy: replicate the hottest experts into
-    /// redundant slots, pack heaviest-first onto the lightest die.
+    /// DeepSeek's EPLB as upstream's `rebalance_experts` runs it: the
+    /// hierarchical policy when the expert groups divide over the nodes,
+    /// else the global one (`passes/place/eplb.rs`).
     Eplb,
     /// DeepSeek's EPLB, hierarchical policy: expert groups packed onto
     /// nodes (cluster nodes or wafers), then replicated and packed inside
     /// each node.
     EplbHierarchical,
+    /// DeepSeek's EPLB, global policy: replicate the hottest experts into
+    /// redundant slots, pack heaviest-first onto the lightest die.
+    EplbGlobal,
     /// MoETuner: ILP 1 clusters each layer's experts by load, ILP 2 places
     /// the clusters on dies so tokens moving between consecutive layers
     /// cross cheap links.
@@ -70,6 +74,7 @@ impl PlacementChoice {
         ("contiguous", PlacementChoice::Contiguous),
         ("eplb", PlacementChoice::Eplb),
         ("eplb_hierarchical", PlacementChoice::EplbHierarchical),
+        ("eplb_global", PlacementChoice::EplbGlobal),
         ("moetuner", PlacementChoice::MoeTuner),
         ("er_mapping", PlacementChoice::ErMapping),
         ("tp_contiguous", PlacementChoice::TpContiguous),
@@ -84,12 +89,13 @@ impl PlacementChoice {
     }
 
     /// Whether the choice adds `redundant_experts` replicas: the choices
-    /// `place(...)` packs with EPLB (its match arm lists the same four).
+    /// `place(...)` packs with EPLB (its match arm lists the same five).
     pub fn replicates(&self) -> bool {
         matches!(
             self,
             PlacementChoice::Eplb
                 | PlacementChoice::EplbHierarchical
+                | PlacementChoice::EplbGlobal
                 | PlacementChoice::ErMapping
                 | PlacementChoice::TpContiguous
         )

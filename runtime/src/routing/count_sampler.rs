@@ -228,6 +228,17 @@ impl CountSampler {
             .collect()
     }
 
+    /// Per model MoE layer, (model layer, the recorded counts it follows):
+    /// the loads the file gives, before any sampling.
+    pub fn recorded_loads(&self) -> Vec<(u32, Vec<f64>)> {
+        self.shape
+            .layers
+            .iter()
+            .zip(&self.plan)
+            .map(|(&m, &(r, _))| (m, self.counts.layers[r].counts.iter().map(|&c| c as f64).collect()))
+            .collect()
+    }
+
     /// The routing of step `t` (every step draws fresh tokens).
     pub fn step(&self, t: u64) -> StepRouting {
         let k = self.shape.top_k;

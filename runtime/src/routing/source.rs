@@ -136,6 +136,17 @@ impl RoutingGenerator {
         }
     }
 
+    /// The loads the source was given rather than draws, per model MoE
+    /// layer (model layer, choices per expert): a trace's recorded steps
+    /// summed, a `counts(...)` file's counts; `None` for a generated source.
+    pub fn given_loads(&self, experts: usize) -> Option<Vec<(u32, Vec<f64>)>> {
+        match &self.inner {
+            Inner::Trace(r) => Some(r.recorded_loads(experts)),
+            Inner::Counts(c) => Some(c.recorded_loads()),
+            _ => None,
+        }
+    }
+
     /// Whether the routing comes from the real gate at run time.
     pub fn is_gate(&self) -> bool {
         matches!(self.inner, Inner::Gate)

@@ -37,6 +37,11 @@ pub struct RoutingStats {
     pub coactivation: Vec<Vec<(Vec<u32>, f64)>>,
     /// How they were obtained, in words.
     pub source: String,
+    /// `given[layer][expert]`: the loads the routing source was given (a
+    /// trace's recorded steps summed, a `counts(...)` file's counts), in
+    /// their own scale; empty for a generated source. What EPLB balances
+    /// on, as upstream balances the counts an engine recorded.
+    pub given: Vec<Vec<f64>>,
 }
 
 impl RoutingStats {
@@ -69,7 +74,17 @@ impl RoutingStats {
                 transitions: vec![BTreeMap::new(); model.layers as usize],
                 coactivation: vec![Vec::new(); model.layers as usize],
                 source: "uniform (routing = gate decides only at run time)".into(),
+                given: Vec::new(),
             });
+        }
+        let mut given = Vec::new();
+        if let Some(recorded) = generator.given_loads(experts) {
+            given = vec![Vec::new(); model.layers as usize];
+            for (layer, loads) in recorded {
+                if let Some(g) = given.get_mut(layer as usize) {
+                    *g = loads;
+                }
+            }
         }
         let per_step = 1.0 / steps as f64;
         let mut transitions = vec![BTreeMap::new(); model.layers as usize];
@@ -117,7 +132,27 @@ impl RoutingStats {
             transitions,
             coactivation,
             source: format!("counted over the first {steps} steps of the workload's routing"),
+            given,
         })
+    }
+
+    /// The loads a balancer should see: the counts the source was given
+    /// when it gives them, else [`RoutingStats::loads`].
+    pub fn balance_loads(&self) -> &[Vec<f64>] {
+        if self.given.is_empty() {
+            &self.loads
+        } else {
+            &self.given
+        }
+    }
+
+    /// Where [`RoutingStats::balance_loads`] come from, in words.
+    pub fn balance_source(&self) -> String {
+        if self.given.is_empty() {
+            self.source.clone()
+        } else {
+            "the counts the routing source records".into()
+        }
     }
 }
 

@@ -317,6 +317,26 @@ impl TraceReplay {
     /// The routing of run step `t`: recorded step `t mod steps`, its tokens
     /// tiled (or cut) to the step size, each model MoE layer from its
     /// recorded layer.
+    /// Per model MoE layer, (model layer, its recorded choices of each of
+    /// `experts` experts summed over every step of the trace): the loads
+    /// the trace gives, before any tiling to the workload's batch.
+    pub fn recorded_loads(&self, experts: usize) -> Vec<(u32, Vec<f64>)> {
+        self.map
+            .iter()
+            .map(|&(layer, i)| {
+                let mut loads = vec![0.0; experts];
+                for step in &self.trace.steps {
+                    for &e in &step.layers[i].experts {
+                        if let Some(x) = loads.get_mut(e as usize) {
+                            *x += 1.0;
+                        }
+                    }
+                }
+                (layer, loads)
+            })
+            .collect()
+    }
+
     pub fn step(&self, t: u64) -> StepRouting {
         // `validate` refuses traces without steps, so the modulus is not 0.
         let recorded = &self.trace.steps[(t % self.trace.steps.len() as u64) as usize];

@@ -259,8 +259,9 @@ impl Placement {
                 if holds(dies, m.to) {
                     return Err(format!("{what} is already on {}", m.to));
                 }
+                // One slot leaves (a die may hold two of an expert).
                 if let (MigrationKind::Move, WeightSource::Die(from)) = (m.kind, m.source) {
-                    dies.retain(|&d| d != from);
+                    drop_one_slot(dies, from);
                 }
                 dies.push(m.to);
             }
@@ -268,7 +269,7 @@ impl Placement {
                 if !holds(dies, m.to) || dies.len() < 2 {
                     return Err(format!("{what}: its copy on {} cannot be dropped", m.to));
                 }
-                dies.retain(|&d| d != m.to);
+                drop_one_slot(dies, m.to);
             }
         }
         Ok(())
@@ -304,6 +305,13 @@ impl Placement {
         self.balanced
             .get(layer)
             .is_some_and(|b| b.binary_search(&expert).is_ok())
+    }
+}
+
+/// Removes one of `die`'s slots of an expert from its holders.
+fn drop_one_slot(dies: &mut Vec<DieId>, die: DieId) {
+    if let Some(at) = dies.iter().position(|&d| d == die) {
+        dies.remove(at);
     }
 }
 

@@ -332,8 +332,9 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
                 }
             }
         }
-        // Per die, its parts with tokens by (expert, first column); two
-        // copies' parts alike on one die count as one.
+        // Per die, its parts with tokens by (expert, first column). Two
+        // slots of one expert on one die are two weight copies, each read
+        // for its own tokens, as an engine runs them.
         let mut expert_loads: Vec<Vec<(u32, u64, PartLoad)>> = vec![Vec::new(); dies];
         for ((die, e, columns), &tokens) in slots.iter().zip(&slot_tokens) {
             if tokens > 0 {
@@ -347,13 +348,6 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
         for loads in &mut expert_loads {
             // Already by expert; within one, by column.
             loads.sort_by_key(|&(e, start, _)| (e, start));
-            loads.dedup_by(|later, kept| {
-                let same = (later.0, later.1) == (kept.0, kept.1);
-                if same {
-                    kept.2.tokens += later.2.tokens;
-                }
-                same
-            });
         }
         let mut t = LayerTraffic {
             expert_tokens: expert_loads

@@ -32,6 +32,7 @@ pub fn plan(
 ) -> Result<MovePlan, String> {
     let machine = cx.machine;
     let alive = machine.alive_dies();
+    let gpus = eplb::Gpus::new(&alive, |_| 0);
     let bytes = cx.model.expert_bytes();
     let mut current = holders.dies.clone();
     let mut decisions = Vec::new();
@@ -44,7 +45,9 @@ pub fn plan(
                 continue;
             };
             let copies: usize = layer.iter().map(Vec::len).sum();
-            let fresh = eplb::place_layer(&loads, &alive, copies.saturating_sub(layer.len()));
+            let redundant = copies.saturating_sub(layer.len());
+            let placed = eplb::place(&[loads], 1, &gpus, redundant, eplb::Policy::Global)?;
+            let fresh = eplb::distinct(placed.layouts).swap_remove(0);
             let target = match_to_dies(layer, &fresh, &alive)?;
             let stop = |expert: ExpertId, from: DieId, to: DieId| WeightMove {
                 expert,

@@ -189,10 +189,11 @@ impl ExpertHolders {
             if n.ann.dies.is_empty() {
                 return Err(format!("expert e{} of layer {} is not placed", expert.0, layer.0));
             }
-            by_layer
-                .entry(layer.0)
-                .or_default()
-                .insert(expert.0, n.ann.dies.clone());
+            // The policies track a die as holding an expert or not; a
+            // second slot on one die stays where EPLB put it.
+            let mut holders = n.ann.dies.clone();
+            holders.dedup();
+            by_layer.entry(layer.0).or_default().insert(expert.0, holders);
             nodes.insert((layer.0, expert.0), i);
         }
         Ok(ExpertHolders {

@@ -1,211 +1,194 @@
-//! DeepSeek's expert-parallel load balancer (EPLB), global and hierarchical
-//! policies: the baseline every serving engine uses.
+//! DeepSeek's expert-parallel load balancer (EPLB) as a placement: upstream's
+//! `rebalance_experts` (`eplb_upstream.rs`, exact to its golden outputs) on
+//! every MoE layer's loads, its physical slots mapped onto the dies.
 //!
-//! Global, per MoE layer, from the measured expert loads: **replicate** — each
-//! redundant slot adds a replica to the expert with the largest load per
-//! replica; then **pack** — the physical experts (each carrying its
-//! expert's load divided by its replica count), heaviest first, each into
-//! the lightest die that still has room, every die getting the same number
-//! of slots. No cross-layer and no topology term: that is what the later
-//! placements add. If packing puts two replicas of one expert on the same
-//! die, the die holds one copy (and serves both shares).
+//! The GPUs upstream numbers are the expert dies ordered by node (a cluster
+//! node or a wafer: the machine's `node_of`), then by id; slot `s` lives on
+//! GPU `s / slots_per_gpu`. Slots are slots: when packing puts two replicas
+//! of one expert on one die, that die lists the expert twice, holds two
+//! copies of its weights, and the copy rule (`Placement::copy_for`) spreads
+//! the expert's tokens over both, as an engine does. Within one die the
+//! order of its slots is not kept (a die's slots are listed by expert).
 //!
-//! Hierarchical (DeepSeek's policy when the expert groups divide evenly over
-//! the nodes, that is cluster nodes or wafers, whose inside is faster than
-//! between them): pack the expert *groups* onto nodes by their total load
-//! (equal group counts per node), so group-limited routing keeps a token's
-//! experts within few nodes; then inside each node, replicate its experts
-//! into the node's share of the slots and pack them onto its dies. When
-//! the groups do not divide over the nodes (or the nodes have unequal alive
-//! dies), it is the global policy, as in DeepSeek's code.
+//! Three policies: `eplb` is upstream's entry point (hierarchical when the
+//! expert groups divide over the nodes, global otherwise, as SGLang's
+//! default); `eplb_hierarchical` and `eplb_global` force one. The
+//! hierarchical policy also needs every node to have the same number of
+//! expert dies; where it does not, the global policy runs and a note says so.
+//!
+//! The loads are the counts the workload gives where it gives them
+//! (`RoutingStats::balance_loads`): a `counts(...)` file's recorded counts,
+//! a trace's own steps; otherwise the routing source's first steps.
 
+use super::eplb_upstream::{rebalance_experts, rebalance_experts_hierarchical};
 use moec_runtime::machine::DieId;
 
-/// Replica counts per expert after adding `redundant` replicas, each to the
-/// expert with the largest load per replica (ties: the lower id).
-pub fn replicate(loads: &[f64], redundant: usize) -> Vec<u32> {
-    let mut count = vec![1u32; loads.len()];
-    for _ in 0..redundant {
-        let mut best = 0;
-        for e in 1..loads.len() {
-            if loads[e] / f64::from(count[e]) > loads[best] / f64::from(count[best]) {
-                best = e;
-            }
-        }
-        if let Some(c) = count.get_mut(best) {
-            *c += 1;
-        }
-    }
-    count
+/// Which of upstream's policies to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Upstream's choice: hierarchical when the groups divide over the nodes.
+    Upstream,
+    Hierarchical,
+    Global,
 }
 
-/// Packs `weights` into `packs` packs of equal item count (the item count
-/// must divide evenly): heaviest item first, into the lightest pack with
-/// room (ties: the lower pack). Returns each item's pack.
-pub fn pack(weights: &[f64], packs: usize) -> Vec<usize> {
-    let per = weights.len() / packs.max(1);
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
-    let mut load = vec![0.0f64; packs];
-    let mut items = vec![0usize; packs];
-    let mut out = vec![0usize; weights.len()];
-    for i in order {
-        let Some(p) = (0..packs)
-            .filter(|&p| items[p] < per)
-            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
-        else {
-            continue;
-        };
-        out[i] = p;
-        load[p] += weights[i];
-        items[p] += 1;
-    }
-    out
+/// The expert dies as upstream's GPUs, and their nodes.
+pub struct Gpus {
+    /// The dies in GPU order: by node, then by id.
+    pub dies: Vec<DieId>,
+    /// Nodes when every node has the same number of dies, else `None`.
+    pub nodes: Option<usize>,
 }
 
-/// The dies of every expert of one layer: `loads` per expert, over the
-/// alive `dies`, with at least `redundant` extra slots (rounded up so every
-/// die gets the same number of slots).
-pub fn place_layer(loads: &[f64], dies: &[DieId], redundant: usize) -> Vec<Vec<DieId>> {
-    let n = dies.len().max(1);
-    let slots = (loads.len() + redundant).div_ceil(n) * n;
-    let count = replicate(loads, slots - loads.len());
-    // Physical experts: each replica of e, in expert order.
-    let physical: Vec<usize> = (0..loads.len())
-        .flat_map(|e| std::iter::repeat_n(e, count[e] as usize))
-        .collect();
-    let weights: Vec<f64> = physical.iter().map(|&e| loads[e] / f64::from(count[e])).collect();
-    let packed = pack(&weights, n);
-    let mut placed: Vec<Vec<DieId>> = vec![Vec::new(); loads.len()];
-    for (slot, &e) in physical.iter().enumerate() {
-        let die = dies[packed[slot]];
-        if !placed[e].contains(&die) {
-            placed[e].push(die);
+impl Gpus {
+    /// `dies` (the expert dies) grouped by `node_of`.
+    pub fn new(dies: &[DieId], node_of: impl Fn(DieId) -> u32) -> Gpus {
+        let mut ordered: Vec<(u32, DieId)> = dies.iter().map(|&d| (node_of(d), d)).collect();
+        ordered.sort_unstable();
+        let mut sizes: Vec<usize> = Vec::new();
+        for w in ordered.chunk_by(|a, b| a.0 == b.0) {
+            sizes.push(w.len());
+        }
+        let equal = sizes.windows(2).all(|w| w[0] == w[1]);
+        Gpus {
+            dies: ordered.into_iter().map(|(_, d)| d).collect(),
+            nodes: equal.then_some(sizes.len().max(1)),
         }
     }
-    for p in &mut placed {
-        p.sort();
-    }
-    placed
 }
 
-/// The hierarchical policy for one layer: `loads` per expert in `groups`
-/// contiguous groups, over `nodes` (each node's alive dies), with at least
-/// `redundant` extra slots. Falls back to [`place_layer`] over all dies when
-/// the groups do not divide over the nodes or the nodes differ in size.
-pub fn place_layer_hierarchical(
-    loads: &[f64],
-    groups: usize,
-    nodes: &[Vec<DieId>],
-    redundant: usize,
-) -> Vec<Vec<DieId>> {
-    let all: Vec<DieId> = nodes.iter().flatten().copied().collect();
-    let per_node = nodes.first().map_or(0, Vec::len);
-    let even = groups > 0
-        && !nodes.is_empty()
-        && groups.is_multiple_of(nodes.len())
-        && loads.len().is_multiple_of(groups)
-        && per_node > 0
-        && nodes.iter().all(|n| n.len() == per_node);
-    if !even {
-        return place_layer(loads, &all, redundant);
+/// EPLB's layouts: `[layer][expert]` the dies of its slots (ascending, a
+/// die twice for two slots), empty for dense layers; and what a reader
+/// should know about the policy that ran.
+pub struct Placed {
+    pub layouts: Vec<Vec<Vec<DieId>>>,
+    pub note: String,
+}
+
+/// Places every MoE layer (`loads[layer]` per expert; empty for a dense
+/// layer) over `gpus` with `groups` expert groups and at least `redundant`
+/// extra slots a layer, rounded up so every die gets as many.
+pub fn place(loads: &[Vec<f64>], groups: usize, gpus: &Gpus, redundant: usize, policy: Policy) -> Result<Placed, String> {
+    let n = gpus.dies.len();
+    let moe: Vec<usize> = (0..loads.len()).filter(|&l| !loads[l].is_empty()).collect();
+    let experts = moe.first().map_or(0, |&l| loads[l].len());
+    let mut layouts = vec![Vec::new(); loads.len()];
+    if moe.is_empty() || n == 0 {
+        return Ok(Placed {
+            layouts,
+            note: String::new(),
+        });
     }
-    let group_size = loads.len() / groups;
-    let group_loads: Vec<f64> = loads.chunks(group_size).map(|g| g.iter().sum()).collect();
-    let node_of_group = pack(&group_loads, nodes.len());
-    let slots = (loads.len() + redundant).div_ceil(all.len()) * all.len();
-    let slots_per_node = slots / nodes.len();
-    let mut placed: Vec<Vec<DieId>> = vec![Vec::new(); loads.len()];
-    for (node, dies) in nodes.iter().enumerate() {
-        // The node's experts, in id order, and their loads.
-        let experts: Vec<usize> = (0..loads.len())
-            .filter(|&e| node_of_group[e / group_size] == node)
-            .collect();
-        let node_loads: Vec<f64> = experts.iter().map(|&e| loads[e]).collect();
-        for (e, holders) in experts
-            .iter()
-            .zip(place_layer(&node_loads, dies, slots_per_node - experts.len()))
-        {
-            placed[*e] = holders;
+    let slots = (experts + redundant).div_ceil(n) * n;
+    let weight: Vec<Vec<f32>> = moe.iter().map(|&l| loads[l].iter().map(|&x| x as f32).collect()).collect();
+    let groups = groups.max(1);
+    let (result, ran) = match (policy, gpus.nodes) {
+        (Policy::Global, _) => (rebalance_experts_hierarchical(&weight, slots, 1, 1, n), "global".to_string()),
+        (_, None) => (
+            rebalance_experts_hierarchical(&weight, slots, 1, 1, n),
+            "global (the nodes hold different numbers of expert dies)".to_string(),
+        ),
+        (Policy::Upstream, Some(nodes)) => {
+            let hierarchical = groups.is_multiple_of(nodes);
+            let ran = if hierarchical {
+                format!("hierarchical ({groups} groups over {nodes} nodes)")
+            } else {
+                format!("global ({groups} groups do not divide over {nodes} nodes)")
+            };
+            (rebalance_experts(&weight, slots, groups, nodes, n), ran)
         }
+        (Policy::Hierarchical, Some(nodes)) if groups.is_multiple_of(nodes) => (
+            rebalance_experts_hierarchical(&weight, slots, groups, nodes, n),
+            format!("hierarchical ({groups} groups over {nodes} nodes)"),
+        ),
+        (Policy::Hierarchical, Some(nodes)) => (
+            rebalance_experts_hierarchical(&weight, slots, 1, 1, n),
+            format!("global ({groups} groups do not divide over {nodes} nodes)"),
+        ),
+    };
+    let result = result.map_err(|e| e.0)?;
+    let per_gpu = slots / n;
+    for (row, &l) in moe.iter().enumerate() {
+        let mut layer = vec![Vec::new(); experts];
+        for (s, &e) in result.physical_to_logical[row].iter().enumerate() {
+            layer[e].push(gpus.dies[s / per_gpu]);
+        }
+        for dies in &mut layer {
+            dies.sort();
+        }
+        layouts[l] = layer;
     }
-    placed
+    Ok(Placed {
+        layouts,
+        note: format!("eplb: {ran} policy, {slots} slots a layer ({per_gpu} a die)"),
+    })
+}
+
+/// One copy per die: the layouts with each die's second slot of an expert
+/// dropped, for the plans whose migration policies track holders as a set
+/// (a die holds an expert or not).
+pub fn distinct(mut layouts: Vec<Vec<Vec<DieId>>>) -> Vec<Vec<Vec<DieId>>> {
+    for dies in layouts.iter_mut().flatten() {
+        dies.dedup();
+    }
+    layouts
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn replicas_go_to_the_heaviest_per_replica() {
-        // 90 splits twice (90 -> 45, 45 -> 30), then 40 beats 30.
-        assert_eq!(replicate(&[90.0, 40.0, 10.0, 5.0], 3), vec![3, 2, 1, 1]);
+    fn dies(n: u32) -> Vec<DieId> {
+        (0..n).map(DieId).collect()
     }
 
     #[test]
-    fn packing_is_heaviest_first_into_the_lightest_pack_with_equal_counts() {
-        let weights = [10.0, 9.0, 8.0, 7.0, 2.0, 1.0];
-        let p = pack(&weights, 2);
-        // 10 -> A, 9 -> B, 8 -> B (17), 7 -> A (17), then A and B tie at 17:
-        // 2 -> A, and A is full (3 items), so 1 -> B.
-        assert_eq!(p, vec![0, 1, 1, 0, 0, 1]);
-        for pack in 0..2 {
-            assert_eq!(p.iter().filter(|&&x| x == pack).count(), 3);
+    fn two_slots_of_one_expert_on_one_die_stay_two() {
+        // Upstream's first golden-style case by hand: 4 experts, 8 slots on
+        // 2 GPUs; the hottest expert gets 4 slots, so some GPU holds two.
+        let gpus = Gpus::new(&dies(2), |_| 0);
+        let placed = place(&[vec![100.0, 10.0, 10.0, 10.0]], 1, &gpus, 4, Policy::Global).unwrap();
+        let layer = &placed.layouts[0];
+        let slots: usize = layer.iter().map(Vec::len).sum();
+        assert_eq!(slots, 8);
+        assert!(layer[0].windows(2).any(|w| w[0] == w[1]), "{layer:?}");
+        for d in 0..2 {
+            assert_eq!(layer.iter().flatten().filter(|&&x| x == DieId(d)).count(), 4);
         }
     }
 
     #[test]
-    fn hierarchical_keeps_each_group_on_one_node_and_balances_the_nodes() {
-        // 16 experts in 4 groups of 4 over 2 nodes of 2 dies; groups 0 and 1
-        // are hot, so packing by group load puts them on different nodes.
-        let nodes = vec![vec![DieId(0), DieId(1)], vec![DieId(2), DieId(3)]];
+    fn upstream_chooses_hierarchical_when_groups_divide_over_the_nodes() {
+        // 16 experts in 4 groups over 2 nodes of 2 dies: each group's experts
+        // stay on one node.
+        let gpus = Gpus::new(&dies(4), |d| d.0 / 2);
+        assert_eq!(gpus.nodes, Some(2));
         let mut loads = vec![1.0; 16];
         loads[0] = 40.0;
         loads[5] = 30.0;
-        let placed = place_layer_hierarchical(&loads, 4, &nodes, 4);
-        let node = |d: DieId| d.0 / 2;
+        let placed = place(&[loads.clone()], 4, &gpus, 4, Policy::Upstream).unwrap();
+        assert!(placed.note.contains("hierarchical"), "{}", placed.note);
         for g in 0..4 {
             let homes: std::collections::BTreeSet<u32> = (g * 4..g * 4 + 4)
-                .flat_map(|e| placed[e].iter().map(|&d| node(d)))
+                .flat_map(|e| placed.layouts[0][e].iter().map(|&d| d.0 / 2))
                 .collect();
-            assert_eq!(homes.len(), 1, "group {g} spans nodes: {placed:?}");
+            assert_eq!(homes.len(), 1, "group {g} spans nodes: {:?}", placed.layouts[0]);
         }
-        let node_of_group = |g: usize| node(placed[g * 4][0]);
-        assert_ne!(node_of_group(0), node_of_group(1));
-        // Equal slots per die (5 each: 16 experts + 4 redundant over 4 dies),
-        // and the hot experts replicated inside their node.
-        assert!(placed[0].len() >= 2 && placed[5].len() >= 2, "{placed:?}");
-        assert!(placed.iter().all(|d| !d.is_empty()));
+        // Three groups do not divide over 2 nodes: upstream runs the global policy.
+        let placed = place(&[vec![1.0; 12]], 3, &gpus, 4, Policy::Upstream).unwrap();
+        assert!(placed.note.contains("global"), "{}", placed.note);
     }
 
     #[test]
-    fn hierarchical_is_global_when_groups_do_not_divide_over_the_nodes() {
-        let nodes = vec![vec![DieId(0)], vec![DieId(1)], vec![DieId(2)]];
-        let loads = [5.0, 1.0, 1.0, 1.0, 3.0, 2.0];
-        let all: Vec<DieId> = nodes.iter().flatten().copied().collect();
-        assert_eq!(
-            place_layer_hierarchical(&loads, 2, &nodes, 3),
-            place_layer(&loads, &all, 3)
-        );
-    }
-
-    #[test]
-    fn a_layer_is_balanced_better_than_round_robin() {
-        let dies: Vec<DieId> = (0..4).map(DieId).collect();
-        let loads = [100.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0];
-        let placed = place_layer(&loads, &dies, 4);
-        // The hot expert gets the most replicas, every expert at least one.
-        assert!(placed.iter().all(|d| !d.is_empty()));
-        assert!(placed[0].len() >= 3, "{placed:?}");
-        // Load per die when each expert's tokens split evenly over its replicas.
-        let mut per_die = [0.0; 4];
-        for (e, holders) in placed.iter().enumerate() {
-            for d in holders {
-                per_die[d.0 as usize] += loads[e] / holders.len() as f64;
-            }
+    fn unequal_nodes_run_the_global_policy_and_dense_layers_stay_empty() {
+        let gpus = Gpus::new(&dies(3), |d| u32::from(d.0 > 0));
+        assert_eq!(gpus.nodes, None);
+        let placed = place(&[Vec::new(), vec![5.0, 1.0, 1.0]], 1, &gpus, 3, Policy::Hierarchical).unwrap();
+        assert!(placed.layouts[0].is_empty());
+        assert!(placed.note.contains("different numbers"), "{}", placed.note);
+        assert_eq!(placed.layouts[1].iter().map(Vec::len).sum::<usize>(), 6);
+        for holders in &distinct(placed.layouts)[1] {
+            assert!(holders.windows(2).all(|w| w[0] != w[1]), "{holders:?}");
         }
-        let max = per_die.iter().copied().fold(0.0, f64::max);
-        // Round robin would put 100 + 10 on one die: 110.
-        assert!(max < 60.0, "{per_die:?}");
     }
 }

@@ -2,11 +2,10 @@
 //! `rebalance_experts`, deepseek-ai/EPLB at d52c72d): the same steps in the
 //! same order, in float32, with the same tie order, so that the
 //! `physical_to_logical_map` it returns is upstream's slot for slot
-//! (`tests/eplb.rs` checks 25 cases upstream computed). Not yet the default
-//! `eplb` placement: that also needs the runtime to serve two slots of one
-//! expert on one die as two (issue 19).
+//! (`tests/eplb.rs` checks 25 cases upstream computed). `eplb.rs` maps its
+//! slots onto dies for the `eplb` placements.
 //!
-//! Where this differs from moec's own reading (`eplb.rs`): slots are
+//! What a reimplementation easily gets wrong, and this does not: slots are
 //! slots, so two replicas of one expert may share a GPU (an engine splits
 //! that expert's tokens over both); loads are float32 and per-replica
 //! shares are float32 quotients; packing skips the sort when each pack
@@ -301,12 +300,26 @@ pub fn rebalance_experts(
     } else {
         (1, 1)
     };
+    rebalance_experts_hierarchical(weight, num_replicas, groups, nodes, num_gpus)
+}
+
+/// `rebalance_experts_hierarchical` on every layer, after upstream's
+/// asserts (refused here): the policy [`rebalance_experts`] chooses, given
+/// directly. With one group and one node it is the global policy.
+pub fn rebalance_experts_hierarchical(
+    weight: &[Vec<f32>],
+    num_replicas: usize,
+    groups: usize,
+    nodes: usize,
+    num_gpus: usize,
+) -> Result<Rebalanced, Refused> {
     let experts = weight.first().map_or(0, Vec::len);
     let checks = [
         (
             groups > 0 && experts.is_multiple_of(groups),
             "the experts divide into the groups",
         ),
+        (nodes > 0 && groups.is_multiple_of(nodes), "the groups divide over the nodes"),
         (
             num_gpus > 0 && num_gpus.is_multiple_of(nodes),
             "the GPUs divide over the nodes",
@@ -325,7 +338,7 @@ pub fn rebalance_experts(
     ];
     if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
         return Err(Refused(format!(
-            "EPLB needs {what} ({experts} experts, {num_groups} groups, {num_nodes} nodes, {num_gpus} GPUs, {num_replicas} slots)"
+            "EPLB needs {what} ({experts} experts, {groups} groups, {nodes} nodes, {num_gpus} GPUs, {num_replicas} slots)"
         )));
     }
     let mut out = Rebalanced {

@@ -11,7 +11,8 @@
 //! `er_mapping` and `tp_contiguous` (MoEntwine) also decide where attention
 //! runs: entwined or compact groups, with token domains, which the
 //! dispatch and combine nodes list (`Sharding::Domains`). Their experts are
-//! placed as global EPLB places them, so the two differ only in layout.
+//! placed as global EPLB places them (slots and all), so the two differ
+//! only in layout.
 
 pub(crate) mod auto;
 pub(crate) mod contiguous;
@@ -81,28 +82,21 @@ impl Pass for Place {
             PlacementChoice::Contiguous => uniform(cx, |e| vec![contiguous::expert_die(e, experts, &dies)]),
             PlacementChoice::Eplb
             | PlacementChoice::EplbHierarchical
+            | PlacementChoice::EplbGlobal
             | PlacementChoice::ErMapping
             | PlacementChoice::TpContiguous => {
                 let stats = cx.stats()?;
                 let redundant = cx.redundant_experts.unwrap_or(dies.len() as u64) as usize;
                 let groups = cx.model.moe.as_ref().map_or(1, |m| m.groups) as usize;
-                let mut nodes: Vec<Vec<DieId>> = vec![Vec::new(); cx.machine.node_count() as usize];
-                for &d in &dies {
-                    if let Some(n) = nodes.get_mut(cx.machine.node_of(d) as usize) {
-                        n.push(d);
-                    }
-                }
-                let hierarchical = self.algorithm == PlacementChoice::EplbHierarchical;
-                let layer = |loads: &Vec<f64>| {
-                    if loads.is_empty() {
-                        Vec::new()
-                    } else if hierarchical {
-                        eplb::place_layer_hierarchical(loads, groups, &nodes, redundant)
-                    } else {
-                        eplb::place_layer(loads, &dies, redundant)
-                    }
+                let gpus = eplb::Gpus::new(&dies, |d| cx.machine.node_of(d));
+                let policy = match self.algorithm {
+                    PlacementChoice::Eplb => eplb::Policy::Upstream,
+                    PlacementChoice::EplbHierarchical => eplb::Policy::Hierarchical,
+                    _ => eplb::Policy::Global,
                 };
-                stats.loads.iter().map(layer).collect()
+                let placed = eplb::place(stats.balance_loads(), groups, &gpus, redundant, policy)?;
+                ir.header.notes.push(format!("{}; balanced on {}", placed.note, stats.balance_source()));
+                placed.layouts
             }
             PlacementChoice::Auto => return auto::place(ir, cx),
             PlacementChoice::MoeTuner => {

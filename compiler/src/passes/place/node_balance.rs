@@ -58,7 +58,7 @@
 //! nodes searched); it stays wide, as the relaxation of `Y >= Z / |g|` is
 //! weak.
 
-use super::eplb;
+use super::eplb_upstream;
 use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOptions, TerminationReason, Variable};
 use std::time::Duration;
 
@@ -588,24 +588,21 @@ pub fn expert_parallel(problem: &LayerProblem) -> Vec<Vec<f64>> {
     fractions
 }
 
-/// EPLB's policy as a split: slots for every node (at least one per
-/// expert), extra slots to the expert with the most load per slot, slots
-/// packed by load; an expert's fraction on a node is its share of slots there.
+/// EPLB's policy as a split: upstream's global rebalance (`eplb_upstream`)
+/// with one slot per expert rounded up to whole nodes, each node a GPU;
+/// an expert's fraction on a node is its share of slots there.
 pub fn compute_balanced(problem: &LayerProblem) -> Vec<Vec<f64>> {
     let (experts, nodes) = (problem.activations.len(), problem.nodes.max(1));
     let slots = experts.max(nodes).div_ceil(nodes) * nodes;
-    let count = eplb::replicate(&problem.activations, slots - experts);
-    let pieces: Vec<usize> = (0..experts)
-        .flat_map(|i| std::iter::repeat_n(i, count[i] as usize))
-        .collect();
-    let weights: Vec<f64> = pieces
-        .iter()
-        .map(|&i| problem.activations[i] / f64::from(count[i]))
-        .collect();
-    let packed = eplb::pack(&weights, nodes);
     let mut fractions = vec![vec![0.0; nodes]; experts];
-    for (&i, &c) in pieces.iter().zip(&packed) {
-        fractions[i][c] += 1.0 / f64::from(count[i]);
+    let weight = vec![problem.activations.iter().map(|&a| a as f32).collect::<Vec<f32>>()];
+    // One group and one node always meet upstream's asserts here.
+    let Ok(placed) = eplb_upstream::rebalance_experts_hierarchical(&weight, slots, 1, 1, nodes) else {
+        return split_evenly(problem);
+    };
+    let per_node = slots / nodes;
+    for (s, &i) in placed.physical_to_logical[0].iter().enumerate() {
+        fractions[i][s / per_node] += 1.0 / placed.logical_count[0][i] as f64;
     }
     fractions
 }
