@@ -144,13 +144,13 @@ fn command_line_errors_have_codes_and_spans() {
             "compile",
             "tests/placement_files/tiny.moe",
             "--plan",
-            "eplb",
+            "round_robin_defect",
             "--emit",
             "placement",
             "--format",
             "sglang",
         ],
-        &["error[E0039]", "tiny.moe:27:6", "plan eplb {"],
+        &["error[E0039]", "tiny.moe:52:6", "plan round_robin_defect {"],
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -426,11 +426,12 @@ fn netbench_sweeps_load_on_a_mesh() {
 }
 
 /// The rows `moec compare` gives a plan with data-parallel attention, in order.
-const DATA_PARALLEL_PLACEMENTS: [&str; 7] = [
+const DATA_PARALLEL_PLACEMENTS: [&str; 8] = [
     "round_robin",
     "contiguous",
     "eplb",
     "eplb_hierarchical",
+    "eplb_global",
     "moetuner",
     "hd_moe",
     "auto",
@@ -618,7 +619,7 @@ fn placement_export_is_deterministic_and_atomic_and_refuses_unequal_dies() {
         "compile",
         TINY,
         "--plan",
-        "eplb",
+        "round_robin_defect",
         "--emit",
         "placement",
         "--format",
@@ -652,16 +653,16 @@ fn compare_adds_the_plans_own_placement_file_and_it_matches_its_source() {
     expected.push("file(\"contiguous.sglang.json\")");
     assert_eq!(placements, expected);
     assert!(
-        rows[8]["name"].as_str().unwrap().starts_with("file + parallel = "),
+        rows[9]["name"].as_str().unwrap().starts_with("file + parallel = "),
         "{}",
-        rows[8]["name"]
+        rows[9]["name"]
     );
     // The file holds the contiguous placement: the same traffic.
-    assert_eq!(rows[7]["traffic"], rows[1]["traffic"]);
+    assert_eq!(rows[8]["traffic"], rows[1]["traffic"]);
     // A plan of a built-in placement compares the built-in ones only (and the forms).
     let doc = compare_json(&[TINY, "--plan", "contiguous"]);
     let (placements, again, _) = placement_and_form_rows(&doc);
-    assert_eq!((placements.len(), again), (7, forms));
+    assert_eq!((placements.len(), again), (8, forms));
 }
 
 #[test]

@@ -106,7 +106,9 @@ fn eplb_on_the_wafer_survives_every_format() {
     let source = common::checked(&common::root().join("examples/deepseek-v3-wafer.moe"));
     let ir = source.compile(&options("eplb"), &mut |_, _| {}).unwrap();
     assert!(
-        expert_dies(&ir).iter().any(|(_, _, d)| d.windows(2).any(|w| w[0] == w[1])),
+        expert_dies(&ir)
+            .iter()
+            .any(|(_, _, d)| d.windows(2).any(|w| w[0] == w[1])),
         "no die holds two slots of an expert: the round trip does not test them"
     );
     round_trip(
@@ -158,7 +160,9 @@ fn unequal_dies_are_refused_by_the_engine_formats_unless_padded() {
             "{}",
             d.message
         );
-        assert!(session.placement_file(&options(plan), format, true, &mut |_, _| {}).is_ok());
+        assert!(session
+            .placement_file(&options(plan), format, true, &mut |_, _| {})
+            .is_ok());
     }
     // moec's own format records any placement.
     assert!(session
@@ -286,9 +290,18 @@ fn padding_repeats_a_dies_experts_within_its_free_memory() {
         // Die (0, 1) repeats its one expert twice more.
         assert!(text.contains("[0, 1, 2, 3, 4, 3, 5, 5, 5, 6, 7, 6]"), "{text}");
         // Read back, the repeats are slots: die (0, 1) holds expert 5 three times.
-        let padded = [vec![0], vec![0], vec![0], vec![1, 1], vec![1], vec![2, 2, 2], vec![3, 3], vec![3]]
-            .map(|d| d.into_iter().map(DieId).collect::<Vec<_>>())
-            .to_vec();
+        let padded = [
+            vec![0],
+            vec![0],
+            vec![0],
+            vec![1, 1],
+            vec![1],
+            vec![2, 2, 2],
+            vec![3, 3],
+            vec![3],
+        ]
+        .map(|d| d.into_iter().map(DieId).collect::<Vec<_>>())
+        .to_vec();
         let read = placement_file::parse(&text, None, t).unwrap();
         assert_eq!(read.experts[1..], [padded.clone(), padded.clone(), padded]);
     });

@@ -31,7 +31,7 @@ pub const PASSES: &[(&str, &str)] = &[
     (
         "place",
         "place(ALGORITHM): assign experts and layers to dies; ALGORITHM: any `placement = ...` name \
-         (round_robin, contiguous, eplb, eplb_hierarchical, moetuner, er_mapping, tp_contiguous, hd_moe, auto)",
+         (round_robin, contiguous, eplb, eplb_hierarchical, eplb_global, moetuner, er_mapping, tp_contiguous, hd_moe, auto)",
     ),
     (
         "parallel",

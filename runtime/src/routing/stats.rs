@@ -151,7 +151,7 @@ impl RoutingStats {
         if self.given.is_empty() {
             self.source.clone()
         } else {
-            "the counts the routing source records".into()
+            "as the routing source records them".into()
         }
     }
 }

@@ -68,7 +68,13 @@ pub struct Placed {
 /// Places every MoE layer (`loads[layer]` per expert; empty for a dense
 /// layer) over `gpus` with `groups` expert groups and at least `redundant`
 /// extra slots a layer, rounded up so every die gets as many.
-pub fn place(loads: &[Vec<f64>], groups: usize, gpus: &Gpus, redundant: usize, policy: Policy) -> Result<Placed, String> {
+pub fn place(
+    loads: &[Vec<f64>],
+    groups: usize,
+    gpus: &Gpus,
+    redundant: usize,
+    policy: Policy,
+) -> Result<Placed, String> {
     let n = gpus.dies.len();
     let moe: Vec<usize> = (0..loads.len()).filter(|&l| !loads[l].is_empty()).collect();
     let experts = moe.first().map_or(0, |&l| loads[l].len());
@@ -80,10 +86,16 @@ pub fn place(loads: &[Vec<f64>], groups: usize, gpus: &Gpus, redundant: usize, p
         });
     }
     let slots = (experts + redundant).div_ceil(n) * n;
-    let weight: Vec<Vec<f32>> = moe.iter().map(|&l| loads[l].iter().map(|&x| x as f32).collect()).collect();
+    let weight: Vec<Vec<f32>> = moe
+        .iter()
+        .map(|&l| loads[l].iter().map(|&x| x as f32).collect())
+        .collect();
     let groups = groups.max(1);
     let (result, ran) = match (policy, gpus.nodes) {
-        (Policy::Global, _) => (rebalance_experts_hierarchical(&weight, slots, 1, 1, n), "global".to_string()),
+        (Policy::Global, _) => (
+            rebalance_experts_hierarchical(&weight, slots, 1, 1, n),
+            "global".to_string(),
+        ),
         (_, None) => (
             rebalance_experts_hierarchical(&weight, slots, 1, 1, n),
             "global (the nodes hold different numbers of expert dies)".to_string(),
@@ -91,19 +103,19 @@ pub fn place(loads: &[Vec<f64>], groups: usize, gpus: &Gpus, redundant: usize, p
         (Policy::Upstream, Some(nodes)) => {
             let hierarchical = groups.is_multiple_of(nodes);
             let ran = if hierarchical {
-                format!("hierarchical ({groups} groups over {nodes} nodes)")
+                format!("hierarchical ({groups} groups over {})", plural(nodes, "node"))
             } else {
-                format!("global ({groups} groups do not divide over {nodes} nodes)")
+                format!("global ({groups} groups do not divide over {})", plural(nodes, "node"))
             };
             (rebalance_experts(&weight, slots, groups, nodes, n), ran)
         }
         (Policy::Hierarchical, Some(nodes)) if groups.is_multiple_of(nodes) => (
             rebalance_experts_hierarchical(&weight, slots, groups, nodes, n),
-            format!("hierarchical ({groups} groups over {nodes} nodes)"),
+            format!("hierarchical ({groups} groups over {})", plural(nodes, "node")),
         ),
         (Policy::Hierarchical, Some(nodes)) => (
             rebalance_experts_hierarchical(&weight, slots, 1, 1, n),
-            format!("global ({groups} groups do not divide over {nodes} nodes)"),
+            format!("global ({groups} groups do not divide over {})", plural(nodes, "node")),
         ),
     };
     let result = result.map_err(|e| e.0)?;
@@ -122,6 +134,11 @@ pub fn place(loads: &[Vec<f64>], groups: usize, gpus: &Gpus, redundant: usize, p
         layouts,
         note: format!("eplb: {ran} policy, {slots} slots a layer ({per_gpu} a die)"),
     })
+}
+
+/// `1 node`, `4 nodes`.
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// One copy per die: the layouts with each die's second slot of an expert

@@ -319,7 +319,10 @@ pub fn rebalance_experts_hierarchical(
             groups > 0 && experts.is_multiple_of(groups),
             "the experts divide into the groups",
         ),
-        (nodes > 0 && groups.is_multiple_of(nodes), "the groups divide over the nodes"),
+        (
+            nodes > 0 && groups.is_multiple_of(nodes),
+            "the groups divide over the nodes",
+        ),
         (
             num_gpus > 0 && num_gpus.is_multiple_of(nodes),
             "the GPUs divide over the nodes",

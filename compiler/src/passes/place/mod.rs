@@ -95,7 +95,9 @@ impl Pass for Place {
                     _ => eplb::Policy::Global,
                 };
                 let placed = eplb::place(stats.balance_loads(), groups, &gpus, redundant, policy)?;
-                ir.header.notes.push(format!("{}; balanced on {}", placed.note, stats.balance_source()));
+                ir.header
+                    .notes
+                    .push(format!("{}; loads {}", placed.note, stats.balance_source()));
                 placed.layouts
             }
             PlacementChoice::Auto => return auto::place(ir, cx),
