@@ -185,6 +185,7 @@ impl Session {
         let mut ir = ir::build(&plan.name, model, machine, workload);
         ir.pools = plan.pools.clone();
         ir.transport = plan.transport;
+        ir.capacity_factor = plan.capacity_factor;
         let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
             .with_placement_file(self.program.placement_file(&plan.name))
             .with_steps(steps);

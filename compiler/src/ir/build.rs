@@ -142,6 +142,7 @@ pub fn build(plan: &str, model: &ModelSpec, machine: &Machine, workload: &Worklo
         overlap: Overlap::None,
         pools: None,
         transport: Default::default(),
+        capacity_factor: None,
     }
 }
 

@@ -307,6 +307,9 @@ pub struct Ir {
     /// How the all-to-alls move their messages (the plan's `transfers`);
     /// the lowering writes it into the schedule.
     pub transport: moec_runtime::schedule::Transport,
+    /// DeepSpeed-MoE's fixed expert capacity (the plan's `capacity_factor`;
+    /// `Schedule::capacity_factor` says what it does).
+    pub capacity_factor: Option<f64>,
 }
 
 impl Ir {

@@ -49,6 +49,12 @@ pub fn print(ir: &Ir, machine: &Machine, options: &TextOptions) -> String {
             p.experts.len()
         );
     }
+    if let Some(f) = ir.capacity_factor {
+        let _ = writeln!(
+            out,
+            "; capacity: factor {f} (every die sends each expert max(ceil(k T {f} / E), 4) rows, padded, as DeepSpeed-MoE)"
+        );
+    }
     // The A2E and E2A transfers' transport, when not the ideal one.
     match ir.transport {
         moec_runtime::schedule::Transport::Direct => {}

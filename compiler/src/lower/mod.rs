@@ -62,6 +62,7 @@ pub fn lower(ir: &Ir, model: &ModelSpec, machine: &Machine, workload: &WorkloadS
         // The IR marks dense layers 0; a schedule counts them one chunk.
         chunks: ir.overlap.chunks().iter().map(|&d| d.max(1)).collect(),
         transport: ir.transport,
+        capacity_factor: ir.capacity_factor,
     };
     schedule
         .validate()

@@ -218,6 +218,10 @@ pub struct Plan {
     /// How the all-to-alls move their messages (`transfers = ...`; direct
     /// when absent).
     pub transport: Transport,
+    /// DeepSpeed-MoE's fixed expert capacity (`capacity_factor = F`, the
+    /// baseline MoEShard is measured against): every die sends each expert
+    /// a padded buffer of `max(ceil(k T F / E), 4)` rows. `None`: none.
+    pub capacity_factor: Option<f64>,
     /// With `routing = calibrated(...)`: the solved parameters and the
     /// figures they achieve on this plan's model (`moec check` prints them).
     pub calibration: Option<Calibration>,
@@ -299,6 +303,8 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         Some((name, _)) => Transport::ALL.into_iter().find(|t| t.name() == name),
         None => Some(Transport::Direct),
     };
+    let capacity_span = r.span_of("capacity_factor");
+    let capacity_factor = r.float("capacity_factor", 1.0, 1.0e6);
     let pools_section = r.plain_section("disaggregate");
     // `None`: a pools section that could not be read (reported).
     let pools: Option<Option<Pools>> = match pools_section {
@@ -324,6 +330,7 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         overlap: overlap?,
         pools: pools?,
         transport: transport?,
+        capacity_factor,
         calibration: None,
         span: decl.name.span,
     };
@@ -356,6 +363,11 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
             return None;
         }
     }
+    if let Some(span) = capacity_span.filter(|_| plan.capacity_factor.is_some()) {
+        if !capacity_fits(&plan, span, diags) {
+            return None;
+        }
+    }
     let fits = expert_fits(program, &plan, decl, diags);
     let splits = attention_splits(program, &plan, attention_span, diags);
     let domains = token_domains_have_groups(&plan, placement_span, diags);
@@ -364,6 +376,40 @@ pub fn check(decl: &Decl, program: &Program, diags: &mut Vec<Diagnostic>) -> Opt
         return None;
     };
     Some(Plan { calibration, ..plan })
+}
+
+/// E0023: a fixed capacity is DeepSpeed-MoE's expert parallelism: one
+/// whole copy of each expert, attention and experts on the same dies.
+fn capacity_fits(plan: &Plan, span: Span, diags: &mut Vec<Diagnostic>) -> bool {
+    let ep = matches!(plan.parallel, ParallelChoice::Fixed(f) if f.kind == FormKind::Ep);
+    let single = matches!(
+        plan.placement,
+        PlacementChoice::RoundRobin | PlacementChoice::Contiguous
+    );
+    let problem = if !ep {
+        Some("`parallel` splits the experts")
+    } else if !single {
+        Some("this `placement` may give an expert several copies")
+    } else if plan.pools.is_some() {
+        Some("`disaggregate` puts the experts on their own pool")
+    } else if plan.migration != MigrationPolicy::None {
+        Some("`migration` moves and replicates experts")
+    } else {
+        None
+    };
+    let Some(problem) = problem else {
+        return true;
+    };
+    diags.push(
+        Diagnostic::error(
+            Code::E0023,
+            span,
+            format!("`capacity_factor` pads each expert's one copy, but {problem}"),
+        )
+        .with_label("a fixed capacity here")
+        .with_hint("a fixed capacity is DeepSpeed-MoE's EP: parallel = ep with placement = contiguous or round_robin"),
+    );
+    false
 }
 
 /// E0041: migration moves whole experts, planned from routing known

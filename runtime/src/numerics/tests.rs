@@ -166,6 +166,7 @@ fn schedule_with(model: ModelSpec, workload: WorkloadSpec, expert_die: impl Fn(u
         micro_batches: 1,
         chunks: Vec::new(),
         transport: Default::default(),
+        capacity_factor: None,
     }
 }
 
@@ -707,6 +708,7 @@ fn deepseek_v3_numeric_step_timing() {
         micro_batches: 1,
         chunks: Vec::new(),
         transport: Default::default(),
+        capacity_factor: None,
         model,
         workload,
     };

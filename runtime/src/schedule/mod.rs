@@ -71,6 +71,13 @@ pub struct Schedule {
     /// How the all-to-alls move their messages (`transport.rs`).
     #[serde(default, skip_serializing_if = "Transport::is_direct")]
     pub transport: Transport,
+    /// DeepSpeed-MoE's fixed expert capacity (`capacity_factor = F`): each
+    /// die sends every expert a buffer of `max(ceil(k T F / E), 4)` token
+    /// rows for its `T` tokens, full or padded, and the expert computes
+    /// every row it receives (`sim/traffic.rs`). `None`: experts get and
+    /// compute the tokens routed to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -494,6 +501,11 @@ impl Schedule {
     /// dependencies pointing backwards within their die, placements naming
     /// real dies, every sequence homed. Returns the first problem.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(f) = self.capacity_factor {
+            if !(f.is_finite() && f >= 1.0) {
+                return Err(format!("capacity_factor {f} is not a number of at least 1"));
+            }
+        }
         self.check_sizes()?;
         let dies = self.machine.topology.die_count().map_err(|e| e.to_string())?;
         if self.programs.len() != dies as usize {

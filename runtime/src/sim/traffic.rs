@@ -233,6 +233,7 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
     let mut layers = vec![None; schedule.model.layers as usize];
     let mut pairs = PairTokens::new(dies);
     let mut relayed = PairTokens::new(dies);
+    let capacity = schedule.capacity_factor;
     let relay = schedule.placement.relay_parts;
     let position: Vec<usize> = match relay {
         true => schedule
@@ -281,6 +282,8 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
         let balanced = |e: u32| schedule.placement.is_balanced(l, e);
         let order = (lr.experts.iter().enumerate().filter(|&(_, &e)| !balanced(e)))
             .chain(lr.experts.iter().enumerate().filter(|&(_, &e)| balanced(e)));
+        // Tokens each die sends into this layer (for a fixed capacity).
+        let mut sent = vec![0u64; if capacity.is_some() { dies } else { 0 }];
         for (i, &e) in order {
             let token = i / routing.top_k.max(1);
             let in_part = match part {
@@ -293,6 +296,9 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
                 continue;
             }
             let home = home_of(token);
+            if let Some(n) = sent.get_mut(home.index()).filter(|_| i % routing.top_k.max(1) == 0) {
+                *n += 1;
+            }
             let Some(of_expert) = copies.get(e as usize) else {
                 continue;
             };
@@ -331,6 +337,16 @@ fn traffic_of(schedule: &Schedule, machine: &Machine, routing: &StepRouting, par
                     }
                 }
             }
+        }
+        if let Some(factor) = capacity {
+            let top_k = routing.top_k as u32;
+            pad_to_capacity(
+                (factor, top_k),
+                &sent,
+                (&copies, &copy_slot),
+                &mut slot_tokens,
+                &mut pairs,
+            );
         }
         // Per die, its parts with tokens by (expert, first column). Two
         // slots of one expert on one die are two weight copies, each read
@@ -405,6 +421,50 @@ fn position_of<T>(items: &[T], item: &T) -> usize {
 /// table on machines small enough for one (dies^2 counters), a map of the
 /// pairs that occur above that, so a machine of 65,536 dies costs what
 /// its traffic does, not 34 GB.
+/// DeepSpeed-MoE's smallest capacity (`MoE(min_capacity = 4)`).
+const MIN_CAPACITY: u64 = 4;
+
+/// DeepSpeed-MoE's expert capacity for a die sending `tokens` tokens with
+/// `top_k` choices each over `experts` experts: `ceil(k T F / E)`, at least
+/// [`MIN_CAPACITY`] (its `_capacity`, with top-2's doubled factor).
+pub fn expert_capacity(tokens: u64, top_k: u32, experts: u32, factor: f64) -> u64 {
+    let c = (tokens as f64 * f64::from(top_k) * factor / f64::from(experts.max(1))).ceil();
+    (c as u64).max(MIN_CAPACITY)
+}
+
+/// The all-to-all as DeepSpeed-MoE runs it with a fixed capacity: every
+/// die with tokens (`sent[die]`) sends each expert a buffer of its capacity,
+/// full or padded, so each expert's part computes every row of every
+/// buffer. Replaces the routed counts in `slot_tokens` and `pairs`. Tokens
+/// past a buffer's capacity are not dropped (DeepSpeed would pass them on
+/// unchanged); under MoEShard's factor, `min(E, 50)`, none are.
+fn pad_to_capacity(
+    (factor, top_k): (f64, u32),
+    sent: &[u64],
+    (copies, copy_slot): (&[Vec<ExpertCopy>], &[Vec<usize>]),
+    slot_tokens: &mut [u64],
+    pairs: &mut PairTokens,
+) {
+    let experts = copies.len() as u32;
+    pairs.clear();
+    slot_tokens.iter_mut().for_each(|x| *x = 0);
+    for (e, of_expert) in copies.iter().enumerate() {
+        // One copy, whole: sema refuses a capacity for anything else.
+        let (Some(copy), Some(&first)) = (of_expert.first(), copy_slot[e].first()) else {
+            continue;
+        };
+        for (src, &n) in sent.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let rows = expert_capacity(n, top_k, experts, factor);
+            for (p, part) in copy.iter().enumerate() {
+                slot_tokens[first + p] += rows;
+                if part.die.index() != src {
+                    pairs.add_n(src, part.die.index(), rows);
+                }
+            }
+        }
+    }
+}
+
 enum PairTokens {
     /// Counters by `src x dies + dst`, and the pairs counted since the
     /// last `sorted`, so clearing costs the traffic, not the table.
@@ -440,15 +500,20 @@ impl PairTokens {
 
     /// One more token from `src` to `dst`.
     fn add(&mut self, src: usize, dst: usize) {
+        self.add_n(src, dst, 1);
+    }
+
+    /// `n` more tokens from `src` to `dst`.
+    fn add_n(&mut self, src: usize, dst: usize, n: u64) {
         match self {
             PairTokens::Dense { dies, count, touched } => {
                 let k = src * *dies + dst;
                 if count[k] == 0 {
                     touched.push(k);
                 }
-                count[k] += 1;
+                count[k] += n;
             }
-            PairTokens::Sparse { dies, count } => *count.entry(src * *dies + dst).or_insert(0) += 1,
+            PairTokens::Sparse { dies, count } => *count.entry(src * *dies + dst).or_insert(0) += n,
         }
     }
 
