@@ -69,6 +69,9 @@ pub struct CompileOptions {
     /// Sequences a step, replacing the workload's `batch` (the batch
     /// search's probes); within the language's 1 ..= 2^24.
     pub batch: Option<u64>,
+    /// Seconds each integer program may search, past the default node
+    /// budget and size caps (`--milp-seconds`).
+    pub milp_seconds: Option<f64>,
 }
 
 impl CompileOptions {
@@ -188,7 +191,8 @@ impl Session {
         ir.capacity_factor = plan.capacity_factor;
         let cx = PassContext::new(machine, model, workload, plan.redundant_experts, plan.attention.ways())
             .with_placement_file(self.program.placement_file(&plan.name))
-            .with_steps(steps);
+            .with_steps(steps)
+            .with_milp_seconds(options.milp_seconds);
         manager.run(&mut ir, &cx, print).map_err(|e| pipeline_error(plan, e))?;
         Ok(ir)
     }

@@ -38,6 +38,10 @@ pub struct Args {
     /// Steps the run will take (default: the workload's): what a plan's migration plans over.
     #[arg(long)]
     steps: Option<u64>,
+    /// Seconds each integer program may search (MoETuner's ILPs), with no node budget and the size caps raised:
+    /// solves past the default budget can end differently on a slower machine.
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    milp_seconds: Option<f64>,
     /// Print the IR to standard error after this pass (repeatable; `place` matches `place(...)`).
     #[arg(long, value_name = "PASS")]
     print_after: Vec<String>,
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> Result<(), u8> {
         passes: args.passes.clone(),
         print_after,
         steps: args.steps,
+        milp_seconds: args.milp_seconds,
         ..CompileOptions::default()
     };
     let text_options = TextOptions { layers };
@@ -137,5 +142,13 @@ fn parse_layers(s: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
             let a: u32 = s.trim().parse().map_err(|_| bad())?;
             Ok(a..=a)
         }
+    }
+}
+
+/// `--milp-seconds`: a positive number of seconds, at most a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!("`{text}` is not a number of seconds in (0, 86400]")),
     }
 }

@@ -19,6 +19,7 @@
 mod hungarian;
 mod manager;
 mod migrate;
+mod milp;
 mod overlap;
 mod parallel;
 mod place;
@@ -53,6 +54,9 @@ pub struct PassContext<'a> {
     pub placement_file: Option<&'a ExpertLayout>,
     /// Steps the run will take (what migration plans over).
     pub steps: u64,
+    /// Seconds each integer program may search, past the default node
+    /// budget and size caps (`--milp-seconds`; `None`: the defaults).
+    pub milp_seconds: Option<f64>,
     /// Expert loads from the workload's routing, measured on first use;
     /// and the same with layer-to-layer transitions, when a pass asks.
     stats: std::sync::OnceLock<Result<RoutingStats, String>>,
@@ -76,9 +80,16 @@ impl<'a> PassContext<'a> {
             attention_tp,
             placement_file: None,
             steps: workload.steps,
+            milp_seconds: None,
             stats: std::sync::OnceLock::new(),
             transitions: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same context with the integer programs' search time.
+    pub fn with_milp_seconds(mut self, seconds: Option<f64>) -> PassContext<'a> {
+        self.milp_seconds = seconds;
+        self
     }
 
     /// The same context with the placement a plan's file gave.

@@ -18,28 +18,52 @@
 //! `B[g1][g2]` is the route's bandwidth (`1 / sum over its links of
 //! 1 / bandwidth`): each layer pays its worst device pair.
 //!
-//! Both are solved by microlp through good_lp under a time limit, warm
-//! started from a greedy solution (largest load first into the lightest
-//! cluster with room; each next layer's cluster onto the free device that
-//! keeps most of its tokens where they are). The gap is reported against
-//! the LP relaxation's bound. Programs larger than [`MAX_BINARIES`] are
-//! not handed to the solver: the greedy solution stands, and the report
-//! says so. The paper used Gurobi at a 2.5% gap.
+//! Both are solved by HiGHS (`passes/milp.rs`; microlp where HiGHS is not
+//! built) to the paper's 2.5% gap (it used Gurobi), under a node budget and
+//! a time limit, warm started from a greedy solution (largest load first
+//! into the lightest cluster with room; each next layer's cluster onto the
+//! free device that keeps most of its tokens where they are). The gap is
+//! reported against the search's own bound (HiGHS's dual bound; microlp's
+//! LP relaxation). Programs larger than [`Caps`] are not handed to the
+//! solver: the greedy solution
+//! stands, and the report says so.
 
+use crate::passes::milp::{self, Ended, Limits, Program};
 use crate::passes::PassContext;
-use good_lp::solvers::microlp::MicroLpSolution;
-use good_lp::{
-    constraint, microlp, variable, Expression, ProblemVariables, Solution, SolutionStatus, SolverModel, Variable,
-    WithInitialSolution, WithTimeLimit,
-};
+use good_lp::{constraint, variable, Constraint, Expression, Variable};
 use moec_runtime::machine::{DieId, Machine};
 use moec_runtime::model::LayerKind;
 use std::collections::BTreeMap;
 
-/// Seconds each program may take. Layers run one after another, so ILP 1's
-/// limit is per layer.
-pub const ILP1_TIME_LIMIT_S: f64 = 0.5;
-pub const ILP2_TIME_LIMIT_S: f64 = 10.0;
+/// When each program stops: the paper's 2.5% gap, a node budget that
+/// decides on any machine, and seconds as a backstop. Layers run one after
+/// another, so ILP 1's limits are per layer.
+pub const ILP1_LIMITS: Limits = Limits {
+    time_s: 2.0,
+    rel_gap: 0.025,
+    nodes: 2_000,
+};
+pub const ILP2_LIMITS: Limits = Limits {
+    time_s: 10.0,
+    rel_gap: 0.025,
+    nodes: 500,
+};
+
+/// The limits and size caps a compile gives the programs: the defaults, or
+/// `seconds` each with no node budget and caps past the papers' setups.
+fn limits_of(cx: &PassContext) -> (Limits, Limits, Caps) {
+    match cx.milp_seconds {
+        None => (ILP1_LIMITS, ILP2_LIMITS, Caps::DEFAULT),
+        Some(seconds) => {
+            let open = Limits {
+                time_s: seconds,
+                rel_gap: 0.025,
+                nodes: u64::MAX,
+            };
+            (open, open, Caps::EXTENDED)
+        }
+    }
+}
 
 /// `layouts[layer][expert]`: the dies of each expert (empty for dense layers).
 pub type Layouts = Vec<Vec<Vec<DieId>>>;
@@ -55,10 +79,11 @@ pub fn place(cx: &PassContext, dies: &[DieId]) -> Result<(Layouts, Vec<String>),
     let experts = cx.model.moe.as_ref().map_or(0, |m| m.experts) as usize;
     let clusters = experts.min(dies.len());
     let mut notes = Vec::new();
+    let (ilp1, ilp2, caps) = limits_of(cx);
     let mut clusters_of = Vec::with_capacity(moe_layers.len());
     let mut worst: Option<(usize, Solved)> = None;
     for &l in &moe_layers {
-        let (assign, solved) = cluster_layer(&stats.loads[l], clusters, ILP1_TIME_LIMIT_S);
+        let (assign, solved) = cluster_layer(&stats.loads[l], clusters, ilp1, caps);
         if worst
             .as_ref()
             .is_none_or(|(_, w)| solved.gap().unwrap_or(1.0) > w.gap().unwrap_or(1.0))
@@ -69,8 +94,9 @@ pub fn place(cx: &PassContext, dies: &[DieId]) -> Result<(Layouts, Vec<String>),
     }
     if let Some((l, w)) = worst {
         notes.push(format!(
-            "moetuner ILP 1 ({} layers, {clusters} clusters): layer with the widest gap {l}: spread {:.3}, {}{}",
+            "moetuner ILP 1 ({} layers, {clusters} clusters, {}): layer with the widest gap {l}: spread {:.3}, {}{}",
             moe_layers.len(),
+            milp::solver_name(),
             w.objective,
             w.status,
             gap_text(&w)
@@ -84,11 +110,12 @@ pub fn place(cx: &PassContext, dies: &[DieId]) -> Result<(Layouts, Vec<String>),
         .into_iter()
         .map(|row| row.into_iter().map(|b| b / token_bytes).collect())
         .collect();
-    let (devices, solved) = assign_devices(&clusters_of, &transitions, &bandwidth, ILP2_TIME_LIMIT_S);
+    let (devices, solved) = assign_devices(&clusters_of, &transitions, &bandwidth, ilp2, caps);
     notes.push(format!(
-        "moetuner ILP 2 ({} layers on {} dies): cost {:.3e} s, {}{}",
+        "moetuner ILP 2 ({} layers on {} dies, {}): cost {:.3e} s, {}{}",
         moe_layers.len(),
         dies.len(),
+        milp::solver_name(),
         solved.objective,
         solved.status,
         gap_text(&solved)
@@ -101,8 +128,11 @@ pub fn place(cx: &PassContext, dies: &[DieId]) -> Result<(Layouts, Vec<String>),
 }
 
 fn gap_text(s: &Solved) -> String {
-    s.gap()
-        .map_or(String::new(), |g| format!(", gap {:.1}% to the LP bound", 100.0 * g))
+    let gap = s
+        .gap()
+        .map_or(String::new(), |g| format!(", gap {:.1}% to the bound", 100.0 * g));
+    let nodes = s.nodes.map_or(String::new(), |n| format!(", {n} nodes"));
+    gap + &nodes
 }
 
 /// `B[g1][g2]`: the bandwidth of the route between two dies, as one link
@@ -126,19 +156,39 @@ fn route_bandwidths(machine: &Machine, dies: &[DieId]) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Binaries above which a program is left to the greedy solution.
-pub const MAX_BINARIES: usize = 4096;
-/// ILP 2's linearised products (`w`) above which likewise.
-pub const MAX_PRODUCTS: usize = 65_536;
+/// The program sizes handed to the solver; past them the greedy solution
+/// stands. The defaults keep a compile within seconds (ILP 2 on 8 GPUs, 127
+/// thousand products, spends 20 s in HiGHS's root node alone);
+/// `--milp-seconds` lifts them to the papers' setups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Binaries (`x` or `y`).
+    pub binaries: usize,
+    /// ILP 2's linearised products (`w`).
+    pub products: usize,
+}
+
+impl Caps {
+    pub const DEFAULT: Caps = Caps {
+        binaries: 4096,
+        products: 65_536,
+    };
+    pub const EXTENDED: Caps = Caps {
+        binaries: 65_536,
+        products: 4_194_304,
+    };
+}
 
 /// How one program was solved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Solved {
     /// The objective of the solution kept.
     pub objective: f64,
-    /// The LP relaxation's bound (`None` when not solved).
+    /// The best lower bound the search proved (`None` when not solved).
     pub bound: Option<f64>,
     pub status: Status,
+    /// Branch-and-bound nodes searched, when the solver says.
+    pub nodes: Option<u64>,
 }
 
 /// How a program's solve ended.
@@ -150,6 +200,8 @@ pub enum Status {
     AllEqual(&'static str),
     /// The time limit ended the search with a feasible solution.
     TimeLimit,
+    /// The node budget ended the search with a feasible solution.
+    NodeLimit,
     /// The search stopped within the requested gap.
     GapLimit,
     /// The greedy solution stands; why.
@@ -162,6 +214,7 @@ impl std::fmt::Display for Status {
             Status::Optimal => f.write_str("optimal"),
             Status::AllEqual(why) => write!(f, "optimal ({why})"),
             Status::TimeLimit => f.write_str("time limit"),
+            Status::NodeLimit => f.write_str("node limit"),
             Status::GapLimit => f.write_str("gap limit"),
             Status::Greedy(why) => write!(f, "greedy ({why})"),
         }
@@ -169,7 +222,7 @@ impl std::fmt::Display for Status {
 }
 
 impl Solved {
-    /// Relative gap to the bound, when known (0 when proven optimal: the
+    /// Relative gap to the bound, when known (0 when proven optimal: an
     /// LP relaxation's bound is weak on these programs).
     pub fn gap(&self) -> Option<f64> {
         if matches!(self.status, Status::Optimal | Status::AllEqual(_)) {
@@ -190,7 +243,7 @@ pub fn relative_gap(objective: f64, bound: f64) -> f64 {
 }
 
 /// ILP 1 for one layer: each expert's cluster (`0..clusters`).
-pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<usize>, Solved) {
+pub fn cluster_layer(loads: &[f64], clusters: usize, limits: Limits, caps: Caps) -> (Vec<usize>, Solved) {
     let experts = loads.len();
     let cap = experts.div_ceil(clusters.max(1));
     let mean = loads.iter().sum::<f64>() / clusters.max(1) as f64;
@@ -210,43 +263,44 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<
             objective: greedy_objective,
             bound: Some(greedy_objective),
             status: Status::AllEqual("one expert per cluster: every assignment is equal"),
+            nodes: None,
         };
         return (greedy, solved);
     }
-    if experts * clusters > MAX_BINARIES {
+    if experts * clusters > caps.binaries {
         return (
             greedy,
-            too_large(greedy_objective, experts * clusters, MAX_BINARIES, "binaries"),
+            too_large(greedy_objective, experts * clusters, caps.binaries, "binaries"),
         );
     }
     let build = |integer: bool| {
-        let mut vars = ProblemVariables::new();
+        let mut p = Program::new();
         let x: Vec<Vec<Variable>> = (0..clusters)
-            .map(|_| (0..experts).map(|_| vars.add(binary(integer))).collect())
+            .map(|_| (0..experts).map(|_| p.add(binary(integer))).collect())
             .collect();
-        let d: Vec<Variable> = (0..clusters).map(|_| vars.add(variable().min(0.0))).collect();
+        let d: Vec<Variable> = (0..clusters).map(|_| p.add(variable().min(0.0))).collect();
         let objective: Expression = d.iter().sum();
-        let mut model = vars.minimise(objective).using(microlp);
+        let mut rows: Vec<Constraint> = Vec::new();
         for e in 0..experts {
-            model.add_constraint(constraint!(x.iter().map(|xc| xc[e]).sum::<Expression>() == 1.0));
+            rows.push(constraint!(x.iter().map(|xc| xc[e]).sum::<Expression>() == 1.0));
         }
         for c in 0..clusters {
             let count: Expression = x[c].iter().sum();
-            model.add_constraint(constraint!(count.clone() >= 1.0));
-            model.add_constraint(constraint!(count <= cap as f64));
+            rows.push(constraint!(count.clone() >= 1.0));
+            rows.push(constraint!(count <= cap as f64));
             let load: Expression = x[c].iter().zip(loads).map(|(&v, &p)| p * v).sum();
-            model.add_constraint(constraint!(d[c] >= load.clone() - mean));
-            model.add_constraint(constraint!(d[c] >= mean - load));
+            rows.push(constraint!(d[c] >= load.clone() - mean));
+            rows.push(constraint!(d[c] >= mean - load));
         }
         // Clusters are interchangeable: expert 0 goes to cluster 0.
-        model.add_constraint(constraint!(x[0][0] == 1.0));
-        (model, x, d)
+        rows.push(constraint!(x[0][0] == 1.0));
+        (p, objective, rows, x, d)
     };
-    let bound = {
-        let (relaxed, _, d) = build(false);
-        relaxed.solve().ok().map(|s| objective_of(&s, &d))
+    let relaxed_bound = |limits: Limits| {
+        let (p, objective, rows, _, _) = build(false);
+        p.minimise(objective, rows, &[], limits).ok().map(|s| s.objective)
     };
-    let (model, x, d) = build(true);
+    let (program, objective, rows, x, d) = build(true);
     // The warm start: the greedy clusters, relabelled so expert 0 is in cluster 0.
     let first = greedy[0];
     let relabel = |c: usize| {
@@ -270,18 +324,17 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, time_limit_s: f64) -> (Vec<
         totals[c] += loads[e];
     }
     warm.extend(d.iter().zip(&totals).map(|(&v, t)| (v, (t - mean).abs())));
-    let outcome = model.with_initial_solution(warm).with_time_limit(time_limit_s).solve();
-    let read = |s: &MicroLpSolution| -> Vec<usize> {
+    let outcome = program.minimise(objective, rows, &warm, limits);
+    let read = |s: &milp::Solution| -> Vec<usize> {
         (0..experts)
             .map(|e| (0..clusters).find(|&c| s.value(x[c][e]) > 0.5).unwrap_or(0))
             .collect()
     };
     keep_better(
         outcome,
-        read,
-        |a: &Vec<usize>| spread(a),
+        (read, |a: &Vec<usize>| spread(a)),
         (start, greedy_objective),
-        bound,
+        || relaxed_bound(limits),
     )
 }
 
@@ -292,7 +345,8 @@ pub fn assign_devices(
     clusters_of: &[Vec<usize>],
     transitions: &[BTreeMap<(u32, u32), f64>],
     bandwidth: &[Vec<f64>],
-    time_limit_s: f64,
+    limits: Limits,
+    caps: Caps,
 ) -> (Vec<Vec<usize>>, Solved) {
     let layers = clusters_of.len();
     let devices = bandwidth.len();
@@ -320,25 +374,25 @@ pub fn assign_devices(
     let greedy_objective = cost(&greedy);
     let binaries = layers * clusters * devices;
     let products = flows.len() * clusters * clusters * devices * devices;
-    if binaries > MAX_BINARIES {
-        return (greedy, too_large(greedy_objective, binaries, MAX_BINARIES, "binaries"));
+    if binaries > caps.binaries {
+        return (greedy, too_large(greedy_objective, binaries, caps.binaries, "binaries"));
     }
-    if products > MAX_PRODUCTS {
+    if products > caps.products {
         return (
             greedy,
-            too_large(greedy_objective, products, MAX_PRODUCTS, "product terms"),
+            too_large(greedy_objective, products, caps.products, "product terms"),
         );
     }
     let build = |integer: bool| {
-        let mut vars = ProblemVariables::new();
+        let mut p = Program::new();
         let y: Vec<Vec<Vec<Variable>>> = (0..layers)
             .map(|_| {
                 (0..clusters)
-                    .map(|_| (0..devices).map(|_| vars.add(binary(integer))).collect())
+                    .map(|_| (0..devices).map(|_| p.add(binary(integer))).collect())
                     .collect()
             })
             .collect();
-        let z: Vec<Variable> = flows.iter().map(|_| vars.add(variable().min(0.0))).collect();
+        let z: Vec<Variable> = flows.iter().map(|_| p.add(variable().min(0.0))).collect();
         // w for every (layer, c1, g1, c2, g2) with traffic and g1 != g2.
         let mut w: BTreeMap<(usize, usize, usize, usize, usize), Variable> = BTreeMap::new();
         for (l, m) in flows.iter().enumerate() {
@@ -349,24 +403,24 @@ pub fn assign_devices(
                     }
                     for g1 in 0..devices {
                         for g2 in (0..devices).filter(|&g2| g2 != g1) {
-                            w.insert((l, c1, g1, c2, g2), vars.add(variable().min(0.0).max(1.0)));
+                            w.insert((l, c1, g1, c2, g2), p.add(variable().min(0.0).max(1.0)));
                         }
                     }
                 }
             }
         }
         let objective: Expression = z.iter().sum();
-        let mut model = vars.minimise(objective).using(microlp);
+        let mut rows: Vec<Constraint> = Vec::new();
         for yl in &y {
             for yc in yl {
-                model.add_constraint(constraint!(yc.iter().sum::<Expression>() == 1.0));
+                rows.push(constraint!(yc.iter().sum::<Expression>() == 1.0));
             }
             for g in 0..devices {
-                model.add_constraint(constraint!(yl.iter().map(|yc| yc[g]).sum::<Expression>() <= 1.0));
+                rows.push(constraint!(yl.iter().map(|yc| yc[g]).sum::<Expression>() <= 1.0));
             }
         }
         for (&(l, c1, g1, c2, g2), &v) in &w {
-            model.add_constraint(constraint!(v >= y[l][c1][g1] + y[l + 1][c2][g2] - 1.0));
+            rows.push(constraint!(v >= y[l][c1][g1] + y[l + 1][c2][g2] - 1.0));
         }
         for (l, m) in flows.iter().enumerate() {
             for (g1, from) in bandwidth.iter().enumerate() {
@@ -379,17 +433,17 @@ pub fn assign_devices(
                             }
                         }
                     }
-                    model.add_constraint(constraint!(z[l] >= load));
+                    rows.push(constraint!(z[l] >= load));
                 }
             }
         }
-        (model, y, z, w)
+        (p, objective, rows, y, z, w)
     };
-    let bound = {
-        let (model, _, z, _) = build(false);
-        model.solve().ok().map(|s| objective_of(&s, &z))
+    let relaxed_bound = |limits: Limits| {
+        let (p, objective, rows, ..) = build(false);
+        p.minimise(objective, rows, &[], limits).ok().map(|s| s.objective)
     };
-    let (model, y, z, w) = build(true);
+    let (program, objective, rows, y, z, w) = build(true);
     let mut warm: Vec<(Variable, f64)> = Vec::new();
     for (l, yl) in y.iter().enumerate() {
         for (c, yc) in yl.iter().enumerate() {
@@ -406,8 +460,8 @@ pub fn assign_devices(
     for (l, &v) in z.iter().enumerate() {
         warm.push((v, layer_cost(&flows[l], &greedy[l], &greedy[l + 1], bandwidth)));
     }
-    let outcome = model.with_initial_solution(warm).with_time_limit(time_limit_s).solve();
-    let read = |s: &MicroLpSolution| -> Vec<Vec<usize>> {
+    let outcome = program.minimise(objective, rows, &warm, limits);
+    let read = |s: &milp::Solution| -> Vec<Vec<usize>> {
         y.iter()
             .map(|yl| {
                 yl.iter()
@@ -418,21 +472,21 @@ pub fn assign_devices(
     };
     keep_better(
         outcome,
-        read,
-        |a: &Vec<Vec<usize>>| cost(a),
+        (read, |a: &Vec<Vec<usize>>| cost(a)),
         (greedy, greedy_objective),
-        bound,
+        || relaxed_bound(limits),
     )
 }
 
 /// The solver's solution if it is no worse than the greedy one (the warm
-/// start should guarantee it; rounding may not), else the greedy one.
+/// start should guarantee it; rounding may not), else the greedy one. The
+/// bound is the search's own, or `relaxed()`'s (the LP relaxation) where
+/// the solver reports none.
 fn keep_better<T>(
-    outcome: Result<MicroLpSolution, good_lp::ResolutionError>,
-    read: impl Fn(&MicroLpSolution) -> T,
-    cost: impl Fn(&T) -> f64,
+    outcome: Result<milp::Solution, String>,
+    (read, cost): (impl Fn(&milp::Solution) -> T, impl Fn(&T) -> f64),
     (greedy, greedy_objective): (T, f64),
-    bound: Option<f64>,
+    relaxed: impl Fn() -> Option<f64>,
 ) -> (T, Solved) {
     let s = match outcome {
         Ok(s) => s,
@@ -442,17 +496,20 @@ fn keep_better<T>(
                 greedy,
                 Solved {
                     objective: greedy_objective,
-                    bound,
+                    bound: relaxed(),
                     status,
+                    nodes: None,
                 },
             );
         }
     };
-    let status = match s.status() {
-        SolutionStatus::Optimal => Status::Optimal,
-        SolutionStatus::TimeLimit => Status::TimeLimit,
-        SolutionStatus::GapLimit => Status::GapLimit,
+    let status = match s.ended {
+        Ended::Optimal => Status::Optimal,
+        Ended::TimeLimit => Status::TimeLimit,
+        Ended::GapLimit => Status::GapLimit,
+        Ended::NodeLimit => Status::NodeLimit,
     };
+    let bound = s.bound.or_else(relaxed);
     let found = read(&s);
     let objective = cost(&found);
     let (kept, objective) = if objective <= greedy_objective + 1e-9 {
@@ -466,6 +523,7 @@ fn keep_better<T>(
             objective,
             bound,
             status,
+            nodes: s.nodes,
         },
     )
 }
@@ -493,16 +551,13 @@ fn binary(integer: bool) -> good_lp::VariableDefinition {
     }
 }
 
-fn objective_of(s: &impl Solution, vars: &[Variable]) -> f64 {
-    vars.iter().map(|&v| s.value(v)).sum()
-}
-
 /// The greedy solution of a program too large to hand the solver.
 fn too_large(objective: f64, size: usize, cap: usize, what: &str) -> Solved {
     Solved {
         objective,
         bound: None,
         status: Status::Greedy(format!("{size} {what}, over the {cap} the solver is given")),
+        nodes: None,
     }
 }
 
@@ -579,7 +634,7 @@ mod tests {
     #[test]
     fn ilp1_finds_the_brute_force_optimum() {
         for loads in [[9.0, 1.0, 4.0, 6.0], [5.0, 5.0, 1.0, 1.0], [10.0, 3.0, 3.0, 2.0]] {
-            let (assign, solved) = cluster_layer(&loads, 2, 10.0);
+            let (assign, solved) = cluster_layer(&loads, 2, ILP1_LIMITS, Caps::DEFAULT);
             let mean = loads.iter().sum::<f64>() / 2.0;
             let spread = |a: &[usize]| -> f64 {
                 (0..2)
@@ -620,7 +675,7 @@ mod tests {
         t1.insert((3, 0), 3.0);
         let transitions = vec![t0, t1, BTreeMap::new()];
         let bandwidth = vec![vec![1.0, 2.0], vec![0.5, 1.0]];
-        let (assign, solved) = assign_devices(&clusters_of, &transitions, &bandwidth, 10.0);
+        let (assign, solved) = assign_devices(&clusters_of, &transitions, &bandwidth, ILP2_LIMITS, Caps::DEFAULT);
         // Brute force: each layer's clusters on the 2 devices, as a permutation.
         let perms = [vec![0, 1], vec![1, 0]];
         let mut best = f64::INFINITY;
