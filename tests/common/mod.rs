@@ -106,6 +106,7 @@ pub fn compile_printing(
         steps: Some(SNAPSHOT_STEPS),
         print_after: PrintAfter::All,
         batch: None,
+        milp_seconds: None,
     };
     let text_options = moec::ir::text::TextOptions { layers };
     let mut printed = Vec::new();
