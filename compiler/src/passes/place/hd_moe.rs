@@ -108,9 +108,15 @@ pub fn place(ir: &Ir, cx: &PassContext, dies: &[DieId], mode: Mode) -> Result<Hd
     let stats = cx.stats()?;
     let problems: Vec<Option<LayerProblem>> = (0..layers)
         .map(|l| {
-            moe_layers
-                .contains(&l)
-                .then(|| layer_problem(cx, &stats.loads[l], &stats.coactivation[l], dies.len()))
+            moe_layers.contains(&l).then(|| {
+                layer_problem(
+                    cx,
+                    &stats.loads[l],
+                    &stats.coactivation[l],
+                    dies.len(),
+                    mode == Mode::Replicas,
+                )
+            })
         })
         .collect();
 
@@ -363,7 +369,13 @@ fn expert_slots(cx: &PassContext, placed: &Ir) -> Vec<usize> {
 }
 
 /// NodeBalance's input for one layer, from the stats and the plan's figures.
-fn layer_problem(cx: &PassContext, loads: &[f64], sets: &[(Vec<u32>, f64)], nodes: usize) -> LayerProblem {
+fn layer_problem(
+    cx: &PassContext,
+    loads: &[f64],
+    sets: &[(Vec<u32>, f64)],
+    nodes: usize,
+    whole_reads: bool,
+) -> LayerProblem {
     let tokens = cx.workload.tokens_per_step().max(1) as f64;
     let spec = cx.machine.spec();
     let per_second = |x: f64, rate: f64| if rate > 0.0 { x / rate } else { 0.0 };
@@ -375,6 +387,10 @@ fn layer_problem(cx: &PassContext, loads: &[f64], sets: &[(Vec<u32>, f64)], node
         nodes,
         per_second(tokens * expert_flops, spec.die.compute.0),
         per_second(step_bytes, spec.link.bandwidth.0),
+    )
+    .with_weight_reads(
+        per_second(cx.model.expert_bytes().0 as f64, spec.die.memory_bw.0),
+        whole_reads,
     )
 }
 

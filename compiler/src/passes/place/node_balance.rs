@@ -12,7 +12,11 @@
 //! - `load_c = sum_i P[i][c] f_i` with `f_i` expert `i`'s activations per
 //!   token (its token choices per step from `PassContext::stats` over the
 //!   step's tokens; they sum to top-k);
-//!   `t_comp >= load_c * 2 h I S B / compute`.
+//!   `t_comp >= load_c * 2 h I S B / compute`; and, as the issue that
+//!   reviewed the paper asked (decode reads each expert's weights for few
+//!   tokens), `t_comp >= reads_c * W / memory_bw` with `reads_c` the
+//!   weights node `c` reads: `sum_i P[i][c]` for split parts, `sum_i
+//!   Z[i][c]` for whole replicas ([`LayerProblem::with_weight_reads`]).
 //! - For every observed top-k set `g` (the co-activation sets of the stats,
 //!   the most frequent ones the stats keep) with `f_g` its fraction of the
 //!   tokens: binary `Y[g][c] >= Z[i][c] / |g|` for `i` in `g` (a token of
@@ -101,6 +105,15 @@ pub struct LayerProblem {
     pub uncovered: f64,
     /// For those tokens, how likely each expert is among their choices.
     pub uncovered_share: Vec<f64>,
+    /// Seconds a node takes to read one whole expert's weights (its bytes
+    /// over the die's memory bandwidth): in decode, where few tokens meet
+    /// each expert, reading the weights sets the experts' time, not their
+    /// FLOPs. 0: not counted.
+    pub read_s: f64,
+    /// Whether a node holding any part of an expert reads all of its
+    /// weights (whole replicas, `hd_moe` today) rather than its fraction
+    /// (split parts, the hybrid form).
+    pub whole_reads: bool,
 }
 
 /// The program is handed to the solver only when the kept sets cover all
@@ -227,7 +240,33 @@ impl LayerProblem {
             comm_s,
             uncovered,
             uncovered_share,
+            read_s: 0.0,
+            whole_reads: false,
         }
+    }
+
+    /// The same problem with the weight-read term: `t_comp >= read_s x`
+    /// each node's expert weights read (whole experts or fractions).
+    pub fn with_weight_reads(self, read_s: f64, whole_reads: bool) -> LayerProblem {
+        LayerProblem {
+            read_s,
+            whole_reads,
+            ..self
+        }
+    }
+
+    /// Per node, the experts' weights it reads, in whole experts.
+    pub fn reads(&self, fractions: &[Vec<f64>]) -> Vec<f64> {
+        let mut reads = vec![0.0; self.nodes];
+        for row in fractions {
+            for (r, &p) in reads.iter_mut().zip(row) {
+                *r += match self.whole_reads {
+                    true => f64::from(u8::from(p > ZERO)),
+                    false => p,
+                };
+            }
+        }
+        reads
     }
 
     /// Per node, `sum_i P[i][c] f_i`.
@@ -270,8 +309,10 @@ impl LayerProblem {
     /// `t_comp` and `t_comm` of a placement, at `gamma`.
     pub fn costs(&self, fractions: &[Vec<f64>], gamma: f64) -> Costs {
         let max = |v: Vec<f64>| v.into_iter().fold(0.0, f64::max);
+        let compute = max(self.loads(fractions)) * self.compute_s;
+        let reads = max(self.reads(fractions)) * self.read_s;
         Costs {
-            t_comp: max(self.loads(fractions)) * self.compute_s,
+            t_comp: compute.max(reads),
             t_comm: gamma * max(self.set_traffic(fractions)) * self.comm_s,
         }
     }
@@ -473,6 +514,14 @@ impl Program {
                 .collect();
             load.push((t_comp, -1.0));
             lp.add_constraint(load, ComparisonOp::Le, 0.0);
+            if problem.read_s > 0.0 {
+                let read = problem.read_s * US;
+                let mut reads: Vec<(Variable, f64)> = (0..experts)
+                    .map(|i| (if problem.whole_reads { z[i][c] } else { p[i][c] }, read))
+                    .collect();
+                reads.push((t_comp, -1.0));
+                lp.add_constraint(reads, ComparisonOp::Le, 0.0);
+            }
             let mut traffic: Vec<(Variable, f64)> = Vec::new();
             for (yg, (set, f)) in y.iter().zip(&problem.sets) {
                 for &i in set {
@@ -692,6 +741,29 @@ pub fn fit_gamma(samples: &[(f64, f64)]) -> Option<GammaFit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weight_reads_bound_the_compute_term_and_whole_replicas_read_everything() {
+        // Two equal experts on two nodes, compute nearly free, reading an
+        // expert 1 ms: expert parallel reads one expert a node; split in
+        // halves, each node reads half of each (the same) as parts, but all
+        // of both as whole replicas.
+        let p = LayerProblem::new(vec![1.0, 1.0], vec![(vec![0, 1], 1.0)], 2, 1e-9, 0.0);
+        let ep = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        let halves = vec![vec![0.5, 0.5], vec![0.5, 0.5]];
+        let parts = p.clone().with_weight_reads(1e-3, false);
+        let whole = p.clone().with_weight_reads(1e-3, true);
+        assert!((parts.costs(&ep, 1.0).t_comp - 1e-3).abs() < 1e-12);
+        assert!((parts.costs(&halves, 1.0).t_comp - 1e-3).abs() < 1e-12);
+        assert!((whole.costs(&halves, 1.0).t_comp - 2e-3).abs() < 1e-12);
+        assert!(p.costs(&halves, 1.0).t_comp < 1e-8, "no reads counted without the term");
+        // The program sees it too: under whole reads it keeps experts whole.
+        let solved = solve(&whole, 1.0);
+        assert!((solved.t_comp - 1e-3).abs() < 1e-6, "{solved:?}");
+        for row in &solved.fractions {
+            assert!(row.iter().any(|&f| f > 1.0 - 1e-6), "{:?}", solved.fractions);
+        }
+    }
 
     fn problem(activations: &[f64], sets: &[(&[u32], f64)], nodes: usize) -> LayerProblem {
         let sets = sets.iter().map(|(g, f)| (g.to_vec(), *f)).collect();
