@@ -996,3 +996,39 @@ fn a_failing_numeric_check_fails_the_run_and_says_where() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn the_examples_in_compiles_help_run() {
+    // Every `moec compile ...` line of the help, as a user would paste it,
+    // with its output file moved to a scratch folder.
+    let help = text(&moec(&["compile", "--help"]).stdout);
+    let dir = tempfile::tempdir().unwrap();
+    // A long example wraps onto the next line of the help.
+    let mut examples: Vec<Vec<String>> = Vec::new();
+    let mut in_example = false;
+    for line in help.lines().map(str::trim) {
+        if line.starts_with("moec compile examples/") {
+            examples.push(line.split_whitespace().skip(1).map(str::to_string).collect());
+            in_example = true;
+        } else if in_example && !line.is_empty() && !line.starts_with("moec ") && !line.contains(':') {
+            if let Some(last) = examples.last_mut() {
+                last.extend(line.split_whitespace().map(str::to_string));
+            }
+        } else {
+            in_example = false;
+        }
+    }
+    assert!(examples.len() >= 4, "{help}");
+    for mut args in examples {
+        if let Some(at) = args.iter().position(|a| a == "-o") {
+            let name = args[at + 1].clone();
+            args[at + 1] = dir.path().join(&name).to_string_lossy().into_owned();
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = moec(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+    }
+    // The EPLB export the help shows is SGLang's map, slot for slot.
+    let map = std::fs::read_to_string(dir.path().join("eplb.json")).unwrap();
+    assert!(map.contains("physical_to_logical_map"), "{map}");
+}
