@@ -85,3 +85,42 @@ fn what_upstream_asserts_is_refused() {
     // 4 groups over 3 nodes: the global policy, as upstream falls back.
     assert!(rebalance_experts(&loads, 12, 4, 3, 6).is_ok());
 }
+
+#[test]
+fn a_plan_balances_the_counts_its_workload_records() {
+    // Mixtral on 8 H100s with OLMoE's recorded counts for it and 8 redundant
+    // slots: the `eplb` plan's slots are upstream's on those counts (one
+    // node, one group: the global policy), GPU g being the g-th die.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reader = moec::source::FsReader;
+    let session = moec::driver::check(&reader, &root.join("examples/mixtral-8x7b-real-routing.moe")).unwrap();
+    let options = moec::driver::CompileOptions {
+        plan: Some("prefill_eplb".into()),
+        ..Default::default()
+    };
+    let schedule = session.schedule(&options, &mut |_, _| {}).unwrap();
+    let moec_runtime::workload::RoutingSource::Counts { counts, .. } = &schedule.workload.routing else {
+        panic!("the plan's workload replays recorded counts");
+    };
+    let map = counts.layer_map(&schedule.model);
+    let weight: Vec<Vec<f32>> = map
+        .iter()
+        .map(|&(_, recorded)| {
+            let l = counts.layers.iter().find(|l| l.layer == recorded).unwrap();
+            l.counts.iter().map(|&c| c as f32).collect()
+        })
+        .collect();
+    let upstream = rebalance_experts(&weight, 16, 1, 1, 8).unwrap();
+    for (row, &(layer, _)) in map.iter().enumerate() {
+        let mut expected: Vec<Vec<u32>> = vec![Vec::new(); 8];
+        for (slot, &e) in upstream.physical_to_logical[row].iter().enumerate() {
+            expected[e].push((slot / 2) as u32);
+        }
+        expected.iter_mut().for_each(|d| d.sort_unstable());
+        let placed: Vec<Vec<u32>> = schedule.placement.experts[layer as usize]
+            .iter()
+            .map(|d| d.iter().map(|x| x.0).collect())
+            .collect();
+        assert_eq!(placed, expected, "layer {layer}");
+    }
+}
