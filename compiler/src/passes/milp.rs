@@ -47,8 +47,6 @@ pub struct Solution {
     /// The best lower bound the search proved, when the solver reports one.
     pub bound: Option<f64>,
     pub ended: Ended,
-    /// Branch-and-bound nodes searched, when the solver reports them.
-    pub nodes: Option<u64>,
 }
 
 impl Solution {
@@ -157,10 +155,6 @@ fn solve(
         .double_info_value(c"mip_dual_bound")
         .ok()
         .filter(|b| b.is_finite());
-    let nodes = solved
-        .int_info_value(c"mip_node_count")
-        .ok()
-        .and_then(|x| u64::try_from(x).ok());
     let values = solved.get_solution().columns().to_vec();
     Ok(Solution {
         values,
@@ -168,7 +162,6 @@ fn solve(
         objective: solved.objective_value(),
         bound,
         ended,
-        nodes,
     })
 }
 
@@ -208,7 +201,6 @@ fn solve(
         positions,
         bound: None,
         ended,
-        nodes: None,
     })
 }
 

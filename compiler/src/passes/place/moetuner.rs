@@ -128,11 +128,8 @@ pub fn place(cx: &PassContext, dies: &[DieId]) -> Result<(Layouts, Vec<String>),
 }
 
 fn gap_text(s: &Solved) -> String {
-    let gap = s
-        .gap()
-        .map_or(String::new(), |g| format!(", gap {:.1}% to the bound", 100.0 * g));
-    let nodes = s.nodes.map_or(String::new(), |n| format!(", {n} nodes"));
-    gap + &nodes
+    s.gap()
+        .map_or(String::new(), |g| format!(", gap {:.1}% to the bound", 100.0 * g))
 }
 
 /// `B[g1][g2]`: the bandwidth of the route between two dies, as one link
@@ -187,8 +184,6 @@ pub struct Solved {
     /// The best lower bound the search proved (`None` when not solved).
     pub bound: Option<f64>,
     pub status: Status,
-    /// Branch-and-bound nodes searched, when the solver says.
-    pub nodes: Option<u64>,
 }
 
 /// How a program's solve ended.
@@ -263,7 +258,6 @@ pub fn cluster_layer(loads: &[f64], clusters: usize, limits: Limits, caps: Caps)
             objective: greedy_objective,
             bound: Some(greedy_objective),
             status: Status::AllEqual("one expert per cluster: every assignment is equal"),
-            nodes: None,
         };
         return (greedy, solved);
     }
@@ -498,7 +492,6 @@ fn keep_better<T>(
                     objective: greedy_objective,
                     bound: relaxed(),
                     status,
-                    nodes: None,
                 },
             );
         }
@@ -523,7 +516,6 @@ fn keep_better<T>(
             objective,
             bound,
             status,
-            nodes: s.nodes,
         },
     )
 }
@@ -557,7 +549,6 @@ fn too_large(objective: f64, size: usize, cap: usize, what: &str) -> Solved {
         objective,
         bound: None,
         status: Status::Greedy(format!("{size} {what}, over the {cap} the solver is given")),
-        nodes: None,
     }
 }
 
