@@ -1032,3 +1032,31 @@ fn the_examples_in_compiles_help_run() {
     let map = std::fs::read_to_string(dir.path().join("eplb.json")).unwrap();
     assert!(map.contains("physical_to_logical_map"), "{map}");
 }
+
+#[test]
+fn milp_seconds_hands_the_papers_programs_to_the_solver() {
+    // By default ILP 2 on 8 GPUs (127k product terms) keeps its greedy
+    // start; --milp-seconds lifts the caps, and the solver's status (here
+    // its time limit) comes back in the note.
+    let note = |extra: &[&str]| {
+        let args = [
+            &["compile", "examples/mixtral-8x7b-h100.moe", "--plan", "moetuner"][..],
+            extra,
+        ]
+        .concat();
+        let o = moec(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        text(&o.stdout)
+            .lines()
+            .find(|l| l.contains("moetuner ILP 2"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(note(&[]).contains("greedy (126976 product terms"), "{}", note(&[]));
+    let solved = note(&["--milp-seconds", "1"]);
+    assert!(solved.contains("HiGHS") && !solved.contains("greedy"), "{solved}");
+    for bad in ["0", "-1", "soon"] {
+        let o = moec(&["compile", "examples/mixtral-8x7b-h100.moe", "--milp-seconds", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+}
