@@ -478,8 +478,10 @@ fn physical(replicas: &[Vec<(usize, f64)>], position: &[usize], dies: &[DieId], 
 /// expert gets its next copy where there is room, so the copies memory
 /// allows are spread over all experts and layers, largest shares first;
 /// among equal shares the die with the fewest copies of that layer's
-/// experts, so each layer's copies spread over the dies. An expert whose dies are all full keeps
-/// its largest share anyway, for the verifier to refuse with the sizes.
+/// experts, so each layer's copies spread over the dies. An expert whose
+/// candidate dies are all full takes a die with room elsewhere, and where
+/// no die has room its largest share anyway, for the verifier to refuse
+/// with the sizes.
 /// Returns the layouts and how many candidates were dropped.
 fn keep_within_memory(candidates: &[Vec<Vec<(DieId, f64)>>], slots: &[usize]) -> (Layouts, usize) {
     let dies = slots.len();
@@ -505,16 +507,28 @@ fn keep_within_memory(candidates: &[Vec<Vec<(DieId, f64)>>], slots: &[usize]) ->
         let room = |&&(d, _): &&(DieId, f64)| used.get(d.index()) < slots.get(d.index());
         let c = &candidates[l][e];
         let pick = c.iter().filter(open).filter(room).min_by_key(|x| key(x));
+        let pick = pick.copied();
+        // An expert's first copy must go somewhere: on a die with room
+        // outside its candidates (fewest of this layer's copies, then the
+        // emptier), else on its largest share anyway.
         let pick = if forced {
             pick.or_else(|| {
+                (0..dies)
+                    .map(|i| DieId(i as u32))
+                    .filter(|d| !kept[l][e].contains(d) && used.get(d.index()) < slots.get(d.index()))
+                    .min_by_key(|d| (in_layer[l][d.index()], used[d.index()], *d))
+                    .map(|d| (d, 0.0))
+            })
+            .or_else(|| {
                 c.iter()
                     .filter(open)
                     .min_by_key(|x| (std::cmp::Reverse((x.1 * 1e9).round() as i64), x.0))
+                    .copied()
             })
         } else {
             pick
         };
-        let Some(&(d, _)) = pick else { return false };
+        let Some((d, _)) = pick else { return false };
         if let Some(u) = used.get_mut(d.index()) {
             *u += 1;
         }
