@@ -227,6 +227,9 @@ mod tests {
             assert!((got / (65_536.0 * share) - 1.0).abs() < 0.02, "{:?}", stats.loads[1]);
         }
         assert!(!stats.transitions[1].is_empty() && stats.transitions[2].is_empty());
+        // A balancer sees the recorded counts themselves, not the draws.
+        assert_eq!(stats.given[1], vec![50.0, 30.0, 15.0, 5.0]);
+        assert_eq!(stats.balance_loads()[2], vec![10.0, 20.0, 30.0, 40.0]);
 
         w.routing = RoutingSource::Calibrated {
             skew: SkewTarget::Every(1.5),
@@ -236,8 +239,50 @@ mod tests {
         };
         let m = model(8, 2, 1, 1, 0, 2);
         let stats = RoutingStats::measure(&m, &w, false).unwrap();
+        assert!(stats.given.is_empty(), "a generated source records nothing");
+        assert_eq!(stats.balance_loads(), &stats.loads[..]);
         let mean = 65_536.0 / 8.0;
         let max = stats.loads[0].iter().copied().fold(0.0, f64::max);
         assert!((max / mean / 1.5 - 1.0).abs() < 0.03, "{:?}", stats.loads[0]);
+    }
+
+    #[test]
+    fn a_trace_gives_its_recorded_choices_summed_over_every_step() {
+        use crate::routing::trace::write_trace;
+        use crate::routing::RoutingGenerator;
+        let model = deepseek_v3();
+        let mut w = WorkloadSpec {
+            name: "w".into(),
+            phase: Phase::Decode,
+            batch: 64,
+            seq_len: 16,
+            steps: 6,
+            routing: RoutingSource::Zipf {
+                s: 1.0,
+                layer_corr: 0.0,
+                drift: 0.1,
+                seed: 3,
+            },
+            slo: None,
+        };
+        let mut generator = RoutingGenerator::new(&model, &w).unwrap();
+        let steps: Vec<_> = (0..6).map(|t| generator.step(t).unwrap()).collect();
+        let path = std::env::temp_dir().join(format!("moec-stats-trace-{}.json", std::process::id()));
+        std::fs::write(&path, write_trace(&steps, 256, None)).unwrap();
+        w.routing = RoutingSource::Trace {
+            path: path.to_string_lossy().into_owned(),
+        };
+        let stats = RoutingStats::measure(&model, &w, false).unwrap();
+        let _ = std::fs::remove_file(&path);
+        // All six recorded steps, not the first four the loads count.
+        let mut summed = vec![0.0; 256];
+        for step in &steps {
+            for &e in &step.layers[0].experts {
+                summed[e as usize] += 1.0;
+            }
+        }
+        let first = steps[0].layers[0].layer as usize;
+        assert_eq!(stats.given[first], summed);
+        assert!((stats.given[first].iter().sum::<f64>() - 6.0 * 64.0 * 8.0).abs() < 1e-9);
     }
 }
