@@ -45,10 +45,7 @@ impl Gpus {
     pub fn new(dies: &[DieId], node_of: impl Fn(DieId) -> u32) -> Gpus {
         let mut ordered: Vec<(u32, DieId)> = dies.iter().map(|&d| (node_of(d), d)).collect();
         ordered.sort_unstable();
-        let mut sizes: Vec<usize> = Vec::new();
-        for w in ordered.chunk_by(|a, b| a.0 == b.0) {
-            sizes.push(w.len());
-        }
+        let sizes: Vec<usize> = ordered.chunk_by(|a, b| a.0 == b.0).map(<[_]>::len).collect();
         let equal = sizes.windows(2).all(|w| w[0] == w[1]);
         Gpus {
             dies: ordered.into_iter().map(|(_, d)| d).collect(),
